@@ -18,4 +18,7 @@ pub mod instructions;
 pub mod shell;
 
 pub use crate::error::{Error, Location};
-pub use crate::parser::{Ast, Directive, Heredoc, Node, Warning, parse};
+pub use crate::parser::{
+    Ast, CommandView, Directive, Heredoc, HeredocView, Node, Warning, chomp_heredoc_content, parse,
+    parse_heredoc,
+};
