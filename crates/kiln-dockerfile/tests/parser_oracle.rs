@@ -11,6 +11,8 @@
 //! BuildKit (whose parser test vectors it passes):
 //! - blanks between `<<` and a heredoc name (`RUN << EOF`) make a heredoc;
 //! - `# check=...` is a parser directive, so a later `# escape=` still is one;
+//! - text after an exec-form JSON array makes the line shell form
+//!   (`json.Unmarshal`; v0.12.5 decoded the first value and ignored the rest);
 //! - the keyword is reported upper-cased (`cmd`, `sub_cmd`).
 //!
 //! Inputs touching those are counted, not compared. So are the binding's own
@@ -123,7 +125,12 @@ fn known_version_difference(text: &str) -> bool {
                 .to_ascii_lowercase()
                 .starts_with("check")
         });
-    blank_after_heredoc_marker || check_directive
+    let text_after_json_array = text.lines().any(|l| {
+        l.contains('[')
+            && l.match_indices(']')
+                .any(|(i, _)| !l[i + 1..].trim_matches(char::is_whitespace).is_empty())
+    });
+    blank_after_heredoc_marker || check_directive || text_after_json_array
 }
 
 /// Compares; returns a description of each disagreement. Errors only need

@@ -1,10 +1,11 @@
 //! The exec form's JSON array, decoded the way BuildKit's Go code decodes it.
 //!
-//! BuildKit v0.12 reads the array with `json.NewDecoder(..).Decode`, which
-//! stops after the first complete value: text after the closing `]` is
-//! ignored (`CMD ["a"] b` is exec form `a`). Invalid JSON means "shell form";
-//! valid JSON with a non-string element is an error. Strings follow Go's
-//! rules: lone surrogates become U+FFFD, control characters are invalid.
+//! Current BuildKit reads the array with `json.Unmarshal`: the whole rest of
+//! the line must be one JSON value (`CMD ["a"] b` is shell form; BuildKit
+//! v0.12 and older took the first value and ignored the rest). Invalid JSON
+//! means "shell form"; valid JSON with a non-string element is an error.
+//! Strings follow Go's rules: lone surrogates become U+FFFD, control
+//! characters are invalid.
 
 /// What a `[`-prefixed argument turned out to be.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,7 +30,12 @@ pub(crate) fn decode_string_array(src: &str) -> JsonArray {
     if p.peek() != Some(b'[') {
         return JsonArray::Invalid;
     }
-    match p.top_level_array() {
+    let decoded = p.top_level_array();
+    p.skip_ws();
+    if p.i != p.s.len() {
+        return JsonArray::Invalid;
+    }
+    match decoded {
         Some(Some(items)) => JsonArray::Strings(items),
         Some(None) => JsonArray::NotStrings,
         None => JsonArray::Invalid,
@@ -316,9 +322,12 @@ mod tests {
     }
 
     #[test]
-    fn trailing_text_is_ignored_like_go_decoder() {
-        assert_eq!(decode_string_array(r#"["a"] foo"#), strings(&["a"]));
-        assert_eq!(decode_string_array(r#"["a"]]"#), strings(&["a"]));
+    fn text_after_the_array_makes_it_invalid_like_go_unmarshal() {
+        assert_eq!(decode_string_array(r#"["a"] foo"#), JsonArray::Invalid);
+        assert_eq!(decode_string_array(r#"["a"]]"#), JsonArray::Invalid);
+        assert_eq!(decode_string_array("[\"a\"] \t\r\n"), strings(&["a"]));
+        // Unmarshal checks the syntax of everything before decoding.
+        assert_eq!(decode_string_array(r#"["a", 1] x"#), JsonArray::Invalid);
     }
 
     #[test]
