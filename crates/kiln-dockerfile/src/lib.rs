@@ -8,13 +8,18 @@
 //! 3. [`shell`] expansion of words (`$VAR`, `${VAR:-x}`, ...), the way BuildKit's
 //!    lexer does it, applied by the stage lowering to the instructions BuildKit expands.
 //!
+//! 4. [`plan`]: the stage graph of a build (`--target`, `--build-arg`, platform
+//!    args) and the ARG/ENV scoping that decides what each instruction sees.
+//!
 //! [`dockerignore`] matches build-context paths with Docker's `.dockerignore` semantics.
 
 mod error;
 mod parser;
+mod suggest;
 
 pub mod dockerignore;
 pub mod instructions;
+pub mod plan;
 pub mod shell;
 
 pub use crate::error::{Error, Location};

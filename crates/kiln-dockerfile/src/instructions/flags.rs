@@ -8,7 +8,7 @@
 //! or `--x=false` (any case), not `--x=`; a string needs `=` (`--x=` is
 //! the empty string).
 
-use super::suggest::suggest;
+use crate::suggest::suggest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -22,7 +22,6 @@ mod goconv;
 mod mount;
 mod parse;
 mod run;
-mod suggest;
 
 pub use self::commands::{
     AddCommand, ArgCommand, ArgDef, CmdCommand, Command, CommandLine, CopyCommand,

@@ -9,7 +9,7 @@
 use std::fmt;
 
 use super::goconv::{parse_bool, parse_u32, quote, ram_in_bytes};
-use super::suggest::suggest;
+use crate::suggest::suggest;
 
 /// What a mount provides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

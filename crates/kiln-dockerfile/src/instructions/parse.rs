@@ -16,8 +16,8 @@ use super::flags::{FlagError, Flags};
 use super::goconv::{parse_duration, parse_i32, quote};
 use super::mount::{MountError, parse_mount};
 use super::run::{NetworkMode, SecurityMode, parse_device};
-use super::suggest::suggest;
 use crate::parser::{chomp_heredoc_content, parse_heredoc};
+use crate::suggest::suggest;
 use crate::{Location, Node};
 
 /// Every instruction BuildKit knows (`command.Commands`).

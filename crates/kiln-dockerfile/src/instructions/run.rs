@@ -6,7 +6,7 @@ use std::fmt;
 
 use super::goconv::{parse_bool, quote};
 use super::mount::{csv_fields, with_suggestion};
-use super::suggest::suggest;
+use crate::suggest::suggest;
 
 /// `RUN --network=`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
