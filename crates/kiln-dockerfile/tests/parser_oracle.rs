@@ -199,6 +199,10 @@ fn corpus() -> Vec<String> {
             }
         }
     }
+    let own_cases = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    for case in common::sorted_dirs(&own_cases) {
+        add_file(case.join("Dockerfile"));
+    }
     if let Some(dir) = common::conformance_dir("buildkit-parser-lineinfo") {
         add_file(dir.join("Dockerfile"));
     }
