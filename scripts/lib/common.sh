@@ -54,3 +54,57 @@ ensure_dockerfile_oracle() {
   fi
   export KILN_DOCKERFILE_ORACLE=$venv/bin/python
 }
+
+# ensure_trixie_suite: Debian trixie as a low-priority source, for the
+# peers bookworm has too old (Docker 26 with BuildKit 0.13 and buildx).
+ensure_trixie_suite() {
+  if [ ! -f /etc/apt/sources.list.d/kiln-trixie.sources ]; then
+    log "adding Debian trixie (pinned low) for Docker 26 and buildx"
+    as_root tee /etc/apt/sources.list.d/kiln-trixie.sources >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    as_root tee /etc/apt/preferences.d/kiln-trixie >/dev/null <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: 100
+PIN
+    as_root apt-get update -qq
+  fi
+}
+
+# ensure_docker: Docker Engine 26 (BuildKit 0.13) and buildx from trixie,
+# runc, and a running dockerd with the containerd image store (so buildx
+# can write OCI output). Images are never pulled from the internet.
+ensure_docker() {
+  ensure_trixie_suite
+  if ! dpkg-query -W -f='${Version}' docker.io 2>/dev/null | grep -q '^2[6-9]'; then
+    log "installing docker.io and docker-buildx from trixie"
+    as_root apt-get install -y -qq -t trixie --no-install-recommends docker.io docker-buildx runc containerd >/dev/null
+  fi
+  if [ ! -f /etc/docker/daemon.json ] || ! grep -q containerd-snapshotter /etc/docker/daemon.json; then
+    as_root mkdir -p /etc/docker
+    echo '{"features":{"containerd-snapshotter":true}}' | as_root tee /etc/docker/daemon.json >/dev/null
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    if ! pgrep -x containerd >/dev/null; then
+      as_root sh -c 'nohup containerd >/var/log/kiln-containerd.log 2>&1 &'
+      for _ in $(seq 1 50); do [ -S /run/containerd/containerd.sock ] && break; sleep 0.2; done
+    fi
+    as_root sh -c 'nohup dockerd --containerd=/run/containerd/containerd.sock >/var/log/kiln-dockerd.log 2>&1 &'
+    for _ in $(seq 1 100); do docker info >/dev/null 2>&1 && break; sleep 0.3; done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not start; see /var/log/kiln-dockerd.log" >&2; tail -20 /var/log/kiln-dockerd.log >&2; exit 1; }
+  fi
+}
+
+# ensure_registry_tools: a Distribution registry binary (the tests start
+# their own instances on free loopback ports), skopeo, and htpasswd.
+ensure_registry_tools() {
+  ensure_apt_packages docker-registry skopeo apache2-utils
+  # The package starts a registry on :5000 that the tests do not use.
+  if systemctl is-active --quiet docker-registry 2>/dev/null; then as_root systemctl stop docker-registry || true; fi
+}

@@ -11,7 +11,6 @@
 //! feeds it the base image's config environment, which only it can fetch.
 
 mod error;
-mod platform;
 mod scope;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,8 +21,8 @@ use crate::suggest::suggest;
 use crate::{Location, instructions};
 
 pub use self::error::PlanError;
-pub use self::platform::Platform;
 pub use self::scope::{DEFAULT_PATH, EnvList, StageScope};
+pub use kiln_platform::Platform;
 
 /// Proxy settings a build may pass without any `ARG` declaring them; RUN
 /// steps get them in their environment, but they stay out of cache keys

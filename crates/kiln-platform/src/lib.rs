@@ -1,5 +1,6 @@
-//! Platforms (`linux/arm64/v8`) as Dockerfiles and `--platform` name them,
-//! normalised the way containerd's `platforms` package does.
+//! Platforms (`linux/arm64/v8`) as Dockerfiles, `--platform` and image
+//! indexes name them, normalised the way containerd's `platforms` package
+//! does, and matched the way it picks a manifest from an index.
 
 use std::fmt;
 
@@ -53,6 +54,45 @@ impl Platform {
             variant,
         }
     }
+}
+
+impl Platform {
+    /// A platform from the fields of an OCI descriptor or image config,
+    /// normalised (`aarch64` → `arm64`, `arm64` + `v8` → `arm64`).
+    pub fn from_parts(os: &str, architecture: &str, variant: Option<&str>) -> Platform {
+        let variant = variant
+            .filter(|v| !v.is_empty())
+            .map(str::to_ascii_lowercase);
+        let (architecture, variant) =
+            normalize_arch(&architecture.to_ascii_lowercase(), variant.as_deref());
+        Platform {
+            os: os.to_ascii_lowercase(),
+            architecture,
+            variant,
+        }
+    }
+
+    /// Whether an image for `other` runs here, as containerd's matcher
+    /// decides: same OS and architecture, and the same variant, where an
+    /// `arm` host also runs older variants (`arm/v7` runs `arm/v6`, `arm/v5`)
+    /// and an `amd64` host runs `amd64` without a variant level.
+    pub fn matches(&self, other: &Platform) -> bool {
+        if self.os != other.os || self.architecture != other.architecture {
+            return false;
+        }
+        match (&self.variant, &other.variant) {
+            (a, b) if a == b => true,
+            (Some(mine), Some(theirs)) if self.architecture == "arm" => {
+                arm_level(theirs) <= arm_level(mine)
+            }
+            (Some(_), None) if self.architecture == "amd64" => true,
+            _ => false,
+        }
+    }
+}
+
+fn arm_level(variant: &str) -> u32 {
+    variant.trim_start_matches('v').parse().unwrap_or(u32::MAX)
 }
 
 impl fmt::Display for Platform {
@@ -146,6 +186,21 @@ mod tests {
         assert_eq!(p("Linux/ARM64"), "linux/arm64");
         assert_eq!(p("arm64"), "linux/arm64");
         assert_eq!(p("windows/amd64"), "windows/amd64");
+    }
+
+    #[test]
+    fn matching() {
+        let host = Platform::parse("linux/arm/v7").unwrap();
+        assert!(host.matches(&Platform::from_parts("linux", "arm", Some("v6"))));
+        assert!(!host.matches(&Platform::from_parts("linux", "arm", Some("v8"))));
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        assert!(arm64.matches(&Platform::from_parts("linux", "aarch64", Some("v8"))));
+        assert!(!arm64.matches(&Platform::from_parts("linux", "amd64", None)));
+        assert!(
+            Platform::parse("linux/amd64/v3")
+                .unwrap()
+                .matches(&Platform::from_parts("linux", "amd64", None))
+        );
     }
 
     #[test]

@@ -1,0 +1,1 @@
+//! kiln's registry client (OCI distribution API v2).
