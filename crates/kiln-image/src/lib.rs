@@ -11,5 +11,5 @@ mod reference;
 pub mod media;
 
 pub use crate::digest::{Digest, DigestError, HashingReader, HashingWriter, Sha256};
-pub use crate::reference::{Reference, ReferenceError};
+pub use crate::reference::{DOCKER_HUB, Reference, ReferenceError, is_loopback_host};
 pub use kiln_platform::Platform;
