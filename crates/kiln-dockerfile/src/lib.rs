@@ -14,6 +14,7 @@
 //! [`dockerignore`] matches build-context paths with Docker's `.dockerignore` semantics.
 
 mod error;
+mod goconv;
 mod parser;
 mod suggest;
 

@@ -18,7 +18,6 @@ mod commands;
 mod error;
 mod expand;
 mod flags;
-mod goconv;
 mod mount;
 mod parse;
 mod run;

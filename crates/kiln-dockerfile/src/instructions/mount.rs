@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use super::goconv::{parse_bool, parse_u32, quote, ram_in_bytes};
+use crate::goconv::{parse_bool, parse_u32, quote, ram_in_bytes};
 use crate::suggest::suggest;
 
 /// What a mount provides.

@@ -13,9 +13,9 @@ use super::commands::{
 };
 use super::error::InstructionError;
 use super::flags::{FlagError, Flags};
-use super::goconv::{parse_duration, parse_i32, quote};
 use super::mount::{MountError, parse_mount};
 use super::run::{NetworkMode, SecurityMode, parse_device};
+use crate::goconv::{parse_duration, parse_i32, quote};
 use crate::parser::{chomp_heredoc_content, parse_heredoc};
 use crate::suggest::suggest;
 use crate::{Location, Node};

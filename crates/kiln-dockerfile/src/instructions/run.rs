@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use super::goconv::{parse_bool, quote};
 use super::mount::{csv_fields, with_suggestion};
+use crate::goconv::{parse_bool, quote};
 use crate::suggest::suggest;
 
 /// `RUN --network=`.

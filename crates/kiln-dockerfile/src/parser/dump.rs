@@ -6,8 +6,8 @@
 use serde::Serialize;
 
 use super::line_parsers::{Rule, rule_for};
-use super::text::go_quote;
 use super::{Ast, Node};
+use crate::goconv::quote as go_quote;
 
 impl Ast {
     /// BuildKit's AST dump: one `(keyword ["flags"] "arg"...)` line per

@@ -171,7 +171,7 @@ fn name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, ArgsErro
         let Some((k, v)) = word.split_once('=') else {
             return Err(format!(
                 "Syntax error - can't find = in {}. Must be of the form: name=value",
-                super::text::go_quote(&word)
+                crate::goconv::quote(&word)
             ));
         };
         out.extend([k.to_string(), v.to_string(), "=".to_string()]);

@@ -1,6 +1,6 @@
 //! Why a word could not be expanded.
 
-use super::unicode::go_quote;
+use crate::goconv::quote as go_quote;
 
 /// A word that could not be expanded.
 ///

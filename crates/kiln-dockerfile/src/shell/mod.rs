@@ -22,7 +22,7 @@ mod env;
 mod error;
 mod lex;
 mod pattern;
-mod unicode;
+pub(crate) mod unicode;
 
 pub use self::{
     env::{Env, EnvCase},

@@ -78,37 +78,10 @@ pub(crate) fn to_upper(s: &str) -> String {
     s.chars().map(to_upper_simple).collect()
 }
 
-/// Go's `strconv.Quote` (what `%q` prints), used in error messages so they
-/// read exactly like BuildKit's.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(ch);
-            }
-            _ if is_print(ch) => out.push(ch),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            _ if ch < ' ' || ch == '\x7f' => out.push_str(&format!("\\x{:02x}", u32::from(ch))),
-            _ if u32::from(ch) < 0x10000 => out.push_str(&format!("\\u{:04x}", u32::from(ch))),
-            _ => out.push_str(&format!("\\U{:08x}", u32::from(ch))),
-        }
-    }
-    out.push('"');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::goconv::quote as go_quote;
 
     #[test]
     fn classes_follow_go() {

@@ -3,34 +3,31 @@
 //! `strconv.ParseBool`/`ParseUint`/`ParseInt`, `time.ParseDuration` and
 //! docker/go-units' `RAMInBytes`.
 
-/// `strconv.Quote`: double-quoted, with Go's escapes for `"`, `\` and
-/// control characters; printable non-ASCII is kept as it is.
+use crate::shell::unicode::is_print;
+
+/// Go's `strconv.Quote` (what `%q` prints), used by BuildKit's AST dump and
+/// in its messages: quotes and backslashes escaped, printable characters
+/// (Go's `IsPrint`) kept, everything else as `\a`…`\v`, `\xNN`, `\uNNNN`.
 pub(crate) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
+    for ch in s.chars() {
+        match ch {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            _ if is_print(ch) => out.push(ch),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => {
-                let n = c as u32;
-                if n <= 0xffff {
-                    out.push_str(&format!("\\u{n:04x}"));
-                } else {
-                    out.push_str(&format!("\\U{n:08x}"));
-                }
-            }
-            c => out.push(c),
+            '\x0b' => out.push_str("\\v"),
+            _ if ch < ' ' || ch == '\x7f' => out.push_str(&format!("\\x{:02x}", u32::from(ch))),
+            _ if u32::from(ch) < 0x10000 => out.push_str(&format!("\\u{:04x}", u32::from(ch))),
+            _ => out.push_str(&format!("\\U{:08x}", u32::from(ch))),
         }
     }
     out.push('"');
