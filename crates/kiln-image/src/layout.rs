@@ -1,0 +1,442 @@
+//! OCI image layouts (image-spec `image-layout.md`): `oci-layout`,
+//! `index.json` and `blobs/sha256/<hex>`, as a directory or a tar stream,
+//! written from a [`Store`] and read into one.
+//!
+//! Blobs are streamed, never held in memory, and every blob read is
+//! checked against its digest: on the way out (a corrupt store blob is not
+//! exported) and on the way in (an ingest with the expected digest).
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::document::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Document, Index};
+use crate::media::{self, Format};
+use crate::store::{DOCUMENT_LIMIT, Store, StoreError};
+use crate::{Digest, HashingReader, Reference};
+
+/// The `imageLayoutVersion` written and accepted.
+pub const LAYOUT_VERSION: &str = "1.0.0";
+const OCI_LAYOUT_FILE: &[u8] = b"{\"imageLayoutVersion\":\"1.0.0\"}";
+
+/// An image named in a layout's `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutImage {
+    /// `org.opencontainers.image.ref.name`: what `oci:DIR:NAME` selects.
+    /// kiln writes the tag, as BuildKit and `docker save` do.
+    pub name: Option<String>,
+    /// The full reference (`io.containerd.image.name`), when known.
+    pub reference: Option<Reference>,
+    /// The manifest or index, without the naming annotations.
+    pub target: Descriptor,
+}
+
+impl LayoutImage {
+    /// Named after `reference`: its tag (`latest` if it has none) as the
+    /// ref name, the full reference beside it.
+    pub fn tagged(reference: &Reference, target: Descriptor) -> LayoutImage {
+        let reference = reference.clone().with_default_tag();
+        LayoutImage {
+            name: reference.tag.clone(),
+            reference: Some(reference),
+            target,
+        }
+    }
+
+    /// With only a ref name (`oci:DIR:name`).
+    pub fn named(name: impl Into<String>, target: Descriptor) -> LayoutImage {
+        LayoutImage {
+            name: Some(name.into()),
+            reference: None,
+            target,
+        }
+    }
+
+    /// The descriptor as `index.json` lists it.
+    fn index_entry(&self) -> Descriptor {
+        let mut d = self.target.clone();
+        if let Some(name) = &self.name {
+            d.annotations
+                .insert(ANNOTATION_REF_NAME.to_string(), name.clone());
+        }
+        if let Some(r) = &self.reference {
+            d.annotations
+                .insert(ANNOTATION_IMAGE_NAME.to_string(), r.to_string());
+        }
+        d
+    }
+
+    fn from_index_entry(mut d: Descriptor) -> LayoutImage {
+        let name = d.annotations.remove(ANNOTATION_REF_NAME);
+        let image_name = d.annotations.remove(ANNOTATION_IMAGE_NAME);
+        // Some tools put the full reference in the ref name; a bare tag is
+        // not a reference (`1` would parse as `docker.io/library/1`).
+        let reference = image_name
+            .as_deref()
+            .or(name.as_deref().filter(|n| n.contains(['/', ':', '@'])))
+            .and_then(|r| Reference::parse(r).ok());
+        LayoutImage {
+            name,
+            reference,
+            target: d,
+        }
+    }
+}
+
+/// Writes `images` and every blob they need into the layout at `dir`,
+/// created if missing. An existing layout is added to: its entries keep
+/// their places unless one of `images` takes their ref name.
+pub fn write_dir(store: &Store, dir: &Path, images: &[LayoutImage]) -> Result<(), StoreError> {
+    let blobs = dir.join("blobs/sha256");
+    fs_err::create_dir_all(&blobs).map_err(StoreError::io(&blobs))?;
+    let mut done = HashSet::new();
+    for image in images {
+        for d in store.image_blobs(&image.target)? {
+            if !done.insert(d.digest.clone()) || !store.contains(&d.digest)? {
+                continue;
+            }
+            let dest = blobs.join(d.digest.hex());
+            if fs_err::metadata(&dest).is_ok_and(|m| m.len() == d.size) {
+                continue;
+            }
+            // Copy beside, then rename: an interrupted export never leaves
+            // a short file under a digest's name.
+            let temp = blobs.join(format!(".{}.{}.tmp", d.digest.hex(), std::process::id()));
+            let mut input = HashingReader::new(store.open_blob(&d.digest)?);
+            let mut output = fs_err::File::create(&temp).map_err(StoreError::io(&temp))?;
+            let copied = io::copy(&mut input, &mut output).map_err(StoreError::io(&temp));
+            let (_, actual, size) = input.finish();
+            if let Err(e) = copied.and_then(|_| check(&d.digest, actual, size)) {
+                let _ = fs_err::remove_file(&temp);
+                return Err(e);
+            }
+            fs_err::rename(&temp, &dest).map_err(StoreError::io(&dest))?;
+        }
+    }
+
+    let layout = dir.join("oci-layout");
+    fs_err::write(&layout, OCI_LAYOUT_FILE).map_err(StoreError::io(&layout))?;
+
+    let index_path = dir.join("index.json");
+    let mut entries: Vec<Descriptor> = match fs_err::read(&index_path) {
+        Ok(bytes) => parse_index(&index_path, bytes)?.into_value().manifests,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(StoreError::io(&index_path)(e)),
+    };
+    let ours: Vec<Descriptor> = images.iter().map(LayoutImage::index_entry).collect();
+    entries.retain(|e| {
+        !ours.contains(e)
+            && e.ref_name()
+                .is_none_or(|n| !images.iter().any(|i| i.name.as_deref() == Some(n)))
+    });
+    entries.extend(ours);
+    let index = Document::new(Index::new(Format::Oci, entries));
+    let temp = dir.join(format!(".index.json.{}.tmp", std::process::id()));
+    fs_err::write(&temp, index.bytes()).map_err(StoreError::io(&temp))?;
+    fs_err::rename(&temp, &index_path).map_err(StoreError::io(&index_path))
+}
+
+/// Writes `images` as an OCI layout in tar form: `oci-layout` and
+/// `index.json` first (a streaming reader knows the images before the
+/// blobs), then each blob once, documents before what they reference.
+pub fn write_tar<W: Write>(store: &Store, out: W, images: &[LayoutImage]) -> Result<W, StoreError> {
+    let mut tar = TarOut::new(out);
+    tar.file("oci-layout", OCI_LAYOUT_FILE)?;
+    let entries = images.iter().map(LayoutImage::index_entry).collect();
+    tar.file(
+        "index.json",
+        Document::new(Index::new(Format::Oci, entries)).bytes(),
+    )?;
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")?;
+    for image in images {
+        for d in store.image_blobs(&image.target)? {
+            tar.blob(store, &d)?;
+        }
+    }
+    tar.finish()
+}
+
+/// Reads the layout at `dir` into the store, checking every blob against
+/// its digest; returns the images its `index.json` names.
+pub fn read_dir(store: &Store, dir: &Path) -> Result<Vec<LayoutImage>, StoreError> {
+    let layout_path = dir.join("oci-layout");
+    let layout = fs_err::read(&layout_path).map_err(StoreError::io(&layout_path))?;
+    check_layout_version(&layout_path, &layout)?;
+    let index_path = dir.join("index.json");
+    let bytes = fs_err::read(&index_path).map_err(StoreError::io(&index_path))?;
+    let index = parse_index(&index_path, bytes)?;
+    let mut seen = HashSet::new();
+    for d in &index.value().manifests {
+        import_from_dir(store, dir, d, &mut seen)?;
+    }
+    Ok(index
+        .into_value()
+        .manifests
+        .into_iter()
+        .map(LayoutImage::from_index_entry)
+        .collect())
+}
+
+fn import_from_dir(
+    store: &Store,
+    dir: &Path,
+    d: &Descriptor,
+    seen: &mut HashSet<Digest>,
+) -> Result<(), StoreError> {
+    if !seen.insert(d.digest.clone()) {
+        return Ok(());
+    }
+    if store.reuse(&d.digest)? != Some(d.size) {
+        let path = dir.join("blobs/sha256").join(d.digest.hex());
+        let mut file = match fs_err::File::open(&path) {
+            Ok(f) => f,
+            // A foreign layer lives at its URLs, not in the layout.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !d.urls.is_empty() => return Ok(()),
+            Err(e) => return Err(StoreError::io(&path)(e)),
+        };
+        let mut ingest = store.ingest_expected(&d.digest, Some(d.size))?;
+        io::copy(&mut file, &mut ingest).map_err(StoreError::io(&path))?;
+        ingest.commit()?;
+    }
+    if media::is_manifest(&d.media_type) || media::is_index(&d.media_type) {
+        let doc = store.read_image(d)?;
+        for child in doc.children() {
+            import_from_dir(store, dir, child, seen)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads an OCI layout tar stream into the store in one pass: each blob is
+/// ingested as it comes, checked against the digest in its name; the
+/// images of `index.json` must then be complete in the store.
+pub fn read_tar<R: Read>(store: &Store, input: R) -> Result<Vec<LayoutImage>, StoreError> {
+    let mut layout = None;
+    let mut index = None;
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries().map_err(tar_error("archive"))? {
+        let mut entry = entry.map_err(tar_error("archive"))?;
+        let name = entry_name(&entry);
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        match name.as_str() {
+            "oci-layout" => layout = Some(read_small(&mut entry, &name)?),
+            "index.json" => index = Some(read_small(&mut entry, &name)?),
+            _ => {
+                if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+                    let digest = Digest::from_hex(hex).map_err(|e| StoreError::Archive {
+                        entry: name.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    ingest_entry(store, &mut entry, &name, Some(&digest))?;
+                }
+            }
+        }
+    }
+    let label = PathBuf::from("<tar>");
+    let layout = layout.ok_or_else(|| StoreError::Layout {
+        path: label.clone(),
+        reason: "no oci-layout file".to_string(),
+    })?;
+    check_layout_version(&label.join("oci-layout"), &layout)?;
+    let index = index.ok_or_else(|| StoreError::Layout {
+        path: label.clone(),
+        reason: "no index.json".to_string(),
+    })?;
+    let index = parse_index(&label.join("index.json"), index)?;
+    for d in &index.value().manifests {
+        // Every blob the images need must now be in the store.
+        store.image_blobs(d)?;
+    }
+    Ok(index
+        .into_value()
+        .manifests
+        .into_iter()
+        .map(LayoutImage::from_index_entry)
+        .collect())
+}
+
+fn check_layout_version(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    #[derive(serde::Deserialize)]
+    struct OciLayout {
+        #[serde(rename = "imageLayoutVersion")]
+        version: String,
+    }
+    let layout: OciLayout = serde_json::from_slice(bytes).map_err(|e| StoreError::Layout {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    if layout.version != LAYOUT_VERSION {
+        return Err(StoreError::Layout {
+            path: path.to_path_buf(),
+            reason: format!(
+                "image layout version {:?}, only {LAYOUT_VERSION} is supported",
+                layout.version
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `index.json` may omit its media type; it is an OCI index either way.
+fn parse_index(path: &Path, bytes: Vec<u8>) -> Result<Document<Index>, StoreError> {
+    Document::parse("", bytes).map_err(|e| StoreError::Layout {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+// ---- tar plumbing shared with the docker archive ----------------------
+
+pub(crate) fn tar_error(entry: &str) -> impl Fn(io::Error) -> StoreError + '_ {
+    move |e| StoreError::Archive {
+        entry: entry.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The entry's path, without `./` or a leading `/`.
+pub(crate) fn entry_name<R: Read>(entry: &tar::Entry<'_, R>) -> String {
+    let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    normalize_name(&raw)
+}
+
+pub(crate) fn normalize_name(raw: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+/// A small metadata file, read whole (bounded: it is not a blob).
+pub(crate) fn read_small(entry: &mut impl Read, name: &str) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::new();
+    entry
+        .take(DOCUMENT_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(tar_error(name))?;
+    if bytes.len() as u64 > DOCUMENT_LIMIT {
+        return Err(StoreError::Archive {
+            entry: name.to_string(),
+            reason: format!("larger than {DOCUMENT_LIMIT} bytes"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Streams a tar entry into the store (skipped if the store already has
+/// the expected blob); returns its digest and size.
+pub(crate) fn ingest_entry<R: Read>(
+    store: &Store,
+    entry: &mut tar::Entry<'_, R>,
+    name: &str,
+    expected: Option<&Digest>,
+) -> Result<(Digest, u64), StoreError> {
+    let size = entry.size();
+    if let Some(d) = expected
+        && store.reuse(d)? == Some(size)
+    {
+        return Ok((d.clone(), size));
+    }
+    let mut ingest = match expected {
+        Some(d) => store.ingest_expected(d, Some(size))?,
+        None => store.ingest()?,
+    };
+    io::copy(entry, &mut ingest).map_err(tar_error(name))?;
+    let blob = ingest.commit()?;
+    Ok((blob.digest, blob.size))
+}
+
+fn check(expected: &Digest, actual: Digest, size: u64) -> Result<(), StoreError> {
+    if *expected == actual {
+        Ok(())
+    } else {
+        Err(StoreError::DigestMismatch {
+            expected: expected.clone(),
+            actual,
+            size,
+        })
+    }
+}
+
+/// A tar being written with fixed metadata (mtime 0, root-owned), so the
+/// same images give the same bytes.
+pub(crate) struct TarOut<W: Write> {
+    builder: tar::Builder<W>,
+    written: HashSet<Digest>,
+}
+
+impl<W: Write> TarOut<W> {
+    pub(crate) fn new(out: W) -> TarOut<W> {
+        TarOut {
+            builder: tar::Builder::new(out),
+            written: HashSet::new(),
+        }
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+
+    pub(crate) fn dir(&mut self, name: &str) -> Result<(), StoreError> {
+        let mut h = Self::header(tar::EntryType::Directory, 0o755, 0);
+        self.builder
+            .append_data(&mut h, name, io::empty())
+            .map_err(tar_error(name))
+    }
+
+    pub(crate) fn file(&mut self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut h = Self::header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
+        self.builder
+            .append_data(&mut h, name, bytes)
+            .map_err(tar_error(name))
+    }
+
+    /// `blobs/sha256/<hex>`, streamed from the store and checked against
+    /// its digest; written once however often it is asked for.
+    pub(crate) fn blob(&mut self, store: &Store, d: &Descriptor) -> Result<(), StoreError> {
+        if self.written.contains(&d.digest) {
+            return Ok(());
+        }
+        let name = format!("blobs/sha256/{}", d.digest.hex());
+        let blob = store.open_blob(&d.digest)?;
+        if blob.size() != d.size {
+            return Err(StoreError::SizeMismatch {
+                what: d.digest.to_string(),
+                expected: d.size,
+                actual: blob.size(),
+            });
+        }
+        let mut h = Self::header(tar::EntryType::Regular, 0o444, blob.size());
+        let mut reader = HashingReader::new(blob);
+        self.builder
+            .append_data(&mut h, &name, &mut reader)
+            .map_err(tar_error(&name))?;
+        let (_, actual, size) = reader.finish();
+        check(&d.digest, actual, size)?;
+        self.written.insert(d.digest.clone());
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Result<W, StoreError> {
+        self.builder
+            .into_inner()
+            .map_err(tar_error("end of archive"))
+    }
+}

@@ -1,0 +1,489 @@
+//! The index: tags, image records, unpacked snapshots and cache keys, in
+//! one redb file (`index.redb`), versioned by `meta.schema_version`.
+//!
+//! Tables (schema 1), every key a string and every value canonical JSON,
+//! so that a later kiln can add fields without a migration (serde ignores
+//! fields it does not know, and missing ones take their defaults):
+//!
+//! | table       | key                                   | value            |
+//! |-------------|---------------------------------------|------------------|
+//! | `meta`      | `schema_version`                      | u64              |
+//! | `tags`      | `docker.io/library/alpine:3.19`       | [`Descriptor`]   |
+//! | `images`    | manifest or index digest              | [`ImageRecord`]  |
+//! | `snapshots` | chain ID                              | [`SnapshotRecord`] |
+//! | `cache`     | cache key                             | [`CacheRecord`]  |
+//!
+//! redb locks its file exclusively per open `Database`, so two processes
+//! cannot both keep it open. Every access is a short cycle under
+//! `index.lock` (flock): lock, open, one transaction, close, unlock. redb
+//! 4.5 added multi-process modes, but they are a week old at 4.6 with a
+//! page of fixes in its changelog, and they offer no bounded wait that
+//! names the holder; the lock file does.
+
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::document::Descriptor;
+use crate::store::StoreError;
+use crate::{Digest, Platform, Reference};
+
+/// The schema this kiln reads and writes. An index with a newer one is
+/// refused rather than misread.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+
+type Table = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// What kiln knows about an image it stores, beyond its documents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ImageRecord {
+    /// The config's `created` (the newest of the platforms' for an index).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// The platforms it has, normalised.
+    #[serde(default, with = "platform_strings")]
+    pub platforms: Vec<Platform>,
+    /// When kiln stored it (Unix seconds).
+    #[serde(default)]
+    pub stored_at: u64,
+}
+
+/// A layer unpacked into a directory (see DESIGN, "Snapshots").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    /// The directory's name, under the snapshotter's root.
+    pub dir: String,
+    pub state: SnapshotState,
+    /// The layer blob it was unpacked from. Prune keeps it, so an image
+    /// built on this snapshot can be exported without pulling it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<Digest>,
+}
+
+/// Where a snapshot is in its life. A crash leaves `Unpacking` or
+/// `Removing` records behind: the directory is incomplete and must be
+/// removed, never used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotState {
+    Unpacking,
+    Ready,
+    Removing,
+}
+
+/// The result of a build step, found by its cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CacheRecord {
+    /// The layer the step made (none for metadata-only steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<Descriptor>,
+    /// Its diffID (the digest of the uncompressed tar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+    /// The image config after the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Digest>,
+}
+
+impl CacheRecord {
+    /// The blobs this record keeps alive.
+    pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        self.layer.iter().map(|d| &d.digest).chain(&self.config)
+    }
+}
+
+mod platform_strings {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::Platform;
+
+    pub(super) fn serialize<S: Serializer>(v: &[Platform], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(ToString::to_string))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Platform>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| Platform::parse(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+/// The key of a tag: the full reference, `latest` added when untagged.
+fn tag_key(reference: &Reference) -> String {
+    reference.clone().with_default_tag().to_string()
+}
+
+fn redb_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Index {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("index records serialise to JSON")
+}
+
+fn decode<T: DeserializeOwned>(
+    path: &Path,
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::BadRecord {
+        path: path.to_path_buf(),
+        table,
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn get<T: DeserializeOwned>(
+    path: &Path,
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key).map_err(|e| redb_error(path, e))? {
+        Some(v) => decode(path, name, key, v.value()).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn all<T: DeserializeOwned>(
+    path: &Path,
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &'static str,
+) -> Result<Vec<(String, T)>, StoreError> {
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(|e| redb_error(path, e))? {
+        let (k, v) = entry.map_err(|e| redb_error(path, e))?;
+        let key = k.value().to_string();
+        let value = decode(path, name, &key, v.value())?;
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+fn parse_keys<T>(
+    path: &Path,
+    table: &'static str,
+    rows: Vec<(String, T)>,
+) -> Result<Vec<(Digest, T)>, StoreError> {
+    rows.into_iter()
+        .map(|(k, v)| {
+            let d = k.parse::<Digest>().map_err(|e| StoreError::BadRecord {
+                path: path.to_path_buf(),
+                table,
+                key: k.clone(),
+                reason: e.to_string(),
+            })?;
+            Ok((d, v))
+        })
+        .collect()
+}
+
+macro_rules! read_methods {
+    () => {
+        /// The manifest or index `reference` points at.
+        pub fn tag(&self, reference: &Reference) -> Result<Option<Descriptor>, StoreError> {
+            get(self.path, &self.table(TAGS)?, "tags", &tag_key(reference))
+        }
+
+        /// Every tag, sorted by reference.
+        pub fn tags(&self) -> Result<Vec<(Reference, Descriptor)>, StoreError> {
+            all(self.path, &self.table(TAGS)?, "tags")?
+                .into_iter()
+                .map(|(k, v)| {
+                    let r = Reference::parse(&k).map_err(|e| StoreError::BadRecord {
+                        path: self.path.to_path_buf(),
+                        table: "tags",
+                        key: k.clone(),
+                        reason: e.to_string(),
+                    })?;
+                    Ok((r, v))
+                })
+                .collect()
+        }
+
+        pub fn image(&self, digest: &Digest) -> Result<Option<ImageRecord>, StoreError> {
+            get(
+                self.path,
+                &self.table(IMAGES)?,
+                "images",
+                &digest.to_string(),
+            )
+        }
+
+        pub fn images(&self) -> Result<Vec<(Digest, ImageRecord)>, StoreError> {
+            parse_keys(
+                self.path,
+                "images",
+                all(self.path, &self.table(IMAGES)?, "images")?,
+            )
+        }
+
+        /// The snapshot of the layer stack with this chain ID.
+        pub fn snapshot(&self, chain_id: &Digest) -> Result<Option<SnapshotRecord>, StoreError> {
+            get(
+                self.path,
+                &self.table(SNAPSHOTS)?,
+                "snapshots",
+                &chain_id.to_string(),
+            )
+        }
+
+        pub fn snapshots(&self) -> Result<Vec<(Digest, SnapshotRecord)>, StoreError> {
+            parse_keys(
+                self.path,
+                "snapshots",
+                all(self.path, &self.table(SNAPSHOTS)?, "snapshots")?,
+            )
+        }
+
+        pub fn cache(&self, key: &str) -> Result<Option<CacheRecord>, StoreError> {
+            get(self.path, &self.table(CACHE)?, "cache", key)
+        }
+
+        pub fn cache_entries(&self) -> Result<Vec<(String, CacheRecord)>, StoreError> {
+            all(self.path, &self.table(CACHE)?, "cache")
+        }
+    };
+}
+
+/// A read transaction on the index (see [`crate::Store::read`]).
+pub struct IndexReader<'a> {
+    tx: &'a redb::ReadTransaction,
+    path: &'a Path,
+}
+
+impl IndexReader<'_> {
+    fn table(
+        &self,
+        def: Table,
+    ) -> Result<redb::ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        self.tx
+            .open_table(def)
+            .map_err(|e| redb_error(self.path, e))
+    }
+
+    read_methods!();
+}
+
+/// A write transaction on the index (see [`crate::Store::update`]): its
+/// changes commit together when the closure returns `Ok`, or not at all.
+pub struct IndexWriter<'a> {
+    tx: &'a redb::WriteTransaction,
+    path: &'a Path,
+}
+
+impl IndexWriter<'_> {
+    fn table(
+        &self,
+        def: Table,
+    ) -> Result<redb::Table<'_, &'static str, &'static [u8]>, StoreError> {
+        self.tx
+            .open_table(def)
+            .map_err(|e| redb_error(self.path, e))
+    }
+
+    fn put<T: Serialize + DeserializeOwned>(
+        &mut self,
+        def: Table,
+        name: &'static str,
+        key: &str,
+        value: &T,
+    ) -> Result<Option<T>, StoreError> {
+        let mut table = self.table(def)?;
+        let bytes = encode(value);
+        let old = table
+            .insert(key, bytes.as_slice())
+            .map_err(|e| redb_error(self.path, e))?
+            .map(|v| v.value().to_vec());
+        // A previous value that no longer decodes is simply replaced.
+        Ok(old.and_then(|v| decode(self.path, name, key, &v).ok()))
+    }
+
+    fn delete<T: DeserializeOwned>(
+        &mut self,
+        def: Table,
+        name: &'static str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let mut table = self.table(def)?;
+        let old = table
+            .remove(key)
+            .map_err(|e| redb_error(self.path, e))?
+            .map(|v| v.value().to_vec());
+        Ok(old.and_then(|v| decode(self.path, name, key, &v).ok()))
+    }
+
+    read_methods!();
+
+    /// Points `reference` (`latest` when untagged) at `target`; returns
+    /// what it pointed at before. Prefer [`crate::Store::tag`], which
+    /// checks the target and records the image.
+    pub fn set_tag(
+        &mut self,
+        reference: &Reference,
+        target: &Descriptor,
+    ) -> Result<Option<Descriptor>, StoreError> {
+        self.put(TAGS, "tags", &tag_key(reference), target)
+    }
+
+    pub fn remove_tag(&mut self, reference: &Reference) -> Result<Option<Descriptor>, StoreError> {
+        self.delete(TAGS, "tags", &tag_key(reference))
+    }
+
+    pub fn put_image(&mut self, digest: &Digest, record: &ImageRecord) -> Result<(), StoreError> {
+        self.put(IMAGES, "images", &digest.to_string(), record)
+            .map(drop)
+    }
+
+    pub fn remove_image(&mut self, digest: &Digest) -> Result<Option<ImageRecord>, StoreError> {
+        self.delete(IMAGES, "images", &digest.to_string())
+    }
+
+    pub fn put_snapshot(
+        &mut self,
+        chain_id: &Digest,
+        record: &SnapshotRecord,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
+        self.put(SNAPSHOTS, "snapshots", &chain_id.to_string(), record)
+    }
+
+    pub fn remove_snapshot(
+        &mut self,
+        chain_id: &Digest,
+    ) -> Result<Option<SnapshotRecord>, StoreError> {
+        self.delete(SNAPSHOTS, "snapshots", &chain_id.to_string())
+    }
+
+    pub fn put_cache(
+        &mut self,
+        key: &str,
+        record: &CacheRecord,
+    ) -> Result<Option<CacheRecord>, StoreError> {
+        self.put(CACHE, "cache", key, record)
+    }
+
+    pub fn remove_cache(&mut self, key: &str) -> Result<Option<CacheRecord>, StoreError> {
+        self.delete(CACHE, "cache", key)
+    }
+}
+
+/// The open index file, for one transaction.
+pub(crate) struct Db {
+    db: redb::Database,
+    path: std::path::PathBuf,
+}
+
+impl Db {
+    pub(crate) fn open(path: &Path) -> Result<Db, StoreError> {
+        // A small cache: the database lives for one transaction.
+        let db = redb::Builder::new()
+            .set_cache_size(4 << 20)
+            .create(path)
+            .map_err(|e| redb_error(path, e))?;
+        Ok(Db {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Creates the tables of a new index, or checks an existing one's
+    /// schema version.
+    pub(crate) fn init(&self) -> Result<(), StoreError> {
+        let found = {
+            let tx = self
+                .db
+                .begin_read()
+                .map_err(|e| redb_error(&self.path, e))?;
+            match tx.open_table(META) {
+                Ok(t) => t
+                    .get("schema_version")
+                    .map_err(|e| redb_error(&self.path, e))?
+                    .map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(redb_error(&self.path, e)),
+            }
+        };
+        match found {
+            Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+                path: self.path.clone(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            }),
+            // Migrations from older schemas go here when there are some.
+            Some(_) => Ok(()),
+            None => self.write(|w| {
+                for def in [TAGS, IMAGES, SNAPSHOTS, CACHE] {
+                    w.table(def)?;
+                }
+                let mut meta = w.tx.open_table(META).map_err(|e| redb_error(w.path, e))?;
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(|e| redb_error(w.path, e))?;
+                Ok(())
+            }),
+        }
+    }
+
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&IndexReader<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| redb_error(&self.path, e))?;
+        f(&IndexReader {
+            tx: &tx,
+            path: &self.path,
+        })
+    }
+
+    pub(crate) fn write<T>(
+        &self,
+        f: impl FnOnce(&mut IndexWriter<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| redb_error(&self.path, e))?;
+        let out = f(&mut IndexWriter {
+            tx: &tx,
+            path: &self.path,
+        });
+        match out {
+            Ok(v) => {
+                tx.commit().map_err(|e| redb_error(&self.path, e))?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = tx.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// redb's own check of every page checksum and of the allocator state;
+    /// `Ok(false)` means it found damage and repaired it.
+    pub(crate) fn check_integrity(&mut self) -> Result<bool, StoreError> {
+        self.db
+            .check_integrity()
+            .map_err(|e| redb_error(&self.path, e))
+    }
+
+    pub(crate) fn close(self) -> Result<(), StoreError> {
+        self.db.close().map_err(|e| redb_error(&self.path, e))
+    }
+}
