@@ -1,0 +1,141 @@
+//! Interoperability with skopeo (containers/image): what kiln pushes,
+//! skopeo reads; what skopeo pushes, kiln pulls with the same digests.
+
+mod common;
+
+use std::process::Command;
+
+use bytes::Bytes;
+use common::{reference, repo};
+use kiln_image::{Digest, media};
+use kiln_testkit::{Registry, RegistryOptions, TestImage};
+
+/// `skopeo` with `args`, its stdout; `None` (with a notice) when skopeo is
+/// not installed, except in CI where that fails the test.
+fn skopeo(args: &[&str]) -> Option<Vec<u8>> {
+    let output = match Command::new("skopeo").args(args).output() {
+        Ok(output) => output,
+        Err(e) => {
+            let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
+            assert!(!required, "skopeo cannot run: {e}");
+            eprintln!("NOTICE: skopeo cannot run ({e}); skipping");
+            return None;
+        }
+    };
+    assert!(
+        output.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(output.stdout)
+}
+
+#[tokio::test]
+async fn skopeo_reads_what_kiln_pushes() {
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let host = registry.host();
+    let (client, _recorder, _config) = common::client();
+    let image = TestImage::small();
+    let repository = repo(&host, "kiln/interop");
+    for blob in [&image.layer, &image.config] {
+        client
+            .push_blob(
+                &repository,
+                &blob.digest,
+                &Bytes::from(blob.bytes.clone()),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .put_manifest(
+            &reference(&host, "kiln/interop:v1"),
+            media::OCI_MANIFEST,
+            Bytes::from(image.manifest.bytes.clone()),
+        )
+        .await
+        .unwrap();
+
+    let url = format!("docker://{host}/kiln/interop:v1");
+    let Some(inspect) = skopeo(&["inspect", "--tls-verify=false", &url]) else {
+        return;
+    };
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
+    assert_eq!(inspect["Digest"], image.manifest.digest.to_string());
+    assert_eq!(
+        inspect["Layers"],
+        serde_json::json!([image.layer.digest.to_string()])
+    );
+    assert_eq!(inspect["Architecture"], "amd64");
+    assert_eq!(inspect["Os"], "linux");
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &url]).unwrap();
+    assert_eq!(raw, image.manifest.bytes);
+    let config = skopeo(&["inspect", "--config", "--raw", "--tls-verify=false", &url]).unwrap();
+    assert_eq!(config, image.config.bytes);
+}
+
+#[tokio::test]
+async fn kiln_pulls_what_skopeo_pushes() {
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let host = registry.host();
+    let image = TestImage::new(&[
+        ("app/main.py", b"print('pushed by skopeo')\n"),
+        ("app/data.bin", &[7u8; 5000]),
+    ]);
+    let layout = tempfile::tempdir().unwrap();
+    image.write_oci_layout(layout.path(), "v2").unwrap();
+    let source = format!("oci:{}:v2", layout.path().display());
+    let dest = format!("docker://{host}/kiln/from-skopeo:v2");
+    if skopeo(&[
+        "copy",
+        "--insecure-policy",
+        "--dest-tls-verify=false",
+        &source,
+        &dest,
+    ])
+    .is_none()
+    {
+        return;
+    }
+    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &dest]).unwrap();
+
+    let (client, recorder, _config) = common::client();
+    let manifest = client
+        .get_manifest(&reference(&host, "kiln/from-skopeo:v2"))
+        .await
+        .unwrap();
+    assert_eq!(manifest.bytes, raw);
+    assert_eq!(manifest.digest, Digest::of(&raw));
+    // skopeo copied the layout's manifest unchanged.
+    assert_eq!(manifest.digest, image.manifest.digest);
+    assert_eq!(manifest.media_type, media::OCI_MANIFEST);
+
+    // Every blob the manifest names, pulled and verified.
+    let parsed: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+    let mut descriptors = vec![parsed["config"].clone()];
+    descriptors.extend(parsed["layers"].as_array().unwrap().iter().cloned());
+    let repository = repo(&host, "kiln/from-skopeo");
+    for descriptor in descriptors {
+        let digest: Digest = descriptor["digest"].as_str().unwrap().parse().unwrap();
+        let size = descriptor["size"].as_u64().unwrap();
+        let mut bytes = Vec::new();
+        client
+            .fetch_blob(&repository, &digest, Some(size), &mut bytes)
+            .await
+            .unwrap();
+        let expected = [&image.config, &image.layer]
+            .into_iter()
+            .find(|b| b.digest == digest)
+            .expect("a blob of the image");
+        assert_eq!(bytes, expected.bytes);
+    }
+    // And by digest, the pinned way.
+    let pinned = reference(&host, &format!("kiln/from-skopeo@{}", manifest.digest));
+    assert_eq!(client.get_manifest(&pinned).await.unwrap().bytes, raw);
+    assert!(recorder.retries().is_empty());
+}
