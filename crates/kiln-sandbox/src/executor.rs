@@ -1,0 +1,77 @@
+//! The one side-effecting interface of the sandbox.
+
+use crate::control::RunControl;
+use crate::error::SandboxError;
+use crate::output::OutputSink;
+use crate::spec::RunSpec;
+
+/// Runs a [`RunSpec`] to its end. [`RuncExecutor`](crate::RuncExecutor) is
+/// the real one; another OCI runtime, or a recording fake for the engine's
+/// tests, plugs in here.
+///
+/// Contract for implementations:
+/// - block until the run is over, then return; output goes to `output` as
+///   it arrives, stdin is empty;
+/// - call [`RunControl::set_running`] once the first process exists and
+///   [`RunControl::set_finished`] before returning, whatever happens;
+/// - watch [`RunControl::is_cancelled`] and kill the whole process tree when
+///   it turns true;
+/// - when returning (`Ok`, `Err` or unwinding), leave no process of the
+///   run, no runtime state, no bundle, no mount and no file in the root.
+pub trait Executor: Send + Sync {
+    fn run(
+        &self,
+        spec: &RunSpec,
+        output: &dyn OutputSink,
+        control: &RunControl,
+    ) -> Result<ExitInfo, SandboxError>;
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExitInfo {
+    /// The exit code, or 128 + N if the first process was killed by signal N
+    /// (the runtime's convention: `runc run` exits so, as `docker run`
+    /// does; `exit 137` and SIGKILL cannot be told apart).
+    pub code: i32,
+    /// The run was ended by [`RunControl::cancel`].
+    pub cancelled: bool,
+}
+
+impl ExitInfo {
+    pub fn success(&self) -> bool {
+        self.code == 0 && !self.cancelled
+    }
+
+    /// The signal that killed the first process, read from the code as the
+    /// shell and Docker do (`code > 128`).
+    pub fn signal(&self) -> Option<i32> {
+        (129..=128 + 64)
+            .contains(&self.code)
+            .then(|| self.code - 128)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_above_128_read_as_signals() {
+        let exit = |code| ExitInfo {
+            code,
+            cancelled: false,
+        };
+        assert_eq!(exit(137).signal(), Some(9));
+        assert_eq!(exit(1).signal(), None);
+        assert_eq!(exit(255).signal(), None);
+        assert!(exit(0).success());
+        assert!(
+            !ExitInfo {
+                code: 0,
+                cancelled: true
+            }
+            .success()
+        );
+    }
+}
