@@ -44,6 +44,11 @@ pub enum OperationKind {
 }
 
 impl OperationKind {
+    /// What the operation does, for messages: `pull blob`, `put manifest`.
+    pub fn verb(self) -> &'static str {
+        self.as_str()
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             OperationKind::Ping => "ping",

@@ -1,15 +1,21 @@
 //! `kiln`: a daemonless OCI image builder.
 
 mod commands;
+mod context;
+mod progress;
 mod report;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::context::{Context, GlobalArgs};
+
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "Daemonless OCI image builder", long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -17,12 +23,36 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Parse(commands::parse::ParseArgs),
+    Pull(commands::pull::PullArgs),
+    Push(commands::push::PushArgs),
+    Import(commands::import::ImportArgs),
+    Images(commands::images::ImagesArgs),
+    Inspect(commands::inspect::InspectArgs),
+    Tag(commands::tag::TagArgs),
+    Rmi(commands::tag::RmiArgs),
+    Export(commands::export::ExportArgs),
+    Load(commands::load::LoadArgs),
+    Prune(commands::store::PruneArgs),
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let ctx = Context::new(cli.global);
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),
+        Command::Pull(args) => commands::pull::run(&ctx, args),
+        Command::Push(args) => commands::push::run(&ctx, args),
+        Command::Import(args) => commands::import::run(&ctx, args),
+        Command::Images(args) => commands::images::run(&ctx, args),
+        Command::Inspect(args) => commands::inspect::run(&ctx, args),
+        Command::Tag(args) => commands::tag::run_tag(&ctx, args),
+        Command::Rmi(args) => commands::tag::run_rmi(&ctx, args),
+        Command::Export(args) => commands::export::run(&ctx, args),
+        Command::Load(args) => commands::load::run(&ctx, args),
+        Command::Prune(args) => commands::store::run_prune(&ctx, args),
+        Command::Store(cmd) => commands::store::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,172 @@
+//! What every command may need: the store, a registry client whose events
+//! become progress, and an async runtime.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use kiln_image::{Store, StoreOptions};
+use kiln_registry::{ClientOptions, Event, RegistryClient, RetryPolicy};
+
+use crate::progress::{Progress, ProgressMode, TaskId};
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct GlobalArgs {
+    /// The store: images, blobs, build cache.
+    /// [default: /var/lib/kiln as root, else $XDG_DATA_HOME/kiln]
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+    /// How to show progress.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto, env = "KILN_PROGRESS")]
+    pub(crate) progress: ProgressMode,
+    /// A registry to reach over HTTPS without verifying its certificate
+    /// (falling back to plain HTTP). Loopback registries always use HTTP.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub(crate) insecure_registries: Vec<String>,
+    /// A registry transfer that moves no byte for this long is retried.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = humantime::parse_duration,
+          default_value = "60s", env = "KILN_REGISTRY_IDLE_TIMEOUT")]
+    pub(crate) registry_idle_timeout: Duration,
+    /// Attempts in a row for a failing registry request before giving up.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 5,
+        env = "KILN_REGISTRY_ATTEMPTS"
+    )]
+    pub(crate) registry_attempts: u32,
+}
+
+pub(crate) struct Context {
+    pub(crate) args: GlobalArgs,
+    pub(crate) progress: Progress,
+}
+
+impl Context {
+    pub(crate) fn new(args: GlobalArgs) -> Context {
+        let progress = Progress::new(args.progress);
+        Context { args, progress }
+    }
+
+    pub(crate) fn root(&self) -> PathBuf {
+        self.args.root.clone().unwrap_or_else(Store::default_root)
+    }
+
+    /// Opens the store; a wait for another kiln's lock is reported.
+    pub(crate) fn store(&self) -> anyhow::Result<Store> {
+        let root = self.root();
+        let progress = self.progress.clone();
+        let options = StoreOptions {
+            report_after: Duration::from_secs(2),
+            on_lock_wait: Some(Arc::new(move |wait: &kiln_image::LockWait| {
+                let holder = wait.holder.as_deref().unwrap_or("another kiln process");
+                progress.note(
+                    None,
+                    format!(
+                        "waiting for the store lock {} held by {holder} ({}s so far, giving up after {}s)",
+                        wait.lock.display(),
+                        wait.waited.as_secs(),
+                        wait.timeout.as_secs()
+                    ),
+                );
+            })),
+            ..StoreOptions::default()
+        };
+        Store::open_with(&root, options)
+            .with_context(|| format!("opening the store at {}", root.display()))
+    }
+
+    /// A registry client whose retries, resumes and transfers show as progress.
+    pub(crate) fn client(&self) -> RegistryClient {
+        let mut options = ClientOptions::default()
+            .idle_timeout(self.args.registry_idle_timeout)
+            .retry(RetryPolicy {
+                max_attempts: self.args.registry_attempts.max(1),
+                ..RetryPolicy::default()
+            });
+        for host in &self.args.insecure_registries {
+            options = options.insecure_registry(host.clone());
+        }
+        let progress = self.progress.clone();
+        let tasks: Arc<Mutex<HashMap<String, TaskId>>> = Arc::default();
+        RegistryClient::new(options.on_event(move |event| render_event(&progress, &tasks, event)))
+    }
+
+    pub(crate) fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")
+    }
+}
+
+fn render_event(progress: &Progress, tasks: &Mutex<HashMap<String, TaskId>>, event: &Event) {
+    let mut tasks = tasks.lock().unwrap_or_else(|e| e.into_inner());
+    let key = |op: &kiln_registry::Operation| op.to_string();
+    match event {
+        Event::Progress {
+            operation,
+            bytes,
+            total,
+        } => {
+            let id = *tasks
+                .entry(key(operation))
+                .or_insert_with(|| progress.start(short_label(operation), *total));
+            progress.update(id, *bytes);
+            if total.is_some_and(|t| *bytes >= t) {
+                tasks.remove(&key(operation));
+                progress.finish(id, "done");
+            }
+        }
+        Event::Retry {
+            operation,
+            attempt,
+            delay,
+            reason,
+        } => {
+            let id = tasks.get(&key(operation)).copied();
+            let text = format!("retry {attempt} in {:.1}s: {reason}", delay.as_secs_f64());
+            match id {
+                Some(_) => progress.note(id, text),
+                None => progress.note(None, format!("{}: {text}", short_label(operation))),
+            }
+        }
+        Event::Resume { operation, offset } => {
+            let id = tasks.get(&key(operation)).copied();
+            progress.note(
+                id,
+                format!("resuming at byte {offset} ({})", short_label(operation)),
+            );
+        }
+        Event::Restart { operation, reason } => {
+            let id = tasks.get(&key(operation)).copied();
+            progress.note(
+                id,
+                format!("starting over ({}): {reason}", short_label(operation)),
+            );
+        }
+        Event::BlobExists { operation } => {
+            progress.note(None, format!("{}: already there", short_label(operation)))
+        }
+        Event::Mounted { operation, from } => progress.note(
+            None,
+            format!("{}: mounted from {from}", short_label(operation)),
+        ),
+        _ => {}
+    }
+}
+
+/// `pull blob sha256:0123456789ab` rather than the whole operation.
+fn short_label(operation: &kiln_registry::Operation) -> String {
+    let target = operation.target().unwrap_or_default();
+    let target = match target.strip_prefix("sha256:") {
+        Some(hex) if hex.len() > 12 => format!("sha256:{}", &hex[..12]),
+        _ => target.to_string(),
+    };
+    format!("{} {target}", operation.kind().verb())
+}

@@ -1,0 +1,130 @@
+//! Helpers for the CLI tests: a kiln with its own store, rootfs tarballs,
+//! and the real peers (registry, skopeo, docker).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A kiln store in a temp dir; commands run with plain progress.
+pub(crate) struct Kiln {
+    pub(crate) root: tempfile::TempDir,
+}
+
+impl Kiln {
+    pub(crate) fn new() -> Kiln {
+        Kiln {
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub(crate) fn cmd(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("kiln"));
+        c.env("KILN_ROOT", self.root.path())
+            .env("KILN_PROGRESS", "plain")
+            .env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    /// Runs kiln; panics with its output unless it succeeds.
+    pub(crate) fn ok(&self, args: &[&str]) -> Output {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed:\n{}",
+            text(&out)
+        );
+        out
+    }
+
+    /// Runs kiln expecting failure; returns its stderr.
+    pub(crate) fn fails(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "kiln {args:?} should have failed:\n{}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The digest `kiln images --format json` lists for `repo:tag`.
+    pub(crate) fn image_digest(&self, familiar_repo: &str, tag: &str) -> Option<String> {
+        let out = self.ok(&["images", "--format", "json"]);
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()?
+            .iter()
+            .find(|r| r["repository"] == familiar_repo && r["tag"] == tag)
+            .map(|r| r["digest"].as_str().unwrap().to_string())
+    }
+}
+
+pub(crate) fn text(out: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub(crate) fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Busybox (static, from Debian's busybox-static) as a tiny rootfs.
+pub(crate) fn busybox() -> PathBuf {
+    let path = PathBuf::from("/bin/busybox");
+    assert!(
+        path.exists(),
+        "/bin/busybox is missing: install busybox-static (scripts/test does)"
+    );
+    path
+}
+
+/// A gzipped rootfs tarball: busybox with a few applets, plus `extra_bytes`
+/// of incompressible data in /payload (to make big images).
+pub(crate) fn rootfs_tarball(dir: &Path, extra_bytes: u64) -> PathBuf {
+    let root = dir.join("rootfs");
+    fs_err::create_dir_all(root.join("bin")).unwrap();
+    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "echo", "cat", "ls"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    fs_err::write(root.join("hello.txt"), "hello from kiln\n").unwrap();
+    if extra_bytes > 0 {
+        kiln_testkit::write_random_file(&root.join("payload"), extra_bytes, 7).unwrap();
+    }
+    let tarball = dir.join("rootfs.tar.gz");
+    let status = Command::new("tar")
+        .args(["czf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&root)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tarball
+}
+
+/// Runs a command, panicking with its output unless it succeeds.
+pub(crate) fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}", text(&out));
+    out
+}
+
+/// Whether dockerd answers; in CI it must.
+pub(crate) fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "dockerd is not reachable in CI (scripts/test starts it)"
+        );
+        eprintln!("NOTICE: dockerd not reachable; skipping the docker part of this test");
+    }
+    ok
+}
