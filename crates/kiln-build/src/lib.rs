@@ -1,3 +1,9 @@
 //! kiln's build engine: a Dockerfile and a context in, an image out.
 //!
 //! The engine never prints: it reports events, the CLI renders them.
+
+pub mod context;
+pub mod ops;
+pub mod snapshot;
+pub use crate::context::{BuildContext, ContextError, HashMemo};
+pub use crate::snapshot::{ActiveSnapshot, Snapshot, SnapshotError, Snapshotter};

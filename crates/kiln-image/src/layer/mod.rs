@@ -36,6 +36,9 @@ mod walk;
 mod whiteout;
 mod xattr;
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 pub use error::LayerError;
 pub use extract::extract;
 pub use walk::write;
@@ -112,6 +115,12 @@ pub struct WriteOptions {
     /// The directory is an overlayfs upper dir: its whiteout devices and
     /// opaque directories become OCI whiteouts. On by default.
     pub overlay_upper: bool,
+    /// Names (relative to the directory, as in the archive but without a
+    /// directory's trailing `/`; for a whiteout device, the name it hides)
+    /// left out of the layer, with everything under them. For a differ
+    /// that knows an entry of an upper dir is no change (a directory
+    /// overlayfs copied up but nothing changed). Empty by default.
+    pub exclude: Arc<HashSet<Vec<u8>>>,
 }
 
 impl Default for WriteOptions {
@@ -119,8 +128,16 @@ impl Default for WriteOptions {
         WriteOptions {
             epoch: None,
             overlay_upper: true,
+            exclude: Arc::default(),
         }
     }
+}
+
+/// Whether [`write`] puts the xattr `name` into a layer (file capabilities,
+/// POSIX ACLs, `user.*`, `trusted.*` other than overlayfs's own): what a
+/// differ must compare to know whether two entries archive the same.
+pub fn keeps_xattr(name: &[u8]) -> bool {
+    xattr::keep_on_write(name)
 }
 
 /// What [`write`] archived.

@@ -113,6 +113,9 @@ impl<W: Write> Walker<'_, W> {
         name: &[u8],
         rel: Vec<u8>,
     ) -> Result<Option<Frame>, LayerError> {
+        if self.opts.exclude.contains(&rel) {
+            return Ok(None);
+        }
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.err("inspecting", &rel, e))?;
         let kind = FileType::from_raw_mode(st.st_mode);

@@ -12,6 +12,12 @@
 //! | `images`    | manifest or index digest              | [`ImageRecord`]  |
 //! | `snapshots` | chain ID                              | [`SnapshotRecord`] |
 //! | `cache`     | cache key                             | [`CacheRecord`]  |
+//! | `context_hashes` | (device, inode) as `(u64, u64)`  | [`ContextHashRecord`], binary |
+//!
+//! `context_hashes` was added within schema 1: an index written before it
+//! has no such table, and reads it as empty; the first write creates it.
+//! Its values are a small fixed binary record, not JSON, because a build
+//! context can hold millions of files.
 //!
 //! redb locks its file exclusively per open `Database`, so two processes
 //! cannot both keep it open. Every access is a short cycle under
@@ -22,7 +28,7 @@
 
 use std::path::Path;
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +45,7 @@ const TAGS: TableDefinition<&str, &[u8]> = TableDefinition::new("tags");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
+const CONTEXT_HASHES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("context_hashes");
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
@@ -98,6 +105,87 @@ impl CacheRecord {
     pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
         self.layer.iter().map(|d| &d.digest).chain(&self.config)
     }
+}
+
+/// The content hash of one file of a build context, remembered by its
+/// device and inode (table `context_hashes`), with the stat fields that must
+/// still match for the hash to hold. kiln-build's context hashing owns what
+/// the fields mean; the index only keeps them.
+///
+/// Stored as a versioned binary record, format 1: the byte `1`, then `size`
+/// (u64), `mtime_sec` (i64), `mtime_nsec` (u32), `ctime_sec` (i64),
+/// `ctime_nsec` (u32), all big-endian, then the 32 bytes of `sha256`. A
+/// record of another format reads as absent, so a kiln that does not know
+/// it hashes the file again instead of failing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContextHashRecord {
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    /// SHA-256 of the file's content.
+    pub sha256: [u8; 32],
+}
+
+impl ContextHashRecord {
+    const FORMAT: u8 = 1;
+    const LEN: usize = 1 + 8 + 8 + 4 + 8 + 4 + 32;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0; Self::LEN];
+        out[0] = Self::FORMAT;
+        out[1..9].copy_from_slice(&self.size.to_be_bytes());
+        out[9..17].copy_from_slice(&self.mtime_sec.to_be_bytes());
+        out[17..21].copy_from_slice(&self.mtime_nsec.to_be_bytes());
+        out[21..29].copy_from_slice(&self.ctime_sec.to_be_bytes());
+        out[29..33].copy_from_slice(&self.ctime_nsec.to_be_bytes());
+        out[33..].copy_from_slice(&self.sha256);
+        out
+    }
+
+    /// `Ok(None)` for a record of another format; an error for a format-1
+    /// record of the wrong length, which only damage produces.
+    fn decode(path: &Path, key: (u64, u64), bytes: &[u8]) -> Result<Option<Self>, StoreError> {
+        if bytes.first() != Some(&Self::FORMAT) {
+            return Ok(None);
+        }
+        let Ok(b) = <[u8; Self::LEN]>::try_from(bytes) else {
+            return Err(StoreError::BadRecord {
+                path: path.to_path_buf(),
+                table: "context_hashes",
+                key: format!("{}:{}", key.0, key.1),
+                reason: format!("{} bytes, expected {}", bytes.len(), Self::LEN),
+            });
+        };
+        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Ok(Some(ContextHashRecord {
+            size: u64_at(1),
+            mtime_sec: u64_at(9) as i64,
+            mtime_nsec: u32_at(17),
+            ctime_sec: u64_at(21) as i64,
+            ctime_nsec: u32_at(29),
+            sha256: b[33..].try_into().expect("32 bytes"),
+        }))
+    }
+}
+
+type ReadOnlyContextTable = redb::ReadOnlyTable<(u64, u64), &'static [u8]>;
+
+fn get_context_hashes(
+    path: &Path,
+    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    keys: &[(u64, u64)],
+) -> Result<Vec<Option<ContextHashRecord>>, StoreError> {
+    keys.iter()
+        .map(
+            |&key| match table.get(key).map_err(|e| redb_error(path, e))? {
+                Some(v) => ContextHashRecord::decode(path, key, v.value()),
+                None => Ok(None),
+            },
+        )
+        .collect()
 }
 
 mod platform_strings {
@@ -276,7 +364,46 @@ impl IndexReader<'_> {
             .map_err(|e| redb_error(self.path, e))
     }
 
+    /// The context-hash table, `None` in an index written before it existed
+    /// (a read transaction cannot create it, and there is nothing in it).
+    fn context_table(&self) -> Result<Option<ReadOnlyContextTable>, StoreError> {
+        match self.tx.open_table(CONTEXT_HASHES) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(redb_error(self.path, e)),
+        }
+    }
+
     read_methods!();
+
+    /// The remembered content hash of the file with this device and inode.
+    pub fn context_hash(
+        &self,
+        dev: u64,
+        ino: u64,
+    ) -> Result<Option<ContextHashRecord>, StoreError> {
+        Ok(self.context_hashes(&[(dev, ino)])?.pop().flatten())
+    }
+
+    /// [`context_hash`](Self::context_hash) for many files at once, in the
+    /// order of `keys` (device, inode).
+    pub fn context_hashes(
+        &self,
+        keys: &[(u64, u64)],
+    ) -> Result<Vec<Option<ContextHashRecord>>, StoreError> {
+        match self.context_table()? {
+            Some(table) => get_context_hashes(self.path, &table, keys),
+            None => Ok(vec![None; keys.len()]),
+        }
+    }
+
+    /// How many files have a remembered content hash.
+    pub fn context_hash_count(&self) -> Result<u64, StoreError> {
+        match self.context_table()? {
+            Some(table) => table.len().map_err(|e| redb_error(self.path, e)),
+            None => Ok(0),
+        }
+    }
 }
 
 /// A write transaction on the index (see [`crate::Store::update`]): its
@@ -379,6 +506,61 @@ impl IndexWriter<'_> {
     pub fn remove_cache(&mut self, key: &str) -> Result<Option<CacheRecord>, StoreError> {
         self.delete(CACHE, "cache", key)
     }
+
+    /// Opens (creating it if needed) the context-hash table.
+    fn context_table(&self) -> Result<redb::Table<'_, (u64, u64), &'static [u8]>, StoreError> {
+        self.tx
+            .open_table(CONTEXT_HASHES)
+            .map_err(|e| redb_error(self.path, e))
+    }
+
+    /// See [`IndexReader::context_hash`].
+    pub fn context_hash(
+        &self,
+        dev: u64,
+        ino: u64,
+    ) -> Result<Option<ContextHashRecord>, StoreError> {
+        let table = self.context_table()?;
+        Ok(get_context_hashes(self.path, &table, &[(dev, ino)])?
+            .pop()
+            .flatten())
+    }
+
+    /// Remembers the content hash of the file with this device and inode,
+    /// replacing what was remembered for it (a file that changed, or an
+    /// inode number reused by a new file).
+    pub fn put_context_hash(
+        &mut self,
+        dev: u64,
+        ino: u64,
+        record: &ContextHashRecord,
+    ) -> Result<(), StoreError> {
+        self.put_context_hashes(std::iter::once(((dev, ino), *record)))
+    }
+
+    /// [`put_context_hash`](Self::put_context_hash) for many files, with
+    /// the table opened once.
+    pub fn put_context_hashes(
+        &mut self,
+        records: impl IntoIterator<Item = ((u64, u64), ContextHashRecord)>,
+    ) -> Result<(), StoreError> {
+        let mut table = self.context_table()?;
+        for (key, record) in records {
+            table
+                .insert(key, record.encode().as_slice())
+                .map_err(|e| redb_error(self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Forgets a file's content hash; whether there was one.
+    pub fn remove_context_hash(&mut self, dev: u64, ino: u64) -> Result<bool, StoreError> {
+        let mut table = self.context_table()?;
+        let old = table
+            .remove((dev, ino))
+            .map_err(|e| redb_error(self.path, e))?;
+        Ok(old.is_some())
+    }
 }
 
 /// The open index file, for one transaction.
@@ -429,6 +611,7 @@ impl Db {
                 for def in [TAGS, IMAGES, SNAPSHOTS, CACHE] {
                     w.table(def)?;
                 }
+                w.context_table()?;
                 let mut meta = w.tx.open_table(META).map_err(|e| redb_error(w.path, e))?;
                 meta.insert("schema_version", SCHEMA_VERSION)
                     .map_err(|e| redb_error(w.path, e))?;
@@ -485,5 +668,105 @@ impl Db {
 
     pub(crate) fn close(self) -> Result<(), StoreError> {
         self.db.close().map_err(|e| redb_error(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seed: u8) -> ContextHashRecord {
+        ContextHashRecord {
+            size: 4096 + u64::from(seed),
+            mtime_sec: -86_400 * 365 * 80, // before 1970: negative seconds survive
+            mtime_nsec: 999_999_999,
+            ctime_sec: 1_700_000_000,
+            ctime_nsec: u32::from(seed),
+            sha256: [seed; 32],
+        }
+    }
+
+    #[test]
+    fn context_hashes_round_trip_and_are_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("index.redb")).unwrap();
+        db.init().unwrap();
+        db.write(|w| {
+            w.put_context_hash(1, 10, &record(1))?;
+            w.put_context_hashes([((1, 11), record(2)), ((2, 10), record(3))])
+        })
+        .unwrap();
+        db.read(|r| {
+            assert_eq!(r.context_hash(1, 10)?, Some(record(1)));
+            assert_eq!(
+                r.context_hashes(&[(2, 10), (9, 9), (1, 11)])?,
+                vec![Some(record(3)), None, Some(record(2))]
+            );
+            assert_eq!(r.context_hash_count()?, 3);
+            Ok(())
+        })
+        .unwrap();
+        // A changed file's entry is overwritten, not added.
+        db.write(|w| w.put_context_hash(1, 10, &record(7))).unwrap();
+        db.read(|r| {
+            assert_eq!(r.context_hash(1, 10)?, Some(record(7)));
+            assert_eq!(r.context_hash_count()?, 3);
+            Ok(())
+        })
+        .unwrap();
+        assert!(db.write(|w| w.remove_context_hash(1, 10)).unwrap());
+        assert!(!db.write(|w| w.remove_context_hash(1, 10)).unwrap());
+        db.close().unwrap();
+    }
+
+    /// An index written before the table existed (schema 1 without it)
+    /// reads as empty and gains the table on the first write.
+    #[test]
+    fn a_missing_context_table_reads_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            for def in [TAGS, IMAGES, SNAPSHOTS, CACHE] {
+                tx.open_table(def).unwrap();
+            }
+            tx.open_table(META)
+                .unwrap()
+                .insert("schema_version", 1)
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        db.init().unwrap();
+        db.read(|r| {
+            assert_eq!(r.context_hash(1, 2)?, None);
+            assert_eq!(r.context_hashes(&[(1, 2), (3, 4)])?, vec![None, None]);
+            assert_eq!(r.context_hash_count()?, 0);
+            Ok(())
+        })
+        .unwrap();
+        db.write(|w| w.put_context_hash(1, 2, &record(5))).unwrap();
+        assert_eq!(db.read(|r| r.context_hash(1, 2)).unwrap(), Some(record(5)));
+    }
+
+    #[test]
+    fn context_records_of_another_format_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("index.redb")).unwrap();
+        db.init().unwrap();
+        db.write(|w| {
+            let mut t = w.context_table()?;
+            t.insert((1, 1), [2u8, 0, 0].as_slice()).unwrap();
+            t.insert((1, 2), [1u8, 0, 0].as_slice()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(db.read(|r| r.context_hash(1, 1)).unwrap(), None);
+        let err = db.read(|r| r.context_hash(1, 2)).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::BadRecord { table: "context_hashes", key, .. } if key == "1:2"),
+            "{err}"
+        );
     }
 }

@@ -6,7 +6,8 @@
 //!   blobs/sha256/<hex>   content, read-only, as in an OCI image layout
 //!   ingest/              blobs being written (locked temp files)
 //!   leases/              blobs live processes hold for a tag to come
-//!   index.redb           tags, image records, snapshots, cache keys
+//!   index.redb           tags, image records, snapshots, cache keys,
+//!                        context-hash memo
 //!   index.lock           held around every index transaction
 //!   gc.lock              shared by writers, exclusive for prune
 //! ```
@@ -34,8 +35,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use error::StoreError;
 pub use gc::PruneReport;
 pub use index::{
-    CacheRecord, ImageRecord, IndexReader, IndexWriter, SCHEMA_VERSION, SnapshotRecord,
-    SnapshotState,
+    CacheRecord, ContextHashRecord, ImageRecord, IndexReader, IndexWriter, SCHEMA_VERSION,
+    SnapshotRecord, SnapshotState,
 };
 pub use ingest::{BlobInfo, Ingest};
 pub use verify::{Problem, VerifyReport};

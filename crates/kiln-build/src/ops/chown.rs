@@ -1,0 +1,139 @@
+//! `--chown`: `user[:group]` → numeric ids, with BuildKit's rules.
+//!
+//! These are not `USER`'s rules. BuildKit's client splits the value at the
+//! first `:` (`llb.WithUser` in `client/llb/fileop.go`); each part that is
+//! `root` or a decimal number is an id, anything else a name. The file op
+//! then resolves (`readUser` in `solver/llbsolver/file/user_linux.go`):
+//!
+//! - a numeric user gives uid = gid = that number (`--chown=1000` is
+//!   1000:1000, not the passwd entry's group);
+//! - a user name gives the uid and primary gid of its /etc/passwd entry in
+//!   the destination root;
+//! - a numeric group replaces the gid; a group name is looked up in the
+//!   destination's /etc/group;
+//! - `user:` (empty group) is group 0, as BuildKit's empty name marshals to
+//!   id 0.
+//!
+//! A name the files do not have is an error here. BuildKit is not
+//! consistent there: `readUser` leaves the id at 0 when a name is not
+//! found, so with an /etc/passwd that lacks the name Docker 26 silently
+//! gives the files to root (checked), while on a scratch image it fails
+//! ("invalid user index: -1"), and Docker documents a failure. A typo in
+//! `--chown` that hands files to root is worth an error. The lookup itself
+//! is [`kiln_sandbox::resolve_user`]'s, which reads the files through
+//! symlinks inside the root as BuildKit's `fs.RootPath` does.
+
+use std::path::Path;
+
+use super::error::CopyError;
+
+/// A numeric owner for copied files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
+}
+
+/// Resolves a `--chown` value against the destination root's /etc/passwd
+/// and /etc/group (see the module doc for the rules).
+pub fn resolve_chown(dest_root: &Path, spec: &str) -> Result<Owner, CopyError> {
+    let err = |source| CopyError::Chown {
+        spec: spec.to_owned(),
+        source,
+    };
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let mut owner = match parse_id(user) {
+        Some(id) => Owner { uid: id, gid: id },
+        None => {
+            // A name: its passwd entry's uid and primary group.
+            let u = kiln_sandbox::resolve_user(dest_root, user).map_err(err)?;
+            Owner {
+                uid: u.uid,
+                gid: u.gid,
+            }
+        }
+    };
+    match group {
+        None => {}
+        Some("") => owner.gid = 0,
+        Some(g) => match parse_id(g) {
+            Some(id) => owner.gid = id,
+            // uid 0 needs no passwd entry: this reads /etc/group alone.
+            None => {
+                owner.gid = kiln_sandbox::resolve_user(dest_root, &format!("0:{g}"))
+                    .map_err(err)?
+                    .gid
+            }
+        },
+    }
+    Ok(owner)
+}
+
+/// BuildKit's `parseUID`: `root`, or a decimal that fits in 32 signed bits
+/// (negative values are refused here: they would wrap to ids like
+/// 4294967295, which chown(2) reads as "leave unchanged").
+fn parse_id(s: &str) -> Option<u32> {
+    if s == "root" {
+        return Some(0);
+    }
+    s.parse::<i32>().ok().and_then(|v| u32::try_from(v).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs_err::create_dir_all(dir.path().join("etc")).unwrap();
+        fs_err::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        fs_err::write(
+            dir.path().join("etc/group"),
+            "root:x:0:\nstaff:x:50:app\napp:x:1001:\n",
+        )
+        .unwrap();
+        dir
+    }
+
+    fn owner(uid: u32, gid: u32) -> Owner {
+        Owner { uid, gid }
+    }
+
+    #[test]
+    fn buildkit_rules() {
+        let dir = root();
+        let r = |s| resolve_chown(dir.path(), s).unwrap();
+        assert_eq!(r("1000"), owner(1000, 1000));
+        assert_eq!(r("33:44"), owner(33, 44));
+        assert_eq!(r("root"), owner(0, 0));
+        assert_eq!(r("root:5"), owner(0, 5));
+        assert_eq!(r("5:root"), owner(5, 0));
+        assert_eq!(r("app"), owner(1000, 1001));
+        assert_eq!(r("app:staff"), owner(1000, 50));
+        assert_eq!(r("app:7"), owner(1000, 7));
+        assert_eq!(r("7:staff"), owner(7, 50));
+        assert_eq!(r("app:"), owner(1000, 0));
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        let dir = root();
+        let err = resolve_chown(dir.path(), "ghost").unwrap_err();
+        assert_eq!(err.to_string(), "invalid --chown=ghost");
+        assert!(resolve_chown(dir.path(), "app:ghosts").is_err());
+        let empty = tempfile::tempdir().unwrap();
+        assert!(resolve_chown(empty.path(), "app").is_err());
+        assert_eq!(resolve_chown(empty.path(), "12:34").unwrap(), owner(12, 34));
+    }
+}

@@ -1,0 +1,459 @@
+//! Mounted snapshots: the writable root of a step, committed into a layer
+//! and a new snapshot, and read-only views of a finished stage.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_image::compress::{BlobWriter, CompressOptions};
+use kiln_image::document::Descriptor;
+use kiln_image::layer::{self, LayerStats, WriteOptions};
+use kiln_image::media::{Compression, Format};
+use kiln_image::{Digest, SnapshotState};
+use rustix::fs::{Gid, Mode, Uid};
+
+use super::mount::{self, Overlay};
+use super::{
+    Snapshot, SnapshotError, Snapshotter, chain_id, check_chain, diff, lock, mountinfo, record,
+    remove_tree, sync_fs,
+};
+
+/// How [`ActiveSnapshot::commit`] writes the layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitOptions {
+    pub compression: Compression,
+    /// Codec level; `None` for the codec's default.
+    pub level: Option<i32>,
+    /// SOURCE_DATE_EPOCH: no mtime in the layer is later than this.
+    pub epoch: Option<i64>,
+    /// OCI or Docker media type for the layer.
+    pub format: Format,
+}
+
+impl Default for CommitOptions {
+    /// Gzip at its default level, OCI media types, times as they are.
+    fn default() -> CommitOptions {
+        CommitOptions {
+            compression: Compression::Gzip,
+            level: None,
+            epoch: None,
+            format: Format::Oci,
+        }
+    }
+}
+
+/// What a step left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Committed {
+    /// The layer it made; `None` if it changed nothing (the image config
+    /// then records an `empty_layer` history entry).
+    pub layer: Option<CommittedLayer>,
+    /// The snapshots to build the next step on, bottom first: the parents
+    /// and, if there is a layer, its snapshot.
+    pub chain: Vec<Snapshot>,
+}
+
+/// A layer made by a step, in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommittedLayer {
+    /// The blob, for the manifest.
+    pub descriptor: Descriptor,
+    /// The digest of the uncompressed tar, for the config's rootfs.
+    pub diff_id: Digest,
+    pub uncompressed_size: u64,
+    /// What went into the tar.
+    pub stats: LayerStats,
+    /// The step's upper dir, now a snapshot (also the last of `chain`).
+    pub snapshot: Snapshot,
+}
+
+/// A writable overlay of some snapshots: the root filesystem of one step.
+/// [`commit`](ActiveSnapshot::commit) it or [`discard`](ActiveSnapshot::discard)
+/// it; dropping it discards it (unmounts and removes it, errors ignored).
+#[derive(Debug)]
+pub struct ActiveSnapshot {
+    snapshotter: Snapshotter,
+    parents: Vec<Snapshot>,
+    key: String,
+    upper: PathBuf,
+    slot: Slot,
+}
+
+impl Snapshotter {
+    /// Mounts `parents` (bottom first, as [`Snapshotter::prepare`] returns
+    /// them) with a fresh upper dir over them. `key` names the step, for
+    /// people reading `active/` and for messages.
+    pub fn activate(
+        &self,
+        parents: &[Snapshot],
+        key: &str,
+    ) -> Result<ActiveSnapshot, SnapshotError> {
+        check_chain(parents)?;
+        let mut slot = Slot::create(self, key, parents)?;
+        self.check_ready(parents)?;
+        let upper = slot.dir.join("upper");
+        let work = slot.dir.join("work");
+        for d in [&upper, &work, &slot.root] {
+            make_dir(d)?;
+        }
+        copy_root_metadata(parents.last().map(Snapshot::dir), &upper)?;
+        // Topmost first, as overlayfs lists lower dirs. FROM scratch still
+        // needs one lower dir: an empty one.
+        let mut lowers: Vec<PathBuf> = parents.iter().rev().map(|s| s.dir.clone()).collect();
+        if lowers.is_empty() {
+            lowers.push(slot.empty_dir()?);
+        }
+        let overlay = Overlay {
+            lowers,
+            upper: Some((upper.clone(), work)),
+        };
+        mount::mount(&overlay, &slot.root)?;
+        slot.mounted = true;
+        Ok(ActiveSnapshot {
+            snapshotter: self.clone(),
+            parents: parents.to_vec(),
+            key: key.to_string(),
+            upper,
+            slot,
+        })
+    }
+
+    /// Mounts `chain` (bottom first) read-only: the files of a finished
+    /// stage for `COPY --from` and `RUN --mount=from=`. Unmounted and
+    /// removed when dropped. An empty chain (a scratch stage) is an empty
+    /// directory.
+    pub fn mount_readonly(&self, chain: &[Snapshot]) -> Result<ReadOnlyMount, SnapshotError> {
+        check_chain(chain)?;
+        let mut slot = Slot::create(self, "ro", chain)?;
+        self.check_ready(chain)?;
+        make_dir(&slot.root)?;
+        if !chain.is_empty() {
+            let mut lowers: Vec<PathBuf> = chain.iter().rev().map(|s| s.dir.clone()).collect();
+            // Without an upper dir overlayfs wants two lower dirs; an empty
+            // one at the bottom still lets it interpret the whiteouts.
+            if lowers.len() == 1 {
+                lowers.push(slot.empty_dir()?);
+            }
+            let overlay = Overlay {
+                lowers,
+                upper: None,
+            };
+            mount::mount(&overlay, &slot.root)?;
+            slot.mounted = true;
+        }
+        Ok(ReadOnlyMount { slot })
+    }
+
+    /// Fails unless every snapshot is `Ready`. Called after the caller's
+    /// lock file names them, so a removal either sees the pin or is seen.
+    fn check_ready(&self, snapshots: &[Snapshot]) -> Result<(), SnapshotError> {
+        let records = self.store().read(|r| {
+            snapshots
+                .iter()
+                .map(|s| r.snapshot(&s.chain_id))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        for (s, r) in snapshots.iter().zip(records) {
+            if self.usable(&s.chain_id, r.as_ref()).is_none() {
+                return Err(SnapshotError::NotReady {
+                    chain_id: s.chain_id.clone(),
+                    state: match r {
+                        None => "not recorded".to_string(),
+                        Some(r) if r.state == SnapshotState::Ready => {
+                            "directory missing".to_string()
+                        }
+                        Some(r) => format!("{:?}", r.state).to_lowercase(),
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the upper dir `upper` the snapshot `chain_id`, unless another
+    /// step made that very snapshot first (then `upper` is left to be
+    /// removed with its active dir).
+    fn adopt(
+        &self,
+        chain_id: &Digest,
+        diff_id: &Digest,
+        upper: &Path,
+        blob: &Digest,
+    ) -> Result<Snapshot, SnapshotError> {
+        let held = lock::exclusive(&self.snapshot_lock(chain_id))?;
+        let existing = self.store().read(|r| r.snapshot(chain_id))?;
+        let dir = match self.usable(chain_id, existing.as_ref()) {
+            Some(dir) => dir,
+            None => {
+                let dir = self.snapshot_dir(chain_id);
+                if let Some(old) = &existing {
+                    remove_tree(&self.record_dir(chain_id, old))?;
+                }
+                remove_tree(&dir)?;
+                fs_err::rename(upper, &dir).map_err(SnapshotError::io("renaming", upper))?;
+                // The files and the rename on disk before the record says so.
+                sync_fs(&dir)?;
+                let rec = record(chain_id, SnapshotState::Ready, Some(blob.clone()));
+                self.store().update(|w| w.put_snapshot(chain_id, &rec))?;
+                dir
+            }
+        };
+        drop(held);
+        Ok(Snapshot {
+            chain_id: chain_id.clone(),
+            diff_id: diff_id.clone(),
+            dir,
+        })
+    }
+}
+
+impl ActiveSnapshot {
+    /// The mounted root filesystem.
+    pub fn root(&self) -> &Path {
+        &self.slot.root
+    }
+
+    /// The upper dir: what the step changed, in overlayfs's format.
+    pub fn upper(&self) -> &Path {
+        &self.upper
+    }
+
+    /// The snapshots mounted below, bottom first.
+    pub fn parents(&self) -> &[Snapshot] {
+        &self.parents
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Ends the step: unmounts the root, writes what changed as a layer
+    /// blob into the store (streamed: tar → diffID → compressor → digest →
+    /// blob, no temp tar) and makes the upper dir a snapshot without
+    /// copying or unpacking anything.
+    ///
+    /// Directories overlayfs copied up without a change (the RUN
+    /// sandbox's mount-point stubs do that to /etc) are not part of the
+    /// layer (see BuildKit's overlay differ). If nothing changed, there is
+    /// no layer and the chain stays the parents.
+    pub fn commit(mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
+        // Either way `self` is dropped here, which removes the active dir.
+        // Failing to remove it does not undo a commit: the layer and the
+        // snapshot exist, and the next sweep removes what is left.
+        self.commit_inner(opts)
+    }
+
+    fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
+        // Nothing may change the upper dir while it is archived.
+        self.slot.unmount()?;
+        let upper = self.upper.clone();
+        let lowers: Vec<PathBuf> = self.parents.iter().rev().map(|s| s.dir.clone()).collect();
+        let diff = diff::diff(&upper, &lowers)?;
+        if diff.empty {
+            return Ok(Committed {
+                layer: None,
+                chain: self.parents.clone(),
+            });
+        }
+
+        let store = self.snapshotter.store();
+        let mut compress = CompressOptions::new(opts.compression);
+        if let Some(level) = opts.level {
+            compress = compress.level(level);
+        }
+        let write_error = |source| SnapshotError::WriteLayer {
+            upper: upper.clone(),
+            source,
+        };
+        let mut blob = BlobWriter::new(store.ingest()?, &compress).map_err(write_error)?;
+        let mut write = WriteOptions::default();
+        write.epoch = opts.epoch;
+        write.exclude = Arc::new(diff.exclude);
+        let stats = layer::write(&upper, &mut blob, &write).map_err(write_error)?;
+        let (ingest, info) = blob.finish().map_err(write_error)?;
+        let stored = ingest.commit()?;
+        debug_assert_eq!(stored.digest, info.digest);
+
+        let below = self.parents.last().map(Snapshot::chain_id);
+        let chain_id = chain_id(below, &info.diff_id);
+        let snapshot = self
+            .snapshotter
+            .adopt(&chain_id, &info.diff_id, &upper, &info.digest)?;
+        let mut chain = self.parents.clone();
+        chain.push(snapshot.clone());
+        let media_type = info.compression.layer_media_type(opts.format);
+        Ok(Committed {
+            layer: Some(CommittedLayer {
+                descriptor: Descriptor::new(media_type, info.digest, info.size),
+                diff_id: info.diff_id,
+                uncompressed_size: info.uncompressed_size,
+                stats,
+                snapshot,
+            }),
+            chain,
+        })
+    }
+
+    /// Throws the step's changes away: unmounts and removes everything.
+    pub fn discard(mut self) -> Result<(), SnapshotError> {
+        self.slot.finish()
+    }
+}
+
+/// A read-only overlay of a chain, unmounted and removed when dropped.
+#[derive(Debug)]
+pub struct ReadOnlyMount {
+    slot: Slot,
+}
+
+impl ReadOnlyMount {
+    /// The root of the files.
+    pub fn root(&self) -> &Path {
+        &self.slot.root
+    }
+
+    /// Unmounts and removes it, reporting errors (dropping ignores them).
+    pub fn release(mut self) -> Result<(), SnapshotError> {
+        self.slot.finish()
+    }
+}
+
+/// A directory under `active/` with its owner lock, and maybe a mount.
+#[derive(Debug)]
+struct Slot {
+    /// Held for the slot's life; says which snapshots it mounts.
+    lock: Option<lock::Held>,
+    dir: PathBuf,
+    root: PathBuf,
+    mounted: bool,
+}
+
+impl Slot {
+    /// Creates the lock file (with the pins written) and then the
+    /// directory: a sweep that finds a directory without a live lock knows
+    /// its owner is gone.
+    fn create(
+        snapshotter: &Snapshotter,
+        key: &str,
+        pins: &[Snapshot],
+    ) -> Result<Slot, SnapshotError> {
+        let active = &snapshotter.inner.active;
+        let (mut held, stem) = lock::create_owned(active, &label(key))?;
+        let mut note = format!("pid {}\nkey {key:?}\n", std::process::id());
+        for s in pins {
+            note.push_str(&format!("{}\n", s.chain_id));
+        }
+        held.write_note(&note)?;
+        let dir = active.join(stem);
+        let slot = Slot {
+            lock: Some(held),
+            root: dir.join("root"),
+            dir,
+            mounted: false,
+        };
+        make_dir(&slot.dir)?;
+        Ok(slot)
+    }
+
+    /// An empty directory: the lowest layer of a mount that has no other.
+    fn empty_dir(&self) -> Result<PathBuf, SnapshotError> {
+        let empty = self.dir.join("empty");
+        make_dir(&empty)?;
+        Ok(empty)
+    }
+
+    /// Unmounts the root, failing if it is busy: a process left over
+    /// from the step could still be writing.
+    fn unmount(&mut self) -> Result<(), SnapshotError> {
+        if self.mounted {
+            mount::unmount(&self.root)?;
+            self.mounted = false;
+        }
+        Ok(())
+    }
+
+    /// Unmounts (detaching if busy) everything under the directory and
+    /// removes it, then the lock file. Nothing is deleted through a mount.
+    fn finish(&mut self) -> Result<(), SnapshotError> {
+        if self.mounted {
+            mount::unmount_or_detach(&self.root)?;
+            self.mounted = false;
+        }
+        for point in mountinfo::mounts_under(&self.dir)? {
+            mount::unmount_or_detach(&point)?;
+        }
+        remove_tree(&self.dir)?;
+        if let Some(held) = self.lock.take() {
+            held.unlink()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            // If this fails, the lock is released anyway as the file
+            // closes, and the next sweep finishes the job.
+            let _ = self.finish();
+        }
+    }
+}
+
+/// The part of a key that goes into a directory name: letters, digits,
+/// `.`, `_`, `-`, at most 48 of them.
+fn label(key: &str) -> String {
+    let mut out: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    if out.is_empty() || out.starts_with('.') {
+        out.insert(0, 'k');
+    }
+    out
+}
+
+fn make_dir(dir: &Path) -> Result<(), SnapshotError> {
+    rustix::fs::mkdir(dir, Mode::from_raw_mode(0o700))
+        .map_err(SnapshotError::errno("creating", dir))
+}
+
+/// Gives the upper dir the mode and owner of the topmost lower root (0755
+/// root:root for FROM scratch): overlayfs shows the upper root's own
+/// attributes as `/` (overlayfs.rst, "Upper and Lower"), and a 0700 root
+/// would lock every non-root user of the step out.
+fn copy_root_metadata(from: Option<&Path>, upper: &Path) -> Result<(), SnapshotError> {
+    let (mode, uid, gid) = match from {
+        Some(dir) => {
+            let st = rustix::fs::stat(dir).map_err(SnapshotError::errno("inspecting", dir))?;
+            (st.st_mode & 0o7777, st.st_uid, st.st_gid)
+        }
+        None => (0o755, 0, 0),
+    };
+    rustix::fs::chown(upper, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(SnapshotError::errno("changing the owner of", upper))?;
+    rustix::fs::chmod(upper, Mode::from_raw_mode(mode))
+        .map_err(SnapshotError::errno("changing the mode of", upper))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_safe_names() {
+        assert_eq!(label("stage-0/step 3"), "stage-0_step_3");
+        assert_eq!(label(""), "k");
+        assert_eq!(label("../x"), "k.._x");
+        assert_eq!(label(&"a".repeat(100)).len(), 48);
+    }
+}

@@ -1,0 +1,232 @@
+//! The overlay snapshotter: layers unpacked once, stacked by overlayfs,
+//! and the upper dir of a step taken as its diff (DESIGN.md, "Snapshots").
+//!
+//! ```text
+//! <store root>/
+//!   snapshots/<chain hex>/       a layer in overlayfs's format (whiteouts are
+//!                                0/0 devices, opaque dirs carry an xattr)
+//!   snapshots/<chain hex>.lock   flock: held while it is made or removed
+//!   active/<pid>-<n>-<key>.lock  flock: held by the process using the dir;
+//!                                lists the snapshots it mounts
+//!   active/<pid>-<n>-<key>/      upper/, work/, root/ (the mount point),
+//!                                empty/ (the bottom lower dir when there
+//!                                is no other: FROM scratch)
+//! ```
+//!
+//! A snapshot is recorded in the store's index under its chain ID
+//! ([`chain_id`]), `Unpacking` while its directory is being written and
+//! `Ready` once complete and synced (`Removing` while removed). The
+//! record is the truth for "complete"; the snapshot's lock file is the
+//! truth for "someone is working on it right now", because the kernel
+//! drops a flock when its holder dies. So:
+//!
+//! - [`Snapshotter::prepare`] takes a layer's lock, looks at the record,
+//!   and unpacks only if it is not `Ready`. Two processes (or threads)
+//!   preparing one chain serialise on the lock: the second finds `Ready`
+//!   and unpacks nothing. Unpacking into a temp dir and renaming it into
+//!   place would also be safe, but both would unpack a multi-GB layer.
+//!   A crash leaves an `Unpacking` record with a free lock: the next
+//!   preparer (or [`Snapshotter::sweep`]) removes it and starts over.
+//! - [`Snapshotter::activate`] records the snapshots it mounts in its own
+//!   lock file *before* it checks that they are `Ready`, and
+//!   [`Snapshotter::remove`] marks a snapshot `Removing` *before* it looks
+//!   for live lock files naming it: whichever comes second sees the other,
+//!   so a mounted lower dir is never deleted.
+//! - A mount outlives a killed process; sweep finds those under `active/`
+//!   in /proc/self/mountinfo and unmounts the ones whose owner's lock is
+//!   free.
+//!
+//! Lifecycles are types: [`ActiveSnapshot::commit`] and
+//! [`ActiveSnapshot::discard`] take it by value, and dropping one unmounts
+//! and removes it.
+
+mod active;
+mod chain;
+mod diff;
+mod error;
+mod gc;
+mod lock;
+mod mount;
+mod mountinfo;
+mod sweep;
+mod unpack;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_image::document::Descriptor;
+use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store};
+
+pub use active::{ActiveSnapshot, CommitOptions, Committed, CommittedLayer, ReadOnlyMount};
+pub use chain::{chain_id, chain_ids};
+pub use error::SnapshotError;
+pub use gc::SnapshotInfo;
+pub use sweep::SweepReport;
+pub use unpack::UnpackEvent;
+
+/// A layer to unpack: its diffID (from the image config) and its blob in
+/// the store (from the manifest; the media type says how it is compressed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub diff_id: Digest,
+    pub blob: Descriptor,
+}
+
+/// A ready snapshot: one layer unpacked in a directory of its own, meant
+/// to be stacked on the snapshots of the layers below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    chain_id: Digest,
+    diff_id: Digest,
+    dir: PathBuf,
+}
+
+impl Snapshot {
+    /// The chain ID of the stack this snapshot tops.
+    pub fn chain_id(&self) -> &Digest {
+        &self.chain_id
+    }
+
+    /// The diffID of its layer.
+    pub fn diff_id(&self) -> &Digest {
+        &self.diff_id
+    }
+
+    /// Its directory, in overlayfs's whiteout format.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Unpacks layers into snapshots and mounts them; one per store, shared
+/// by the threads of a build (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    snapshots: PathBuf,
+    active: PathBuf,
+}
+
+impl Snapshotter {
+    /// The snapshotter of `store`, keeping its directories under the
+    /// store's root. Call [`Snapshotter::sweep`] once at engine start.
+    pub fn new(store: &Store) -> Result<Snapshotter, SnapshotError> {
+        // Canonical, because mount points are compared with the paths of
+        // /proc/self/mountinfo, which the kernel resolves.
+        let root = fs_err::canonicalize(store.root())
+            .map_err(SnapshotError::io("resolving", store.root()))?;
+        let inner = Inner {
+            store: store.clone(),
+            snapshots: root.join("snapshots"),
+            active: root.join("active"),
+        };
+        for dir in [&inner.snapshots, &inner.active] {
+            // Owner-only, as Docker keeps its layer dirs: image files may
+            // hold anything, and setuid binaries must not be reachable by
+            // other users through these paths (CVE-2021-41091).
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(SnapshotError::io("creating", dir))?;
+        }
+        Ok(Snapshotter {
+            inner: Arc::new(inner),
+        })
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The directory of the snapshot with this chain ID.
+    fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
+        self.inner.snapshots.join(chain_id.hex())
+    }
+
+    fn snapshot_lock(&self, chain_id: &Digest) -> PathBuf {
+        lock::lock_path(&self.inner.snapshots, chain_id.hex())
+    }
+
+    /// Where a record's directory is. Records name a directory under
+    /// `snapshots/`; anything else is not one kiln wrote.
+    fn record_dir(&self, chain_id: &Digest, record: &SnapshotRecord) -> PathBuf {
+        let name = Path::new(&record.dir);
+        let plain = name.components().count() == 1
+            && matches!(
+                name.components().next(),
+                Some(std::path::Component::Normal(_))
+            );
+        if plain {
+            self.inner.snapshots.join(name)
+        } else {
+            self.snapshot_dir(chain_id)
+        }
+    }
+
+    /// Whether a record describes a usable snapshot: ready, and its
+    /// directory still there.
+    fn usable(&self, chain_id: &Digest, record: Option<&SnapshotRecord>) -> Option<PathBuf> {
+        let record = record?;
+        if record.state != SnapshotState::Ready {
+            return None;
+        }
+        let dir = self.record_dir(chain_id, record);
+        dir.is_dir().then_some(dir)
+    }
+}
+
+/// The record of a snapshot in `state`, named after its chain ID.
+fn record(chain_id: &Digest, state: SnapshotState, layer: Option<Digest>) -> SnapshotRecord {
+    SnapshotRecord {
+        dir: chain_id.hex().to_string(),
+        state,
+        layer,
+    }
+}
+
+/// Checks that `parents` (bottom first) form a chain: each chain ID
+/// follows from the one below and the diffID.
+fn check_chain(parents: &[Snapshot]) -> Result<(), SnapshotError> {
+    let mut below: Option<&Digest> = None;
+    for (position, s) in parents.iter().enumerate() {
+        let expected = chain_id(below, &s.diff_id);
+        if expected != s.chain_id {
+            return Err(SnapshotError::BrokenChain {
+                position,
+                chain_id: s.chain_id.clone(),
+                expected,
+            });
+        }
+        below = Some(&s.chain_id);
+    }
+    Ok(())
+}
+
+/// Removes a directory tree that may not exist.
+fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
+    match fs_err::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SnapshotError::io("removing", path)(e)),
+    }
+}
+
+/// Flushes the filesystem holding `dir` (syncfs(2)): a directory is only
+/// recorded `Ready` once its files are on disk, so that a power loss
+/// cannot leave a `Ready` snapshot with empty files.
+fn sync_fs(dir: &Path) -> Result<(), SnapshotError> {
+    let fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(SnapshotError::errno("opening", dir))?;
+    rustix::fs::syncfs(&fd).map_err(SnapshotError::errno("syncing", dir))
+}

@@ -1,0 +1,96 @@
+//! The mounts this process sees, from `/proc/self/mountinfo`.
+//!
+//! proc(5), "/proc/pid/mountinfo": one line per mount, the mount point in
+//! field 5, with space, tab, newline and backslash written as octal
+//! escapes (`\040`). Mounts of a crashed kiln outlive it (a mount belongs
+//! to its namespace, not to a process), so this is how they are found.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use super::SnapshotError;
+
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// The mount points at or under `dir`, deepest first (the order to
+/// unmount them in).
+pub(crate) fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
+    let text = fs_err::read(MOUNTINFO).map_err(SnapshotError::io("reading", MOUNTINFO))?;
+    Ok(filter_under(&parse(&text), dir))
+}
+
+fn filter_under(points: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = points
+        .iter()
+        .filter(|p| p.starts_with(dir))
+        .cloned()
+        .collect();
+    // Deepest first; a path mounted over twice is listed twice and needs
+    // two unmounts.
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+/// The mount points of a mountinfo text, in its order.
+fn parse(text: &[u8]) -> Vec<PathBuf> {
+    text.split(|b| *b == b'\n')
+        .filter_map(|line| line.split(|b| *b == b' ').nth(4))
+        .map(|field| PathBuf::from(OsString::from_vec(unescape(field))))
+        .collect()
+}
+
+/// Undoes the kernel's `\ooo` escapes (`seq_escape` in fs/proc_namespace.c).
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && i + 3 < field.len()
+            && field[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = field[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(field[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_unescapes_mount_points() {
+        let text = b"22 27 0:21 / /proc rw,relatime - proc proc rw\n\
+            90 27 0:50 / /var/lib/kiln/active/12-0-a\\040b/root rw - overlay kiln rw,lowerdir=x\n\
+            91 90 0:51 / /var/lib/kiln/active/12-0-a\\040b/root/proc rw - proc proc rw\n\
+            92 27 0:52 / /var/lib/kiln/activex rw - tmpfs t rw\n";
+        let points = parse(text);
+        assert_eq!(points[1], Path::new("/var/lib/kiln/active/12-0-a b/root"));
+        let under = filter_under(&points, Path::new("/var/lib/kiln/active"));
+        assert_eq!(
+            under,
+            [
+                PathBuf::from("/var/lib/kiln/active/12-0-a b/root/proc"),
+                PathBuf::from("/var/lib/kiln/active/12-0-a b/root"),
+            ]
+        );
+    }
+
+    #[test]
+    fn leaves_other_backslashes() {
+        assert_eq!(unescape(br"a\134b\0"), br"a\b\0");
+        assert_eq!(unescape(br"tab\011"), b"tab\t");
+    }
+}
