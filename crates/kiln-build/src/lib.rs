@@ -3,7 +3,11 @@
 //! The engine never prints: it reports events, the CLI renders them.
 
 pub mod context;
+pub mod engine;
+pub mod events;
 pub mod ops;
+pub mod run;
 pub mod snapshot;
 pub use crate::context::{BuildContext, ContextError, HashMemo};
+pub use crate::run::{RunError, RunStep, run_step};
 pub use crate::snapshot::{ActiveSnapshot, Snapshot, SnapshotError, Snapshotter};

@@ -72,6 +72,11 @@ impl RunControl {
         Self::default()
     }
 
+    /// Whether `other` is a clone of this control (the same run).
+    pub fn same_as(&self, other: &RunControl) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Ends the run: its whole process tree is killed. Never blocks; may be
     /// called before the run starts (it then ends as soon as it starts) and
     /// any number of times.

@@ -414,3 +414,29 @@ impl Cx<'_> {
         tree::write_inline(self.root, self.policy, data, &target, self.stats)
     }
 }
+
+/// Creates `dir` (absolute in the tree at `root`) and its missing parents,
+/// mode `mode`, owned by `owner` — BuildKit's `llb.Mkdir(dir, 0755,
+/// WithParents(true), WithUser(...))` for WORKDIR. Symlinks on the way
+/// resolve inside the tree; existing directories are left as they are.
+pub fn mkdir_all(root: &Path, dir: &str, mode: u32, owner: (u32, u32)) -> Result<(), CopyError> {
+    let tree = Root::open(root)?;
+    let rel = source::clean(dir.as_bytes());
+    let new = root::NewDir {
+        owner: Some(Owner {
+            uid: owner.0,
+            gid: owner.1,
+        }),
+        time: None,
+    };
+    let fd = tree
+        .make_dir_all(&rel, &new)
+        .map_err(|e| tree.err("creating", &rel, e))?;
+    // make_dir_all creates with 0755; WORKDIR asks for that too, but keep
+    // the mode argument honest for other callers.
+    if mode != 0o755 {
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode))
+            .map_err(|e| tree.err("chmod", &rel, e))?;
+    }
+    Ok(())
+}

@@ -94,6 +94,30 @@ impl Command {
     }
 
     /// The lines the command spans.
+    /// Moves the command to other lines: an ONBUILD trigger runs where the
+    /// image that carries it is used, and its errors point there.
+    pub fn set_location(&mut self, location: Location) {
+        match self {
+            Command::Add(c) => c.origin.location = location,
+            Command::Arg(c) => c.origin.location = location,
+            Command::Cmd(c) => c.origin.location = location,
+            Command::Copy(c) => c.origin.location = location,
+            Command::Entrypoint(c) => c.origin.location = location,
+            Command::Env(c) => c.origin.location = location,
+            Command::Expose(c) => c.origin.location = location,
+            Command::Healthcheck(c) => c.origin.location = location,
+            Command::Label(c) => c.origin.location = location,
+            Command::Maintainer(c) => c.origin.location = location,
+            Command::Onbuild(c) => c.origin.location = location,
+            Command::Run(c) => c.origin.location = location,
+            Command::Shell(c) => c.origin.location = location,
+            Command::StopSignal(c) => c.origin.location = location,
+            Command::User(c) => c.origin.location = location,
+            Command::Volume(c) => c.origin.location = location,
+            Command::Workdir(c) => c.origin.location = location,
+        }
+    }
+
     pub fn location(&self) -> Location {
         self.origin().location
     }

@@ -107,6 +107,20 @@ impl<'p> StageScope<'p> {
         )
     }
 
+    /// A scope for a stage based on another stage whose finished variables
+    /// were kept as data (`env`, `config_env` from [`StageScope::env`] and
+    /// [`StageScope::config_env`]): the same as [`StageScope::from_parent`].
+    pub fn resume(
+        plan: &'p Plan,
+        stage: usize,
+        env: &[(String, String)],
+        config_env: &[(String, String)],
+    ) -> Self {
+        let env: EnvList = env.iter().map(|(k, v)| (k, v)).collect();
+        let config_env: EnvList = config_env.iter().map(|(k, v)| (k, v)).collect();
+        Self::start(plan, stage, env, config_env)
+    }
+
     fn start(plan: &'p Plan, stage: usize, mut env: EnvList, mut config_env: EnvList) -> Self {
         if config_env.get("PATH").is_none() {
             config_env.set("PATH", DEFAULT_PATH);
@@ -151,6 +165,11 @@ impl<'p> StageScope<'p> {
     /// Findings so far (variables used but never set).
     pub fn warnings(&self) -> &[PlanWarning] {
         &self.warnings
+    }
+
+    /// The findings since the last call, for reporting as they come.
+    pub fn take_warnings(&mut self) -> Vec<PlanWarning> {
+        std::mem::take(&mut self.warnings)
     }
 
     /// Expands `command` as BuildKit does at this point of the stage and

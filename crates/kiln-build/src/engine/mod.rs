@@ -1,0 +1,498 @@
+//! The build engine: a plan of stages, run stage by stage (independent
+//! stages and platforms at once), step by step, each step keyed for the
+//! cache, executed on an overlay snapshot when the cache has nothing.
+//!
+//! ```text
+//! BuildRequest ─parse, plan─▶ Plan (per platform)
+//!   per stage (a thread each; waits for the stages it reads)
+//!     base: scratch | image (store, else pulled) | an earlier stage
+//!     per instruction: StageScope::dispatch (expansion, ARG/ENV)
+//!       metadata (ENV, CMD, ...) → ConfigState + history
+//!       RUN, COPY, ADD, WORKDIR → cache key → hit: reuse the layer
+//!                                           → miss: activate, execute, commit
+//!   target stage → image config + manifest (+ index for several platforms)
+//! ```
+
+mod cache_key;
+mod config;
+mod copy;
+mod error;
+mod run;
+mod stage;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use kiln_dockerfile::instructions;
+use kiln_dockerfile::plan::{self, BuildOptions, Plan};
+use kiln_image::document::{Descriptor, Document, ImageConfig, Index, Manifest};
+use kiln_image::media::{Compression, Format};
+use kiln_image::{Platform, Store};
+use kiln_registry::RegistryClient;
+use kiln_sandbox::{Executor, RunControl};
+
+pub use self::cache_key::{KeyBuilder, VERSION as CACHE_KEY_VERSION};
+pub use self::config::{ConfigState, DEFAULT_SHELL, HISTORY_COMMENT};
+pub use self::error::BuildError;
+use self::stage::{StageOutcome, StageRunner};
+use crate::events::{Event, EventSink, millis};
+use crate::run::{CacheMounts, Secrets};
+use crate::{BuildContext, HashMemo, Snapshotter};
+
+/// A secret for `RUN --mount=type=secret`: its id and where its bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    pub id: String,
+    pub source: SecretSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// `RUN` network mode for the whole build (`--network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BuildNetwork {
+    #[default]
+    Host,
+    None,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile on disk (for the ignore-file rule), and its text.
+    pub dockerfile: PathBuf,
+    pub dockerfile_text: Vec<u8>,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    /// Platforms to build (one image each; an index when several).
+    pub platforms: Vec<Platform>,
+    pub secrets: Vec<SecretSpec>,
+    pub network: BuildNetwork,
+    /// Ignore the cache (every step runs; results are still recorded).
+    pub no_cache: bool,
+    /// Look base images up in the registry even when the store has them.
+    pub pull: bool,
+    pub compression: Compression,
+    pub format: Format,
+    /// SOURCE_DATE_EPOCH: clamps timestamps in layers and the config.
+    pub epoch: Option<i64>,
+}
+
+impl BuildRequest {
+    pub fn new(context: PathBuf, dockerfile: PathBuf, dockerfile_text: Vec<u8>) -> BuildRequest {
+        BuildRequest {
+            context,
+            dockerfile,
+            dockerfile_text,
+            target: None,
+            build_args: BTreeMap::new(),
+            platforms: vec![Platform::host()],
+            secrets: Vec::new(),
+            network: BuildNetwork::Host,
+            no_cache: false,
+            pull: false,
+            compression: Compression::Gzip,
+            format: Format::Oci,
+            epoch: None,
+        }
+    }
+}
+
+/// One platform's image.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub platform: Platform,
+    /// The manifest, in the store.
+    pub manifest: Descriptor,
+    pub config: ImageConfig,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// What to tag or export: the manifest, or an index of several.
+    pub target: Descriptor,
+    pub images: Vec<BuiltImage>,
+    pub steps_run: u32,
+    pub steps_cached: u32,
+}
+
+/// What a build needs from its surroundings.
+pub struct Engine {
+    pub store: Store,
+    pub snapshotter: Snapshotter,
+    pub client: RegistryClient,
+    pub runtime: tokio::runtime::Handle,
+    pub executor: Arc<dyn Executor>,
+    pub events: EventSink,
+    /// Set to stop the build: running steps are cancelled and cleaned up.
+    pub cancel: Arc<AtomicBool>,
+    /// The sandbox runs in flight, so a cancel reaches them.
+    pub(crate) running: Mutex<Vec<RunControl>>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Store,
+        client: RegistryClient,
+        runtime: tokio::runtime::Handle,
+        executor: Arc<dyn Executor>,
+        events: EventSink,
+    ) -> Result<Engine, BuildError> {
+        let snapshotter = Snapshotter::new(&store)?;
+        // A kiln killed mid-step leaves mounts, half-made snapshots and
+        // temporary directories: clear them.
+        snapshotter.sweep()?;
+        let scratch = store.root().join("tmp");
+        fs_err::create_dir_all(&scratch).map_err(|e| BuildError::Other(e.to_string()))?;
+        crate::run::sweep_scratch(&scratch).map_err(|e| BuildError::Other(e.to_string()))?;
+        Ok(Engine {
+            store,
+            snapshotter,
+            client,
+            runtime,
+            executor,
+            events,
+            cancel: Arc::new(AtomicBool::new(false)),
+            running: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Stops the build: marks it cancelled and cancels running steps.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        for control in self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            control.cancel();
+        }
+    }
+
+    fn scratch_dir(&self) -> PathBuf {
+        self.store.root().join("tmp")
+    }
+
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        (self.events)(event);
+    }
+
+    /// Builds `request`; the images are in the store, not yet tagged.
+    pub fn build(&self, request: &BuildRequest) -> Result<BuildResult, BuildError> {
+        let started = Instant::now();
+        let ast = kiln_dockerfile::parse(&request.dockerfile_text)?;
+        for w in &ast.warnings {
+            self.emit(Event::Warning {
+                message: w.message.clone(),
+                line: Some(w.start_line),
+            });
+        }
+        let dockerfile =
+            instructions::parse_dockerfile(&ast).map_err(kiln_dockerfile::Error::from)?;
+        let context = BuildContext::open(&request.context, &request.dockerfile)?;
+        let memo = HashMemo::new(self.store.clone());
+        let platforms = if request.platforms.is_empty() {
+            vec![Platform::host()]
+        } else {
+            request.platforms.clone()
+        };
+        let multi = platforms.len() > 1;
+
+        let mut plans = Vec::new();
+        for platform in &platforms {
+            let options = BuildOptions {
+                build_args: request.build_args.clone(),
+                target: request.target.clone(),
+                target_platform: platform.clone(),
+                build_platform: Platform::host(),
+            };
+            let plan = plan::plan(&dockerfile, ast.escape, &options)
+                .map_err(kiln_dockerfile::Error::from)?;
+            plans.push(plan);
+        }
+        // Warnings are the same for every platform: report them once.
+        for w in &plans[0].warnings {
+            self.emit(Event::Warning {
+                message: w.message.clone(),
+                line: w.location.map(|l| l.start_line),
+            });
+        }
+        let target_name = plans[0].stages[plans[0].target].display_name();
+        self.emit(Event::BuildStarted {
+            target: target_name,
+            platforms: platforms.iter().map(ToString::to_string).collect(),
+            stages: plans[0]
+                .order
+                .iter()
+                .map(|&i| plans[0].stages[i].display_name())
+                .collect(),
+        });
+
+        let counter = AtomicU32::new(1);
+        let mut secrets = Secrets::new();
+        for spec in &request.secrets {
+            let loaded = match &spec.source {
+                SecretSource::File(path) => secrets.insert_file(spec.id.clone(), path),
+                SecretSource::Env(var) => secrets.insert_env(spec.id.clone(), var),
+            };
+            loaded.map_err(|e| BuildError::Other(format!("--secret id={}: {e}", spec.id)))?;
+        }
+        let shared = Shared {
+            request,
+            context: &context,
+            memo: &memo,
+            step_counter: &counter,
+            multi,
+            secrets,
+            caches: CacheMounts::new(self.store.root())
+                .with_build(format!("kiln build (pid {})", std::process::id())),
+            scratch: self.scratch_dir(),
+        };
+        let outcomes: Vec<Result<(BuiltImage, u32, u32), BuildError>> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = plans
+                    .iter()
+                    .zip(&platforms)
+                    .map(|(plan, platform)| {
+                        let shared = &shared;
+                        scope.spawn(move || self.build_platform(plan, platform, shared))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(BuildError::Other("a build thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
+        let mut images = Vec::new();
+        let (mut run, mut cached) = (0, 0);
+        for outcome in outcomes {
+            let (image, r, c) = outcome?;
+            images.push(image);
+            run += r;
+            cached += c;
+        }
+        let target = if multi {
+            let manifests: Vec<Descriptor> = images.iter().map(|i| i.manifest.clone()).collect();
+            let index = Document::new(Index::new(request.format, manifests));
+            self.store
+                .put_document(&index)
+                .map_err(BuildError::store("storing the image index"))?
+        } else {
+            images[0].manifest.clone()
+        };
+        self.emit(Event::BuildDone {
+            image: Some(target.digest.to_string()),
+            duration_ms: millis(started.elapsed()),
+        });
+        Ok(BuildResult {
+            target,
+            images,
+            steps_run: run,
+            steps_cached: cached,
+        })
+    }
+
+    /// Runs every stage the target needs for one platform, each on its own
+    /// thread as soon as the stages it reads are done.
+    fn build_platform(
+        &self,
+        plan: &Plan,
+        platform: &Platform,
+        shared: &Shared<'_>,
+    ) -> Result<(BuiltImage, u32, u32), BuildError> {
+        let board = Board::default();
+        // Number the steps first, so the output lists them in plan order.
+        let mut step_ids: HashMap<usize, Vec<u32>> = HashMap::new();
+        for &i in &plan.order {
+            let stage = &plan.stages[i];
+            let count = stage.stage.commands.len();
+            let ids: Vec<u32> = (0..count)
+                .map(|_| shared.step_counter.fetch_add(1, Ordering::SeqCst))
+                .collect();
+            for (c, id) in stage.stage.commands.iter().zip(&ids) {
+                let total = count;
+                let position = ids.iter().position(|x| x == id).unwrap_or(0) + 1;
+                self.emit(Event::StepPlanned {
+                    step: *id,
+                    stage: stage.display_name(),
+                    platform: shared.multi.then(|| platform.to_string()),
+                    line: c.location().start_line,
+                    text: format!(
+                        "[{} {position}/{total}] {}",
+                        stage.display_name(),
+                        one_line(&c.origin().code)
+                    ),
+                });
+            }
+            step_ids.insert(i, ids);
+        }
+        let result = std::thread::scope(|scope| {
+            for &i in &plan.order {
+                let board = &board;
+                let ids = step_ids.get(&i).cloned().unwrap_or_default();
+                scope.spawn(move || {
+                    let runner = StageRunner {
+                        engine: self,
+                        plan,
+                        stage: i,
+                        platform,
+                        shared,
+                        board,
+                        step_ids: ids,
+                        downloads: Mutex::default(),
+                        scratch_dirs: Mutex::default(),
+                    };
+                    let outcome = runner.run();
+                    board.finish(i, outcome);
+                });
+            }
+            board.wait(plan.target)
+        });
+        let target = result?;
+        let (manifest, config) = self.write_image(&target, platform, shared.request)?;
+        let (run, cached) = board.counts();
+        Ok((
+            BuiltImage {
+                platform: platform.clone(),
+                manifest,
+                config,
+            },
+            run,
+            cached,
+        ))
+    }
+
+    /// The target stage's final config and manifest, in the store.
+    fn write_image(
+        &self,
+        outcome: &StageOutcome,
+        platform: &Platform,
+        request: &BuildRequest,
+    ) -> Result<(Descriptor, ImageConfig), BuildError> {
+        let mut config = outcome.config.config.clone();
+        config.created = Some(stage::created_time(request.epoch));
+        config.architecture = platform.architecture.clone();
+        config.os = platform.os.clone();
+        config.variant = platform.variant.clone();
+        config.rootfs.diff_ids = outcome.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let doc = Document::with_media_type(request.format.config(), config.clone());
+        let config_desc = self
+            .store
+            .put_document(&doc)
+            .map_err(BuildError::store("storing the image config"))?;
+        let layers = outcome
+            .layers
+            .iter()
+            .map(|l| l.descriptor.clone())
+            .collect();
+        let manifest = Document::new(Manifest::new(request.format, config_desc, layers));
+        let desc = self
+            .store
+            .put_document(&manifest)
+            .map_err(BuildError::store("storing the manifest"))?
+            .with_platform(platform);
+        Ok((desc, config))
+    }
+}
+
+/// What every stage of a build shares.
+pub(crate) struct Shared<'a> {
+    pub(crate) request: &'a BuildRequest,
+    pub(crate) context: &'a BuildContext,
+    pub(crate) memo: &'a HashMemo,
+    pub(crate) step_counter: &'a AtomicU32,
+    pub(crate) multi: bool,
+    pub(crate) secrets: Secrets,
+    pub(crate) caches: CacheMounts,
+    /// Temporary directories of RUN steps (on disk, outside any overlay).
+    pub(crate) scratch: PathBuf,
+}
+
+/// Finished stages of one platform's build, for the stages that wait on them.
+#[derive(Default)]
+pub(crate) struct Board {
+    done: Mutex<HashMap<usize, Result<Arc<StageOutcome>, String>>>,
+    errors: Mutex<Vec<(usize, BuildError)>>,
+    changed: Condvar,
+    counts: Mutex<(u32, u32)>,
+}
+
+impl Board {
+    fn finish(&self, stage: usize, outcome: Result<StageOutcome, BuildError>) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = match outcome {
+            Ok(o) => {
+                let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+                counts.0 += o.steps_run;
+                counts.1 += o.steps_cached;
+                Ok(Arc::new(o))
+            }
+            Err(e) => {
+                // Keep the first error whole for the caller; others see its text.
+                self.errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((stage, e));
+                Err("a stage it needs failed".to_string())
+            }
+        };
+        done.insert(stage, entry);
+        self.changed.notify_all();
+    }
+
+    /// Waits for `stage`; its outcome, or why there is none.
+    pub(crate) fn get(&self, stage: usize) -> Result<Arc<StageOutcome>, BuildError> {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(entry) = done.get(&stage) {
+                return entry.clone().map_err(BuildError::Other);
+            }
+            done = self.changed.wait(done).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn wait(&self, target: usize) -> Result<StageOutcome, BuildError> {
+        let result = self.get(target);
+        // A failed stage's own error beats "a stage it needs failed".
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        if !errors.is_empty() {
+            errors.sort_by_key(|(stage, _)| *stage);
+            return Err(errors.remove(0).1);
+        }
+        result.map(|o| (*o).clone())
+    }
+
+    fn counts(&self) -> (u32, u32) {
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The first line of an instruction, for step titles.
+pub(crate) fn one_line(code: &str) -> String {
+    let first = code.lines().next().unwrap_or("");
+    let joined: String = first.split_whitespace().collect::<Vec<_>>().join(" ");
+    if joined.chars().count() > 120 {
+        format!("{}…", joined.chars().take(119).collect::<String>())
+    } else {
+        joined
+    }
+}

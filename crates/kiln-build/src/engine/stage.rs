@@ -1,0 +1,575 @@
+//! One stage of one platform's build: its base, then its instructions in
+//! order, each expanded, keyed, and either taken from the cache or run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use kiln_dockerfile::Location;
+use kiln_dockerfile::instructions::{Command, parse_instruction};
+use kiln_dockerfile::plan::{Base, Plan, StageScope};
+use kiln_image::document::{Descriptor, ImageConfig};
+use kiln_image::{CacheRecord, Digest, Platform, Reference};
+use kiln_registry::{PullOptions, pull_image};
+
+use super::cache_key::KeyBuilder;
+use super::config::ConfigState;
+use super::{Board, BuildError, Engine, Shared};
+use crate::events::{Event, millis};
+use crate::ops::Download;
+use crate::snapshot::{ActiveSnapshot, CommitOptions, Layer, Snapshot};
+
+/// A layer of the image being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LayerRef {
+    pub(crate) descriptor: Descriptor,
+    pub(crate) diff_id: Digest,
+}
+
+/// Where a stage stands after an instruction.
+#[derive(Debug, Clone)]
+pub(crate) struct StageOutcome {
+    /// The key of the last filesystem step (or of the base).
+    pub(crate) key: Digest,
+    pub(crate) layers: Vec<LayerRef>,
+    /// The snapshots of `layers`, when they were prepared (a fully cached
+    /// stage never prepares any).
+    pub(crate) chain: Option<Vec<Snapshot>>,
+    pub(crate) config: ConfigState,
+    /// The stage's variables, for stages built on it.
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) config_env: Vec<(String, String)>,
+    pub(crate) steps_run: u32,
+    pub(crate) steps_cached: u32,
+}
+
+pub(crate) struct StageRunner<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) plan: &'a Plan,
+    pub(crate) stage: usize,
+    pub(crate) platform: &'a Platform,
+    pub(crate) shared: &'a Shared<'a>,
+    pub(crate) board: &'a Board,
+    pub(crate) step_ids: Vec<u32>,
+    /// ADD URLs fetched during this stage (the key needs their content,
+    /// the copy their file), and the temp dirs holding them.
+    pub(crate) downloads: Mutex<HashMap<String, Arc<Download>>>,
+    pub(crate) scratch_dirs: Mutex<Vec<tempfile::TempDir>>,
+}
+
+/// A resolved base image.
+struct BaseImage {
+    manifest_digest: Digest,
+    layers: Vec<LayerRef>,
+    config: ImageConfig,
+}
+
+impl StageRunner<'_> {
+    pub(crate) fn run(&self) -> Result<StageOutcome, BuildError> {
+        let result = self.run_inner();
+        if result.is_err() {
+            // First failure stops the whole build, as BuildKit does.
+            self.engine.cancel();
+        }
+        result
+    }
+
+    fn run_inner(&self) -> Result<StageOutcome, BuildError> {
+        let planned = &self.plan.stages[self.stage];
+        let location = planned.stage.location;
+        let (mut state, mut scope, triggers) = match &planned.base {
+            Base::Scratch => {
+                let key = KeyBuilder::new("base", None)
+                    .str("image", "scratch")
+                    .str("platform", &self.platform.to_string())
+                    .finish();
+                let config = ImageConfig {
+                    architecture: self.platform.architecture.clone(),
+                    os: self.platform.os.clone(),
+                    variant: self.platform.variant.clone(),
+                    ..ImageConfig::default()
+                };
+                let state = self.fresh_state(key, Vec::new(), Some(Vec::new()), config);
+                (state, self.plan.scope(self.stage, &[]), Vec::new())
+            }
+            Base::Image(name) => {
+                let base = self.base_image(name, location)?;
+                let key = KeyBuilder::new("base", None)
+                    .digest("manifest", &base.manifest_digest)
+                    .str("platform", &self.platform.to_string())
+                    .finish();
+                let env = env_pairs(
+                    base.config
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.env.as_deref())
+                        .unwrap_or_default(),
+                );
+                let triggers = base
+                    .config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.on_build.clone())
+                    .unwrap_or_default();
+                let state = self.fresh_state(key, base.layers, None, base.config);
+                (state, self.plan.scope(self.stage, &env), triggers)
+            }
+            Base::Stage(parent) => {
+                let parent = self.board.get(*parent)?;
+                let mut state = (*parent).clone();
+                state.steps_run = 0;
+                state.steps_cached = 0;
+                let scope =
+                    StageScope::resume(self.plan, self.stage, &parent.env, &parent.config_env);
+                // A stage's ONBUILD instructions trigger in stages built on it.
+                let triggers: Vec<String> = state
+                    .config
+                    .config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.on_build.clone())
+                    .unwrap_or_default();
+                (state, scope, triggers)
+            }
+        };
+        // Triggers run once, in the stage that uses the base; the new image
+        // does not inherit them (BuildKit resets OnBuild).
+        if let Some(c) = state.config.config.config.as_mut() {
+            c.on_build = None;
+        }
+        for trigger in &triggers {
+            let command = parse_trigger(trigger, location)?;
+            self.step(None, &command, &mut state, &mut scope)?;
+        }
+        for (i, command) in planned.stage.commands.iter().enumerate() {
+            if self.engine.cancelled() {
+                return Err(BuildError::Cancelled);
+            }
+            self.step(
+                self.step_ids.get(i).copied(),
+                command,
+                &mut state,
+                &mut scope,
+            )?;
+        }
+        state.env = scope
+            .env()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        state.config_env = scope
+            .config_env()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(state)
+    }
+
+    fn fresh_state(
+        &self,
+        key: Digest,
+        layers: Vec<LayerRef>,
+        chain: Option<Vec<Snapshot>>,
+        config: ImageConfig,
+    ) -> StageOutcome {
+        StageOutcome {
+            key,
+            layers,
+            chain,
+            config: ConfigState::from_base(config),
+            env: Vec::new(),
+            config_env: Vec::new(),
+            steps_run: 0,
+            steps_cached: 0,
+        }
+    }
+
+    /// The base image: from the store, or pulled (always with `--pull`).
+    fn base_image(&self, name: &str, location: Location) -> Result<BaseImage, BuildError> {
+        let store = &self.engine.store;
+        let reference = Reference::parse(name)
+            .map_err(|e| BuildError::step(location, format!("{name}: {e}")))?
+            .with_default_tag();
+        let known = if self.shared.request.pull {
+            None
+        } else {
+            store
+                .resolve(&reference)
+                .map_err(BuildError::store("looking up the base image"))?
+        };
+        let desc = match known {
+            Some(d) => d,
+            None => {
+                let options = PullOptions {
+                    platform: self.platform.clone(),
+                    ..PullOptions::default()
+                };
+                let pulled = self
+                    .engine
+                    .runtime
+                    .block_on(pull_image(&self.engine.client, store, &reference, &options))
+                    .map_err(|source| BuildError::Pull {
+                        reference: reference.familiar(),
+                        source: Box::new(source),
+                    })?;
+                pulled.target
+            }
+        };
+        let manifest = store.select_manifest(&desc, self.platform).map_err(|e| {
+            BuildError::step(
+                location,
+                format!("base image {}: {e}", reference.familiar()),
+            )
+        })?;
+        let config: ImageConfig = store
+            .read_document::<ImageConfig>(&manifest.value().config)
+            .map_err(BuildError::store("reading the base image's config"))?
+            .into_value();
+        let image_platform = config.platform();
+        if !self.platform.matches(&image_platform) && !image_platform.os.is_empty() {
+            return Err(BuildError::step(
+                location,
+                format!(
+                    "base image {} is for {image_platform}, the build is for {}",
+                    reference.familiar(),
+                    self.platform
+                ),
+            ));
+        }
+        let layers = manifest
+            .value()
+            .layers
+            .iter()
+            .zip(&config.rootfs.diff_ids)
+            .map(|(d, diff)| LayerRef {
+                descriptor: d.clone(),
+                diff_id: diff.clone(),
+            })
+            .collect();
+        Ok(BaseImage {
+            manifest_digest: manifest.digest().clone(),
+            layers,
+            config,
+        })
+    }
+
+    /// An image named by `--from`: its manifest digest and layers.
+    pub(crate) fn base_image_public(
+        &self,
+        name: &str,
+        location: Location,
+    ) -> Result<(Digest, Vec<LayerRef>), BuildError> {
+        let base = self.base_image(name, location)?;
+        Ok((base.manifest_digest, base.layers))
+    }
+
+    /// One instruction: expanded, then applied to the config or run.
+    fn step(
+        &self,
+        step: Option<u32>,
+        command: &Command,
+        state: &mut StageOutcome,
+        scope: &mut StageScope<'_>,
+    ) -> Result<(), BuildError> {
+        let location = command.location();
+        let expanded = scope
+            .dispatch(command)
+            .map_err(|e| BuildError::step(location, e.to_string()))?;
+        for w in scope.take_warnings() {
+            self.engine.emit(Event::Warning {
+                message: w.message,
+                line: w.location.map(|l| l.start_line),
+            });
+        }
+        let created = created_time(self.shared.request.epoch);
+        let started = Instant::now();
+        match &expanded {
+            Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_) => {
+                if let Command::Workdir(_) = &expanded {
+                    state.config.apply(&expanded, &[]);
+                }
+                self.fs_step(step, &expanded, state, scope, &created, started)
+            }
+            Command::Arg(arg) => {
+                let pairs: Vec<String> = arg
+                    .args
+                    .iter()
+                    .map(|a| match &a.value {
+                        Some(v) => format!("{}={v}", a.key),
+                        None => a.key.clone(),
+                    })
+                    .collect();
+                state
+                    .config
+                    .history(&format!("ARG {}", pairs.join(" ")), &created, true);
+                self.metadata_done(step, started);
+                Ok(())
+            }
+            other => {
+                let config_env = scope.config_env().to_key_values();
+                if let Some(text) = state.config.apply(other, &config_env) {
+                    state.config.history(&text, &created, true);
+                }
+                self.metadata_done(step, started);
+                Ok(())
+            }
+        }
+    }
+
+    fn metadata_done(&self, step: Option<u32>, started: Instant) {
+        if let Some(step) = step {
+            self.engine.emit(Event::StepDone {
+                step,
+                duration_ms: millis(started.elapsed()),
+                cached: false,
+                layer_size: None,
+            });
+        }
+    }
+
+    /// A step that changes the filesystem: keyed, cached, or run on a snapshot.
+    fn fs_step(
+        &self,
+        step: Option<u32>,
+        command: &Command,
+        state: &mut StageOutcome,
+        scope: &StageScope<'_>,
+        created: &str,
+        started: Instant,
+    ) -> Result<(), BuildError> {
+        let (key, history) = self.step_key(command, state, scope)?;
+        let key_text = key.to_string();
+        let emit = |event: Event| self.engine.emit(event);
+        if !self.shared.request.no_cache
+            && let Some(record) = self
+                .engine
+                .store
+                .read(|r| r.cache(&key_text))
+                .map_err(BuildError::store("reading the build cache"))?
+            && record
+                .layer
+                .as_ref()
+                .is_none_or(|l| self.engine.store.contains(&l.digest).unwrap_or(false))
+        {
+            let layer = match (&record.layer, &record.diff_id) {
+                (Some(d), Some(diff)) => Some(LayerRef {
+                    descriptor: d.clone(),
+                    diff_id: diff.clone(),
+                }),
+                _ => None,
+            };
+            let size = layer.as_ref().map(|l| l.descriptor.size);
+            if let Some(layer) = layer {
+                // Its snapshot may exist already; if not, the next step that
+                // needs the chain unpacks it from the cached blob.
+                state.layers.push(layer);
+                state.chain = None;
+            }
+            state.key = key;
+            state.config.history(&history, created, size.is_none());
+            state.steps_cached += 1;
+            if let Some(step) = step {
+                emit(Event::StepCached { step });
+                emit(Event::StepDone {
+                    step,
+                    duration_ms: millis(started.elapsed()),
+                    cached: true,
+                    layer_size: size,
+                });
+            }
+            return Ok(());
+        }
+
+        if let Some(step) = step {
+            emit(Event::StepStarted { step });
+        }
+        let result = self
+            .execute(step, command, state, scope, &key)
+            .inspect_err(|e| {
+                if let Some(step) = step {
+                    emit(Event::StepFailed {
+                        step,
+                        duration_ms: millis(started.elapsed()),
+                        reason: e.to_string(),
+                    });
+                }
+            })?;
+        let (layer, chain) = result;
+        let size = layer.as_ref().map(|l| l.descriptor.size);
+        let record = CacheRecord {
+            layer: layer.as_ref().map(|l| l.descriptor.clone()),
+            diff_id: layer.as_ref().map(|l| l.diff_id.clone()),
+            config: None,
+        };
+        self.engine
+            .store
+            .update(|w| w.put_cache(&key_text, &record))
+            .map_err(BuildError::store("recording the build cache"))?;
+        if let Some(layer) = layer {
+            state.layers.push(layer);
+        }
+        state.chain = chain;
+        state.key = key;
+        state.config.history(&history, created, size.is_none());
+        state.steps_run += 1;
+        if let Some(step) = step {
+            emit(Event::StepDone {
+                step,
+                duration_ms: millis(started.elapsed()),
+                cached: false,
+                layer_size: size,
+            });
+        }
+        Ok(())
+    }
+
+    /// The snapshots of the stage's layers, unpacking what is missing.
+    fn chain(&self, state: &mut StageOutcome) -> Result<Vec<Snapshot>, BuildError> {
+        if let Some(chain) = &state.chain {
+            return Ok(chain.clone());
+        }
+        let layers: Vec<Layer> = state
+            .layers
+            .iter()
+            .map(|l| Layer {
+                diff_id: l.diff_id.clone(),
+                blob: l.descriptor.clone(),
+            })
+            .collect();
+        let chain = self.engine.snapshotter.prepare(&layers)?;
+        state.chain = Some(chain.clone());
+        Ok(chain)
+    }
+
+    pub(crate) fn commit_options(&self) -> CommitOptions {
+        CommitOptions {
+            compression: self.shared.request.compression,
+            format: self.shared.request.format,
+            epoch: self.shared.request.epoch,
+            ..CommitOptions::default()
+        }
+    }
+
+    /// Runs a filesystem step on a fresh snapshot; returns its layer (none
+    /// if it changed nothing) and the chain to continue from.
+    fn execute(
+        &self,
+        step: Option<u32>,
+        command: &Command,
+        state: &mut StageOutcome,
+        scope: &StageScope<'_>,
+        key: &Digest,
+    ) -> Result<(Option<LayerRef>, Option<Vec<Snapshot>>), BuildError> {
+        let link = matches!(command, Command::Copy(c) if c.link)
+            || matches!(command, Command::Add(a) if a.link);
+        let parents = if link { Vec::new() } else { self.chain(state)? };
+        let active: ActiveSnapshot = self
+            .engine
+            .snapshotter
+            .activate(&parents, &short_key(key))?;
+        match command {
+            Command::Workdir(_) => {
+                self.mkdir_workdir(&active, &state.config, command.location())?
+            }
+            Command::Copy(_) | Command::Add(_) => self.copy(command, &active, state)?,
+            Command::Run(run) => self.run_command(step, run, &active, state, scope)?,
+            _ => unreachable!("only filesystem steps reach execute"),
+        }
+        let committed = active.commit(&self.commit_options())?;
+        let layer = committed.layer.map(|l| LayerRef {
+            descriptor: l.descriptor,
+            diff_id: l.diff_id,
+        });
+        // A --link layer was made on nothing, so it does not depend on the
+        // stage's layers: the chain to continue from (those plus this one)
+        // is prepared when a later step needs it.
+        let chain = (!link).then_some(committed.chain);
+        Ok((layer, chain))
+    }
+
+    /// WORKDIR: the directory and its missing parents, owned by the USER,
+    /// as BuildKit's `llb.Mkdir(..., WithParents, WithUser)`.
+    fn mkdir_workdir(
+        &self,
+        active: &ActiveSnapshot,
+        config: &ConfigState,
+        location: Location,
+    ) -> Result<(), BuildError> {
+        let dir = config.workdir();
+        let user = config.user();
+        let owner = if user == "root" || user == "0" || user == "0:0" {
+            (0, 0)
+        } else {
+            let u = kiln_sandbox::resolve_user(active.root(), &user)
+                .map_err(|e| BuildError::step(location, e.to_string()))?;
+            (u.uid, u.gid)
+        };
+        crate::ops::mkdir_all(active.root(), &dir, 0o755, owner)
+            .map_err(|e| BuildError::step(location, e.to_string()))
+    }
+}
+
+/// `KEY=VALUE` strings to pairs.
+fn env_pairs(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// An ONBUILD trigger's text as one instruction.
+fn parse_trigger(text: &str, location: Location) -> Result<Command, BuildError> {
+    let ast = kiln_dockerfile::parse(text.as_bytes())
+        .map_err(|e| BuildError::step(location, format!("ONBUILD trigger {text:?}: {e}")))?;
+    let node = ast
+        .children
+        .first()
+        .ok_or_else(|| BuildError::step(location, format!("empty ONBUILD trigger {text:?}")))?;
+    let mut command = parse_instruction(node).map_err(|e| {
+        BuildError::step(
+            location,
+            format!("ONBUILD trigger {text:?}: {}", e.message()),
+        )
+    })?;
+    command.set_location(location);
+    Ok(command)
+}
+
+/// 12 hex digits of a key, to name active snapshots.
+fn short_key(key: &Digest) -> String {
+    key.hex()[..12].to_string()
+}
+
+/// The `created` time of history entries and the config: SOURCE_DATE_EPOCH
+/// when set, else now.
+pub(crate) fn created_time(epoch: Option<i64>) -> String {
+    let secs = epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    rfc3339(secs)
+}
+
+/// `1970-01-01T00:00:00Z` for a Unix time.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,89 @@
+//! What a build reports while it runs. The engine never prints: it sends
+//! [`Event`]s to an [`EventSink`]; the CLI renders them as an interactive
+//! view, BuildKit-style numbered lines, or JSON lines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A step of the build, numbered in the order it was planned (`#1`, `#2`…).
+pub type StepId = u32;
+
+/// One event of a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// The build starts: what is built, for which platforms, which stages.
+    BuildStarted {
+        target: String,
+        platforms: Vec<String>,
+        stages: Vec<String>,
+    },
+    /// A step is known: its number, stage, Dockerfile line and text.
+    StepPlanned {
+        step: StepId,
+        stage: String,
+        platform: Option<String>,
+        line: usize,
+        text: String,
+    },
+    /// The step's result came from the cache.
+    StepCached { step: StepId },
+    /// The step started running.
+    StepStarted { step: StepId },
+    /// One line of a step's output (stdout or stderr).
+    StepLog {
+        step: StepId,
+        stream: Stream,
+        line: String,
+    },
+    /// Progress of a step that moves bytes (a pull, a copy, an export).
+    StepProgress {
+        step: StepId,
+        label: String,
+        done: u64,
+        total: Option<u64>,
+    },
+    /// A note about a step that is not output (a retry, a lock wait).
+    StepNote { step: StepId, text: String },
+    /// The step finished; `layer_size` is the compressed size of its layer.
+    StepDone {
+        step: StepId,
+        duration_ms: u64,
+        cached: bool,
+        layer_size: Option<u64>,
+    },
+    /// The step failed; `reason` is one line.
+    StepFailed {
+        step: StepId,
+        duration_ms: u64,
+        reason: String,
+    },
+    /// A warning about the build (unused build args, undefined variables).
+    Warning {
+        message: String,
+        line: Option<usize>,
+    },
+    /// The build finished; `image` is the digest of what was built.
+    BuildDone {
+        image: Option<String>,
+        duration_ms: u64,
+    },
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Where events go. Called from the engine's threads: keep it quick.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,192 @@
+//! The one error type of the RUN step executor.
+
+use std::io;
+use std::path::PathBuf;
+
+use kiln_sandbox::SandboxError;
+
+use crate::ops::CopyError;
+
+/// Why a `RUN` step failed. Where users search for BuildKit's wording, the
+/// message is BuildKit's (a failed command, a missing user or secret).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The command ran and exited non-zero (BuildKit's `execOp` text; the
+    /// code is 128 + N for a command killed by signal N).
+    #[error(
+        "process {} did not complete successfully: exit code: {code}",
+        go_quote(&args.join(" "))
+    )]
+    Failed { args: Vec<String>, code: i32 },
+
+    /// [`RunControl::cancel`](kiln_sandbox::RunControl::cancel) ended the
+    /// step, while it ran or while it waited for a cache mount.
+    #[error("step cancelled")]
+    Cancelled,
+
+    /// `USER name` with no such name in the root's /etc/passwd (BuildKit's
+    /// text, from runc's `libcontainer/user`).
+    #[error("unable to find user {name}: no matching entries in passwd file")]
+    NoSuchUser { name: String },
+
+    /// `USER x:group` with no such group in the root's /etc/group.
+    #[error("unable to find group {name}: no matching entries in group file")]
+    NoSuchGroup { name: String },
+
+    /// A required secret (`required` or `required=true`) the build was not
+    /// given (BuildKit's text).
+    #[error("secret {id}: not found")]
+    SecretNotFound { id: String },
+
+    /// `env=` with an empty variable name.
+    #[error("secret {id}: empty environment variable name")]
+    EmptySecretEnv { id: String },
+
+    /// A secret source that could not be read (`--secret id=x,env=VAR` with
+    /// `VAR` unset).
+    #[error("secret {id}: {reason}")]
+    SecretSource { id: String, reason: String },
+
+    /// A feature of `RUN` kiln does not have yet (`--mount=type=ssh`,
+    /// `--device`).
+    #[error("line {line}: {what} is not supported yet")]
+    Unsupported { line: usize, what: String },
+
+    /// The parser gave heredocs to an exec-form command, or several words
+    /// (BuildKit's text).
+    #[error("parsing produced an invalid run command: [{}]", args.join(" "))]
+    InvalidCommand { args: Vec<String> },
+
+    /// A mount at `/`, or where kiln cannot make one (a heredoc script
+    /// whose name is not a file name, under `/dev/pipes/`).
+    #[error("invalid mount target {}", go_quote(target))]
+    InvalidMountTarget { target: String },
+
+    /// `from=` names nothing the engine knows.
+    #[error("mount from {from:?}: {reason}")]
+    MountFrom { from: String, reason: String },
+
+    /// `source=` does not exist in what `from=` names (the context when
+    /// `from` is not given).
+    #[error("mount source {source_path:?} not found in {from}")]
+    MountSourceNotFound { from: String, source_path: String },
+
+    /// A cache mount's `source` must be a directory.
+    #[error("cache mount source {source_path:?} in {from} is not a directory")]
+    CacheSourceNotDirectory { from: String, source_path: String },
+
+    /// Copying a cache mount's seed (`from=`, `source=`) failed.
+    #[error("seeding cache mount {id:?}")]
+    CacheSeed {
+        id: String,
+        #[source]
+        source: CopyError,
+    },
+
+    /// A mount kiln makes itself (the throwaway overlay of a `rw` bind)
+    /// failed.
+    #[error("mounting {what} at {}", target.display())]
+    Mount {
+        what: &'static str,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The sandbox refused the run or could not start it.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+
+    /// Filesystem errors; they come from `fs_err` or name their path.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl RunError {
+    /// For [`MountSources`](super::MountSources) implementations: `from`
+    /// could not be resolved.
+    pub fn mount_from(from: impl Into<String>, reason: impl Into<String>) -> RunError {
+        RunError::MountFrom {
+            from: from.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// An I/O error that names what was done to which path (for calls that do
+/// not go through `fs_err`: rustix, flock, mount).
+pub(crate) fn io_at<'a>(
+    op: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(io::Error) -> io::Error + 'a {
+    move |e| io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+}
+
+/// Go's `strconv.Quote` (`%q`), which BuildKit's messages use: `"` and `\`
+/// escaped, control and other non-printable characters as escapes.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            ' ' => out.push(' '),
+            // Go's IsPrint: no control characters, and no spaces but U+0020.
+            c if (c as u32) < 0x80 && (c.is_ascii_control()) => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() || c.is_whitespace() || is_unassigned_format(c) => {
+                if (c as u32) < 0x10000 {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Format characters Go does not print (zero-width and direction marks,
+/// the BOM): the common ones, without a Unicode table.
+fn is_unassigned_format(c: char) -> bool {
+    matches!(c as u32, 0xad | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2064 | 0xfeff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_as_go_does() {
+        assert_eq!(go_quote("/bin/sh -c false"), r#""/bin/sh -c false""#);
+        assert_eq!(go_quote("a \"b\" \\"), r#""a \"b\" \\""#);
+        assert_eq!(go_quote("x\ny\tz\x01"), r#""x\ny\tz\x01""#);
+        assert_eq!(go_quote("é\u{a0}"), "\"é\\u00a0\"");
+    }
+
+    #[test]
+    fn failed_commands_read_as_buildkit_says() {
+        let err = RunError::Failed {
+            args: vec!["/bin/sh".into(), "-c".into(), "false".into()],
+            code: 1,
+        };
+        assert_eq!(
+            err.to_string(),
+            r#"process "/bin/sh -c false" did not complete successfully: exit code: 1"#
+        );
+        let err = RunError::InvalidMountTarget { target: "/".into() };
+        assert_eq!(err.to_string(), r#"invalid mount target "/""#);
+    }
+}

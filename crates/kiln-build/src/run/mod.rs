@@ -1,0 +1,245 @@
+//! The `RUN` step: a typed, expanded [`RunCommand`] in a step's root,
+//! through the sandbox, with BuildKit's semantics.
+//!
+//! The engine prepares the root (an active overlay snapshot), calls
+//! [`run_step`] with plain data ([`RunStep`]) and commits the root after.
+//! Everything a step mounts lives outside the root, so it never reaches
+//! the upper dir or the layer: cache directories in the store
+//! ([`CacheMounts`]), secrets in a private tmpfs directory ([`Secrets`]),
+//! `rw` bind overlays and heredoc scripts in the step's scratch directory.
+//!
+//! - [`command_args`]: the process's `argv` as BuildKit's `dispatchRun`
+//!   builds it (exec form, shell form, heredocs); also what history and
+//!   error messages show.
+//! - [`cache_key_parts`]: what the mounts, network and security add to
+//!   the step's cache key, without secret or cache contents.
+//! - [`MountSources`]: how `from=` of a mount reaches a stage, an image or
+//!   the context (the engine's; [`DirSources`] for plain directories).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kiln_build::events::EventSink;
+//! use kiln_build::run::{self, CacheMounts, DirSources, RunStep, Secrets};
+//! use kiln_dockerfile::instructions::RunCommand;
+//! use kiln_sandbox::{NetworkMode, RunControl, RuncExecutor};
+//!
+//! # fn demo(command: &RunCommand) -> Result<(), run::RunError> {
+//! let exec = RuncExecutor::new("/var/lib/kiln/sandbox");
+//! let events: EventSink = Arc::new(|event| println!("{event:?}"));
+//! let step = RunStep {
+//!     rootfs: "/var/lib/kiln/active/1-0-step/root".as_ref(),
+//!     command,
+//!     shell: vec!["/bin/sh".into(), "-c".into()],
+//!     env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+//!     user: "root".into(),
+//!     workdir: "/src".into(),
+//!     default_network: NetworkMode::Host,
+//!     sources: &DirSources::new("/home/me/project"),
+//!     secrets: &Secrets::new(),
+//!     caches: &CacheMounts::new("/var/lib/kiln"),
+//!     scratch: "/var/lib/kiln/tmp".as_ref(),
+//!     control: &RunControl::new(),
+//!     step: 7,
+//!     events: &events,
+//! };
+//! run::run_step(&exec, &step)?;
+//! # Ok(()) }
+//! ```
+
+mod cache;
+mod command;
+mod error;
+mod key;
+mod mounts;
+mod rootpath;
+mod scratch;
+mod secrets;
+mod sources;
+
+use std::path::Path;
+
+use kiln_dockerfile::instructions::{
+    NetworkMode as DfNetwork, RunCommand, SecurityMode as DfSecurity,
+};
+use kiln_sandbox::{
+    Executor, ExitInfo, Lines, Mount, NetworkMode, RunControl, RunSpec, SandboxError, SecurityMode,
+    User,
+};
+
+pub use self::cache::CacheMounts;
+pub use self::command::{CommandArgs, InlineScript, SCRIPT_DIR, command_args};
+pub use self::error::RunError;
+pub use self::key::{ContentRef, KeyPart, cache_key_parts};
+pub use self::scratch::sweep_scratch;
+pub use self::secrets::Secrets;
+pub use self::sources::{DirSources, MountSource, MountSources};
+
+use crate::events::{Event, EventSink, StepId, Stream};
+
+/// BuildKit's `PATH` for a step whose environment has none
+/// (`utilsystem.DefaultPathEnvUnix`, added by its exec op).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything one `RUN` step needs, as data.
+pub struct RunStep<'a> {
+    /// The step's root: an active overlay snapshot, mounted (any directory
+    /// does; only the working directory, if missing, is created in it).
+    pub rootfs: &'a Path,
+    /// Expanded by the caller, so its mounts are complete.
+    pub command: &'a RunCommand,
+    /// The stage's `SHELL` (`["/bin/sh", "-c"]` by default).
+    pub shell: Vec<String>,
+    /// The step's environment in order: image `Env`, `ENV`, `ARG` values,
+    /// proxy build args. `PATH` defaults to [`DEFAULT_PATH`].
+    pub env: Vec<(String, String)>,
+    /// `USER` as written (`name`, `uid`, `name:group`); empty is root.
+    /// Names are looked up in the root's /etc/passwd and /etc/group.
+    pub user: String,
+    /// `WORKDIR`, absolute. Created (0755, owned by the user) if missing,
+    /// as BuildKit's executor does; that directory then is in the layer.
+    pub workdir: String,
+    /// The build's `--network`; `RUN --network=none|host` overrides it.
+    pub default_network: NetworkMode,
+    pub sources: &'a dyn MountSources,
+    pub secrets: &'a Secrets,
+    pub caches: &'a CacheMounts,
+    /// A directory on a disk filesystem (not overlayfs, not in the root)
+    /// where the step may make temporary directories: `rw` bind overlays,
+    /// heredoc scripts. Removed when the step ends; see [`sweep_scratch`].
+    pub scratch: &'a Path,
+    pub control: &'a RunControl,
+    pub step: StepId,
+    pub events: &'a EventSink,
+}
+
+/// Runs `step.command` to its end. Its output goes to `step.events` as
+/// [`Event::StepLog`] lines (both streams; a last line without newline
+/// too); a step waiting for a `locked` cache says so with
+/// [`Event::StepNote`]s.
+///
+/// `Ok` only for exit code 0. A non-zero exit is
+/// [`RunError::Failed`] (BuildKit's `process "..." did not complete
+/// successfully: exit code: N`), a cancel [`RunError::Cancelled`]. Either
+/// way, every mount, lock, secret file and scratch directory of the step is
+/// gone when this returns.
+pub fn run_step(exec: &dyn Executor, step: &RunStep<'_>) -> Result<ExitInfo, RunError> {
+    let workdir = if step.workdir.is_empty() {
+        "/".to_string()
+    } else {
+        mounts::clean(&format!("/{}", step.workdir))
+    };
+    // Everything that can be refused is refused before anything waits.
+    let planned = mounts::plan(step.command, &workdir)?;
+    let CommandArgs { args, script } = command_args(step.command, &step.shell)?;
+    let user = resolve_user(step.rootfs, &step.user)?;
+
+    let mut prepared = mounts::prepare(step, &planned)?;
+    let result = (|| {
+        if let Some(script) = &script {
+            let dir = prepared.scratch(step.scratch)?.script_dir(script)?;
+            prepared.mounts.push(Mount::bind(dir, SCRIPT_DIR, true));
+        }
+        let cwd = Path::new(&workdir);
+        // A working directory inside a mount is the mount's business.
+        if !prepared
+            .mounts
+            .iter()
+            .any(|m| cwd.starts_with(&m.destination))
+        {
+            rootpath::mkdir_all_owned(step.rootfs, cwd, user.uid, user.gid)?;
+        }
+        let mut spec = RunSpec::new(step.rootfs, args.clone());
+        spec.env = environment(&step.env, &prepared.env);
+        spec.cwd = cwd.to_path_buf();
+        spec.user = user;
+        spec.network = match step.command.network {
+            DfNetwork::Default => step.default_network,
+            DfNetwork::None => NetworkMode::None,
+            DfNetwork::Host => NetworkMode::Host,
+        };
+        spec.security = match step.command.security {
+            DfSecurity::Sandbox => SecurityMode::Sandbox,
+            DfSecurity::Insecure => SecurityMode::Insecure,
+        };
+        spec.mounts = prepared.mounts.clone();
+        run(exec, &spec, step.control, step.step, step.events)
+    })();
+    let released = prepared.release();
+    let exit = result?;
+    released?;
+    if exit.cancelled {
+        return Err(RunError::Cancelled);
+    }
+    if exit.code != 0 {
+        return Err(RunError::Failed {
+            args,
+            code: exit.code,
+        });
+    }
+    Ok(exit)
+}
+
+fn run(
+    exec: &dyn Executor,
+    spec: &RunSpec,
+    control: &RunControl,
+    step: StepId,
+    events: &EventSink,
+) -> Result<ExitInfo, RunError> {
+    let sink = Lines::new(|stream, line: &[u8]| {
+        events(Event::StepLog {
+            step,
+            stream: match stream {
+                kiln_sandbox::Stream::Stdout => Stream::Stdout,
+                kiln_sandbox::Stream::Stderr => Stream::Stderr,
+            },
+            line: String::from_utf8_lossy(line).into_owned(),
+        })
+    });
+    Ok(exec.run(spec, &sink, control)?)
+}
+
+/// `USER` against the root, with BuildKit's messages for a missing name.
+fn resolve_user(rootfs: &Path, user: &str) -> Result<User, RunError> {
+    kiln_sandbox::resolve_user(rootfs, user).map_err(|e| match e {
+        SandboxError::NoSuchUser { name, .. } => RunError::NoSuchUser { name },
+        SandboxError::NoSuchGroup { name, .. } => RunError::NoSuchGroup { name },
+        other => other.into(),
+    })
+}
+
+/// The step's variables, then the secret ones (replacing a variable of
+/// the same name), then `PATH` if still missing.
+fn environment(vars: &[(String, String)], secrets: &[(String, String)]) -> Vec<String> {
+    let mut all = vars.to_vec();
+    for (name, value) in secrets {
+        match all.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.clone(),
+            None => all.push((name.clone(), value.clone())),
+        }
+    }
+    if !all.iter().any(|(n, _)| n == "PATH") {
+        all.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    all.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_defaults_and_secrets_replace() {
+        let vars = vec![
+            ("A".to_string(), "1".to_string()),
+            ("TOKEN".into(), "x".into()),
+        ];
+        let secrets = vec![("TOKEN".to_string(), "s3cr3t".to_string())];
+        assert_eq!(
+            environment(&vars, &secrets),
+            ["A=1", "TOKEN=s3cr3t", &format!("PATH={DEFAULT_PATH}")]
+        );
+        let with_path = vec![("PATH".to_string(), "/bin".to_string())];
+        assert_eq!(environment(&with_path, &[]), ["PATH=/bin"]);
+    }
+}

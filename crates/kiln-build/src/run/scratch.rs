@@ -1,0 +1,276 @@
+//! A step's own scratch space, outside its root: the heredoc script
+//! directory and the throwaway overlays of `rw` bind mounts (BuildKit's
+//! `ForceNoOutput`: the step may write, nothing is kept).
+//!
+//! ```text
+//! <scratch>/run-<pid>-<n>/
+//!   script/<name>              a `RUN <<EOF` script with a shebang
+//!   bind-<i>/upper work merged an overlay over a bind source
+//!   bind-<i>/file              a copy of a bind source that is a file
+//! ```
+//!
+//! The overlays are mounted in kiln's own mount namespace and unmounted
+//! when the step is over; [`sweep_scratch`] removes what a killed kiln
+//! left.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{Gid, Mode, OFlags, Uid};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use super::command::InlineScript;
+use super::error::{RunError, io_at};
+
+const PREFIX: &str = "run-";
+
+/// The scratch directory of one step. [`remove`](Scratch::remove) it;
+/// dropping it does the same, ignoring errors.
+#[derive(Debug)]
+pub(crate) struct Scratch {
+    dir: PathBuf,
+    /// Overlay mount points, in mount order.
+    mounted: Vec<PathBuf>,
+    next: usize,
+}
+
+impl Scratch {
+    pub(crate) fn create(parent: &Path) -> Result<Scratch, RunError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        fs_err::create_dir_all(parent)?;
+        loop {
+            let dir = parent.join(format!(
+                "{PREFIX}{}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            match fs_err::create_dir(&dir) {
+                Ok(()) => {
+                    set_mode(&dir, 0o700)?;
+                    return Ok(Scratch {
+                        dir,
+                        mounted: Vec::new(),
+                        next: 0,
+                    });
+                }
+                // Left by an earlier process with our pid.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// A directory holding the script as a 0755 file, to mount read-only
+    /// at `/dev/pipes` (BuildKit's `llb.Mkfile(name, 0755, data)` in a
+    /// scratch state).
+    pub(crate) fn script_dir(&mut self, script: &InlineScript) -> Result<PathBuf, RunError> {
+        let dir = self.dir.join("script");
+        fs_err::create_dir(&dir)?;
+        // Readable by any USER of the step: the mount shows these modes.
+        set_mode(&dir, 0o755)?;
+        let file = dir.join(&script.name);
+        fs_err::write(&file, script.data.as_bytes())?;
+        set_mode(&file, 0o755)?;
+        Ok(dir)
+    }
+
+    /// A writable view of `source` whose changes are thrown away: an
+    /// overlay with a fresh upper dir for a directory, a copy for a file.
+    pub(crate) fn writable_view(&mut self, source: &Path) -> Result<PathBuf, RunError> {
+        let base = self.dir.join(format!("bind-{}", self.next));
+        self.next += 1;
+        fs_err::create_dir(&base)?;
+        let meta = fs_err::metadata(source)?;
+        if !meta.is_dir() {
+            let copy = base.join("file");
+            fs_err::copy(source, &copy)?;
+            rustix::fs::chown(
+                &copy,
+                Some(Uid::from_raw(meta.uid())),
+                Some(Gid::from_raw(meta.gid())),
+            )
+            .map_err(|e| io_at("chown", &copy)(e.into()))?;
+            set_mode(&copy, meta.mode() & 0o7777)?;
+            return Ok(copy);
+        }
+        let (upper, work, merged) = (base.join("upper"), base.join("work"), base.join("merged"));
+        for d in [&upper, &work, &merged] {
+            fs_err::create_dir(d)?;
+        }
+        // overlayfs shows the upper root's own attributes as the root of
+        // the mount (overlayfs.rst): give it the source's.
+        rustix::fs::chown(
+            &upper,
+            Some(Uid::from_raw(meta.uid())),
+            Some(Gid::from_raw(meta.gid())),
+        )
+        .map_err(|e| io_at("chown", &upper)(e.into()))?;
+        set_mode(&upper, meta.mode() & 0o7777)?;
+        mount_overlay(source, &upper, &work, &merged)?;
+        self.mounted.push(merged.clone());
+        Ok(merged)
+    }
+
+    /// Unmounts the overlays and removes the directory.
+    pub(crate) fn remove(mut self) -> Result<(), RunError> {
+        self.cleanup()
+    }
+
+    fn cleanup(&mut self) -> Result<(), RunError> {
+        let mut first = None;
+        for point in self.mounted.drain(..).rev() {
+            if let Err(e) = unmount(&point) {
+                first.get_or_insert(e);
+            }
+        }
+        if first.is_none()
+            && self.dir.exists()
+            && let Err(e) = fs_err::remove_dir_all(&self.dir)
+        {
+            first.get_or_insert(e.into());
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.cleanup();
+    }
+}
+
+/// Removes the scratch directories of kiln processes that are gone (and
+/// first unmounts what they left mounted there). Returns how many.
+pub fn sweep_scratch(scratch: &Path) -> Result<usize, RunError> {
+    if !scratch.is_dir() {
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for entry in fs_err::read_dir(scratch)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|s| s.strip_prefix(PREFIX))
+            .and_then(|s| s.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = entry.path();
+        let mut points = mounts_under(&dir)?;
+        // Deepest first.
+        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for point in points {
+            unmount(&point)?;
+        }
+        fs_err::remove_dir_all(&dir)?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// Mount points at or below `dir` (/proc/self/mountinfo, field 5, with
+/// its octal escapes undone).
+fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, RunError> {
+    let dir = fs_err::canonicalize(dir)?;
+    let info = fs_err::read_to_string("/proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(field))))
+        .filter(|p| p.starts_with(&dir))
+        .collect())
+}
+
+fn unescape(field: &str) -> Vec<u8> {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// An overlay of `lower` with `upper` at `merged`, through `mount(2)`.
+/// Each dir is passed as `/proc/self/fd/N` of an open descriptor: paths
+/// with `,` or `:` cannot be written in overlay's options, and the magic
+/// link resolves to the directory whatever its name.
+fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Result<(), RunError> {
+    let open = |p: &Path| -> Result<OwnedFd, RunError> {
+        rustix::fs::open(
+            p,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_at("opening", p)(e.into()).into())
+    };
+    let (l, u, w) = (open(lower)?, open(upper)?, open(work)?);
+    let fd = |f: &OwnedFd| format!("/proc/self/fd/{}", f.as_raw_fd());
+    // index=off: the lower may itself be an overlay (a stage mounted
+    // read-only), which cannot give the file handles an index needs.
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={},index=off",
+        fd(&l),
+        fd(&u),
+        fd(&w)
+    );
+    let data = CString::new(options).map_err(io::Error::other)?;
+    rustix::mount::mount(
+        "overlay",
+        merged,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| RunError::Mount {
+        what: "a writable overlay",
+        target: merged.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Unmounts, detaching if busy: clean-up must never leave a mount.
+fn unmount(point: &Path) -> Result<(), RunError> {
+    match rustix::mount::unmount(point, UnmountFlags::NOFOLLOW) {
+        Err(Errno::BUSY) => rustix::mount::unmount(point, UnmountFlags::DETACH),
+        other => other,
+    }
+    .map_err(|e| io_at("unmounting", point)(e.into()).into())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), RunError> {
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/a\040b\011c"), b"/a b\tc");
+        assert_eq!(unescape(r"/x\0"), b"/x\\0");
+    }
+}
