@@ -108,3 +108,9 @@ ensure_registry_tools() {
   # The package starts a registry on :5000 that the tests do not use.
   if systemctl is-active --quiet docker-registry 2>/dev/null; then as_root systemctl stop docker-registry || true; fi
 }
+
+# ensure_buildah: Buildah from Debian's archive (1.28 on bookworm), a peer
+# of bench/run; it runs RUN steps through the same runc.
+ensure_buildah() {
+  ensure_apt_packages buildah runc
+}

@@ -61,6 +61,23 @@ pub enum Event {
         duration_ms: u64,
         reason: String,
     },
+    /// The watchdog is about to kill a RUN step that stalled or timed
+    /// out: `text` is its diagnosis, several lines (the step and its line,
+    /// how long it ran and idled, its last output, its process tree with
+    /// states, wait channels, CPU times, command lines and sockets, any
+    /// cache lock it waits for). Always sent before the kill.
+    StepDiagnosis { step: StepId, text: String },
+    /// A RUN step failed (stalled, timed out or exited non-zero) and runs
+    /// again, from its clean parent snapshot, after `delay_ms`. `attempt`
+    /// is the attempt about to start (2 for the first retry), `max` how
+    /// many the step may have in all; `reason` is one line.
+    StepRetry {
+        step: StepId,
+        attempt: u32,
+        max: u32,
+        reason: String,
+        delay_ms: u64,
+    },
     /// A warning about the build (unused build args, undefined variables).
     Warning {
         message: String,

@@ -8,6 +8,7 @@ pub mod events;
 pub mod ops;
 pub mod run;
 pub mod snapshot;
+pub mod watchdog;
 pub use crate::context::{BuildContext, ContextError, HashMemo};
 pub use crate::run::{RunError, RunStep, run_step};
 pub use crate::snapshot::{ActiveSnapshot, Snapshot, SnapshotError, Snapshotter};

@@ -250,9 +250,10 @@ fn archive_symlinks_cannot_lead_writes_out() {
 }
 
 #[test]
-fn add_chown_overrides_archive_owners_and_chmod_does_not_apply() {
-    // Current BuildKit (`mapArchiveHeaderOwner`): --chown replaces the
-    // archive's owners; Docker 26's go-archive kept them.
+fn add_chown_keeps_archive_owners_and_chmod_does_not_apply() {
+    // Docker 26's BuildKit (the conformance reference) keeps the archive's
+    // owners under --chown, which only owns the directories made for the
+    // destination (newer BuildKit's `mapArchiveHeaderOwner` replaces them).
     let work = tmp();
     let ctx = work.path().join("ctx");
     let root = work.path().join("root");
@@ -281,9 +282,9 @@ fn add_chown_overrides_archive_owners_and_chmod_does_not_apply() {
     assert_eq!(stats.archives, 1);
     assert_eq!(owner(&root.join("x")), (9, 10));
     assert_eq!(mode(&root.join("x")), 0o755);
-    assert_eq!(owner(&root.join("x/d")), (9, 10));
+    assert_eq!(owner(&root.join("x/d")), (1234, 5678));
     assert_eq!(mode(&root.join("x/d")), 0o700);
-    assert_eq!(owner(&root.join("x/d/f")), (9, 10));
+    assert_eq!(owner(&root.join("x/d/f")), (1234, 5678));
     assert_eq!(mode(&root.join("x/d/f")), 0o4755);
     assert_eq!(mtime(&root.join("x/d/f")), 1_500_000_000);
     assert_eq!(mtime(&root.join("x/d")), 1_500_000_000);
@@ -522,7 +523,21 @@ fn chown_by_name_from_the_destination_passwd() {
         // Created parents get the owner too (fsutil's MkdirAll chowner).
         assert_eq!(owner(f.parent().unwrap()), want, "{spec}");
     }
-    let err = ops::resolve_chown(&root, "nobody").unwrap_err();
+    // As in BuildKit: a name /etc/passwd lacks is root, a group
+    // /etc/group lacks keeps the user's; without the file it is an error.
+    assert_eq!(
+        ops::resolve_chown(&root, "nobody").unwrap(),
+        Owner { uid: 0, gid: 0 }
+    );
+    assert_eq!(
+        ops::resolve_chown(&root, "app:nogroup").unwrap(),
+        Owner {
+            uid: 1000,
+            gid: 1001
+        }
+    );
+    let bare = tmp();
+    let err = ops::resolve_chown(bare.path(), "nobody").unwrap_err();
     assert_eq!(err.to_string(), "invalid --chown=nobody");
     assert!(
         std::error::Error::source(&err)
@@ -890,4 +905,109 @@ fn empty_wildcards_copy_nothing() {
     assert!(!root.join("x").exists());
     let err = ops::expand_source(&ctx, "nodir/*.txt", false).unwrap_err();
     assert!(matches!(err, CopyError::SourceNotFound { .. }), "{err}");
+}
+
+// ------------------------------------------- Docker 26 compatibility
+
+#[test]
+fn archive_directory_entries_replace_a_symlink_and_empty_owner_fields_are_root() {
+    // testDockerfileAddArchiveThroughAbsoluteSymlink: Docker 26's untar
+    // replaces `bin -> /usr/bin` with the archive's `bin/` directory. The
+    // tar crate's GNU headers leave uid/gid as NULs: Go reads 0.
+    let work = tmp();
+    let ctx = work.path().join("ctx");
+    let root = work.path().join("root");
+    fs_err::create_dir_all(&ctx).unwrap();
+    fs_err::create_dir_all(root.join("usr/bin")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin", root.join("bin")).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [("bin/", &b""[..]), ("bin/tool", &b"tool"[..])] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(if path.ends_with('/') {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        h.set_mode(0o755);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+    fs_err::write(ctx.join("payload.tar"), b.into_inner().unwrap()).unwrap();
+    copy(
+        &[item(&ctx, "payload.tar")],
+        &root,
+        "/",
+        &CopyOptions::add(),
+    )
+    .unwrap();
+    assert!(fs_err::symlink_metadata(root.join("bin")).unwrap().is_dir());
+    assert_eq!(
+        fs_err::read_to_string(root.join("bin/tool")).unwrap(),
+        "tool"
+    );
+    assert!(!root.join("usr/bin/tool").exists());
+    assert_eq!(owner(&root.join("bin/tool")), (0, 0));
+}
+
+#[test]
+fn several_archives_unpack_into_a_destination_without_a_slash() {
+    // `ADD *.tar /dest`: every archive unpacks into /dest (BuildKit); a
+    // plain file among several sources still needs a directory.
+    let work = tmp();
+    let ctx = work.path().join("ctx");
+    let root = work.path().join("root");
+    fs_err::create_dir_all(&root).unwrap();
+    fs_err::create_dir_all(&ctx).unwrap();
+    fs_err::write(
+        ctx.join("a.tar"),
+        tar_bytes(&[Raw {
+            data: b"a",
+            ..raw("a.txt", b'0')
+        }]),
+    )
+    .unwrap();
+    fs_err::write(
+        ctx.join("b.tar"),
+        tar_bytes(&[Raw {
+            data: b"b",
+            ..raw("b.txt", b'0')
+        }]),
+    )
+    .unwrap();
+    write(&ctx, "plain.txt", "p", 0o644);
+    let sources = [item(&ctx, "a.tar"), item(&ctx, "b.tar")];
+    copy(&sources, &root, "/dest", &CopyOptions::add()).unwrap();
+    assert_eq!(
+        fs_err::read_to_string(root.join("dest/a.txt")).unwrap(),
+        "a"
+    );
+    assert_eq!(
+        fs_err::read_to_string(root.join("dest/b.txt")).unwrap(),
+        "b"
+    );
+    let mixed = [item(&ctx, "a.tar"), item(&ctx, "plain.txt")];
+    let err = copy(&mixed, &root, "/other", &CopyOptions::add()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the destination must be a directory and end with a /"),
+        "{err}"
+    );
+    // COPY never unpacks: two archives are two files.
+    let err = copy(&sources, &root, "/copied", &CopyOptions::copy()).unwrap_err();
+    assert!(err.to_string().contains("When using COPY"), "{err}");
+}
+
+#[test]
+fn a_context_socket_becomes_an_empty_file() {
+    let work = tmp();
+    let ctx = work.path().join("ctx");
+    let root = work.path().join("root");
+    fs_err::create_dir_all(&root).unwrap();
+    fs_err::create_dir_all(&ctx).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(ctx.join("s.sock")).unwrap();
+    fs_err::set_permissions(ctx.join("s.sock"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy(&[item(&ctx, ".")], &root, "/", &CopyOptions::copy()).unwrap();
+    let meta = fs_err::symlink_metadata(root.join("s.sock")).unwrap();
+    assert!(meta.is_file());
+    assert_eq!((meta.len(), meta.mode() & 0o7777), (0, 0o755));
 }

@@ -1063,3 +1063,41 @@ fn errors_name_their_lines() {
          was provided. Destination could not be determined"
     );
 }
+
+// ---- comments above instructions --------------------------------------------
+
+#[test]
+fn origin_keeps_the_comments_above_with_their_lines() {
+    let d = dockerfile(
+        "FROM scratch\n# about copy\nCOPY a b\n# kiln: retries=2\n\n# kiln: timeout=1m\n# second line\nRUN true\nRUN false\n",
+    )
+    .unwrap();
+    let commands = &d.stages[0].commands;
+    let texts = |c: &Command| -> Vec<(usize, String)> {
+        c.origin()
+            .comments
+            .iter()
+            .map(|c| (c.line, c.text.clone()))
+            .collect()
+    };
+    assert_eq!(texts(&commands[0]), [(2, "about copy".to_string())]);
+    // BuildKit keeps comments across the blank line; the block directly
+    // above the instruction does not.
+    assert_eq!(
+        texts(&commands[1]),
+        [
+            (4, "kiln: retries=2".to_string()),
+            (6, "kiln: timeout=1m".to_string()),
+            (7, "second line".to_string())
+        ]
+    );
+    let above: Vec<usize> = commands[1]
+        .origin()
+        .comments_directly_above()
+        .iter()
+        .map(|c| c.line)
+        .collect();
+    assert_eq!(above, [6, 7]);
+    assert!(commands[2].origin().comments.is_empty());
+    assert!(commands[2].origin().comments_directly_above().is_empty());
+}

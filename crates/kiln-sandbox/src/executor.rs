@@ -25,6 +25,14 @@ pub trait Executor: Send + Sync {
         output: &dyn OutputSink,
         control: &RunControl,
     ) -> Result<ExitInfo, SandboxError>;
+
+    /// Ends what runs of a crashed process of the same kind left behind
+    /// (processes, runtime state, bundles), leaving live processes' runs
+    /// alone; returns how many runs it ended. An engine calls it once at
+    /// start, before it cleans up mounts those processes may still use.
+    fn sweep(&self) -> Result<usize, SandboxError> {
+        Ok(0)
+    }
 }
 
 /// How a run ended.

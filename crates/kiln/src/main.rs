@@ -3,6 +3,7 @@
 mod commands;
 mod context;
 mod progress;
+mod render;
 mod report;
 
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Parse(commands::parse::ParseArgs),
+    Build(commands::build::BuildArgs),
     Pull(commands::pull::PullArgs),
     Push(commands::push::PushArgs),
     Import(commands::import::ImportArgs),
@@ -32,6 +34,7 @@ enum Command {
     Rmi(commands::tag::RmiArgs),
     Export(commands::export::ExportArgs),
     Load(commands::load::LoadArgs),
+    Run(commands::run::RunArgs),
     Prune(commands::store::PruneArgs),
     #[command(subcommand)]
     Store(commands::store::StoreCommand),
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let ctx = Context::new(cli.global);
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),
+        Command::Build(args) => commands::build::run(&ctx, args),
         Command::Pull(args) => commands::pull::run(&ctx, args),
         Command::Push(args) => commands::push::run(&ctx, args),
         Command::Import(args) => commands::import::run(&ctx, args),
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
         Command::Rmi(args) => commands::tag::run_rmi(&ctx, args),
         Command::Export(args) => commands::export::run(&ctx, args),
         Command::Load(args) => commands::load::run(&ctx, args),
+        Command::Run(args) => commands::run::run(&ctx, args),
         Command::Prune(args) => commands::store::run_prune(&ctx, args),
         Command::Store(cmd) => commands::store::run(&ctx, cmd),
     };

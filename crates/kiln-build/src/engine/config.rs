@@ -38,6 +38,12 @@ impl ConfigState {
         }
     }
 
+    /// Starts a stage built on the stage this config belongs to: its CMD
+    /// becomes an inherited one.
+    pub fn new_stage(&mut self) {
+        self.cmd_set = false;
+    }
+
     /// The runtime part of the config.
     pub fn container(&mut self) -> &mut ContainerConfig {
         self.config
@@ -209,14 +215,16 @@ impl ConfigState {
     }
 }
 
-/// A WORKDIR relative to the current one, cleaned (`path.Join`).
+/// A WORKDIR relative to the current one, as BuildKit's
+/// `system.NormalizeWorkdir`: a relative one is joined and cleaned
+/// (`filepath.Join`), an absolute one is kept as written (`/a/../b` stays
+/// so in the config; the directory made is the clean path).
 pub(crate) fn resolve_workdir(current: &str, dir: &str) -> String {
-    let joined = if dir.starts_with('/') {
+    if dir.starts_with('/') {
         dir.to_string()
     } else {
-        format!("{current}/{dir}")
-    };
-    clean(&joined)
+        clean(&format!("{current}/{dir}"))
+    }
 }
 
 /// Go's `path.Clean` for absolute paths.
@@ -279,7 +287,8 @@ mod tests {
     fn workdirs_join_and_clean() {
         assert_eq!(resolve_workdir("/", "app"), "/app");
         assert_eq!(resolve_workdir("/app", "src/../lib"), "/app/lib");
-        assert_eq!(resolve_workdir("/app", "/abs/"), "/abs");
+        assert_eq!(resolve_workdir("/app", "/abs/"), "/abs/");
+        assert_eq!(resolve_workdir("/app", "/a/../b"), "/a/../b");
         assert_eq!(resolve_workdir("/a", ".."), "/");
     }
 

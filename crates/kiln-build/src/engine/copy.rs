@@ -192,6 +192,13 @@ impl StageRunner<'_> {
             Command::Add(a) => {
                 let (urls, local): (Vec<String>, Vec<String>) =
                     a.sources.paths.iter().cloned().partition(|p| is_url(p));
+                if a.checksum.is_some() && !local.is_empty() {
+                    // Docker 26's BuildKit's words.
+                    return Err(BuildError::step(
+                        location,
+                        "checksum can't be specified for non-HTTP sources",
+                    ));
+                }
                 let local_key = if local.is_empty() {
                     String::new()
                 } else {
@@ -240,7 +247,11 @@ impl StageRunner<'_> {
             return Ok(Arc::clone(d));
         }
         let scratch = tempfile::Builder::new()
-            .prefix("kiln-add-")
+            .prefix(&format!(
+                "{}{}-",
+                super::DOWNLOAD_PREFIX,
+                std::process::id()
+            ))
             .tempdir_in(self.engine.store.root())
             .map_err(|e| {
                 BuildError::step(location, format!("creating a download directory: {e}"))

@@ -24,10 +24,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use kiln_dockerfile::instructions;
-use kiln_dockerfile::plan::{self, BuildOptions, Plan};
+use kiln_dockerfile::plan::{self, Base, BuildOptions, Plan};
 use kiln_image::document::{Descriptor, Document, ImageConfig, Index, Manifest};
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Store};
@@ -38,8 +38,9 @@ pub use self::cache_key::{KeyBuilder, VERSION as CACHE_KEY_VERSION};
 pub use self::config::{ConfigState, DEFAULT_SHELL, HISTORY_COMMENT};
 pub use self::error::BuildError;
 use self::stage::{StageOutcome, StageRunner};
-use crate::events::{Event, EventSink, millis};
+use crate::events::{Event, EventSink, StepId, millis};
 use crate::run::{CacheMounts, Secrets};
+use crate::watchdog::{Backoff, Limits, Overrides, StepPolicy};
 use crate::{BuildContext, HashMemo, Snapshotter};
 
 /// A secret for `RUN --mount=type=secret`: its id and where its bytes come from.
@@ -85,6 +86,19 @@ pub struct BuildRequest {
     pub format: Format,
     /// SOURCE_DATE_EPOCH: clamps timestamps in layers and the config.
     pub epoch: Option<i64>,
+    /// `--step-timeout`: the longest one attempt of a RUN step may run
+    /// (cache-lock waits included); `None`, the default, for no limit.
+    pub step_timeout: Option<Duration>,
+    /// `--stall-timeout`: how long a RUN step's process tree may go
+    /// without output, CPU or I/O before it is killed (see
+    /// [`crate::watchdog`]); [`BuildRequest::DEFAULT_STALL_TIMEOUT`] by
+    /// default, `None` never.
+    pub stall_timeout: Option<Duration>,
+    /// `--retries`: how many more times a RUN step that stalled, timed
+    /// out or exited non-zero runs, each time from its clean parent.
+    pub retries: u32,
+    /// The wait before the first retry, doubled for each one after.
+    pub retry_backoff: Duration,
 }
 
 impl BuildRequest {
@@ -103,6 +117,29 @@ impl BuildRequest {
             compression: Compression::Gzip,
             format: Format::Oci,
             epoch: None,
+            step_timeout: None,
+            stall_timeout: Some(BuildRequest::DEFAULT_STALL_TIMEOUT),
+            retries: 0,
+            retry_backoff: Backoff::DEFAULT.first,
+        }
+    }
+
+    /// Ten minutes: longer than any honest silence of a compiler or a
+    /// package manager, far shorter than a CI job's own timeout.
+    pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// What the watchdog applies to a RUN step without `# kiln:` settings.
+    pub fn step_policy(&self) -> StepPolicy {
+        StepPolicy {
+            limits: Limits {
+                timeout: self.step_timeout.filter(|d| !d.is_zero()),
+                stall: self.stall_timeout.filter(|d| !d.is_zero()),
+            },
+            retries: self.retries,
+            backoff: Backoff {
+                first: self.retry_backoff,
+                ..Backoff::DEFAULT
+            },
         }
     }
 }
@@ -124,6 +161,8 @@ pub struct BuildResult {
     pub images: Vec<BuiltImage>,
     pub steps_run: u32,
     pub steps_cached: u32,
+    /// The RUN steps that needed more than one attempt, and how many.
+    pub attempts: BTreeMap<StepId, u32>,
 }
 
 /// What a build needs from its surroundings.
@@ -149,12 +188,21 @@ impl Engine {
         events: EventSink,
     ) -> Result<Engine, BuildError> {
         let snapshotter = Snapshotter::new(&store)?;
-        // A kiln killed mid-step leaves mounts, half-made snapshots and
-        // temporary directories: clear them.
+        // A kiln killed mid-step leaves running containers, mounts,
+        // half-made snapshots and temporary directories: clear them, the
+        // containers first, as their processes may use those mounts.
+        executor
+            .sweep()
+            .map_err(|e| BuildError::Other(format!("cleaning up runs of a crashed kiln: {e}")))?;
         snapshotter.sweep()?;
         let scratch = store.root().join("tmp");
         fs_err::create_dir_all(&scratch).map_err(|e| BuildError::Other(e.to_string()))?;
         crate::run::sweep_scratch(&scratch).map_err(|e| BuildError::Other(e.to_string()))?;
+        Secrets::new()
+            .sweep()
+            .map_err(|e| BuildError::Other(format!("removing stale secrets: {e}")))?;
+        sweep_downloads(store.root())
+            .map_err(|e| BuildError::Other(format!("removing stale downloads: {e}")))?;
         Ok(Engine {
             store,
             snapshotter,
@@ -204,6 +252,9 @@ impl Engine {
         }
         let dockerfile =
             instructions::parse_dockerfile(&ast).map_err(kiln_dockerfile::Error::from)?;
+        // A bad `# kiln:` comment on line 90 fails now, not after the
+        // steps above it ran.
+        self.check_step_settings(&dockerfile)?;
         let context = BuildContext::open(&request.context, &request.dockerfile)?;
         let memo = HashMemo::new(self.store.clone());
         let platforms = if request.platforms.is_empty() {
@@ -260,8 +311,12 @@ impl Engine {
             multi,
             secrets,
             caches: CacheMounts::new(self.store.root())
-                .with_build(format!("kiln build (pid {})", std::process::id())),
+                // Waiters read "held by build <this> (pid N)": the
+                // Dockerfile tells two builds apart, the pid is added.
+                .with_build(request.dockerfile.display().to_string()),
             scratch: self.scratch_dir(),
+            dockerfile_name: dockerfile_name(&request.dockerfile),
+            attempts: Mutex::default(),
         };
         let outcomes: Vec<Result<(BuiltImage, u32, u32), BuildError>> =
             std::thread::scope(|scope| {
@@ -308,7 +363,45 @@ impl Engine {
             images,
             steps_run: run,
             steps_cached: cached,
+            attempts: std::mem::take(
+                &mut *shared.attempts.lock().unwrap_or_else(|e| e.into_inner()),
+            ),
         })
+    }
+
+    /// Reads every RUN's `# kiln:` settings, so that a bad one fails the
+    /// build before anything runs; warns about `# kiln:` comments that
+    /// apply to nothing.
+    fn check_step_settings(&self, dockerfile: &instructions::Dockerfile) -> Result<(), BuildError> {
+        for command in dockerfile.stages.iter().flat_map(|s| &s.commands) {
+            let origin = command.origin();
+            let above = origin.comments_directly_above();
+            if let instructions::Command::Run(_) = command {
+                Overrides::from_comments(above).map_err(|e| {
+                    let location = kiln_dockerfile::Location {
+                        start_line: e.line,
+                        end_line: e.line,
+                    };
+                    BuildError::step(location, e.to_string())
+                })?;
+            }
+            for comment in &origin.comments {
+                if !Overrides::is_kiln_comment(&comment.text) {
+                    continue;
+                }
+                let directly_above = above.iter().any(|c| c.line == comment.line);
+                let why = match command {
+                    instructions::Command::Run(_) if directly_above => continue,
+                    instructions::Command::Run(_) => "it is not directly above its RUN",
+                    _ => "it applies to RUN steps only",
+                };
+                self.emit(Event::Warning {
+                    message: format!("`# kiln:` comment ignored: {why}"),
+                    line: Some(comment.line),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs every stage the target needs for one platform, each on its own
@@ -345,6 +438,23 @@ impl Engine {
             }
             step_ids.insert(i, ids);
         }
+        // Each stage's platform: its `FROM --platform`, else its base
+        // stage's, else the build's (BuildKit's dispatch inherits a base
+        // stage's platform). TARGETPLATFORM stays the build's.
+        let mut stage_platforms: HashMap<usize, Platform> = HashMap::new();
+        for &i in &plan.order {
+            let stage = &plan.stages[i];
+            let p = match (&stage.platform, &stage.base) {
+                (Some(p), _) => p.clone(),
+                (None, Base::Stage(b)) => stage_platforms
+                    .get(b)
+                    .cloned()
+                    .unwrap_or_else(|| platform.clone()),
+                (None, _) => platform.clone(),
+            };
+            stage_platforms.insert(i, p);
+        }
+        let stage_platforms = &stage_platforms;
         let result = std::thread::scope(|scope| {
             for &i in &plan.order {
                 let board = &board;
@@ -354,7 +464,7 @@ impl Engine {
                         engine: self,
                         plan,
                         stage: i,
-                        platform,
+                        platform: &stage_platforms[&i],
                         shared,
                         board,
                         step_ids: ids,
@@ -368,6 +478,9 @@ impl Engine {
             board.wait(plan.target)
         });
         let target = result?;
+        // The image is for its target stage's platform (`FROM
+        // --platform=linux/arm64` gives an arm64 image, as in BuildKit).
+        let platform = &stage_platforms[&plan.target];
         let (manifest, config) = self.write_image(&target, platform, shared.request)?;
         let (run, cached) = board.counts();
         Ok((
@@ -425,6 +538,10 @@ pub(crate) struct Shared<'a> {
     pub(crate) caches: CacheMounts,
     /// Temporary directories of RUN steps (on disk, outside any overlay).
     pub(crate) scratch: PathBuf,
+    /// How messages name the Dockerfile (`Dockerfile` in `Dockerfile:12`).
+    pub(crate) dockerfile_name: String,
+    /// RUN steps that needed more than one attempt.
+    pub(crate) attempts: Mutex<BTreeMap<StepId, u32>>,
 }
 
 /// Finished stages of one platform's build, for the stages that wait on them.
@@ -483,6 +600,38 @@ impl Board {
 
     fn counts(&self) -> (u32, u32) {
         *self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `ADD <url>` downloads go to `<store root>/<DOWNLOAD_PREFIX><pid>-<random>/`
+/// for the length of a stage.
+pub(crate) const DOWNLOAD_PREFIX: &str = "kiln-add-";
+
+/// Removes the download directories of kiln processes that are gone.
+fn sweep_downloads(root: &std::path::Path) -> std::io::Result<()> {
+    for entry in fs_err::read_dir(root)?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|s| s.strip_prefix(DOWNLOAD_PREFIX))
+            .and_then(|s| s.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            fs_err::remove_dir_all(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The Dockerfile's file name, as messages show it (`Dockerfile:12`);
+/// standard input reads as `Dockerfile`.
+fn dockerfile_name(path: &std::path::Path) -> String {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some(name) if name != "-" => name.to_string(),
+        _ => "Dockerfile".to_string(),
     }
 }
 

@@ -1,5 +1,8 @@
 //! RUN in the engine: its cache key, and the hand-off to the RUN executor
-//! (`crate::run`), with the sources its mounts read.
+//! (`crate::run`), with the sources its mounts read, under the watchdog
+//! (`crate::watchdog`), attempt after attempt.
+
+use std::time::{Duration, Instant};
 
 use kiln_dockerfile::instructions::RunCommand;
 use kiln_dockerfile::plan::{PROXY_ARGS, StageScope};
@@ -9,11 +12,21 @@ use kiln_sandbox::{NetworkMode, RunControl};
 use super::cache_key::KeyBuilder;
 use super::copy::From;
 use super::stage::{StageOutcome, StageRunner};
-use super::{BuildError, BuildNetwork};
+use super::{BuildError, BuildNetwork, one_line};
+use crate::events::{Event, millis};
 use crate::run::{
     MountSource, MountSources, RunError, RunStep, cache_key_parts, command_args, run_step,
 };
-use crate::snapshot::ActiveSnapshot;
+use crate::snapshot::{ActiveSnapshot, Snapshot};
+use crate::watchdog::{Overrides, SAMPLE_EVERY, StepPolicy, StepRecorder, StepWatch};
+
+/// How one attempt of a RUN went wrong.
+pub(crate) struct AttemptError {
+    pub(crate) error: BuildError,
+    /// Worth another attempt: the step stalled, timed out or exited
+    /// non-zero (a missing secret or user fails the same way again).
+    pub(crate) retryable: bool,
+}
 
 /// What `from=` of a RUN mount names, as the engine resolves it.
 struct Sources<'a, 'b> {
@@ -112,16 +125,104 @@ impl StageRunner<'_> {
         Ok((key, format!("RUN {}", args.args.join(" "))))
     }
 
-    /// Runs the command in the step's root; a cancel of the build reaches
-    /// the running process tree.
-    pub(crate) fn run_command(
+    /// The step's watchdog policy: the build's, with the step's own
+    /// `# kiln:` settings (checked when the build started).
+    fn step_policy(&self, run: &RunCommand) -> Result<StepPolicy, BuildError> {
+        let overrides =
+            Overrides::from_comments(run.origin.comments_directly_above()).map_err(|e| {
+                let line = kiln_dockerfile::Location {
+                    start_line: e.line,
+                    end_line: e.line,
+                };
+                BuildError::step(line, e.to_string())
+            })?;
+        Ok(self.shared.request.step_policy().with(&overrides))
+    }
+
+    /// Runs a RUN step on a fresh snapshot of `parents` (named `name`),
+    /// again on a new one after a stall, a timeout or a non-zero exit
+    /// while the step has retries left, and returns the snapshot of the
+    /// attempt that succeeded, to commit. Each failed attempt's snapshot
+    /// is discarded before the next starts, after a backoff that a cancel
+    /// of the build cuts short.
+    pub(crate) fn run_attempts(
+        &self,
+        step: Option<u32>,
+        run: &RunCommand,
+        parents: &[Snapshot],
+        name: &str,
+        state: &StageOutcome,
+        scope: &StageScope<'_>,
+    ) -> Result<ActiveSnapshot, BuildError> {
+        let policy = self.step_policy(run)?;
+        let attempts = policy.attempts();
+        let mut attempt = 1;
+        loop {
+            let active = self.engine.snapshotter.activate(parents, name)?;
+            let failure = match self.run_command(step, run, &active, state, scope, &policy, attempt)
+            {
+                Ok(()) => {
+                    if let Some(step) = step.filter(|_| attempt > 1) {
+                        self.shared
+                            .attempts
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(step, attempt);
+                    }
+                    return Ok(active);
+                }
+                Err(failure) => failure,
+            };
+            if !failure.retryable || attempt >= attempts || self.engine.cancelled() {
+                // Dropping it unmounts and removes it; the step's error is
+                // the one worth reporting.
+                let _ = active.discard();
+                return Err(with_attempts(failure.error, attempt));
+            }
+            active.discard()?;
+            let delay = policy.backoff.delay(attempt);
+            attempt += 1;
+            self.engine.emit(Event::StepRetry {
+                step: step.unwrap_or(0),
+                attempt,
+                max: attempts,
+                reason: failure.error.to_string(),
+                delay_ms: millis(delay),
+            });
+            if !self.pause(delay) {
+                return Err(BuildError::Cancelled);
+            }
+        }
+    }
+
+    /// Waits `delay` unless the build is cancelled first; false if it was.
+    fn pause(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            if self.engine.cancelled() {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Runs the command in the step's root, once, under the watchdog; a
+    /// cancel of the build reaches the running process tree.
+    #[allow(clippy::too_many_arguments)]
+    fn run_command(
         &self,
         step: Option<u32>,
         run: &RunCommand,
         active: &ActiveSnapshot,
         state: &StageOutcome,
         scope: &StageScope<'_>,
-    ) -> Result<(), BuildError> {
+        policy: &StepPolicy,
+        attempt: u32,
+    ) -> Result<(), AttemptError> {
         let location = run.origin.location;
         let control = RunControl::new();
         self.engine
@@ -141,34 +242,72 @@ impl StageRunner<'_> {
             runner: self,
             location,
         };
-        let result = run_step(
-            self.engine.executor.as_ref(),
-            &RunStep {
-                rootfs: active.root(),
-                command: run,
-                shell: state.config.shell(),
-                env,
-                user: state.config.user(),
-                workdir: state.config.workdir(),
-                default_network: self.default_network(),
-                sources: &sources,
-                secrets: &self.shared.secrets,
-                caches: &self.shared.caches,
-                scratch: &self.shared.scratch,
-                control: &control,
-                step: step.unwrap_or(0),
-                events: &self.engine.events,
-            },
-        );
+        let place = format!("{}:{}", self.shared.dockerfile_name, location.start_line);
+        let command = one_line(&run.origin.code);
+        let recorder = StepRecorder::new();
+        let watch = StepWatch {
+            step,
+            place: &place,
+            command: &command,
+            limits: policy.limits,
+            attempt,
+            attempts: policy.attempts(),
+            control: &control,
+            recorder: &recorder,
+            events: &self.engine.events,
+            sample_every: SAMPLE_EVERY,
+        };
+        let (result, breach) = watch.run(|| {
+            run_step(
+                self.engine.executor.as_ref(),
+                &RunStep {
+                    rootfs: active.root(),
+                    command: run,
+                    shell: state.config.shell(),
+                    env,
+                    user: state.config.user(),
+                    workdir: state.config.workdir(),
+                    default_network: self.default_network(),
+                    sources: &sources,
+                    secrets: &self.shared.secrets,
+                    caches: &self.shared.caches,
+                    scratch: &self.shared.scratch,
+                    control: &control,
+                    step: step.unwrap_or(0),
+                    events: &self.engine.events,
+                    observer: Some(&recorder),
+                },
+            )
+        });
         self.engine
             .running
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| !c.same_as(&control));
-        match result {
-            Ok(_) => Ok(()),
-            Err(RunError::Cancelled) => Err(BuildError::Cancelled),
-            Err(e) => Err(BuildError::step(location, e.to_string())),
-        }
+        let (error, retryable) = match (result, breach) {
+            (Ok(_), _) => return Ok(()),
+            // The watchdog killed it: whatever the run said after is the kill.
+            (Err(_), Some(breach)) => (
+                BuildError::breach(breach, step, place, location, attempt),
+                true,
+            ),
+            (Err(RunError::Cancelled), None) => (BuildError::Cancelled, false),
+            (Err(e @ RunError::Failed { .. }), None) => {
+                (BuildError::step(location, e.to_string()), true)
+            }
+            (Err(e), None) => (BuildError::step(location, e.to_string()), false),
+        };
+        Err(AttemptError { error, retryable })
+    }
+}
+
+/// The error of a step's last attempt, saying how many it had.
+fn with_attempts(error: BuildError, attempts: u32) -> BuildError {
+    match error {
+        BuildError::Step { message, location } if attempts > 1 => BuildError::Step {
+            message: format!("{message} (after {attempts} attempts)"),
+            location,
+        },
+        other => other,
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use kiln_dockerfile::Location;
 use kiln_dockerfile::instructions::{Command, parse_instruction};
 use kiln_dockerfile::plan::{Base, Plan, StageScope};
-use kiln_image::document::{Descriptor, ImageConfig};
+use kiln_image::document::{ContainerConfig, Descriptor, ImageConfig};
 use kiln_image::{CacheRecord, Digest, Platform, Reference};
 use kiln_registry::{PullOptions, pull_image};
 
@@ -17,6 +17,7 @@ use super::config::ConfigState;
 use super::{Board, BuildError, Engine, Shared};
 use crate::events::{Event, millis};
 use crate::ops::Download;
+use crate::run::DEFAULT_PATH;
 use crate::snapshot::{ActiveSnapshot, CommitOptions, Layer, Snapshot};
 
 /// A layer of the image being built.
@@ -83,17 +84,35 @@ impl StageRunner<'_> {
                     .str("image", "scratch")
                     .str("platform", &self.platform.to_string())
                     .finish();
+                // BuildKit's `emptyImage`: scratch starts with the default
+                // PATH and WorkingDir "/" in its config.
                 let config = ImageConfig {
                     architecture: self.platform.architecture.clone(),
                     os: self.platform.os.clone(),
                     variant: self.platform.variant.clone(),
+                    config: Some(ContainerConfig {
+                        env: Some(vec![format!("PATH={DEFAULT_PATH}")]),
+                        working_dir: Some("/".into()),
+                        ..ContainerConfig::default()
+                    }),
                     ..ImageConfig::default()
                 };
                 let state = self.fresh_state(key, Vec::new(), Some(Vec::new()), config);
-                (state, self.plan.scope(self.stage, &[]), Vec::new())
+                let env = [("PATH".to_string(), DEFAULT_PATH.to_string())];
+                (state, self.plan.scope(self.stage, &env), Vec::new())
             }
             Base::Image(name) => {
-                let base = self.base_image(name, location)?;
+                let mut base = self.base_image(name, location)?;
+                // BuildKit makes sure PATH is always set: a base image
+                // without one gets the default in its config (convert.go).
+                let container = base
+                    .config
+                    .config
+                    .get_or_insert_with(ContainerConfig::default);
+                let env = container.env.get_or_insert_with(Vec::new);
+                if !env.iter().any(|kv| kv.split('=').next() == Some("PATH")) {
+                    env.push(format!("PATH={DEFAULT_PATH}"));
+                }
                 let key = KeyBuilder::new("base", None)
                     .digest("manifest", &base.manifest_digest)
                     .str("platform", &self.platform.to_string())
@@ -119,6 +138,9 @@ impl StageRunner<'_> {
                 let mut state = (*parent).clone();
                 state.steps_run = 0;
                 state.steps_cached = 0;
+                // A CMD set in the parent stage counts as inherited here: an
+                // ENTRYPOINT in this stage resets it, as BuildKit does.
+                state.config.new_stage();
                 let scope =
                     StageScope::resume(self.plan, self.stage, &parent.env, &parent.config_env);
                 // A stage's ONBUILD instructions trigger in stages built on it.
@@ -463,18 +485,27 @@ impl StageRunner<'_> {
         let link = matches!(command, Command::Copy(c) if c.link)
             || matches!(command, Command::Add(a) if a.link);
         let parents = if link { Vec::new() } else { self.chain(state)? };
-        let active: ActiveSnapshot = self
-            .engine
-            .snapshotter
-            .activate(&parents, &short_key(key))?;
-        match command {
-            Command::Workdir(_) => {
-                self.mkdir_workdir(&active, &state.config, command.location())?
+        let active: ActiveSnapshot = match command {
+            // A RUN may run several times (retries), each time on a fresh
+            // snapshot of the same clean parents.
+            Command::Run(run) => {
+                self.run_attempts(step, run, &parents, &short_key(key), state, scope)?
             }
-            Command::Copy(_) | Command::Add(_) => self.copy(command, &active, state)?,
-            Command::Run(run) => self.run_command(step, run, &active, state, scope)?,
-            _ => unreachable!("only filesystem steps reach execute"),
-        }
+            _ => {
+                let active = self
+                    .engine
+                    .snapshotter
+                    .activate(&parents, &short_key(key))?;
+                match command {
+                    Command::Workdir(_) => {
+                        self.mkdir_workdir(&active, &state.config, command.location())?
+                    }
+                    Command::Copy(_) | Command::Add(_) => self.copy(command, &active, state)?,
+                    _ => unreachable!("only filesystem steps reach execute"),
+                }
+                active
+            }
+        };
         let committed = active.commit(&self.commit_options())?;
         let layer = committed.layer.map(|l| LayerRef {
             descriptor: l.descriptor,
@@ -495,7 +526,9 @@ impl StageRunner<'_> {
         config: &ConfigState,
         location: Location,
     ) -> Result<(), BuildError> {
-        let dir = config.workdir();
+        // The config keeps an absolute WORKDIR as written; the directory
+        // is its clean path.
+        let dir = super::config::clean(&config.workdir());
         let user = config.user();
         let owner = if user == "root" || user == "0" || user == "0:0" {
             (0, 0)

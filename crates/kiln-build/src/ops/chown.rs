@@ -14,16 +14,18 @@
 //! - `user:` (empty group) is group 0, as BuildKit's empty name marshals to
 //!   id 0.
 //!
-//! A name the files do not have is an error here. BuildKit is not
-//! consistent there: `readUser` leaves the id at 0 when a name is not
-//! found, so with an /etc/passwd that lacks the name Docker 26 silently
-//! gives the files to root (checked), while on a scratch image it fails
-//! ("invalid user index: -1"), and Docker documents a failure. A typo in
-//! `--chown` that hands files to root is worth an error. The lookup itself
-//! is [`kiln_sandbox::resolve_user`]'s, which reads the files through
+//! A name the files do not have is what BuildKit makes of it (Docker 26,
+//! checked by the conformance suite): `readUser` leaves the id where it
+//! was, so an unknown user gives root (0:0) and an unknown group keeps the
+//! user's gid (`--chown=1000:nobody` is 1000:1000 without a `nobody`
+//! group). Only a root without the file at all (scratch) is an error
+//! (BuildKit: "invalid user index: -1"). The lookup itself is
+//! [`kiln_sandbox::resolve_user`]'s, which reads the files through
 //! symlinks inside the root as BuildKit's `fs.RootPath` does.
 
 use std::path::Path;
+
+use kiln_sandbox::SandboxError;
 
 use super::error::CopyError;
 
@@ -49,16 +51,19 @@ pub fn resolve_chown(dest_root: &Path, spec: &str) -> Result<Owner, CopyError> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
+    // Whether the file a lookup read exists in the root.
+    let exists = |p: &Path| dest_root.join(p.strip_prefix("/").unwrap_or(p)).exists();
     let mut owner = match parse_id(user) {
         Some(id) => Owner { uid: id, gid: id },
-        None => {
-            // A name: its passwd entry's uid and primary group.
-            let u = kiln_sandbox::resolve_user(dest_root, user).map_err(err)?;
-            Owner {
+        // A name: its passwd entry's uid and primary group.
+        None => match kiln_sandbox::resolve_user(dest_root, user) {
+            Ok(u) => Owner {
                 uid: u.uid,
                 gid: u.gid,
-            }
-        }
+            },
+            Err(SandboxError::NoSuchUser { passwd, .. }) if exists(&passwd) => Owner::ROOT,
+            Err(e) => return Err(err(e)),
+        },
     };
     match group {
         None => {}
@@ -66,11 +71,11 @@ pub fn resolve_chown(dest_root: &Path, spec: &str) -> Result<Owner, CopyError> {
         Some(g) => match parse_id(g) {
             Some(id) => owner.gid = id,
             // uid 0 needs no passwd entry: this reads /etc/group alone.
-            None => {
-                owner.gid = kiln_sandbox::resolve_user(dest_root, &format!("0:{g}"))
-                    .map_err(err)?
-                    .gid
-            }
+            None => match kiln_sandbox::resolve_user(dest_root, &format!("0:{g}")) {
+                Ok(u) => owner.gid = u.gid,
+                Err(SandboxError::NoSuchGroup { group, .. }) if exists(&group) => {}
+                Err(e) => return Err(err(e)),
+            },
         },
     }
     Ok(owner)
@@ -127,12 +132,20 @@ mod tests {
     }
 
     #[test]
-    fn unknown_names_are_errors() {
+    fn unknown_names_fall_back_as_in_buildkit() {
         let dir = root();
-        let err = resolve_chown(dir.path(), "ghost").unwrap_err();
-        assert_eq!(err.to_string(), "invalid --chown=ghost");
-        assert!(resolve_chown(dir.path(), "app:ghosts").is_err());
+        assert_eq!(resolve_chown(dir.path(), "ghost").unwrap(), owner(0, 0));
+        assert_eq!(
+            resolve_chown(dir.path(), "app:ghosts").unwrap(),
+            owner(1000, 1001)
+        );
+        assert_eq!(
+            resolve_chown(dir.path(), "1000:ghosts").unwrap(),
+            owner(1000, 1000)
+        );
         let empty = tempfile::tempdir().unwrap();
+        let err = resolve_chown(empty.path(), "ghost").unwrap_err();
+        assert_eq!(err.to_string(), "invalid --chown=ghost");
         assert!(resolve_chown(empty.path(), "app").is_err());
         assert_eq!(resolve_chown(empty.path(), "12:34").unwrap(), owner(12, 34));
     }

@@ -221,6 +221,11 @@ pub fn copy(
         time,
     };
 
+    // Several sources onto a path that is not a directory: an error, but
+    // only once a source is not an archive to unpack (archives unpack into
+    // the destination as a directory, so `ADD *.tar /dest` works as in
+    // BuildKit).
+    let mut not_a_dir = None;
     if sources.len() > 1 && !dir_hint && !sources.iter().all(SourceItem::has_parents) {
         let resolved = root
             .resolve(&dest_rel)
@@ -230,7 +235,7 @@ pub fn copy(
             .map_err(|e| root.err("inspecting", &resolved, e))?
             .is_some_and(|st| root::is_dir(&st));
         if !is_dir {
-            return Err(CopyError::DestinationNotDirectory {
+            not_a_dir = Some(CopyError::DestinationNotDirectory {
                 command: opts.instruction.name(),
                 dest: dest.to_owned(),
             });
@@ -245,6 +250,7 @@ pub fn copy(
         dest_rel: &dest_rel,
         ensure_rel: &ensure_rel,
         stats: &mut stats,
+        not_a_dir,
     };
     for item in sources {
         match &item.kind {
@@ -270,6 +276,9 @@ struct Cx<'a> {
     dest_rel: &'a [u8],
     ensure_rel: &'a [u8],
     stats: &'a mut CopyStats,
+    /// The error for a source that is not an unpacked archive, when there
+    /// are several sources and the destination is not a directory.
+    not_a_dir: Option<CopyError>,
 }
 
 impl Cx<'_> {
@@ -384,23 +393,33 @@ impl Cx<'_> {
             })?;
             if archive {
                 let dest = self.resolve(self.dest_rel)?;
+                // `--chown` does not reach what an archive unpacks: its
+                // members keep the tar's owners (Docker 26's BuildKit,
+                // checked by the conformance suite); only the directories
+                // made for the destination are the --chown owner's.
                 return unpack::extract(
                     &file,
                     &root::display(&t.path),
                     self.root,
                     &dest,
                     self.new_dir,
-                    self.policy.chown,
+                    None,
                     self.stats,
                 );
             }
         }
 
+        if let Some(e) = self.not_a_dir.take() {
+            return Err(e);
+        }
         let base = split(&t.path).1;
         let target = self.target(is_dir, base)?;
         let mut copier = Copier::new(self.root, &t.root, self.policy, self.stats);
         copier.reset_owners = t.reset_owners;
         copier.filter = t.filter.clone();
+        // BuildKit's context transfer does not carry the context root's
+        // own times: `COPY . /dest/` leaves /dest with the copy's time.
+        copier.fresh_top = t.reset_owners && resolved.is_empty();
         if is_dir {
             copier.copy_dir_contents(&src, &resolved, &target)
         } else {
@@ -409,6 +428,9 @@ impl Cx<'_> {
     }
 
     fn inline(&mut self, name: &str, data: &[u8]) -> Result<(), CopyError> {
+        if let Some(e) = self.not_a_dir.take() {
+            return Err(e);
+        }
         let cleaned = clean(name.as_bytes());
         let target = self.target(false, split(&cleaned).1)?;
         tree::write_inline(self.root, self.policy, data, &target, self.stats)

@@ -20,7 +20,8 @@
 //! - Symlinks below the copied path are copied as symlinks; regular files
 //!   with several links become hardlinks of the first copy, within one
 //!   source (fsutil's `inodes` map is per `Copy` call); devices, FIFOs and
-//!   sockets are recreated with mknod.
+//!   sockets are recreated with mknod (a socket of the build context
+//!   becomes an empty regular file, as BuildKit's context transfer makes it).
 //!
 //! Sources are read and the destination written through descriptors:
 //! source directories are opened without following symlinks, destination
@@ -70,6 +71,9 @@ pub(crate) struct Copier<'a> {
     pub(crate) policy: &'a Policy<'a>,
     pub(crate) stats: &'a mut CopyStats,
     pub(crate) reset_owners: bool,
+    /// The destination directory gets the time of the copy, not the
+    /// source directory's (a copy of the build context's root).
+    pub(crate) fresh_top: bool,
     pub(crate) filter: Option<Arc<dyn EntryFilter>>,
     /// (dev, ino) of a source file with several links → where its first
     /// copy went.
@@ -116,6 +120,7 @@ impl<'a> Copier<'a> {
             policy,
             stats,
             reset_owners: false,
+            fresh_top: false,
             filter: None,
             links: HashMap::new(),
             frames: Vec::new(),
@@ -418,6 +423,18 @@ impl<'a> Copier<'a> {
         };
         let rel = &frame.rel;
         match frame.role {
+            Role::Top if self.fresh_top => {
+                let now = Timespec {
+                    tv_sec: 0,
+                    tv_nsec: rustix::fs::UTIME_NOW,
+                };
+                let times = match self.policy.time {
+                    Some(t) => root::stamps(t, t),
+                    None => root::stamps(now, now),
+                };
+                return rustix::fs::futimens(fd, &times)
+                    .map_err(|e| self.dst_err("setting the times of", rel, e));
+            }
             Role::Top => {}
             Role::Included => self.meta_fd(fd, &frame.st, &frame.xattrs, rel)?,
             Role::Lazy | Role::Parent if frame.created => {
@@ -553,6 +570,19 @@ impl<'a> Copier<'a> {
                 rustix::fs::symlinkat(target.as_bytes(), dir, name)
                     .map_err(|e| self.dst_err("creating the symlink", dst_rel, e))?;
                 self.stats.symlinks += 1;
+            }
+            // BuildKit's context transfer sends a socket as an empty
+            // regular file with the socket's mode (Docker 26, checked by
+            // the conformance suite); a socket in an image stays a socket.
+            FileType::Socket if self.reset_owners => {
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| self.dst_err("creating", dst_rel, e))?;
+                self.stats.files += 1;
             }
             FileType::CharacterDevice
             | FileType::BlockDevice

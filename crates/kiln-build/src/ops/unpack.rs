@@ -222,26 +222,30 @@ impl Extractor<'_> {
         let Some(rel) = clean_entry(&raw)? else {
             return Ok(());
         };
-        let header = entry.header();
-        let mode = header.mode().map_err(|e| Failure::Tar(e.to_string()))? & 0o7777;
+        let mode = entry
+            .header()
+            .mode()
+            .map_err(|e| Failure::Tar(e.to_string()))?
+            & 0o7777;
         let owner = match self.chown {
             Some(o) => o,
-            None => Owner {
-                uid: id(header.uid(), &raw)?,
-                gid: id(header.gid(), &raw)?,
-            },
+            None => entry_owner(entry, &raw)?,
         };
         let times = entry_times(entry)?;
         let (parent, name) = split(&rel);
         let dir = self
             .parent(parent)
             .map_err(|e| self.err("creating the parent directories of", &rel, e))?;
-        let existing = root::stat_at(&dir, name).map_err(|e| self.err("inspecting", &rel, e))?;
+        let mut existing =
+            root::stat_at(&dir, name).map_err(|e| self.err("inspecting", &rel, e))?;
         let is_dir_entry = kind.is_dir();
         if let Some(st) = &existing
             && !(is_dir_entry && root::is_dir(st))
         {
+            // Docker's untar: whatever is there, a symlink to a directory
+            // included, is replaced unless both are directories.
             root::remove_all(&dir, name).map_err(|e| self.err("replacing", &rel, e))?;
+            existing = None;
         }
         let err = |op, e| self.err(op, &rel, e);
         match kind {
@@ -383,10 +387,56 @@ fn clean_entry(raw: &[u8]) -> Result<Option<Vec<u8>>, Failure> {
     Ok((!parts.is_empty()).then(|| parts.join(&b'/')))
 }
 
-fn id(v: io::Result<u64>, raw: &[u8]) -> Result<u32, Failure> {
+/// The entry's owner as Go's archive/tar reads it (BuildKit's): a PAX
+/// `uid`/`gid` record wins over the header's field; an empty field (all
+/// NULs or spaces, as many tar writers leave it) is 0; a field with its
+/// high bit set is base-256.
+fn entry_owner<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Owner, Failure> {
+    let header = entry.header().as_old();
+    let mut uid = numeric_field(&header.uid);
+    let mut gid = numeric_field(&header.gid);
+    if let Ok(Some(pax)) = entry.pax_extensions() {
+        for ext in pax.flatten() {
+            let value = || ext.value().ok().and_then(|v| v.parse::<u64>().ok());
+            match ext.key() {
+                Ok("uid") => uid = value(),
+                Ok("gid") => gid = value(),
+                _ => {}
+            }
+        }
+    }
+    Ok(Owner {
+        uid: id(uid, raw)?,
+        gid: id(gid, raw)?,
+    })
+}
+
+/// A tar header's numeric field, as Go's `parseNumeric` reads it.
+fn numeric_field(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| b & 0x80 != 0) {
+        // Base-256: the first byte's high bit marks it, the rest is
+        // big-endian; negative values (0xff first) are not owners.
+        if field[0] == 0xff {
+            return None;
+        }
+        let mut v: u64 = u64::from(field[0] & 0x7f);
+        for &b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(b))?;
+        }
+        return Some(v);
+    }
+    let text = std::str::from_utf8(field).ok()?;
+    let text = text.trim_matches(|c| c == '\0' || c == ' ');
+    if text.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(text, 8).ok()
+}
+
+fn id(v: Option<u64>, raw: &[u8]) -> Result<u32, Failure> {
     match v {
         // -1 means "leave unchanged" to chown(2).
-        Ok(v) if v < u64::from(u32::MAX) => Ok(v as u32),
+        Some(v) if v < u64::from(u32::MAX) => Ok(v as u32),
         _ => Err(Failure::Tar(format!(
             "entry {:?}: owner id out of range",
             String::from_utf8_lossy(raw)
@@ -469,6 +519,17 @@ mod tests {
         assert_eq!(sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0]), Codec::Xz);
         assert_eq!(sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Codec::Zstd);
         assert_eq!(sniff(b"hello"), Codec::None);
+    }
+
+    #[test]
+    fn numeric_fields_as_go_reads_them() {
+        assert_eq!(numeric_field(&[0; 8]), Some(0));
+        assert_eq!(numeric_field(b"       \0"), Some(0));
+        assert_eq!(numeric_field(b"0001750\0"), Some(1000));
+        assert_eq!(numeric_field(b" 1750 \0\0"), Some(1000));
+        assert_eq!(numeric_field(&[0x80, 0, 0, 0, 0, 0, 0x10, 0]), Some(4096));
+        assert_eq!(numeric_field(&[0xff; 8]), None);
+        assert_eq!(numeric_field(b"12x\0\0\0\0\0"), None);
     }
 
     #[test]

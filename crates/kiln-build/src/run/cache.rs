@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::error::{RunError, io_at};
+use super::observer::StepObserver;
 use super::rootpath;
 use crate::events::{Event, EventSink, StepId};
 use crate::ops::{self, CopyOptions};
@@ -189,12 +190,26 @@ struct Holder {
 impl CacheMounts {
     /// Gets an instance of the cache `req` asks for, waiting (with notes on
     /// `events`) while a `locked` one is held elsewhere.
+    #[cfg(test)]
     pub(crate) fn acquire(
         &self,
         req: &CacheRequest,
         step: StepId,
         events: &EventSink,
         control: &RunControl,
+    ) -> Result<CacheLease, RunError> {
+        self.acquire_observed(req, step, events, control, None)
+    }
+
+    /// [`CacheMounts::acquire`], telling `observer` about the wait: a
+    /// watchdog counts it as time without progress and names the holder.
+    pub(crate) fn acquire_observed(
+        &self,
+        req: &CacheRequest,
+        step: StepId,
+        events: &EventSink,
+        control: &RunControl,
+        observer: Option<&dyn StepObserver>,
     ) -> Result<CacheLease, RunError> {
         if !self.dir.is_dir() {
             fs_err::create_dir_all(&self.dir)?;
@@ -213,24 +228,33 @@ impl CacheMounts {
         }
         remove_stale_temps(&cache);
         let mut last_note: Option<Instant> = None;
-        loop {
+        let result = loop {
             if control.is_cancelled() {
-                return Err(RunError::Cancelled);
+                break Err(RunError::Cancelled);
             }
-            if let Some(lease) = self.try_acquire(&cache, req, step)? {
-                return Ok(lease);
+            match self.try_acquire(&cache, req, step) {
+                Ok(Some(lease)) => break Ok(lease),
+                Ok(None) => {}
+                Err(e) => break Err(e),
             }
             if last_note.is_none_or(|at| at.elapsed() >= self.note_every) {
                 last_note = Some(Instant::now());
-                events(Event::StepNote {
-                    step,
-                    text: waiting_note(&cache, req),
-                });
+                let text = waiting_note(&cache, req);
+                if let Some(observer) = observer {
+                    observer.lock_wait(&text);
+                }
+                events(Event::StepNote { step, text });
             }
             if control.wait_cancelled(POLL) {
-                return Err(RunError::Cancelled);
+                break Err(RunError::Cancelled);
             }
+        };
+        if last_note.is_some()
+            && let Some(observer) = observer
+        {
+            observer.lock_done();
         }
+        result
     }
 
     /// One pass over the instances; `None` when a `locked` cache is busy.

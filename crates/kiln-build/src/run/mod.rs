@@ -15,6 +15,8 @@
 //!   the step's cache key, without secret or cache contents.
 //! - [`MountSources`]: how `from=` of a mount reaches a stage, an image or
 //!   the context (the engine's; [`DirSources`] for plain directories).
+//! - [`StepObserver`]: what a watchdog sees of a running step: its raw
+//!   output and its waits for `locked` cache mounts.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -41,6 +43,7 @@
 //!     control: &RunControl::new(),
 //!     step: 7,
 //!     events: &events,
+//!     observer: None,
 //! };
 //! run::run_step(&exec, &step)?;
 //! # Ok(()) }
@@ -51,6 +54,7 @@ mod command;
 mod error;
 mod key;
 mod mounts;
+mod observer;
 mod rootpath;
 mod scratch;
 mod secrets;
@@ -70,6 +74,7 @@ pub use self::cache::CacheMounts;
 pub use self::command::{CommandArgs, InlineScript, SCRIPT_DIR, command_args};
 pub use self::error::RunError;
 pub use self::key::{ContentRef, KeyPart, cache_key_parts};
+pub use self::observer::StepObserver;
 pub use self::scratch::sweep_scratch;
 pub use self::secrets::Secrets;
 pub use self::sources::{DirSources, MountSource, MountSources};
@@ -110,6 +115,8 @@ pub struct RunStep<'a> {
     pub control: &'a RunControl,
     pub step: StepId,
     pub events: &'a EventSink,
+    /// Sees the raw output and the cache-lock waits (the watchdog).
+    pub observer: Option<&'a dyn StepObserver>,
 }
 
 /// Runs `step.command` to its end. Its output goes to `step.events` as
@@ -162,7 +169,7 @@ pub fn run_step(exec: &dyn Executor, step: &RunStep<'_>) -> Result<ExitInfo, Run
             DfSecurity::Insecure => SecurityMode::Insecure,
         };
         spec.mounts = prepared.mounts.clone();
-        run(exec, &spec, step.control, step.step, step.events)
+        run(exec, &spec, step)
     })();
     let released = prepared.release();
     let exit = result?;
@@ -179,16 +186,11 @@ pub fn run_step(exec: &dyn Executor, step: &RunStep<'_>) -> Result<ExitInfo, Run
     Ok(exit)
 }
 
-fn run(
-    exec: &dyn Executor,
-    spec: &RunSpec,
-    control: &RunControl,
-    step: StepId,
-    events: &EventSink,
-) -> Result<ExitInfo, RunError> {
-    let sink = Lines::new(|stream, line: &[u8]| {
+fn run(exec: &dyn Executor, spec: &RunSpec, step: &RunStep<'_>) -> Result<ExitInfo, RunError> {
+    let (events, id) = (step.events, step.step);
+    let lines = Lines::new(|stream, line: &[u8]| {
         events(Event::StepLog {
-            step,
+            step: id,
             stream: match stream {
                 kiln_sandbox::Stream::Stdout => Stream::Stdout,
                 kiln_sandbox::Stream::Stderr => Stream::Stderr,
@@ -196,16 +198,26 @@ fn run(
             line: String::from_utf8_lossy(line).into_owned(),
         })
     });
-    Ok(exec.run(spec, &sink, control)?)
+    let sink = observer::Observed {
+        inner: lines,
+        observer: step.observer,
+    };
+    Ok(exec.run(spec, &sink, step.control)?)
 }
 
 /// `USER` against the root, with BuildKit's messages for a missing name.
+/// The primary group is among the process's groups too, as in a BuildKit
+/// RUN (`id` as `user` with a supplementary `staff`: groups=50,1000).
 fn resolve_user(rootfs: &Path, user: &str) -> Result<User, RunError> {
-    kiln_sandbox::resolve_user(rootfs, user).map_err(|e| match e {
+    let mut user = kiln_sandbox::resolve_user(rootfs, user).map_err(|e| match e {
         SandboxError::NoSuchUser { name, .. } => RunError::NoSuchUser { name },
         SandboxError::NoSuchGroup { name, .. } => RunError::NoSuchGroup { name },
         other => other.into(),
-    })
+    })?;
+    if !user.additional_gids.contains(&user.gid) {
+        user.additional_gids.push(user.gid);
+    }
+    Ok(user)
 }
 
 /// The step's variables, then the secret ones (replacing a variable of

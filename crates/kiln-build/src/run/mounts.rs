@@ -323,9 +323,13 @@ pub(crate) fn prepare(step: &RunStep<'_>, planned: &[Planned]) -> Result<Prepare
     }
     let mut lease_of: BTreeMap<usize, usize> = BTreeMap::new();
     for (req, users) in requests.values() {
-        let lease = step
-            .caches
-            .acquire(req, step.step, step.events, step.control)?;
+        let lease = step.caches.acquire_observed(
+            req,
+            step.step,
+            step.events,
+            step.control,
+            step.observer,
+        )?;
         for &i in users {
             lease_of.insert(i, out.leases.len());
         }

@@ -14,6 +14,10 @@ use rustix::fs::{Gid, Mode, Uid};
 
 use super::error::{RunError, io_at};
 
+/// Secret directories are `<PREFIX><pid>-<random>`: the pid tells a
+/// sweep whose they are.
+const PREFIX: &str = "kiln-secrets-";
+
 /// Secrets by id. Cheap to clone; `Debug` shows the ids only.
 #[derive(Clone, Default)]
 pub struct Secrets {
@@ -100,6 +104,34 @@ impl Secrets {
         }
     }
 
+    /// Removes the secret directories of kiln processes that are gone
+    /// from where this `Secrets` stages them: a killed kiln leaves them,
+    /// secrets inside. Returns how many it removed.
+    pub fn sweep(&self) -> Result<usize, RunError> {
+        let parent = self.staging_parent();
+        let Ok(entries) = fs_err::read_dir(&parent) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|s| s.strip_prefix(PREFIX))
+                .and_then(|s| s.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            fs_err::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// A directory for one step's secret files, removed when dropped.
     pub(crate) fn stage(&self) -> Result<Staged, RunError> {
         let parent = self.staging_parent();
@@ -107,7 +139,7 @@ impl Secrets {
         // 0700 from the start: only root can reach the files, whatever
         // their own modes; the step sees each file through its bind mount.
         let dir = tempfile::Builder::new()
-            .prefix(&format!("kiln-secrets-{}-", std::process::id()))
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(&parent)
             .map_err(io_at("creating a secrets directory in", &parent))?;

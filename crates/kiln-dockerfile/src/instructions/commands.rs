@@ -20,6 +20,33 @@ pub struct Origin {
     pub code: String,
     /// Its lines, heredoc bodies included.
     pub location: Location,
+    /// The comment lines above it (the parser's `prev_comment`, with their
+    /// line numbers), for tools that read settings from them, such as
+    /// kiln's `# kiln: timeout=20m` on a `RUN`. BuildKit keeps comments
+    /// across blank lines; [`Origin::comments_directly_above`] does not.
+    pub comments: Vec<Comment>,
+}
+
+impl Origin {
+    /// The comments of the block that ends on the line right above the
+    /// instruction, with no blank line in between.
+    pub fn comments_directly_above(&self) -> &[Comment] {
+        let mut first = self.comments.len();
+        let mut next_line = self.location.start_line;
+        while first > 0 && self.comments[first - 1].line + 1 == next_line {
+            first -= 1;
+            next_line = self.comments[first].line;
+        }
+        &self.comments[first..]
+    }
+}
+
+/// One comment line of a Dockerfile: its text without the `#` and the
+/// surrounding blanks, and its 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comment {
+    pub line: usize,
+    pub text: String,
 }
 
 /// A build stage: a `FROM` and the commands up to the next one.

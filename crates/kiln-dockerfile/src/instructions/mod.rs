@@ -23,7 +23,7 @@ mod parse;
 mod run;
 
 pub use self::commands::{
-    AddCommand, ArgCommand, ArgDef, CmdCommand, Command, CommandLine, CopyCommand,
+    AddCommand, ArgCommand, ArgDef, CmdCommand, Command, CommandLine, Comment, CopyCommand,
     EntrypointCommand, EnvCommand, ExposeCommand, Healthcheck, HealthcheckCommand, InlineFile,
     KeyValuePair, LabelCommand, MaintainerCommand, OnbuildCommand, Origin, RunCommand,
     ShellCommand, SourceContent, SourcesAndDest, Stage, StopSignalCommand, UserCommand,

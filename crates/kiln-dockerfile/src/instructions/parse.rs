@@ -5,7 +5,7 @@
 //! line with several problems reports the one BuildKit reports.
 
 use super::commands::{
-    AddCommand, ArgCommand, ArgDef, CmdCommand, Command, CommandLine, CopyCommand,
+    AddCommand, ArgCommand, ArgDef, CmdCommand, Command, CommandLine, Comment, CopyCommand,
     EntrypointCommand, EnvCommand, ExposeCommand, Healthcheck, HealthcheckCommand, InlineFile,
     KeyValuePair, LabelCommand, MaintainerCommand, OnbuildCommand, Origin, RunCommand,
     ShellCommand, SourceContent, SourcesAndDest, Stage, StopSignalCommand, UserCommand,
@@ -72,6 +72,16 @@ impl Request<'_> {
             keyword: self.node.keyword.clone(),
             code: self.node.original.trim().to_string(),
             location: self.location(),
+            comments: self
+                .node
+                .prev_comment
+                .iter()
+                .zip(&self.node.prev_comment_lines)
+                .map(|(text, &line)| Comment {
+                    line,
+                    text: text.clone(),
+                })
+                .collect(),
         }
     }
 

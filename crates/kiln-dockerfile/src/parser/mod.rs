@@ -84,6 +84,10 @@ pub struct Node {
     pub heredocs: Vec<Heredoc>,
     /// The comment lines directly above the instruction (without `#`).
     pub prev_comment: Vec<String>,
+    /// The 1-based line of each entry of [`Node::prev_comment`]: BuildKit
+    /// keeps comments across blank lines, and a caller that wants only the
+    /// block right above the instruction needs to know where each was.
+    pub prev_comment_lines: Vec<usize>,
 }
 
 /// A here-document attached to an instruction.
@@ -221,6 +225,7 @@ impl Parser {
         let mut children = Vec::new();
         let mut warnings = Vec::new();
         let mut comments: Vec<String> = Vec::new();
+        let mut comment_lines: Vec<usize> = Vec::new();
         let mut current = 0usize;
 
         while let Some(raw) = lines.next_line() {
@@ -236,8 +241,10 @@ impl Parser {
                 let comment = trim_space(raw.get(1..).unwrap_or("")).to_string();
                 if comment.is_empty() {
                     comments.clear();
+                    comment_lines.clear();
                 } else {
                     comments.push(comment);
+                    comment_lines.push(current + 1);
                 }
             }
             let (processed, was_directive) = self
@@ -245,6 +252,7 @@ impl Parser {
                 .map_err(|m| parse_error(m, current + 1, current + 1))?;
             if was_directive {
                 comments.pop();
+                comment_lines.pop();
             }
             current += 1;
             let start_line = current;
@@ -282,6 +290,7 @@ impl Parser {
             let mut node = new_node_from_line(&line, self.escape)
                 .map_err(|m| parse_error(m, start_line, current))?;
             node.prev_comment = std::mem::take(&mut comments);
+            node.prev_comment_lines = std::mem::take(&mut comment_lines);
 
             if node.can_contain_heredoc() && line.contains("<<") {
                 let docs = heredoc::heredocs_from_line(&line)
@@ -389,6 +398,7 @@ fn new_node_from_line(line: &str, escape: char) -> Result<Node, String> {
         end_line: 0,
         heredocs: Vec::new(),
         prev_comment: Vec::new(),
+        prev_comment_lines: Vec::new(),
     };
     if rule == Rule::SubCommand {
         if !rest.is_empty() {

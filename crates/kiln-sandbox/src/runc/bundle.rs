@@ -220,7 +220,8 @@ pub(crate) fn mounts(run: &RunSpec, bundle: &Path) -> Result<Vec<OciMount>, Sand
                 bind(source, &m.destination, &options)?
             }
             MountKind::Tmpfs { size, mode } => {
-                let mut options = vec!["nosuid".to_owned(), "nodev".to_owned()];
+                // BuildKit's tmpfs mount: nosuid only (devices and exec allowed).
+                let mut options = vec!["nosuid".to_owned()];
                 options.extend(size.map(|s| format!("size={s}")));
                 options.extend(mode.map(|m| format!("mode={m:o}")));
                 MountBuilder::default()
@@ -233,7 +234,21 @@ pub(crate) fn mounts(run: &RunSpec, bundle: &Path) -> Result<Vec<OciMount>, Sand
             }
         });
     }
-    Ok(out)
+    Ok(dedup_mounts(out))
+}
+
+/// A later mount on the same destination replaces an earlier one in its
+/// place, as BuildKit's `dedupMounts` does: `RUN --mount=type=tmpfs,
+/// target=/dev/shm` is the /dev/shm, not a second mount over the default.
+fn dedup_mounts(mounts: Vec<OciMount>) -> Vec<OciMount> {
+    let mut out: Vec<OciMount> = Vec::with_capacity(mounts.len());
+    for m in mounts {
+        match out.iter_mut().find(|o| o.destination() == m.destination()) {
+            Some(slot) => *slot = m,
+            None => out.push(m),
+        }
+    }
+    out
 }
 
 /// The runtime spec of a run whose bundle directory is `bundle`.
@@ -632,7 +647,7 @@ mod tests {
         );
         assert_eq!(
             v["mounts"][7]["options"],
-            serde_json::json!(["nosuid", "nodev", "size=1048576", "mode=1777"])
+            serde_json::json!(["nosuid", "size=1048576", "mode=1777"])
         );
         assert_eq!(
             v["mounts"][8]["options"],
@@ -641,6 +656,28 @@ mod tests {
         assert_eq!(
             v["mounts"][9]["options"],
             serde_json::json!(["rbind", "rw"])
+        );
+    }
+
+    #[test]
+    fn a_user_mount_replaces_a_default_on_the_same_destination() {
+        let mut run = RunSpec::new("/rootfs", ["true"]);
+        run.mounts = vec![Mount {
+            destination: "/dev/shm".into(),
+            kind: MountKind::Tmpfs {
+                size: Some(128 << 20),
+                mode: None,
+            },
+        }];
+        let v = json(&run);
+        let dests = destinations(&v);
+        assert_eq!(dests.iter().filter(|d| *d == "/dev/shm").count(), 1);
+        let at = dests.iter().position(|d| d == "/dev/shm").unwrap();
+        // In the default's place (after /dev), with the user's options.
+        assert!(at < dests.iter().position(|d| d == "/sys").unwrap());
+        assert_eq!(
+            v["mounts"][at]["options"],
+            serde_json::json!(["nosuid", "size=134217728"])
         );
     }
 

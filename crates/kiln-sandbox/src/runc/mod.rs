@@ -123,15 +123,21 @@ impl RuncExecutor {
     /// left alone (the container id names the kiln pid that started it).
     /// Returns how many containers it deleted.
     pub fn sweep(&self) -> Result<usize, SandboxError> {
-        let runc = self.runc_path()?;
         let state = self.state_dir();
         let mut deleted = 0;
         if state.is_dir() {
+            // runc is looked up only when there is something to end, so a
+            // build that runs nothing needs no runc.
+            let mut found: Option<PathBuf> = None;
             for entry in fs_err::read_dir(&state)? {
                 let id = entry?.file_name().to_string_lossy().into_owned();
                 if !is_stale(&id) {
                     continue;
                 }
+                let runc = match &found {
+                    Some(path) => path.clone(),
+                    None => found.insert(self.runc_path()?).clone(),
+                };
                 let _ = command::runc(
                     &runc,
                     &state,
@@ -191,6 +197,10 @@ impl Executor for RuncExecutor {
         let _finished = Finished(control);
         self.run_inner(spec, output, control)
     }
+
+    fn sweep(&self) -> Result<usize, SandboxError> {
+        RuncExecutor::sweep(self)
+    }
 }
 
 impl RuncExecutor {
@@ -232,6 +242,25 @@ impl RuncExecutor {
                 (m.destination().clone(), kind)
             })
             .collect();
+        // BuildKit keeps the /proc, /dev and /sys that runc makes in a root
+        // without them (its stub cleaner covers only the mounts it adds),
+        // so they land in the layer: make them as directories, not stubs.
+        for top in ["/proc", "/dev", "/sys"] {
+            if points.iter().any(|(p, _)| p == Path::new(top)) {
+                let host = host_path(
+                    &spec.rootfs,
+                    &resolve_in_root(&spec.rootfs, Path::new(top))?,
+                );
+                if fs_err::symlink_metadata(&host).is_err() {
+                    fs_err::create_dir(&host)?;
+                    std::os::unix::fs::chown(&host, Some(0), Some(0))?;
+                    fs_err::set_permissions(
+                        &host,
+                        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                    )?;
+                }
+            }
+        }
         let stubs = Stubs::create(&spec.rootfs, &points)?;
 
         let pid_file = dir.join("init.pid");

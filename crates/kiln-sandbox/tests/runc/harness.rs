@@ -41,6 +41,10 @@ impl Sandbox {
         let dir = tempfile::tempdir().unwrap();
         let rootfs = dir.path().join("rootfs");
         fs_err::create_dir_all(rootfs.join("bin")).unwrap();
+        // As in a real base image; a root without them is tested apart.
+        for top in ["dev", "proc", "sys"] {
+            fs_err::create_dir(rootfs.join(top)).unwrap();
+        }
         fs_err::copy(busybox(), rootfs.join("bin/busybox")).unwrap();
         for applet in APPLETS {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();

@@ -49,11 +49,7 @@ fn etc_files_are_the_hosts_and_leave_nothing_behind() {
     }
     let sb = Sandbox::new();
     let before = sb.listing();
-    assert!(
-        !before
-            .iter()
-            .any(|p| p == "etc" || p == "proc" || p == "dev" || p == "sys")
-    );
+    assert!(!before.iter().any(|p| p == "etc"));
     let mut spec = sb.spec(
         "cat /etc/resolv.conf; echo ---; cat /etc/hosts; echo ---; cat /etc/hostname; hostname; \
          (echo x > /etc/hosts) 2>/dev/null && echo hosts-writable; true",
@@ -67,8 +63,7 @@ fn etc_files_are_the_hosts_and_leave_nothing_behind() {
     );
     assert_eq!(parts[1], fs_err::read_to_string("/etc/hosts").unwrap());
     assert_eq!(parts[2], "kiln-test\nkiln-test\n", "read-only: {out}");
-    // Mount points made for the run (/etc and its files, /proc, /dev, /sys)
-    // are gone again.
+    // Mount points made for the run (/etc and its files) are gone again.
     assert_eq!(sb.listing(), before);
     sb.assert_no_leftovers();
 }
@@ -338,7 +333,7 @@ fn an_overlay_upper_dir_gets_no_stub() {
         return;
     }
     let sb = Sandbox::new();
-    // The busybox root is the lower layer: no /etc, /proc, /dev or /sys.
+    // The busybox root is the lower layer: no /etc.
     let base = tempfile::tempdir().unwrap();
     let [upper, work, merged] = ["upper", "work", "merged"].map(|d| base.path().join(d));
     for d in [&upper, &work, &merged] {
@@ -355,6 +350,37 @@ fn an_overlay_upper_dir_gets_no_stub() {
         crate::harness::listing(&upper)
     );
     drop(overlay);
+    sb.assert_no_leftovers();
+}
+
+#[test]
+fn a_root_without_proc_dev_sys_gets_them_as_plain_directories() {
+    if !can_run() {
+        return;
+    }
+    // BuildKit keeps the /proc, /dev and /sys runc makes in a root without
+    // them (a `FROM scratch` stage's RUN), so they land in its layer as
+    // empty root-owned 0755 directories; kiln must do the same.
+    let sb = Sandbox::new();
+    for top in ["dev", "proc", "sys"] {
+        fs_err::remove_dir(sb.rootfs().join(top)).unwrap();
+    }
+    let before = sb.listing();
+    let (result, output) = sb.run(&sb.spec("ls /proc/self >/dev/null"));
+    assert!(result.unwrap().success(), "{}", output.stderr_text());
+    let mut expected = before;
+    expected.extend(["dev", "proc", "sys"].map(String::from));
+    expected.sort();
+    assert_eq!(sb.listing(), expected);
+    use std::os::unix::fs::MetadataExt;
+    for top in ["dev", "proc", "sys"] {
+        let meta = fs_err::symlink_metadata(sb.rootfs().join(top)).unwrap();
+        assert!(meta.is_dir(), "{top}");
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o755, 0, 0)
+        );
+    }
     sb.assert_no_leftovers();
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod build;
 pub(crate) mod export;
 pub(crate) mod images;
 pub(crate) mod import;
@@ -8,6 +9,7 @@ pub(crate) mod load;
 pub(crate) mod parse;
 pub(crate) mod pull;
 pub(crate) mod push;
+pub(crate) mod run;
 pub(crate) mod store;
 pub(crate) mod tag;
 

@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "$GREETING, $*! (words: $(tr '\n' ' ' < /app/sorted.txt))"
