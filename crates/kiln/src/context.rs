@@ -83,6 +83,27 @@ impl Context {
 
     /// A registry client whose retries, resumes and transfers show as progress.
     pub(crate) fn client(&self) -> RegistryClient {
+        let progress = self.progress.clone();
+        let tasks: Arc<Mutex<HashMap<String, TaskId>>> = Arc::default();
+        RegistryClient::new(
+            self.client_options()
+                .on_event(move |event| render_event(&progress, &tasks, event)),
+        )
+    }
+
+    /// A registry client for a build, whose own view owns the terminal:
+    /// each finished blob, retry, resume and restart is a line for `note`.
+    pub(crate) fn client_with_notes(
+        &self,
+        note: Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> RegistryClient {
+        RegistryClient::new(
+            self.client_options()
+                .on_event(move |event| note_event(&*note, event)),
+        )
+    }
+
+    fn client_options(&self) -> ClientOptions {
         let mut options = ClientOptions::default()
             .idle_timeout(self.args.registry_idle_timeout)
             .retry(RetryPolicy {
@@ -92,9 +113,7 @@ impl Context {
         for host in &self.args.insecure_registries {
             options = options.insecure_registry(host.clone());
         }
-        let progress = self.progress.clone();
-        let tasks: Arc<Mutex<HashMap<String, TaskId>>> = Arc::default();
-        RegistryClient::new(options.on_event(move |event| render_event(&progress, &tasks, event)))
+        options
     }
 
     pub(crate) fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -161,9 +180,46 @@ fn render_event(progress: &Progress, tasks: &Mutex<HashMap<String, TaskId>>, eve
     }
 }
 
+fn note_event(note: &dyn Fn(&str), event: &Event) {
+    match event {
+        Event::Progress {
+            operation,
+            bytes,
+            total: Some(total),
+        } if bytes >= total && *total > 0 => note(&format!(
+            "{}: done, {:.1} MiB",
+            short_label(operation),
+            *total as f64 / (1024.0 * 1024.0)
+        )),
+        Event::Retry {
+            operation,
+            attempt,
+            delay,
+            reason,
+        } => note(&format!(
+            "{}: retry {attempt} in {:.1}s: {reason}",
+            short_label(operation),
+            delay.as_secs_f64()
+        )),
+        Event::Resume { operation, offset } => note(&format!(
+            "{}: resuming at byte {offset}",
+            short_label(operation)
+        )),
+        Event::Restart { operation, reason } => note(&format!(
+            "{}: starting over: {reason}",
+            short_label(operation)
+        )),
+        _ => {}
+    }
+}
+
 /// `pull blob sha256:0123456789ab` rather than the whole operation.
 fn short_label(operation: &kiln_registry::Operation) -> String {
-    let target = operation.target().unwrap_or_default();
+    // A ping or a login has no target: name the registry instead.
+    let target = operation
+        .target()
+        .or(operation.repository())
+        .unwrap_or(operation.registry());
     let target = match target.strip_prefix("sha256:") {
         Some(hex) if hex.len() > 12 => format!("sha256:{}", &hex[..12]),
         _ => target.to_string(),

@@ -81,6 +81,17 @@ impl ConfigState {
             .unwrap_or_else(|| "root".into())
     }
 
+    /// The user a RUN step gets: the config's as written, empty when unset
+    /// (uid 0 without a passwd lookup, as BuildKit does, so a base without
+    /// /etc/passwd runs; an explicit `USER root` is looked up).
+    pub fn run_user(&self) -> String {
+        self.config
+            .config
+            .as_ref()
+            .and_then(|c| c.user.clone())
+            .unwrap_or_default()
+    }
+
     /// A shell-form command line with the shell in front; exec form as is.
     pub fn with_shell(&self, line: &CommandLine) -> Vec<String> {
         if line.prepend_shell {

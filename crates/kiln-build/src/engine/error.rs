@@ -26,11 +26,6 @@ pub enum BuildError {
     Snapshot(Box<crate::SnapshotError>),
     #[error(transparent)]
     Context(Box<crate::ContextError>),
-    #[error("{reference}: {source}")]
-    Pull {
-        reference: String,
-        source: Box<kiln_registry::TransferError>,
-    },
     /// A RUN step made no progress (no output, CPU or I/O) for `limit`,
     /// the stall timeout, and was killed, on each of its `attempts`:
     /// `step 7 (Dockerfile:12) stalled: no output, CPU or I/O for 10m0s
@@ -139,6 +134,22 @@ fn killed(step: Option<StepId>, place: &str, breach: Breach, attempts: u32) -> S
         0 | 1 => format!("{head} (killed)"),
         n => format!("{head} (killed after {n} attempts)"),
     }
+}
+
+/// `error: cause: its cause: ...`, as anyhow's `{:#}` writes a chain.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let part = e.to_string();
+        // Some errors already end with their cause's text.
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = e.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -317,6 +317,7 @@ impl Engine {
             scratch: self.scratch_dir(),
             dockerfile_name: dockerfile_name(&request.dockerfile),
             attempts: Mutex::default(),
+            pulls: Mutex::default(),
         };
         let outcomes: Vec<Result<(BuiltImage, u32, u32), BuildError>> =
             std::thread::scope(|scope| {
@@ -542,7 +543,14 @@ pub(crate) struct Shared<'a> {
     pub(crate) dockerfile_name: String,
     /// RUN steps that needed more than one attempt.
     pub(crate) attempts: Mutex<BTreeMap<StepId, u32>>,
+    /// Base images pulled by this build, by reference and platform: stages
+    /// on one base wait for one pull instead of each pulling it.
+    pub(crate) pulls: Mutex<HashMap<String, PullCell>>,
 }
+
+/// One pull's outcome (the pulled descriptor, or the error's text).
+pub(crate) type PullCell =
+    Arc<std::sync::OnceLock<Result<kiln_image::document::Descriptor, String>>>;
 
 /// Finished stages of one platform's build, for the stages that wait on them.
 #[derive(Default)]

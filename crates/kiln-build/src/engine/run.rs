@@ -265,7 +265,7 @@ impl StageRunner<'_> {
                     command: run,
                     shell: state.config.shell(),
                     env,
-                    user: state.config.user(),
+                    user: state.config.run_user(),
                     workdir: state.config.workdir(),
                     default_network: self.default_network(),
                     sources: &sources,

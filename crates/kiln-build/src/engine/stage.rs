@@ -14,6 +14,7 @@ use kiln_registry::{PullOptions, pull_image};
 
 use super::cache_key::KeyBuilder;
 use super::config::ConfigState;
+use super::error::with_causes;
 use super::{Board, BuildError, Engine, Shared};
 use crate::events::{Event, millis};
 use crate::ops::Download;
@@ -222,19 +223,32 @@ impl StageRunner<'_> {
         let desc = match known {
             Some(d) => d,
             None => {
-                let options = PullOptions {
-                    platform: self.platform.clone(),
-                    ..PullOptions::default()
+                let cell = {
+                    let mut pulls = self.shared.pulls.lock().unwrap_or_else(|e| e.into_inner());
+                    pulls
+                        .entry(format!("{reference}@{}", self.platform))
+                        .or_default()
+                        .clone()
                 };
-                let pulled = self
-                    .engine
-                    .runtime
-                    .block_on(pull_image(&self.engine.client, store, &reference, &options))
-                    .map_err(|source| BuildError::Pull {
-                        reference: reference.familiar(),
-                        source: Box::new(source),
-                    })?;
-                pulled.target
+                // The first stage to get here pulls; the others wait for it.
+                let pulled = cell.get_or_init(|| {
+                    let options = PullOptions {
+                        platform: self.platform.clone(),
+                        ..PullOptions::default()
+                    };
+                    self.engine
+                        .runtime
+                        .block_on(pull_image(&self.engine.client, store, &reference, &options))
+                        .map(|p| p.target)
+                        // The whole cause: `python:3.11: ping ...: gave up ...`.
+                        .map_err(|cause| {
+                            format!("{}: {}", reference.familiar(), with_causes(&cause))
+                        })
+                });
+                // Named with the FROM (or --from) line.
+                pulled
+                    .clone()
+                    .map_err(|message| BuildError::step(location, message))?
             }
         };
         let manifest = store.select_manifest(&desc, self.platform).map_err(|e| {
@@ -529,8 +543,8 @@ impl StageRunner<'_> {
         // The config keeps an absolute WORKDIR as written; the directory
         // is its clean path.
         let dir = super::config::clean(&config.workdir());
-        let user = config.user();
-        let owner = if user == "root" || user == "0" || user == "0:0" {
+        let user = config.run_user();
+        let owner = if user.is_empty() || user == "0" || user == "0:0" {
             (0, 0)
         } else {
             let u = kiln_sandbox::resolve_user(active.root(), &user)

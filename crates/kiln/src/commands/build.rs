@@ -257,7 +257,8 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let executor = Arc::new(RuncExecutor::new(store.root().join("runc")));
     let engine = Arc::new(Engine::new(
         store.clone(),
-        ctx.client(),
+        // Base pulls print lines through the build's own view.
+        ctx.client_with_notes(renderer.notes()),
         runtime.handle().clone(),
         executor,
         renderer.sink(),

@@ -251,19 +251,16 @@ impl Renderer {
         self.shared.lock().handle(event, now);
     }
 
+    /// [`Renderer::println`] as a callback, for other threads.
+    pub(crate) fn notes(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |line| println_to(&shared, line))
+    }
+
     /// A line that is not about a step (a lock wait, a notice), printed
     /// above the live view; nothing in `quiet` and `json` modes.
     pub(crate) fn println(&self, line: &str) {
-        let mut state = self.shared.lock();
-        match state.mode {
-            Mode::Plain => state.out.lines(&[line]),
-            Mode::Tty => {
-                let now = Instant::now();
-                state.screen.commit(vec![line.to_string()]);
-                state.redraw(now);
-            }
-            Mode::Json | Mode::Quiet => {}
-        }
+        println_to(&self.shared, line);
     }
 
     /// Redraws the `tty` view now (the ticker's job, for views made with
@@ -289,6 +286,19 @@ impl Renderer {
         if let Some(ticker) = lock(&self.ticker).take() {
             let _ = ticker.join();
         }
+    }
+}
+
+fn println_to(shared: &Shared, line: &str) {
+    let mut state = shared.lock();
+    match state.mode {
+        Mode::Plain => state.out.lines(&[line]),
+        Mode::Tty => {
+            let now = Instant::now();
+            state.screen.commit(vec![line.to_string()]);
+            state.redraw(now);
+        }
+        Mode::Json | Mode::Quiet => {}
     }
 }
 

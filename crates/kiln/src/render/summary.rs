@@ -97,7 +97,8 @@ pub(super) fn render(
         lines.push(cells.join("  ").trim_end().to_string());
     }
 
-    let mut totals = format!("{} steps: {run} run, {cached} cached", steps.len());
+    let noun = if steps.len() == 1 { "step" } else { "steps" };
+    let mut totals = format!("{} {noun}: {run} run, {cached} cached", steps.len());
     if failed > 0 {
         totals.push_str(&format!(", {failed} failed"));
     }

@@ -687,7 +687,7 @@ fn tty_failure_shows_the_last_lines_and_the_end_leaves_the_summary() {
             "",
             "STEP  STAGE  INSTRUCTION              TIME  STATUS  LAYER",
             "#1    build  RUN ./configure && make  0.4s  FAILED      -",
-            "1 steps: 0 run, 0 cached, 1 failed in 0.4s",
+            "1 step: 0 run, 0 cached, 1 failed in 0.4s",
         ]
     );
 }

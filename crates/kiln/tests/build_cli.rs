@@ -1,0 +1,225 @@
+//! `kiln build` as a CI job drives it: a base pulled from a real registry,
+//! every output type, `--push`, `--iidfile`, secrets, `--target`, and
+//! errors that name the Dockerfile line. (What the images contain is the
+//! BuildKit conformance suite's business; this is about the CLI.)
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use kiln_testkit::{Registry, RegistryOptions};
+use support::{Kiln, rootfs_tarball, run, text};
+
+fn registry() -> Registry {
+    Registry::start(RegistryOptions::default())
+        .expect("docker-registry is installed (scripts/test)")
+}
+
+fn require_root() -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "the build tests drive runc and need root in CI"
+    );
+    eprintln!("NOTICE: skipped: kiln build needs root");
+    false
+}
+
+/// A registry holding `<host>/base/busybox:1`, and a kiln whose store
+/// does not have it (the build must pull it).
+fn base_in_registry(registry: &Registry) -> String {
+    let seeder = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(work.path(), 0);
+    let name = format!("{}/base/busybox:1", registry.host());
+    seeder.ok(&["import", tarball.to_str().unwrap(), "--tag", &name]);
+    seeder.ok(&["push", &name]);
+    name
+}
+
+fn context(dir: &Path, dockerfile: &str) {
+    fs_err::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    fs_err::write(dir.join("app.txt"), "app v1\n").unwrap();
+}
+
+#[test]
+fn a_pulled_base_every_output_a_push_and_an_iidfile() {
+    if !require_root() {
+        return;
+    }
+    let registry = registry();
+    let base = base_in_registry(&registry);
+    let kiln = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    fs_err::create_dir(&ctx).unwrap();
+    context(
+        &ctx,
+        &format!(
+            "FROM {base} AS build\nRUN echo built > /built.txt\n\
+             FROM {base}\nCOPY app.txt /app/\nCOPY --from=build /built.txt /app/\nCMD [\"cat\", \"/app/app.txt\"]\n"
+        ),
+    );
+    let pushed = format!("{}/built/app:1", registry.host());
+    let iid = work.path().join("iid");
+    let oci = work.path().join("image.oci.tar");
+    let docker = work.path().join("image.docker.tar");
+    let local = work.path().join("rootfs");
+    let out = kiln.ok(&[
+        "build",
+        "-t",
+        "kiln.local/app:1",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "--output",
+        &format!("type=oci,dest={}", oci.display()),
+        "--output",
+        &format!("type=docker,dest={}", docker.display()),
+        "--output",
+        &format!("type=local,dest={}", local.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let log = text(&out);
+    // The pull went through the build's own view, one line per blob.
+    assert!(log.contains("pull blob sha256:"), "{log}");
+    assert!(log.contains(": done, "), "{log}");
+    // Two stages on one base: one pull (each blob once).
+    let mut pulled: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("pull blob sha256:"))
+        .collect();
+    let all = pulled.len();
+    pulled.sort();
+    pulled.dedup();
+    assert_eq!(all, pulled.len(), "{log}");
+    // The summary.
+    assert!(log.contains("STEP"), "{log}");
+    assert!(log.contains("4 steps: 4 run, 0 cached"), "{log}");
+
+    // --iidfile holds the image's digest, as buildx writes it.
+    let digest = fs_err::read_to_string(&iid).unwrap();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    // -t tags in the store.
+    assert!(kiln.image_digest("kiln.local/app", "1").is_some());
+    // --push pushes every -t name (as buildx does); all from the cache now.
+    let out = kiln.ok(&["build", "-t", &pushed, "--push", ctx.to_str().unwrap()]);
+    assert!(text(&out).contains("3 cached"), "{}", text(&out));
+    let puller = Kiln::new();
+    puller.ok(&["pull", &pushed]);
+    let inspect = puller.ok(&["inspect", &pushed]);
+    let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        inspect["Config"]["config"]["Cmd"],
+        serde_json::json!(["cat", "/app/app.txt"]),
+        "{inspect}"
+    );
+    // type=oci: an OCI layout tarball; type=docker: a docker archive.
+    let oci_list = run(Command::new("tar").arg("tf").arg(&oci));
+    let oci_list = String::from_utf8_lossy(&oci_list.stdout);
+    assert!(oci_list.contains("oci-layout") && oci_list.contains("index.json"));
+    let docker_list = run(Command::new("tar").arg("tf").arg(&docker));
+    assert!(String::from_utf8_lossy(&docker_list.stdout).contains("manifest.json"));
+    // type=local: the image's files.
+    assert_eq!(
+        fs_err::read_to_string(local.join("app/app.txt")).unwrap(),
+        "app v1\n"
+    );
+    assert_eq!(
+        fs_err::read_to_string(local.join("app/built.txt")).unwrap(),
+        "built\n"
+    );
+    // kiln load takes the OCI tarball back.
+    let loader = Kiln::new();
+    loader.ok(&["load", oci.to_str().unwrap()]);
+}
+
+#[test]
+fn secrets_targets_and_build_args_from_the_command_line() {
+    if !require_root() {
+        return;
+    }
+    let registry = registry();
+    let base = base_in_registry(&registry);
+    let kiln = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    fs_err::create_dir(&ctx).unwrap();
+    context(
+        &ctx,
+        &format!(
+            "FROM {base} AS first\nARG GREETING=hi\n\
+             RUN --mount=type=secret,id=token cat /run/secrets/token > /seen; echo \"$GREETING\" > /greeting\n\
+             FROM {base} AS never\nRUN exit 1\n"
+        ),
+    );
+    let secret = work.path().join("token");
+    fs_err::write(&secret, "s3cr3t").unwrap();
+    let local = work.path().join("out");
+    let out = kiln.ok(&[
+        "build",
+        "--target",
+        "first",
+        "--build-arg",
+        "GREETING=hello",
+        "--secret",
+        &format!("id=token,src={}", secret.display()),
+        "--output",
+        &format!("type=local,dest={}", local.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    // The stage after the target was not built.
+    assert!(!text(&out).contains("exit 1"), "{}", text(&out));
+    assert_eq!(
+        fs_err::read_to_string(local.join("seen")).unwrap(),
+        "s3cr3t"
+    );
+    assert_eq!(
+        fs_err::read_to_string(local.join("greeting")).unwrap(),
+        "hello\n"
+    );
+    // The secret is in no layer: not under /run/secrets in the output.
+    assert!(!local.join("run/secrets/token").exists());
+
+    // A target that does not exist, and a secret that is not given.
+    let err = kiln.fails(&["build", "--target", "nope", ctx.to_str().unwrap()]);
+    assert!(err.contains("nope"), "{err}");
+    let err = kiln.fails(&[
+        "build",
+        "--target",
+        "first",
+        "--secret",
+        "id=token,src=/does/not/exist",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(err.contains("/does/not/exist"), "{err}");
+}
+
+#[test]
+fn a_missing_base_names_the_from_line() {
+    if !require_root() {
+        return;
+    }
+    let registry = registry();
+    let kiln = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    context(
+        work.path(),
+        &format!(
+            "# a comment\nFROM {}/no/such:1\nRUN true\n",
+            registry.host()
+        ),
+    );
+    let err = kiln.fails(&["build", work.path().to_str().unwrap()]);
+    assert!(err.contains("Dockerfile:2: "), "{err}");
+    assert!(err.contains(" 2 | FROM "), "{err}");
+    assert!(err.contains("no/such"), "{err}");
+    // The cause is said once, not repeated by the report.
+    let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
+    assert_eq!(line.matches("manifest unknown").count(), 1, "{line}");
+}
