@@ -361,3 +361,44 @@ fn a_failing_run_names_its_line_and_leaves_nothing_mounted() {
         "no mount of this build remains:\n{mounts}"
     );
 }
+
+#[test]
+fn the_same_inputs_give_the_same_image_with_source_date_epoch() {
+    // Two builds at different times without the cache, one context: with
+    // SOURCE_DATE_EPOCH every layer and the image itself are identical,
+    // RUN layers (files made at run time) included.
+    let h = Harness::new();
+    let base = busybox_image(&h.store);
+    let ctx = tempfile::tempdir().unwrap();
+    fs_err::write(ctx.path().join("a.txt"), "alpha\n").unwrap();
+    let dockerfile = "FROM scratch AS files\nCOPY a.txt /a.txt\n\
+                      FROM IMAGE\nCOPY --from=files /a.txt /app/\n\
+                      RUN mkdir -p /out && echo made > /out/made.txt && touch /out/stamp\n\
+                      CMD [\"/bin/sh\"]\n";
+    let mut digests = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let dockerfile = dockerfile.replace("IMAGE", &base);
+        let (result, events) = h.build(ctx.path(), &dockerfile, |r| {
+            r.epoch = Some(1_700_000_000);
+            r.no_cache = true;
+        });
+        assert_eq!(cached_steps(&events), 0);
+        let result = result.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
+        let config = h.config(&result);
+        assert_eq!(
+            config
+                .created
+                .as_deref()
+                .map(|c| c.starts_with("2023-11-14T22:13:20")),
+            Some(true),
+            "{:?}",
+            config.created
+        );
+        digests.push((result.target.digest.clone(), config.rootfs.diff_ids.clone()));
+    }
+    assert_eq!(digests[0].1, digests[1].1, "layers differ");
+    assert_eq!(digests[0].0, digests[1].0, "the images differ");
+}
