@@ -1,0 +1,883 @@
+#!/usr/bin/env python3
+"""kiln against BuildKit and Buildah: the scenarios of docs/BENCHMARKS.md.
+
+Run it through `bench/run`, which installs the peers and builds kiln first.
+Everything it makes lives under the work dir (default target/bench): the
+Debian base image (made once with debootstrap), the wheelhouse (downloaded
+once), the registries' storage, each tool's outputs and logs, and
+results.json. It writes the results between the markers of
+docs/BENCHMARKS.md (or the file given with --output) and leaves the rest
+of that file, the hand-written analysis, as it is.
+
+Only the Python standard library is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+SCENARIOS = BENCH / "scenarios"
+KILN = REPO / "target" / "release" / "kiln"
+BASE_REPO = "bench/python"
+BASE_TAG = "bookworm"
+PUSH_REPO = "bench/ml"
+MIRROR = os.environ.get("KILN_BENCH_MIRROR", "http://deb.debian.org/debian")
+BEGIN = "<!-- bench:results begin -->"
+END = "<!-- bench:results end -->"
+TOOLS = ("kiln", "buildkit", "buildah")
+PEERS = ("buildkit", "buildah")
+TOOL_NAMES = {"kiln": "kiln", "buildkit": "BuildKit", "buildah": "Buildah"}
+
+
+def log(msg: str) -> None:
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, check=True, capture=False, env=None, cwd=None, quiet=False) -> subprocess.CompletedProcess:
+    """An untimed command. Output goes to stderr unless captured or quiet."""
+    out = subprocess.PIPE if capture else (subprocess.DEVNULL if quiet else sys.stderr)
+    p = subprocess.run(
+        [str(c) for c in cmd], env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE if (capture or quiet) else None, text=True
+    )
+    if check and p.returncode != 0:
+        detail = (p.stderr or "").strip()[-3000:]
+        raise RuntimeError(f"{' '.join(map(str, cmd))} exited {p.returncode}\n{detail}")
+    return p
+
+
+def output(cmd, env=None) -> str:
+    try:
+        return run(cmd, capture=True, env=env).stdout.strip()
+    except (RuntimeError, FileNotFoundError) as e:
+        return f"unknown ({str(e).splitlines()[0]})"
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError("no free port")
+
+
+# ---------------------------------------------------------------- registry
+
+
+class Registry:
+    """A Distribution registry on loopback, as the tests start one."""
+
+    def __init__(self, root: Path, preferred_port: int):
+        self.root = root
+        self.port = free_port(preferred_port)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wipe: bool = False) -> None:
+        if wipe and (self.root / "data").exists():
+            shutil.rmtree(self.root / "data")
+        (self.root / "data").mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
+            "  maintenance:\n    uploadpurging:\n      enabled: false\n"
+            f"http:\n  addr: {self.host}\n  secret: kiln-bench\n"
+        )
+        logf = open(self.root / "registry.log", "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=logf, stderr=logf)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).read()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"docker-registry exited; see {self.root / 'registry.log'}")
+                time.sleep(0.05)
+        raise RuntimeError(f"docker-registry did not answer on {self.host}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart_empty(self) -> None:
+        self.stop()
+        self.start(wipe=True)
+
+    def has_manifest(self, repo: str, tag: str) -> bool:
+        req = urllib.request.Request(
+            f"http://{self.host}/v2/{repo}/manifests/{tag}",
+            method="HEAD",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            return True
+        except OSError:
+            return False
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def ensure_wheelhouse(work: Path) -> Path:
+    """The pinned wheels of bench/requirements.txt, downloaded once."""
+    wheels = work / "wheels"
+    reqs = BENCH / "requirements.txt"
+    stamp = wheels / f".complete-{hashlib.sha256(reqs.read_bytes()).hexdigest()[:16]}"
+    if stamp.exists():
+        return wheels
+    log(f"downloading the wheelhouse into {wheels}")
+    wheels.mkdir(parents=True, exist_ok=True)
+    run([
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
+        "--no-deps", "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+        "--abi", "cp311", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
+        "--platform", "manylinux_2_28_x86_64", "-d", wheels, "-r", reqs,
+    ])
+    stamp.touch()
+    return wheels
+
+
+def ensure_base_layout(work: Path) -> Path:
+    """A minimal Debian bookworm with python3 and pip, as an OCI layout.
+
+    debootstrap (minbase) once; then the apt lists, caches, docs and
+    locales go, the tree becomes one gzip layer, and the config gets the
+    PATH and CMD an official python image would have.
+    """
+    base = work / "base"
+    layout = base / "oci"
+    if (layout / "index.json").exists():
+        return layout
+    rootfs = base / "rootfs"
+    if not rootfs.exists():
+        tmp = base / "rootfs.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        base.mkdir(parents=True, exist_ok=True)
+        log("debootstrap: Debian bookworm (minbase) with python3-pip; takes a few minutes, once")
+        with open(base / "debootstrap.log", "w") as f:
+            p = subprocess.run(
+                ["debootstrap", "--variant=minbase", "--include=python3-pip", "bookworm", str(tmp), MIRROR],
+                stdout=f, stderr=subprocess.STDOUT,
+            )
+        if p.returncode != 0:
+            raise RuntimeError(f"debootstrap failed; see {base / 'debootstrap.log'}")
+        tmp.rename(rootfs)
+    log("making the base image layer")
+    for rel in ["var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+                "usr/share/locale", "usr/share/info", "var/log", "dev", "proc", "sys", "run", "tmp"]:
+        d = rootfs / rel
+        if d.is_dir():
+            for child in d.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    tar = base / "rootfs.tar"
+    run(["tar", "-C", rootfs, "--numeric-owner", "--sort=name", "--xattrs", "-cf", tar, "."])
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    diff_id = sha256_file(tar)
+    gz = base / "rootfs.tar.gz"
+    with open(gz, "wb") as out:
+        subprocess.run(["pigz", "-6", "-n", "-c", str(tar)], stdout=out, check=True)
+    layer_digest = sha256_file(gz)
+    layer_size = gz.stat().st_size
+    gz.rename(blobs / layer_digest)
+    tar.unlink()
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2026-01-01T00:00:00Z",
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+            "Cmd": ["python3"],
+        },
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "debootstrap --variant=minbase --include=python3-pip bookworm"}],
+    }
+    config_desc = put_json(blobs, config, "application/vnd.oci.image.config.v1+json")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config_desc,
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": f"sha256:{layer_digest}", "size": layer_size}],
+    }
+    manifest_desc = put_json(blobs, manifest, "application/vnd.oci.image.manifest.v1+json")
+    manifest_desc["annotations"] = {"org.opencontainers.image.ref.name": BASE_TAG}
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [manifest_desc]}))
+    return layout
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def put_json(blobs: Path, doc: dict, media_type: str) -> dict:
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / digest).write_bytes(data)
+    return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def push_base(registry: Registry, layout: Path) -> str:
+    ref = f"{registry.host}/{BASE_REPO}:{BASE_TAG}"
+    if not registry.has_manifest(BASE_REPO, BASE_TAG):
+        log(f"pushing the base image to {ref}")
+        run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{BASE_TAG}", f"docker://{ref}"])
+    return ref
+
+
+def prepare_ml_context(work: Path, wheels: Path, quick: bool) -> Path:
+    """target/bench/ctx/ml: the scenario folder, the wheelhouse (hard
+    links, so file identities stay and context hashing can be memoised)
+    and the requirements file."""
+    ctx = work / "ctx" / "ml"
+    src = SCENARIOS / "1-ml"
+    if (ctx / "app").exists():
+        shutil.rmtree(ctx / "app")
+    ctx.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "app", ctx / "app")
+    shutil.copy2(src / "Dockerfile", ctx / "Dockerfile")
+    reqs = BENCH / ("requirements-quick.txt" if quick else "requirements.txt")
+    text = reqs.read_text()
+    if not (ctx / "requirements.txt").exists() or (ctx / "requirements.txt").read_text() != text:
+        (ctx / "requirements.txt").write_text(text)
+    (ctx / "wheels").mkdir(exist_ok=True)
+    want = {w.name for w in wheels.glob("*.whl")}
+    for old in (ctx / "wheels").iterdir():
+        if old.name not in want:
+            old.unlink()
+    for name in want:
+        dst = ctx / "wheels" / name
+        if not dst.exists():
+            os.link(wheels / name, dst)
+    return ctx
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass
+class Sample:
+    seconds: float
+    kiln_rss_mib: float | None = None  # VmHWM of the kiln process itself
+    tree_rss_mib: float | None = None  # ru_maxrss over kiln and its reaped children
+    load: float = 0.0
+
+
+def timed(cmds: list[list], env: dict, logf, watch_rss: bool = False) -> Sample:
+    """Runs `cmds` one after the other and times them together."""
+    total = 0.0
+    hwm = 0
+    tree = 0
+    load = os.getloadavg()[0]
+    for cmd in cmds:
+        logf.write(f"$ {' '.join(map(str, cmd))}\n".encode())
+        logf.flush()
+        t0 = time.perf_counter()
+        p = subprocess.Popen([str(c) for c in cmd], env=env, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        peak = [0]
+        stop = threading.Event()
+        if watch_rss:
+            thread = threading.Thread(target=sample_hwm, args=(p.pid, peak, stop), daemon=True)
+            thread.start()
+        _, status, usage = os.wait4(p.pid, 0)
+        total += time.perf_counter() - t0
+        stop.set()
+        if watch_rss:
+            thread.join()
+        p.returncode = os.waitstatus_to_exitcode(status)
+        hwm = max(hwm, peak[0])
+        tree = max(tree, usage.ru_maxrss)
+        if p.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, cmd))} exited {p.returncode}; see {logf.name}")
+    return Sample(
+        seconds=total,
+        kiln_rss_mib=hwm / 1024 if watch_rss else None,
+        tree_rss_mib=tree / 1024 if watch_rss else None,
+        load=load,
+    )
+
+
+def sample_hwm(pid: int, peak: list, stop: threading.Event) -> None:
+    """The peak resident set (VmHWM, KiB) of one process, read from
+    /proc every 10 ms; the kernel keeps the high-water mark, so a sample
+    shortly before exit sees the whole run."""
+    path = f"/proc/{pid}/status"
+    while not stop.is_set():
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak[0] = max(peak[0], int(line.split()[1]))
+                        break
+        except OSError:
+            return
+        stop.wait(0.01)
+
+
+# ---------------------------------------------------------------- tools
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.out = work / "out"
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict:
+        return dict(os.environ)
+
+    def oci_out(self) -> Path:
+        return self.out / f"{self.name}.tar"
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def build_cmds(self, ctx: Path, dockerfile: Path, args: dict, tag: str) -> list[list]:
+        """Build and export an OCI tarball to oci_out()."""
+        raise NotImplementedError
+
+    def store_cmds(self, ctx: Path, dockerfile: Path, args: dict, ref: str) -> list[list]:
+        """Build into the tool's own image store, named `ref` (for push)."""
+        raise NotImplementedError
+
+    def push_cmds(self, ref: str) -> list[list]:
+        raise NotImplementedError
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+
+def build_args(args: dict) -> list[str]:
+    out = []
+    for k, v in args.items():
+        out += ["--build-arg", f"{k}={v}"]
+    return out
+
+
+class Kiln(Tool):
+    name = "kiln"
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        self.root = work / "kiln-root"
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["KILN_ROOT"] = str(self.root)
+        return env
+
+    def reset(self) -> None:
+        if self.root.exists():
+            # A store holds no mounts between builds; kiln sweeps leftovers.
+            run(["rm", "-rf", "--one-file-system", self.root])
+
+    def base_cmd(self) -> list:
+        return [KILN, "--progress", "plain"]
+
+    def build_cmds(self, ctx, dockerfile, args, tag):
+        return [self.base_cmd() + ["build", "-f", dockerfile, *build_args(args), "-t", tag,
+                                   "--output", f"type=oci,dest={self.oci_out()}", ctx]]
+
+    def store_cmds(self, ctx, dockerfile, args, ref):
+        return [self.base_cmd() + ["build", "-f", dockerfile, *build_args(args), "-t", ref, ctx]]
+
+    def push_cmds(self, ref):
+        return [self.base_cmd() + ["push", ref]]
+
+    def version(self) -> str:
+        rev = output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
+        dirty = output(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"])
+        return f"{output([KILN, '--version'])} (git {rev}{' + local changes' if dirty else ''}, release build)"
+
+
+class BuildKit(Tool):
+    """Docker Engine's BuildKit through buildx (the `docker` driver, with
+    the containerd image store so the OCI exporter is available)."""
+
+    name = "buildkit"
+
+    def reset(self) -> None:
+        run(["docker", "buildx", "prune", "--builder", "default", "-af"], quiet=True)
+        images = output(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).split()
+        ours = [i for i in images if "/bench/" in i or i.startswith("bench/")]
+        if ours:
+            run(["docker", "image", "rm", "-f", *ours], quiet=True)
+
+    def common(self, dockerfile, args):
+        return ["docker", "buildx", "build", "--builder", "default", "--progress", "plain",
+                "--provenance=false", "--sbom=false", "-f", dockerfile, *build_args(args)]
+
+    def build_cmds(self, ctx, dockerfile, args, tag):
+        return [self.common(dockerfile, args) + ["--output", f"type=oci,dest={self.oci_out()}", ctx]]
+
+    def store_cmds(self, ctx, dockerfile, args, ref):
+        return [self.common(dockerfile, args) + ["-t", ref, ctx]]
+
+    def push_cmds(self, ref):
+        return [["docker", "push", "--quiet", ref]]
+
+    def version(self) -> str:
+        inspect = output(["docker", "buildx", "inspect", "default"])
+        m = re.search(r"BuildKit( version)?:\s*(\S+)", inspect, re.IGNORECASE)
+        engine = output(["docker", "version", "--format", "{{.Server.Version}}"])
+        buildx = output(["docker", "buildx", "version"]).split()
+        version = m.group(2) if m else "?"
+        if version.startswith("v0.0.0") and engine.startswith("26.1"):
+            # Distribution builds lose the module version; moby 26.1 vendors BuildKit 0.13.
+            version = f"0.13 (vendored by Docker Engine 26.1; this build reports {version})"
+        return f"BuildKit {version}, Docker Engine {engine} (docker driver, containerd image store), buildx {buildx[1] if len(buildx) > 1 else '?'}"
+
+
+class Buildah(Tool):
+    """buildah bud with --layers (its build cache), then push to an
+    oci-archive (where it compresses the layers)."""
+
+    name = "buildah"
+
+    def reset(self) -> None:
+        run(["buildah", "rm", "--all"], quiet=True)
+        run(["buildah", "rmi", "--all", "--force"], quiet=True, check=False)
+
+    def bud(self, ctx, dockerfile, args, tag):
+        return ["buildah", "bud", "--quiet", "--layers", "--network", "host", "--jobs", "2",
+                "--tls-verify=false", "-f", dockerfile, *build_args(args), "-t", tag, ctx]
+
+    def build_cmds(self, ctx, dockerfile, args, tag):
+        return [self.bud(ctx, dockerfile, args, tag),
+                ["buildah", "push", "--quiet", tag, f"oci-archive:{self.oci_out()}"]]
+
+    def store_cmds(self, ctx, dockerfile, args, ref):
+        return [self.bud(ctx, dockerfile, args, ref)]
+
+    def push_cmds(self, ref):
+        return [["buildah", "push", "--quiet", "--tls-verify=false", ref, f"docker://{ref}"]]
+
+    def version(self) -> str:
+        return output(["buildah", "--version"])
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Scenario:
+    id: str
+    title: str
+    # cold: every cache cleared before each run; base: caches cleared, the
+    # base image pulled and unpacked (untimed) before each run; warm: the
+    # same build done once (untimed) before the runs; push: the image built
+    # into the tool's store once, the registry emptied before each run.
+    state: str
+    context: Path
+    dockerfile: Path
+    args: dict = field(default_factory=dict)
+    target: float | None = None
+    target_text: str = ""
+    mutate: bool = False  # scenario 3: change one line before each run
+
+
+def scenarios(ctx_ml: Path, base_ref: str, quick: bool) -> list[Scenario]:
+    base = {"BASE": base_ref}
+    big = dict(base, MIB=256 if quick else 2048)
+    small = dict(base, FILES=20000 if quick else 200000)
+    stages = dict(base, ROUNDS=2000000 if quick else 12000000)
+    ml_df = ctx_ml / "Dockerfile"
+    return [
+        Scenario("1", "cold build of the ML image", "cold", ctx_ml, ml_df, base, 0.9, "≤ 0.9×"),
+        Scenario("2", "rebuild, nothing changed", "warm", ctx_ml, ml_df, base, 0.2, "≤ 0.2×"),
+        Scenario("3", "rebuild after a one-line change", "warm", ctx_ml, ml_df, base, 0.5, "≤ 0.5×", mutate=True),
+        Scenario("4", f"a step writing {big['MIB'] / 1024:g} GiB, then export", "base",
+                 SCENARIOS / "4-big-layer", SCENARIOS / "4-big-layer" / "Dockerfile", big, 0.5, "≤ 0.5×"),
+        Scenario("5", f"a step creating {small['FILES']:,} small files", "base",
+                 SCENARIOS / "5-small-files", SCENARIOS / "5-small-files" / "Dockerfile", small, 0.7, "≤ 0.7×"),
+        Scenario("6", "two independent stages of equal work", "base",
+                 SCENARIOS / "6-stages", SCENARIOS / "6-stages" / "Dockerfile", stages, None,
+                 "close to one stage (6′)"),
+        Scenario("6′", "one of those stages alone (reference)", "base",
+                 SCENARIOS / "6-stages", SCENARIOS / "6-stages" / "Dockerfile.one", stages, None, "—"),
+        Scenario("7", "push of the scenario-1 image", "push", ctx_ml, ml_df, base, 0.9, "≤ 0.9×"),
+    ]
+
+
+PRIME_DOCKERFILE = "ARG BASE\nFROM ${BASE}\nRUN true\n"
+
+
+class Bench:
+    def __init__(self, opts, work: Path):
+        self.opts = opts
+        self.work = work
+        self.logs = work / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        all_tools = {"kiln": Kiln, "buildkit": BuildKit, "buildah": Buildah}
+        self.tools = [all_tools[t](work) for t in opts.tools]
+        self.results: dict = {}
+        self.push_registry: Registry | None = None
+        self.prime_ctx = work / "ctx" / "prime"
+        self.prime_ctx.mkdir(parents=True, exist_ok=True)
+        (self.prime_ctx / "Dockerfile").write_text(PRIME_DOCKERFILE)
+
+    def logfile(self, scn: Scenario, tool: Tool, label: str):
+        safe = scn.id.replace("′", "p")
+        return open(self.logs / f"{safe}-{tool.name}-{label}.log", "wb")
+
+    def prepare(self, scn: Scenario, tool: Tool, base_ref: str) -> None:
+        if scn.state == "cold":
+            tool.reset()
+        elif scn.state == "base":
+            tool.reset()
+            with self.logfile(scn, tool, "prime") as f:
+                timed(tool.build_cmds(self.prime_ctx, self.prime_ctx / "Dockerfile", {"BASE": base_ref}, "bench/prime"),
+                      tool.env(), f)
+        elif scn.state == "push":
+            self.push_registry.restart_empty()
+        remove(tool.oci_out())
+        subprocess.run(["sync"])
+
+    def setup(self, scn: Scenario, tool: Tool) -> None:
+        """Once per scenario and tool, before its runs."""
+        if scn.state == "warm":
+            with self.logfile(scn, tool, "setup") as f:
+                timed(tool.build_cmds(scn.context, scn.dockerfile, scn.args, self.tag(scn)), tool.env(), f)
+        elif scn.state == "push":
+            with self.logfile(scn, tool, "setup") as f:
+                timed(tool.store_cmds(scn.context, scn.dockerfile, scn.args, self.push_ref()), tool.env(), f)
+
+    def tag(self, scn: Scenario) -> str:
+        return f"bench/s{scn.id.replace('′', 'p')}:latest"
+
+    def push_ref(self) -> str:
+        return f"{self.push_registry.host}/{PUSH_REPO}:latest"
+
+    def mutate(self, scn: Scenario, tool: Tool, label: str) -> None:
+        main = scn.context / "app" / "main.py"
+        text = re.sub(r'^BUILD_STAMP = .*$', f'BUILD_STAMP = "{tool.name}-{label}-{time.time_ns()}"',
+                      main.read_text(), flags=re.M)
+        main.write_text(text)
+
+    def run_scenario(self, scn: Scenario, base_ref: str) -> None:
+        log(f"scenario {scn.id}: {scn.title}")
+        samples: dict[str, list[Sample]] = {t.name: [] for t in self.tools}
+        failed: dict[str, str] = {}
+        for tool in self.tools:
+            try:
+                self.setup(scn, tool)
+            except RuntimeError as e:
+                failed[tool.name] = str(e)
+                log(f"  {tool.name}: setup failed: {e}")
+        rounds = self.opts.warmups + self.opts.runs
+        for r in range(rounds):
+            warm_up = r < self.opts.warmups
+            order = self.tools[r % len(self.tools):] + self.tools[: r % len(self.tools)]
+            for tool in order:
+                if tool.name in failed:
+                    continue
+                label = f"warmup{r}" if warm_up else f"run{r - self.opts.warmups}"
+                try:
+                    self.prepare(scn, tool, base_ref)
+                    if scn.mutate:
+                        self.mutate(scn, tool, label)
+                    cmds = (tool.push_cmds(self.push_ref()) if scn.state == "push"
+                            else tool.build_cmds(scn.context, scn.dockerfile, scn.args, self.tag(scn)))
+                    with self.logfile(scn, tool, label) as f:
+                        sample = timed(cmds, tool.env(), f, watch_rss=tool.name == "kiln")
+                except RuntimeError as e:
+                    failed[tool.name] = str(e)
+                    log(f"  {tool.name}: failed: {e}")
+                    continue
+                extra = f", kiln RSS {sample.kiln_rss_mib:.0f} MiB" if sample.kiln_rss_mib else ""
+                log(f"  {tool.name:8} {label:8} {sample.seconds:7.2f} s{extra}")
+                if not warm_up:
+                    samples[tool.name].append(sample)
+        self.results[scn.id] = {
+            "title": scn.title,
+            "target": scn.target,
+            "target_text": scn.target_text,
+            "samples": {k: [s.__dict__ for s in v] for k, v in samples.items()},
+            "failed": failed,
+        }
+        if scn.mutate:
+            main = scn.context / "app" / "main.py"
+            main.write_text(re.sub(r'^BUILD_STAMP = .*$', 'BUILD_STAMP = "original"', main.read_text(), flags=re.M))
+
+    def floor(self, scn: Scenario) -> None:
+        """Scenario 4's floor: the same bytes generated on the host, then
+        tar | pigz and sha256sum of both streams to /dev/null."""
+        log("scenario 4 floor: the same bytes through gen.py, tar | pigz and sha256sum")
+        d = self.work / "floor"
+        if d.exists():
+            shutil.rmtree(d)
+        t0 = time.perf_counter()
+        run([sys.executable, SCENARIOS / "4-big-layer" / "gen.py", d / "opt" / "torch", scn.args["MIB"]])
+        subprocess.run(["sync"])
+        gen = time.perf_counter() - t0
+        pipeline = ("tar -C {d} --numeric-owner -cf - . | tee >(sha256sum >/dev/null) "
+                    "| pigz -6 | sha256sum >/dev/null; wait $!").format(d=d)
+        t0 = time.perf_counter()
+        run(["bash", "-c", pipeline])
+        export = time.perf_counter() - t0
+        size = int(output(["du", "-sb", d]).split()[0])
+        tar_gz = int(output(["bash", "-c", f"tar -C {d} -cf - . | pigz -6 | wc -c"]))
+        shutil.rmtree(d)
+        self.results["floor4"] = {"generate": gen, "export": export, "bytes": size, "gzip_bytes": tar_gz}
+        log(f"  generate {gen:.2f} s, tar | pigz | sha256sum {export:.2f} s")
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine_info(work: Path, tools: list[Tool]) -> dict:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) // 1024
+    df = output(["df", "-h", "--output=source,fstype,size", str(work)]).splitlines()[-1].split()
+    os_name = "unknown"
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("PRETTY_NAME="):
+            os_name = line.split("=", 1)[1].strip('"')
+    virt = ""
+    for line in output(["lscpu"]).splitlines():
+        if line.startswith("Hypervisor vendor:"):
+            virt = line.split(":", 1)[1].strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": mem,
+        "disk": " ".join(df[:2]) + (f", {df[2]}" if len(df) > 2 else ""),
+        "kernel": platform.release(),
+        "os": os_name,
+        "virt": virt,
+        "versions": {t.name: t.version() for t in tools}
+        | {
+            "runc": output(["runc", "--version"]).splitlines()[0],
+            "containerd": output(["containerd", "--version"]),
+            "registry": output(["docker-registry", "--version"]),
+            "pigz": output(["pigz", "--version"]),
+            "python (host)": platform.python_version(),
+        },
+    }
+
+
+def median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def fmt_s(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def report(results: dict, machine: dict, opts, started: str, duration: float) -> str:
+    lines = []
+    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+                 f"({opts.warmups} warm-up and {opts.runs} timed run{'s' if opts.runs != 1 else ''} per tool and scenario, "
+                 f"tools alternating; the whole run took {duration / 60:.0f} min).")
+    lines.append("")
+    lines.append("### Machine")
+    lines.append("")
+    lines.append(f"- CPU: {machine['cpu']}, {machine['cores']} cores{' (' + machine['virt'] + ' guest)' if machine['virt'] else ''}")
+    lines.append(f"- memory: {machine['memory_mib'] / 1024:.0f} GiB; disk: {machine['disk']}")
+    lines.append(f"- {machine['os']}, Linux {machine['kernel']}")
+    for k, v in machine["versions"].items():
+        lines.append(f"- {TOOL_NAMES.get(k, k)}: {v}")
+    lines.append("")
+    lines.append("### Results")
+    lines.append("")
+    lines.append("Median wall time in seconds (min–max of the timed runs). Ratio: kiln's median over the "
+                 "faster peer's median in the same run. Peak RSS: the kiln process's VmHWM (its threads, "
+                 "not runc or the step's processes), largest of the runs.")
+    lines.append("")
+    lines.append("| # | scenario | kiln | BuildKit | Buildah | kiln / faster peer | target | holds | kiln peak RSS |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for sid, r in results.items():
+        if sid == "floor4":
+            continue
+        cells = {}
+        meds = {}
+        for tool in TOOLS:
+            s = r["samples"].get(tool)
+            if tool in r["failed"]:
+                cells[tool] = "failed"
+                continue
+            if not s:
+                cells[tool] = "—"
+                continue
+            secs = [x["seconds"] for x in s]
+            meds[tool] = median(secs)
+            rng = f" ({fmt_s(min(secs))}–{fmt_s(max(secs))})" if len(secs) > 1 else ""
+            cells[tool] = fmt_s(meds[tool]) + rng
+        peers = [meds[p] for p in PEERS if p in meds]
+        ratio = meds["kiln"] / min(peers) if "kiln" in meds and peers else None
+        holds = "—"
+        if sid == "6" and "kiln" in meds and "6′" in results:
+            one = [x["seconds"] for x in results["6′"]["samples"].get("kiln", [])]
+            if one:
+                rel = meds["kiln"] / median(one)
+                holds = f"{'yes' if rel <= 1.25 else 'no'} ({rel:.2f}× one stage)"
+        elif r["target"] is not None and ratio is not None:
+            holds = "yes" if ratio <= r["target"] else "**no**"
+        rss = [x["kiln_rss_mib"] for x in r["samples"].get("kiln", []) if x.get("kiln_rss_mib")]
+        rss_cell = f"{max(rss):.0f} MiB" if rss else "—"
+        lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
+                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | {rss_cell} |")
+    lines.append("")
+    failures = [(sid, t, msg) for sid, r in results.items() if sid != "floor4" for t, msg in r["failed"].items()]
+    for sid, t, msg in failures:
+        lines.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed: `{msg.splitlines()[0][:200]}`")
+    if failures:
+        lines.append("")
+    f4 = results.get("floor4")
+    if f4:
+        total = f4["generate"] + f4["export"]
+        lines.append("### Scenario 4's floor")
+        lines.append("")
+        lines.append(f"The same {f4['bytes'] / 2**30:.2f} GiB written on the host by gen.py: "
+                     f"{f4['generate']:.1f} s; then `tar | tee >(sha256sum) | pigz -6 | sha256sum` to /dev/null: "
+                     f"{f4['export']:.1f} s ({f4['bytes'] / 2**20 / f4['export']:.0f} MiB/s; gzip output "
+                     f"{f4['gzip_bytes'] / f4['bytes']:.0%} of the input). Floor: {total:.1f} s.")
+        k = [x["seconds"] for x in results.get("4", {}).get("samples", {}).get("kiln", [])]
+        if k:
+            km = median(k)
+            lines.append(f"kiln's median: {km:.1f} s, {km / total:.2f}× the floor ({km - total:+.1f} s).")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(path: Path, body: str) -> None:
+    block = f"{BEGIN}\n{body}\n{END}"
+    if path.exists():
+        text = path.read_text()
+        if BEGIN in text and END in text:
+            pre, rest = text.split(BEGIN, 1)
+            _, post = rest.split(END, 1)
+            path.write_text(pre + block + post)
+            return
+        path.write_text(text.rstrip() + "\n\n" + block + "\n")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmarks\n\nRerun with `bench/run`.\n\n" + block + "\n")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, help="timed runs per tool and scenario (default 3; --quick: 1)")
+    p.add_argument("--warmups", type=int, help="untimed runs first (default 1; --quick: 0)")
+    p.add_argument("--quick", action="store_true", help="each scenario once, with smaller sizes: a smoke test")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,6′,7", help="comma-separated (6′ or 6p: one stage)")
+    p.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of kiln,buildkit,buildah")
+    p.add_argument("--work", type=Path, default=REPO / "target" / "bench", help="work dir (default target/bench)")
+    p.add_argument("--output", type=Path, help="report file (default docs/BENCHMARKS.md; --quick: WORK/BENCHMARKS-quick.md)")
+    p.add_argument("--no-floor", action="store_true", help="skip scenario 4's floor measurement")
+    opts = p.parse_args()
+    opts.argv = sys.argv[1:]
+    opts.runs = opts.runs if opts.runs is not None else (1 if opts.quick else 3)
+    opts.warmups = opts.warmups if opts.warmups is not None else (0 if opts.quick else 1)
+    opts.tools = [t.strip() for t in opts.tools.split(",") if t.strip()]
+    for t in opts.tools:
+        if t not in TOOLS:
+            p.error(f"unknown tool {t}")
+    wanted = [s.strip().replace("6p", "6′") for s in opts.scenarios.split(",") if s.strip()]
+    work = opts.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    output_path = opts.output or (work / "BENCHMARKS-quick.md" if opts.quick else REPO / "docs" / "BENCHMARKS.md")
+
+    if os.geteuid() != 0:
+        print("bench/run needs root (runc, overlay mounts, dockerd, buildah)", file=sys.stderr)
+        return 1
+    if not KILN.exists():
+        print(f"{KILN} is missing: bench/run builds it", file=sys.stderr)
+        return 1
+
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    t_start = time.perf_counter()
+    wheels = ensure_wheelhouse(work)
+    layout = ensure_base_layout(work)
+    base_registry = Registry(work / "registry" / "base", 5105)
+    bench = Bench(opts, work)
+    bench.push_registry = Registry(work / "registry" / "push", 5106)
+    try:
+        base_registry.start()
+        bench.push_registry.start(wipe=True)
+        base_ref = push_base(base_registry, layout)
+        ctx_ml = prepare_ml_context(work, wheels, opts.quick)
+        all_scenarios = {s.id: s for s in scenarios(ctx_ml, base_ref, opts.quick)}
+        for sid in wanted:
+            if sid not in all_scenarios:
+                p.error(f"unknown scenario {sid}")
+        machine = machine_info(work, bench.tools)
+        for sid in wanted:
+            scn = all_scenarios[sid]
+            bench.run_scenario(scn, base_ref)
+            if sid == "4" and not opts.no_floor:
+                bench.floor(scn)
+            (work / "results.json").write_text(json.dumps({"machine": machine, "results": bench.results}, indent=1))
+        body = report(bench.results, machine, opts, started, time.perf_counter() - t_start)
+        write_report(output_path, body)
+        print(body)
+        log(f"wrote {output_path}")
+    finally:
+        base_registry.stop()
+        bench.push_registry.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
