@@ -1,10 +1,12 @@
 //! Wildcards in COPY/ADD sources: Go's `path/filepath.Match` on Unix, and
-//! fsutil's rule for which part of a source path is a pattern.
+//! fsutil's rule for which part of a source path is a pattern. Used for
+//! the build context (`context/`) and for trees of stages and images
+//! (`ops::source`).
 
 /// Whether a path component has a wildcard: an unescaped `*`, `?` or `[`
 /// (fsutil's `containsWildcards`; `\` hides the byte after it).
-pub(crate) fn has_wildcards(component: &str) -> bool {
-    let bytes = component.as_bytes();
+pub(crate) fn has_wildcards(component: impl AsRef<[u8]>) -> bool {
+    let bytes = component.as_ref();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -22,8 +24,8 @@ pub(crate) fn has_wildcards(component: &str) -> bool {
 /// `[...]` a class (`^` negates, `a-z` is a range, `\` escapes inside),
 /// `\x` the character `x`. `None` for a malformed pattern (Go's
 /// `ErrBadPattern`), which Go reports whatever the name.
-pub(crate) fn matches(pattern: &str, name: &[u8]) -> Option<bool> {
-    let mut pattern = pattern.as_bytes();
+pub(crate) fn matches(pattern: impl AsRef<[u8]>, name: &[u8]) -> Option<bool> {
+    let mut pattern = pattern.as_ref();
     let mut name = name;
     'chunks: while !pattern.is_empty() {
         let (star, chunk, rest) = scan_chunk(pattern);

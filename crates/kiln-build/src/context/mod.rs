@@ -35,7 +35,7 @@
 
 mod digest;
 mod error;
-mod glob;
+pub(crate) mod glob;
 mod ignore;
 mod memo;
 mod resolve;

@@ -80,7 +80,7 @@ impl BuildContext {
     pub(crate) fn resolve_source(&self, pattern: &str) -> Result<Vec<Entry>, ContextError> {
         let components = clean_source(pattern);
         let named = |comps: &[String]| comps.iter().collect::<PathBuf>();
-        let Some(first) = components.iter().position(|c| glob::has_wildcards(c)) else {
+        let Some(first) = components.iter().position(glob::has_wildcards) else {
             let path = named(&components);
             let found = self
                 .follow(path.components(), true, pattern)?
