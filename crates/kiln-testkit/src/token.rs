@@ -259,7 +259,7 @@ fn answer(
         "token": token,
         "access_token": token,
         "expires_in": lifetime,
-        "issued_at": humantime_rfc3339(now),
+        "issued_at": kiln_image::document::rfc3339(now as i64),
     });
     response(
         200,
@@ -318,27 +318,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Seconds since the epoch as RFC 3339 UTC (civil-from-days, H. Hinnant).
-fn humantime_rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,7 +332,10 @@ mod tests {
             ]
         );
         assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(humantime_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(humantime_rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(kiln_image::document::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            kiln_image::document::rfc3339(1_700_000_000),
+            "2023-11-14T22:13:20Z"
+        );
     }
 }

@@ -162,41 +162,20 @@ pub(crate) fn created_time() -> String {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64)
         });
-    format_rfc3339(secs)
-}
-
-/// `1970-01-01T00:00:00Z` for a Unix time (civil from days, Howard Hinnant).
-pub(crate) fn format_rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    kiln_image::document::rfc3339(secs)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::commands::images::parse_rfc3339;
+    use kiln_image::document::rfc3339;
 
     #[test]
     fn rfc3339_round_trip() {
-        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_rfc3339(1_709_208_000), "2024-02-29T12:00:00Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_709_208_000), "2024-02-29T12:00:00Z");
         for t in [0, 1, 951_782_400, 1_709_208_000, 4_102_444_800, -86_400] {
-            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
         }
     }
 }
