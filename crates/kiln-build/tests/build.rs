@@ -89,69 +89,15 @@ impl Harness {
 /// A busybox image (static busybox with every applet, /etc/passwd with
 /// root and app:1000, /tmp) tagged `kiln.test/busybox:1` in the store.
 fn busybox_image(store: &Store) -> String {
-    use kiln_image::compress::{BlobWriter, CompressOptions};
-    use kiln_image::document::{ContainerConfig, Document, RootFs};
-    use kiln_image::media::{Compression, Format};
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    for d in ["bin", "etc", "tmp", "root", "home/app"] {
-        fs_err::create_dir_all(root.join(d)).unwrap();
-    }
-    use std::os::unix::fs::PermissionsExt;
-    fs_err::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    fs_err::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static is installed (scripts/test)");
-    let list = std::process::Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-    }
-    fs_err::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    use kiln_testkit::busybox::{BUSYBOX_TAG, User, image};
+    image(
+        store,
+        BUSYBOX_TAG,
+        &[User {
+            name: "app",
+            uid: 1000,
+        }],
     )
-    .unwrap();
-    fs_err::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
-    let ingest = store.ingest().unwrap();
-    let mut writer = BlobWriter::new(ingest, &CompressOptions::new(Compression::Gzip)).unwrap();
-    kiln_image::layer::write(
-        root,
-        &mut writer,
-        &kiln_image::layer::WriteOptions::default(),
-    )
-    .unwrap();
-    let (ingest, layer) = writer.finish().unwrap();
-    let blob = ingest.commit().unwrap();
-    let platform = kiln_image::Platform::host();
-    let config = ImageConfig {
-        architecture: platform.architecture.clone(),
-        os: platform.os.clone(),
-        config: Some(ContainerConfig {
-            env: Some(vec!["PATH=/bin".into()]),
-            ..ContainerConfig::default()
-        }),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![layer.diff_id.clone()],
-        },
-        ..ImageConfig::default()
-    };
-    let config_desc = store
-        .put_document(&Document::with_media_type(Format::Oci.config(), config))
-        .unwrap();
-    let manifest = Document::new(Manifest::new(
-        Format::Oci,
-        config_desc,
-        vec![blob.descriptor(Compression::Gzip.layer_media_type(Format::Oci))],
-    ));
-    let desc = store.put_document(&manifest).unwrap();
-    let name = "kiln.test/busybox:1";
-    store
-        .tag(&kiln_image::Reference::parse(name).unwrap(), &desc)
-        .unwrap();
-    name.to_string()
 }
 
 /// The files of the built image, flattened, in a temp dir.

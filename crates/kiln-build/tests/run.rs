@@ -46,20 +46,12 @@ fn require_root() {
     );
 }
 
-fn busybox() -> PathBuf {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .expect("busybox (busybox-static) is not installed")
-}
-
 /// A busybox root with /etc/passwd and /etc/group, in `root`.
 fn make_rootfs(root: &Path) {
     fs_err::create_dir_all(root.join("bin")).unwrap();
     fs_err::create_dir_all(root.join("etc")).unwrap();
     fs_err::create_dir_all(root.join("root")).unwrap();
-    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
+    fs_err::copy(kiln_testkit::busybox::busybox(), root.join("bin/busybox")).unwrap();
     for applet in APPLETS {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }

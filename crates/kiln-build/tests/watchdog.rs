@@ -11,7 +11,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,9 +19,9 @@ use std::time::Duration;
 use kiln_build::engine::{BuildError, BuildRequest, BuildResult, Engine};
 use kiln_build::events::Event;
 use kiln_image::Store;
-use kiln_image::document::{ImageConfig, Manifest};
 use kiln_registry::{ClientOptions, RegistryClient};
 use kiln_sandbox::RuncExecutor;
+use kiln_testkit::process::assert_no_process;
 
 /// Long enough for a loaded CI machine; never used to assert speed.
 const BOUND: Duration = Duration::from_secs(180);
@@ -142,30 +142,6 @@ fn entries(dir: &Path) -> Vec<String> {
     }
 }
 
-/// Live processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = fs_err::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(marker) && pid != std::process::id() {
-            found.push(format!("{pid}: {cmdline}"));
-        }
-    }
-    found
-}
-
-fn assert_no_process(marker: &str) {
-    let left = processes_with(marker);
-    assert!(left.is_empty(), "processes left: {left:#?}");
-}
-
 /// Runs `f` on a thread and ends the test process if it does not return
 /// within [`BOUND`].
 fn bounded<T: Send>(f: impl FnOnce() -> T + Send) -> T {
@@ -235,69 +211,8 @@ fn position(events: &[Event], f: impl Fn(&Event) -> bool) -> Option<usize> {
 /// A busybox image (static busybox with every applet, /etc/passwd, /tmp)
 /// in the store; returns its name.
 fn busybox_image(store: &Store) -> String {
-    use kiln_image::compress::{BlobWriter, CompressOptions};
-    use kiln_image::document::{ContainerConfig, Document, RootFs};
-    use kiln_image::media::{Compression, Format};
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    for d in ["bin", "etc", "tmp", "root"] {
-        fs_err::create_dir_all(root.join(d)).unwrap();
-    }
-    fs_err::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let busybox: PathBuf = ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .expect("busybox-static is installed (scripts/test)");
-    fs_err::copy(&busybox, root.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new(&busybox)
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-    }
-    fs_err::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs_err::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    let ingest = store.ingest().unwrap();
-    let mut writer = BlobWriter::new(ingest, &CompressOptions::new(Compression::Gzip)).unwrap();
-    kiln_image::layer::write(
-        root,
-        &mut writer,
-        &kiln_image::layer::WriteOptions::default(),
-    )
-    .unwrap();
-    let (ingest, layer) = writer.finish().unwrap();
-    let blob = ingest.commit().unwrap();
-    let platform = kiln_image::Platform::host();
-    let config = ImageConfig {
-        architecture: platform.architecture.clone(),
-        os: platform.os.clone(),
-        config: Some(ContainerConfig {
-            env: Some(vec!["PATH=/bin".into()]),
-            ..ContainerConfig::default()
-        }),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![layer.diff_id.clone()],
-        },
-        ..ImageConfig::default()
-    };
-    let config_desc = store
-        .put_document(&Document::with_media_type(Format::Oci.config(), config))
-        .unwrap();
-    let manifest = Document::new(Manifest::new(
-        Format::Oci,
-        config_desc,
-        vec![blob.descriptor(Compression::Gzip.layer_media_type(Format::Oci))],
-    ));
-    let desc = store.put_document(&manifest).unwrap();
-    let name = "kiln.test/busybox:1";
-    store
-        .tag(&kiln_image::Reference::parse(name).unwrap(), &desc)
-        .unwrap();
-    name.to_string()
+    use kiln_testkit::busybox::{BUSYBOX_TAG, image};
+    image(store, BUSYBOX_TAG, &[])
 }
 
 // ---- hangs -----------------------------------------------------------------

@@ -12,6 +12,9 @@
 //! - [`TestImage`], [`random_bytes`], [`write_random_file`], [`sha256_file`]:
 //!   content to push, and a quick check of what was pulled.
 //!
+//! - [`busybox`]: a busybox rootfs and base image for tests that run steps.
+//! - [`process`]: processes a test left behind, found by a marker.
+//!
 //! The proxy and the token server run on their own runtime thread, so they
 //! work from sync tests and from any async runtime.
 //!
@@ -27,9 +30,11 @@
 //! ```
 
 mod background;
+pub mod busybox;
 mod http1;
 mod image;
 mod pki;
+pub mod process;
 mod proxy;
 mod registry;
 mod token;

@@ -15,12 +15,13 @@ use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use kiln_testkit::process::processes_with;
 use support::{Kiln, text};
 
 /// Long enough for a loaded CI machine; never used to assert speed.
 const BOUND: Duration = Duration::from_secs(180);
 
-const BASE: &str = "kiln.test/busybox:1";
+const BASE: &str = kiln_testkit::busybox::BUSYBOX_TAG;
 
 fn require_root() {
     let uid = fs_err::metadata("/proc/self")
@@ -38,19 +39,7 @@ fn kiln_with_base() -> Kiln {
     let kiln = Kiln::new();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("rootfs");
-    for d in ["bin", "etc", "tmp", "root"] {
-        fs_err::create_dir_all(root.join(d)).unwrap();
-    }
-    fs_err::copy(support::busybox(), root.join("bin/busybox")).unwrap();
-    let list = Command::new(support::busybox())
-        .arg("--list")
-        .output()
-        .unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
-    }
-    fs_err::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs_err::write(root.join("etc/group"), "root:x:0:\n").unwrap();
+    kiln_testkit::busybox::rootfs(&root, &[]);
     let tarball = dir.path().join("rootfs.tar.gz");
     support::run(
         Command::new("tar")
@@ -110,25 +99,6 @@ fn wait_bounded(child: Child) -> std::process::Output {
             panic!("kiln build did not finish within {BOUND:?}");
         }
     }
-}
-
-/// Live processes whose command line contains `marker`.
-fn processes_with(marker: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(cmdline) = fs_err::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(marker) && pid != std::process::id() {
-            found.push(format!("{pid}: {cmdline}"));
-        }
-    }
-    found
 }
 
 /// Waits (bounded) until a process with `marker` runs.
@@ -246,14 +216,14 @@ fn a_step_timeout_exits_4_and_retries_are_shown() {
 #[test]
 fn a_failing_step_exits_1_after_its_retries() {
     let kiln = kiln_with_base();
-    let ctx = context("RUN echo failing; exit 7\n");
+    let ctx = context("RUN echo failing 86427; exit 7\n");
     let (status, stderr) = build(&kiln, ctx.path(), &["--retries", "2"]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("exit code: 7 (after 3 attempts)"),
         "{stderr}"
     );
-    assert_clean(&kiln, "failing");
+    assert_clean(&kiln, "86427");
 }
 
 #[test]

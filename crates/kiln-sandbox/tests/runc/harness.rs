@@ -45,7 +45,7 @@ impl Sandbox {
         for top in ["dev", "proc", "sys"] {
             fs_err::create_dir(rootfs.join(top)).unwrap();
         }
-        fs_err::copy(busybox(), rootfs.join("bin/busybox")).unwrap();
+        fs_err::copy(kiln_testkit::busybox::busybox(), rootfs.join("bin/busybox")).unwrap();
         for applet in APPLETS {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
@@ -127,14 +127,6 @@ pub(crate) fn listing(root: &Path) -> Vec<String> {
     }
     out.sort();
     out
-}
-
-fn busybox() -> PathBuf {
-    ["/bin/busybox", "/usr/bin/busybox"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .expect("busybox (busybox-static) is not installed")
 }
 
 /// Runs `f` on a thread scoped to this call and fails the test (ends its

@@ -70,15 +70,7 @@ pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Busybox (static, from Debian's busybox-static) as a tiny rootfs.
-pub(crate) fn busybox() -> PathBuf {
-    let path = PathBuf::from("/bin/busybox");
-    assert!(
-        path.exists(),
-        "/bin/busybox is missing: install busybox-static (scripts/test does)"
-    );
-    path
-}
+pub(crate) use kiln_testkit::busybox::busybox;
 
 /// A gzipped rootfs tarball: busybox with a few applets, plus `extra_bytes`
 /// of incompressible data in /payload (to make big images).
