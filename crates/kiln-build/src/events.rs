@@ -48,6 +48,17 @@ pub enum Event {
     },
     /// A note about a step that is not output (a retry, a lock wait).
     StepNote { step: StepId, text: String },
+    /// The step's changes became a layer: `size` bytes of tar, `compressed`
+    /// bytes of blob, and the time each phase of the commit took.
+    StepCommitted {
+        step: StepId,
+        size: u64,
+        compressed: u64,
+        diff_ms: u64,
+        archive_ms: u64,
+        store_ms: u64,
+        snapshot_ms: u64,
+    },
     /// The step finished; `layer_size` is the compressed size of its layer.
     StepDone {
         step: StepId,

@@ -17,7 +17,7 @@ use kiln_image::compress::{self, BlobWriter, CompressOptions};
 use kiln_image::document::Descriptor;
 use kiln_image::layer::{self, WriteOptions};
 use kiln_image::media::{Compression, Format};
-use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store};
+use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 
 // ---- support ---------------------------------------------------------------
@@ -619,6 +619,7 @@ fn sweep_cleans_up_after_kill_9() {
                     dir: stuck.hex().to_string(),
                     state: SnapshotState::Unpacking,
                     layer: None,
+                    unsynced: None,
                 },
             )
         })
@@ -636,6 +637,95 @@ fn sweep_cleans_up_after_kill_9() {
     drop(ours);
     assert_eq!(f.active_entries(), Vec::<String>::new());
     assert_eq!(f.snap.sweep().unwrap(), Default::default());
+}
+
+/// Rewrites the unsynced stamp of a snapshot's record.
+fn restamp(f: &Fixture, chain_id: &Digest, stamp: Option<Unsynced>) {
+    let mut record = f.record(chain_id).unwrap();
+    record.unsynced = stamp;
+    f.store
+        .update(|w| w.put_snapshot(chain_id, &record))
+        .unwrap();
+}
+
+fn this_boot() -> String {
+    fs_err::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_snapshot_an_earlier_boot_left_unsynced_is_made_again_and_swept() {
+    let f = Fixture::new();
+    let layers = vec![base_layer(&f)];
+    let chain = f.snap.prepare(&layers).unwrap();
+    let id = chain[0].chain_id().clone();
+    let stamp = f.record(&id).unwrap().unsynced.expect("ready, not flushed");
+    assert_eq!(stamp.boot_id, this_boot());
+
+    // As if written before a power loss that took its file's data.
+    let earlier = Unsynced {
+        boot_id: "00000000-0000-0000-0000-000000000000".into(),
+        since: stamp.since,
+    };
+    restamp(&f, &id, Some(earlier.clone()));
+    fs_err::write(chain[0].dir().join("usr/bin/sh"), "").unwrap();
+    let unpacked = Mutex::new(Vec::new());
+    let again = f
+        .snap
+        .prepare_with(&layers, &|e| {
+            if let UnpackEvent::Finished { chain_id, .. } = e {
+                unpacked.lock().unwrap().push(chain_id.clone());
+            }
+        })
+        .unwrap();
+    assert_eq!(unpacked.into_inner().unwrap(), std::slice::from_ref(&id));
+    assert_eq!(
+        fs_err::read_to_string(again[0].dir().join("usr/bin/sh")).unwrap(),
+        "sh"
+    );
+    assert_eq!(
+        f.record(&id).unwrap().unsynced.unwrap().boot_id,
+        this_boot()
+    );
+
+    // Sweep removes one that nothing made again.
+    restamp(&f, &id, Some(earlier));
+    let report = f.snap.sweep().unwrap();
+    assert_eq!(report.unsynced_removed, std::slice::from_ref(&id));
+    assert_eq!(f.record(&id), None);
+    assert!(!again[0].dir().exists());
+}
+
+#[test]
+fn sweep_flushes_snapshots_unsynced_for_longer_than_writeback_takes() {
+    let f = Fixture::new();
+    let layers = vec![base_layer(&f)];
+    let chain = f.snap.prepare(&layers).unwrap();
+    let id = chain[0].chain_id().clone();
+
+    // Just written: left to writeback.
+    assert_eq!(f.snap.sweep().unwrap(), Default::default());
+    assert!(f.record(&id).unwrap().unsynced.is_some());
+
+    restamp(
+        &f,
+        &id,
+        Some(Unsynced {
+            boot_id: this_boot(),
+            since: 1_000_000_000,
+        }),
+    );
+    let report = f.snap.sweep().unwrap();
+    assert_eq!(report.synced, std::slice::from_ref(&id));
+    assert_eq!(f.record(&id).unwrap().unsynced, None);
+    // Still the same snapshot, used as it is.
+    let again = f
+        .snap
+        .prepare_with(&layers, &|e| panic!("unpacked again: {e:?}"))
+        .unwrap();
+    assert_eq!(again, chain);
 }
 
 // ---- activate and commit -----------------------------------------------------

@@ -30,6 +30,6 @@ pub use crate::reference::{DOCKER_HUB, Reference, ReferenceError, is_loopback_ho
 pub use crate::store::{
     Blob, BlobInfo, CacheRecord, ContextHashRecord, DOCUMENT_LIMIT, ImageRecord, IndexReader,
     IndexWriter, Ingest, LockWait, LockWaitHook, Problem, PruneReport, SCHEMA_VERSION,
-    SnapshotRecord, SnapshotState, Store, StoreError, StoreOptions, VerifyReport,
+    SnapshotRecord, SnapshotState, Store, StoreError, StoreOptions, Unsynced, VerifyReport,
 };
 pub use kiln_platform::Platform;

@@ -240,6 +240,7 @@ fn snapshot_and_cache_records() {
         dir: "17".to_string(),
         state: SnapshotState::Unpacking,
         layer: Some(layer.digest.clone()),
+        unsynced: None,
     };
     let cache = CacheRecord {
         layer: Some(layer.descriptor(kiln_image::media::OCI_LAYER)),
@@ -619,6 +620,7 @@ fn prune_keeps_what_tags_and_records_reach_and_drops_the_rest() {
                     dir: "1".into(),
                     state: SnapshotState::Ready,
                     layer: Some(snap_layer.digest.clone()),
+                    unsynced: None,
                 },
             )?;
             Ok(())

@@ -521,6 +521,18 @@ impl StageRunner<'_> {
             }
         };
         let committed = active.commit(&self.commit_options())?;
+        if let (Some(step), Some(l)) = (step, &committed.layer) {
+            let t = &l.timings;
+            self.engine.emit(Event::StepCommitted {
+                step,
+                size: l.uncompressed_size,
+                compressed: l.descriptor.size,
+                diff_ms: millis(t.diff),
+                archive_ms: millis(t.archive),
+                store_ms: millis(t.store),
+                snapshot_ms: millis(t.snapshot),
+            });
+        }
         let layer = committed.layer.map(|l| LayerRef {
             descriptor: l.descriptor,
             diff_id: l.diff_id,

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kiln_image::compress::{BlobWriter, CompressOptions};
 use kiln_image::document::Descriptor;
@@ -14,7 +15,7 @@ use rustix::fs::{Gid, Mode, Uid};
 use super::mount::{self, Overlay};
 use super::{
     Snapshot, SnapshotError, Snapshotter, chain_id, check_chain, diff, lock, mountinfo, record,
-    remove_tree, sync_fs,
+    remove_tree,
 };
 
 /// How [`ActiveSnapshot::commit`] writes the layer.
@@ -67,6 +68,28 @@ pub struct CommittedLayer {
     pub stats: LayerStats,
     /// The step's upper dir, now a snapshot (also the last of `chain`).
     pub snapshot: Snapshot,
+    /// Where the commit's time went.
+    pub timings: CommitTimings,
+}
+
+/// The phases of a commit, for reports of where a slow one spent its time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitTimings {
+    /// Comparing the upper dir with the layers below.
+    pub diff: Duration,
+    /// The tar stream through both hashers and the compressor into the
+    /// blob file.
+    pub archive: Duration,
+    /// Making the blob durable (fsync) and naming it in the store.
+    pub store: Duration,
+    /// Making the upper dir a snapshot.
+    pub snapshot: Duration,
+}
+
+impl CommitTimings {
+    pub fn total(&self) -> Duration {
+        self.diff + self.archive + self.store + self.snapshot
+    }
 }
 
 /// A writable overlay of some snapshots: the root filesystem of one step.
@@ -193,8 +216,6 @@ impl Snapshotter {
                 }
                 remove_tree(&dir)?;
                 fs_err::rename(upper, &dir).map_err(SnapshotError::io("renaming", upper))?;
-                // The files and the rename on disk before the record says so.
-                sync_fs(&dir)?;
                 let rec = record(chain_id, SnapshotState::Ready, Some(blob.clone()));
                 self.store().update(|w| w.put_snapshot(chain_id, &rec))?;
                 dir
@@ -250,7 +271,14 @@ impl ActiveSnapshot {
         self.slot.unmount()?;
         let upper = self.upper.clone();
         let lowers: Vec<PathBuf> = self.parents.iter().rev().map(|s| s.dir.clone()).collect();
+        let mut timings = CommitTimings::default();
+        let mut clock = Instant::now();
+        let mut lap = || {
+            let now = Instant::now();
+            std::mem::replace(&mut clock, now).elapsed()
+        };
         let diff = diff::diff(&upper, &lowers)?;
+        timings.diff = lap();
         if diff.empty {
             return Ok(Committed {
                 layer: None,
@@ -273,14 +301,17 @@ impl ActiveSnapshot {
         write.exclude = Arc::new(diff.exclude);
         let stats = layer::write(&upper, &mut blob, &write).map_err(write_error)?;
         let (ingest, info) = blob.finish().map_err(write_error)?;
+        timings.archive = lap();
         let stored = ingest.commit()?;
         debug_assert_eq!(stored.digest, info.digest);
+        timings.store = lap();
 
         let below = self.parents.last().map(Snapshot::chain_id);
         let chain_id = chain_id(below, &info.diff_id);
         let snapshot = self
             .snapshotter
             .adopt(&chain_id, &info.diff_id, &upper, &info.digest)?;
+        timings.snapshot = lap();
         let mut chain = self.parents.clone();
         chain.push(snapshot.clone());
         let media_type = info.compression.layer_media_type(opts.format);
@@ -291,6 +322,7 @@ impl ActiveSnapshot {
                 uncompressed_size: info.uncompressed_size,
                 stats,
                 snapshot,
+                timings,
             }),
             chain,
         })

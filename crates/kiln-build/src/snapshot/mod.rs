@@ -15,7 +15,7 @@
 //!
 //! A snapshot is recorded in the store's index under its chain ID
 //! ([`chain_id`]), `Unpacking` while its directory is being written and
-//! `Ready` once complete and synced (`Removing` while removed). The
+//! `Ready` once complete (`Removing` while removed). The
 //! record is the truth for "complete"; the snapshot's lock file is the
 //! truth for "someone is working on it right now", because the kernel
 //! drops a flock when its holder dies. So:
@@ -36,6 +36,16 @@
 //!   in /proc/self/mountinfo and unmounts the ones whose owner's lock is
 //!   free.
 //!
+//! - `Ready` does not wait for the disk: flushing a 2 GB layer or 200,000
+//!   new inodes costs seconds on every commit, and BuildKit and Buildah
+//!   leave it to writeback too. A killed process loses no page cache, a
+//!   power loss may, so a `Ready` record is stamped unsynced with the boot
+//!   id. A snapshot unsynced since an earlier boot is never used (it is
+//!   made again from its layer blob, which the store does fsync), and
+//!   sweep removes it; sweep also flushes the filesystem once, and clears
+//!   the stamps, when unsynced snapshots are older than writeback's expiry
+//!   (by then that flush has little or nothing left to write).
+//!
 //! Lifecycles are types: [`ActiveSnapshot::commit`] and
 //! [`ActiveSnapshot::discard`] take it by value, and dropping one unmounts
 //! and removes it.
@@ -55,9 +65,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_image::document::Descriptor;
-use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store};
+use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
 
-pub use active::{ActiveSnapshot, CommitOptions, Committed, CommittedLayer, ReadOnlyMount};
+pub use active::{
+    ActiveSnapshot, CommitOptions, CommitTimings, Committed, CommittedLayer, ReadOnlyMount,
+};
 pub use chain::{chain_id, chain_ids};
 pub use error::SnapshotError;
 pub use gc::SnapshotInfo;
@@ -177,18 +189,51 @@ impl Snapshotter {
         if record.state != SnapshotState::Ready {
             return None;
         }
+        if record
+            .unsynced
+            .as_ref()
+            .is_some_and(|u| u.boot_id != boot_id())
+        {
+            // Written before a reboot and never flushed: files may be
+            // empty. Made again (from its layer blob) like a missing one.
+            return None;
+        }
         let dir = self.record_dir(chain_id, record);
         dir.is_dir().then_some(dir)
     }
 }
 
-/// The record of a snapshot in `state`, named after its chain ID.
+/// The record of a snapshot in `state`, named after its chain ID. A
+/// `Ready` one is recorded unsynced (see [`Unsynced`]).
 fn record(chain_id: &Digest, state: SnapshotState, layer: Option<Digest>) -> SnapshotRecord {
+    let unsynced = (state == SnapshotState::Ready).then(|| Unsynced {
+        boot_id: boot_id().to_string(),
+        since: unix_now(),
+    });
     SnapshotRecord {
         dir: chain_id.hex().to_string(),
         state,
         layer,
+        unsynced,
     }
+}
+
+/// The kernel's id of this boot; it changes at every boot, so a record
+/// stamped with another one was written before a reboot. Empty where the
+/// kernel has none, which makes every unsynced snapshot look current.
+fn boot_id() -> &'static str {
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT_ID.get_or_init(|| {
+        fs_err::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Checks that `parents` (bottom first) form a chain: each chain ID
@@ -218,9 +263,8 @@ fn remove_tree(path: &Path) -> Result<(), SnapshotError> {
     }
 }
 
-/// Flushes the filesystem holding `dir` (syncfs(2)): a directory is only
-/// recorded `Ready` once its files are on disk, so that a power loss
-/// cannot leave a `Ready` snapshot with empty files.
+/// Flushes the filesystem holding `dir` (syncfs(2)), so that what was
+/// written to it survives a power loss.
 fn sync_fs(dir: &Path) -> Result<(), SnapshotError> {
     let fd = rustix::fs::open(
         dir,

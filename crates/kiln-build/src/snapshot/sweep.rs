@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use kiln_image::{Digest, SnapshotState};
 use rustix::io::Errno;
 
-use super::{SnapshotError, Snapshotter, lock, mount, mountinfo, remove_tree};
+use super::{
+    SnapshotError, Snapshotter, boot_id, lock, mount, mountinfo, remove_tree, sync_fs, unix_now,
+};
 
 /// What [`Snapshotter::sweep`] cleaned up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,7 +25,18 @@ pub struct SweepReport {
     /// Snapshot directories without a record (a crash between renaming an
     /// upper dir into place and recording it), removed.
     pub orphans_removed: Vec<PathBuf>,
+    /// Snapshots an earlier boot left unsynced (their files may be lost),
+    /// removed; the next prepare unpacks them again from their blobs.
+    pub unsynced_removed: Vec<Digest>,
+    /// Snapshots of this boot, unsynced for longer than writeback takes,
+    /// flushed (one syncfs) and recorded as synced.
+    pub synced: Vec<Digest>,
 }
+
+/// Linux writes dirty pages back within 30 s (`dirty_expire_centisecs`);
+/// unsynced snapshots older than this are flushed by sweep, which by then
+/// costs next to nothing.
+const WRITEBACK_GRACE_SECS: u64 = 120;
 
 impl Snapshotter {
     /// Cleans up after processes that died without doing it themselves
@@ -79,9 +92,19 @@ impl Snapshotter {
     fn sweep_snapshots(&self, report: &mut SweepReport) -> Result<(), SnapshotError> {
         let records = self.store().read(|r| r.snapshots())?;
         let mut referenced = HashSet::new();
+        let mut to_sync = Vec::new();
         for (chain_id, record) in &records {
             referenced.insert(self.record_dir(chain_id, record));
             if record.state == SnapshotState::Ready {
+                match &record.unsynced {
+                    Some(u) if u.boot_id != boot_id() => {
+                        self.remove_unsynced(chain_id, report)?;
+                    }
+                    Some(u) if unix_now().saturating_sub(u.since) > WRITEBACK_GRACE_SECS => {
+                        to_sync.push((chain_id.clone(), u.clone()));
+                    }
+                    _ => {}
+                }
                 continue;
             }
             // Held: a live process is unpacking or removing it.
@@ -116,6 +139,51 @@ impl Snapshotter {
             }
             remove_tree(&dir)?;
             report.orphans_removed.push(dir);
+            held.unlink()?;
+        }
+
+        if !to_sync.is_empty() {
+            sync_fs(&self.inner.snapshots)?;
+            let synced = self.store().update(|w| {
+                let mut synced = Vec::new();
+                for (chain_id, stamp) in &to_sync {
+                    // Only what that flush covered: not a record rewritten since.
+                    if let Some(mut r) = w.snapshot(chain_id)?
+                        && r.unsynced.as_ref() == Some(stamp)
+                    {
+                        r.unsynced = None;
+                        w.put_snapshot(chain_id, &r)?;
+                        synced.push(chain_id.clone());
+                    }
+                }
+                Ok(synced)
+            })?;
+            report.synced = synced;
+        }
+        Ok(())
+    }
+
+    /// Removes a snapshot an earlier boot left unsynced. No process of
+    /// this boot uses it ([`Snapshotter::usable`] refuses it), but one may
+    /// be making it again right now: then its lock is held and it is left.
+    fn remove_unsynced(
+        &self,
+        chain_id: &Digest,
+        report: &mut SweepReport,
+    ) -> Result<(), SnapshotError> {
+        let Some(held) = lock::try_exclusive(&self.snapshot_lock(chain_id))? else {
+            return Ok(());
+        };
+        let now = self.store().read(|r| r.snapshot(chain_id))?;
+        let stale = now.filter(|r| {
+            r.state == SnapshotState::Ready
+                && r.unsynced.as_ref().is_some_and(|u| u.boot_id != boot_id())
+        });
+        if let Some(record) = stale {
+            remove_tree(&self.record_dir(chain_id, &record))?;
+            remove_tree(&self.snapshot_dir(chain_id))?;
+            self.store().update(|w| w.remove_snapshot(chain_id))?;
+            report.unsynced_removed.push(chain_id.clone());
             held.unlink()?;
         }
         Ok(())

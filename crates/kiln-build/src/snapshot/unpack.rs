@@ -10,9 +10,7 @@ use kiln_image::layer::{self, ExtractOptions, ExtractStats, WhiteoutMode};
 use kiln_image::media::Compression;
 use kiln_image::{Digest, HashingReader, SnapshotState};
 
-use super::{
-    Layer, Snapshot, SnapshotError, Snapshotter, chain_ids, lock, record, remove_tree, sync_fs,
-};
+use super::{Layer, Snapshot, SnapshotError, Snapshotter, chain_ids, lock, record, remove_tree};
 
 /// What [`Snapshotter::prepare_with`] reports, from the thread doing
 /// the work. Layers found ready report nothing.
@@ -114,9 +112,7 @@ impl Snapshotter {
             )
         })?;
         on_event(UnpackEvent::Started { chain_id, layer });
-        let unpacked = make_dir(&dir)
-            .and_then(|()| self.unpack(layer, &dir))
-            .and_then(|stats| sync_fs(&dir).map(|()| stats));
+        let unpacked = make_dir(&dir).and_then(|()| self.unpack(layer, &dir));
         let stats = match unpacked {
             Ok(stats) => stats,
             Err(e) => {

@@ -73,6 +73,21 @@ pub struct SnapshotRecord {
     /// built on this snapshot can be exported without pulling it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<Digest>,
+    /// Set when the directory was made `Ready` without being flushed to
+    /// disk: its files may still be only in the page cache. A process
+    /// crash loses nothing of it, a power loss may, so a snapshot left
+    /// unsynced by an earlier boot is never used. `None` once synced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<Unsynced>,
+}
+
+/// When and in which boot a snapshot was written without a flush.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unsynced {
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: String,
+    /// Unix seconds.
+    pub since: u64,
 }
 
 /// Where a snapshot is in its life. A crash leaves `Unpacking` or

@@ -36,7 +36,7 @@ pub use error::StoreError;
 pub use gc::PruneReport;
 pub use index::{
     CacheRecord, ContextHashRecord, ImageRecord, IndexReader, IndexWriter, SCHEMA_VERSION,
-    SnapshotRecord, SnapshotState,
+    SnapshotRecord, SnapshotState, Unsynced,
 };
 pub use ingest::{BlobInfo, Ingest};
 pub use verify::{Problem, VerifyReport};

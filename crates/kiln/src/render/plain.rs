@@ -10,6 +10,7 @@
 //!
 //! #5 [build 2/4] RUN make
 //! #5 12.201 done
+//! #5 layer: 2.0 GiB of tar as 1.0 GiB in 9.1s (diff 0.0s, archive 8.6s, store 0.4s, snapshot 0.1s)
 //! #5 DONE 12.3s
 //! ```
 //!
@@ -28,6 +29,10 @@ use crate::progress::human_bytes;
 
 /// How often a transfer that is still going gets a line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// A layer commit that took this long gets a line saying where the time
+/// went (tar through hashers and compressor, fsync, snapshot).
+const COMMIT_WORTH_TELLING_MS: u64 = 1000;
 
 /// Headers are cut here, as BuildKit cuts vertex names (it uses 72).
 const HEADER_WIDTH: usize = 120;
@@ -123,6 +128,32 @@ pub(super) fn event(
                 lines.push(format!(
                     "#{step} {label} {amount} {}{done_word}",
                     text::seconds(elapsed)
+                ));
+            }
+        }
+        Event::StepCommitted {
+            step,
+            size,
+            compressed,
+            diff_ms,
+            archive_ms,
+            store_ms,
+            snapshot_ms,
+        } => {
+            // Only a commit slow enough to wonder about.
+            let total = diff_ms + archive_ms + store_ms + snapshot_ms;
+            if total >= COMMIT_WORTH_TELLING_MS {
+                plain.switch(steps, *step, &mut lines);
+                let s = |ms: &u64| text::seconds(Duration::from_millis(*ms));
+                lines.push(format!(
+                    "#{step} layer: {} of tar as {} in {} (diff {}, archive {}, store {}, snapshot {})",
+                    human_bytes(*size),
+                    human_bytes(*compressed),
+                    s(&total),
+                    s(diff_ms),
+                    s(archive_ms),
+                    s(store_ms),
+                    s(snapshot_ms),
                 ));
             }
         }

@@ -247,6 +247,46 @@ fn plain_reports_transfers_now_and_then() {
 }
 
 #[test]
+fn plain_says_where_a_slow_commit_spent_its_time() {
+    let out = Buffer::default();
+    let view = Renderer::with_output(ProgressMode::Plain, Output::writer(out.clone()));
+    let committed = |step, archive_ms| Event::StepCommitted {
+        step,
+        size: 2 << 30,
+        compressed: 1 << 30,
+        diff_ms: 20,
+        archive_ms,
+        store_ms: 400,
+        snapshot_ms: 80,
+    };
+    play(
+        &view,
+        Instant::now(),
+        vec![
+            (0, planned(1, "stage-0", 2, "RUN gen 2048")),
+            (0, planned(2, "stage-0", 3, "RUN touch x")),
+            (0, Event::StepStarted { step: 1 }),
+            (9000, committed(1, 8600)),
+            (9100, done(1, 9100, Some(1 << 30))),
+            (9100, Event::StepStarted { step: 2 }),
+            (9200, committed(2, 100)),
+            (9300, done(2, 200, Some(100))),
+        ],
+    );
+    assert_eq!(
+        out.text(),
+        "\
+#1 [stage-0 1/2] RUN gen 2048
+#1 layer: 2.0 GiB of tar as 1.0 GiB in 9.1s (diff 0.0s, archive 8.6s, store 0.4s, snapshot 0.1s)
+#1 DONE 9.1s
+
+#2 [stage-0 2/2] RUN touch x
+#2 DONE 0.2s
+"
+    );
+}
+
+#[test]
 fn json_is_one_event_per_line() {
     let out = Buffer::default();
     let view = Renderer::with_output(ProgressMode::Json, Output::writer(out.clone()));
