@@ -87,7 +87,7 @@ fn none(bencher: Bencher) {
     run(bencher, CompressOptions::new(Compression::None));
 }
 
-/// Parallel gzip (gzp) at the default level 6, on all cores and on one.
+/// Parallel gzip (gzp) at the default level, on all cores and on one.
 #[divan::bench(args = [0, 1], sample_count = 3, sample_size = 1)]
 fn gzip(bencher: Bencher, threads: usize) {
     run(

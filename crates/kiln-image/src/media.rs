@@ -54,6 +54,15 @@ impl Compression {
         }
     }
 
+    /// Its name as buildx's `compression=` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "uncompressed",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     /// Sniffs the first bytes of a blob (gzip `1f 8b`, zstd `28 b5 2f fd`).
     pub fn detect(head: &[u8]) -> Compression {
         if head.starts_with(&[0x1f, 0x8b]) {

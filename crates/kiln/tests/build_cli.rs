@@ -140,6 +140,70 @@ fn a_pulled_base_every_output_a_push_and_an_iidfile() {
 }
 
 #[test]
+fn the_outputs_compression_is_the_built_layers() {
+    if !require_root() {
+        return;
+    }
+    let registry = registry();
+    let base = base_in_registry(&registry);
+    let kiln = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    fs_err::create_dir(&ctx).unwrap();
+    context(
+        &ctx,
+        &format!("FROM {base}\nRUN echo built > /built.txt\nCOPY app.txt /app/\n"),
+    );
+    let ctx = ctx.to_str().unwrap();
+    let oci = work.path().join("oci");
+    let spec = format!(
+        "type=oci,dest={},compression=zstd,compression-level=5",
+        oci.display()
+    );
+    kiln.ok(&["build", "--output", &spec, ctx]);
+    let json = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&fs_err::read(path).unwrap()).unwrap()
+    };
+    let blob = |digest: &serde_json::Value| {
+        let digest = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+        oci.join("blobs/sha256").join(digest)
+    };
+    let index = json(&oci.join("index.json"));
+    let manifest = json(&blob(&index["manifests"][0]["digest"]));
+    let types: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    // The base's layer as pulled; the two the build made, zstd.
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        ]
+    );
+    let head = fs_err::read(blob(&manifest["layers"][2]["digest"])).unwrap();
+    assert_eq!(head[..4], [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+
+    // Asked twice, differently: refused before anything is built.
+    let other = format!(
+        "type=oci,dest={},compression=gzip",
+        work.path().join("o2").display()
+    );
+    let err = kiln.fails(&["build", "--output", &spec, "--output", &other, ctx]);
+    assert!(err.contains("one set of layers"), "{err}");
+    let err = kiln.fails(&["build", "--compression", "gzip", "--output", &spec, ctx]);
+    assert!(err.contains("--compression"), "{err}");
+    let bad = format!("type=oci,dest={},compression-level=12", oci.display());
+    let err = kiln.fails(&["build", "--output", &bad, ctx]);
+    assert!(err.contains("gzip level 12 is out of range 0..=9"), "{err}");
+    assert!(!err.contains("STEP"), "nothing was built: {err}");
+}
+
+#[test]
 fn secrets_targets_and_build_args_from_the_command_line() {
     if !require_root() {
         return;

@@ -82,7 +82,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// Look base images up in the registry even when the store has them.
     pub pull: bool,
+    /// How the layers the build makes are compressed, and at which level
+    /// (`None`: the codec's default, see `kiln_image::compress`).
     pub compression: Compression,
+    pub compression_level: Option<i32>,
     pub format: Format,
     /// SOURCE_DATE_EPOCH: clamps timestamps in layers and the config.
     pub epoch: Option<i64>,
@@ -115,6 +118,7 @@ impl BuildRequest {
             no_cache: false,
             pull: false,
             compression: Compression::Gzip,
+            compression_level: None,
             format: Format::Oci,
             epoch: None,
             step_timeout: None,
@@ -243,6 +247,11 @@ impl Engine {
     /// Builds `request`; the images are in the store, not yet tagged.
     pub fn build(&self, request: &BuildRequest) -> Result<BuildResult, BuildError> {
         let started = Instant::now();
+        if let Some(level) = request.compression_level {
+            // Now, not when the first layer is committed.
+            kiln_image::compress::check_level(request.compression, level)
+                .map_err(|e| BuildError::Other(format!("compression level: {e}")))?;
+        }
         let ast = kiln_dockerfile::parse(&request.dockerfile_text)?;
         for w in &ast.warnings {
             self.emit(Event::Warning {

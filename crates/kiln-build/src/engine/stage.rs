@@ -480,6 +480,7 @@ impl StageRunner<'_> {
     pub(crate) fn commit_options(&self) -> CommitOptions {
         CommitOptions {
             compression: self.shared.request.compression,
+            level: self.shared.request.compression_level,
             format: self.shared.request.format,
             epoch: self.shared.request.epoch,
             ..CommitOptions::default()

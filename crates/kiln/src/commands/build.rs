@@ -17,7 +17,7 @@ use kiln_image::{Platform, Reference};
 use kiln_registry::push_image;
 use kiln_sandbox::RuncExecutor;
 
-use super::export::{Output, parse_output, write_image};
+use super::export::{Output, OutputCompression, parse_output_with, write_image};
 use crate::context::Context;
 use crate::progress::ProgressMode;
 use crate::report::SourceError;
@@ -92,9 +92,10 @@ pub(crate) struct BuildArgs {
     /// Print only the image digest.
     #[arg(short, long)]
     quiet: bool,
-    /// Layer compression.
-    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
-    compression: CompressionArg,
+    /// Layer compression (also `compression=` in `--output`, with `compression-level=`)
+    /// [default: gzip].
+    #[arg(long, value_enum)]
+    compression: Option<CompressionArg>,
     /// Docker schema 2 media types instead of OCI.
     #[arg(long)]
     docker_media_types: bool,
@@ -127,6 +128,52 @@ enum CompressionArg {
     Gzip,
     Zstd,
     Uncompressed,
+}
+
+/// The layers' compression and level, from `--compression` and the
+/// outputs' `compression=` and `compression-level=`. One build makes one
+/// set of layers, so they must agree.
+fn layer_compression(
+    flag: Option<CompressionArg>,
+    outputs: &[(&str, OutputCompression)],
+) -> anyhow::Result<(Compression, Option<i32>)> {
+    let mut compression = flag.map(|c| {
+        let c = match c {
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Zstd => Compression::Zstd,
+            CompressionArg::Uncompressed => Compression::None,
+        };
+        (c, "--compression".to_string())
+    });
+    let mut level: Option<(i32, String)> = None;
+    for (spec, asked) in outputs {
+        if let Some(c) = asked.compression {
+            match &compression {
+                Some((other, from)) if *other != c => bail!(
+                    "--output {spec} asks for {} layers, {from} for {}: one build makes one set \
+                     of layers",
+                    c.name(),
+                    other.name()
+                ),
+                _ => compression = Some((c, format!("--output {spec}"))),
+            }
+        }
+        if let Some(l) = asked.level {
+            match &level {
+                Some((other, from)) if *other != l => {
+                    bail!("--output {spec} asks for compression level {l}, {from} for {other}")
+                }
+                _ => level = Some((l, format!("--output {spec}"))),
+            }
+        }
+    }
+    let compression = compression.map_or(Compression::Gzip, |(c, _)| c);
+    let level = level.map(|(l, _)| l);
+    if let Some(l) = level {
+        kiln_image::compress::check_level(compression, l)
+            .map_err(|e| anyhow::anyhow!("compression-level={l}: {e}"))?;
+    }
+    Ok((compression, level))
 }
 
 fn parse_build_arg(s: &str) -> anyhow::Result<(String, String)> {
@@ -189,11 +236,14 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| super::parse_reference(t))
         .collect::<anyhow::Result<_>>()?;
-    let mut outputs: Vec<Output> = args
-        .outputs
-        .iter()
-        .map(|o| parse_output(o))
-        .collect::<anyhow::Result<_>>()?;
+    let mut outputs = Vec::new();
+    let mut asked = Vec::new();
+    for spec in &args.outputs {
+        let (output, compression) = parse_output_with(spec)?;
+        outputs.push(output);
+        asked.push((spec.as_str(), compression));
+    }
+    let (compression, compression_level) = layer_compression(args.compression, &asked)?;
     if args.push {
         outputs.push(Output::Registry);
     }
@@ -234,11 +284,8 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     request.no_cache = args.no_cache;
     request.pull = args.pull;
-    request.compression = match args.compression {
-        CompressionArg::Gzip => Compression::Gzip,
-        CompressionArg::Zstd => Compression::Zstd,
-        CompressionArg::Uncompressed => Compression::None,
-    };
+    request.compression = compression;
+    request.compression_level = compression_level;
     request.format = if args.docker_media_types {
         Format::Docker
     } else {

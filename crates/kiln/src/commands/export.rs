@@ -8,6 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use kiln_image::docker_archive::{self, ArchiveImage};
 use kiln_image::layout::{self, LayoutImage};
+use kiln_image::media::Compression;
 use kiln_image::{Platform, Reference, Store};
 
 use super::resolve;
@@ -53,9 +54,42 @@ pub(crate) enum Dest {
     Stdout,
 }
 
+/// What an `--output` asks of the layers: buildx's `compression=` and
+/// `compression-level=` (`None` where it does not say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OutputCompression {
+    pub(crate) compression: Option<Compression>,
+    pub(crate) level: Option<i32>,
+}
+
+impl OutputCompression {
+    fn is_set(&self) -> bool {
+        self.compression.is_some() || self.level.is_some()
+    }
+}
+
 /// Parses `type=oci,dest=out.tar` (a bare path means `type=local,dest=PATH`,
 /// `-` means a tar to stdout, as buildx takes them).
 pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    let (output, compression) = parse_output_with(spec)?;
+    if compression.is_set() {
+        bail!(
+            "--output {spec}: compression= and compression-level= choose how kiln build \
+             compresses the layers it makes; kiln export writes layers as they are stored"
+        );
+    }
+    Ok(output)
+}
+
+/// [`parse_output`] for `kiln build`, which also takes the layer
+/// compression from the spec.
+pub(crate) fn parse_output_with(spec: &str) -> anyhow::Result<(Output, OutputCompression)> {
+    let mut compression = OutputCompression::default();
+    let output = parse_output_inner(spec, &mut compression)?;
+    Ok((output, compression))
+}
+
+fn parse_output_inner(spec: &str, compression: &mut OutputCompression) -> anyhow::Result<Output> {
     if !spec.contains('=') {
         return Ok(if spec == "-" {
             Output::Docker { dest: Dest::Stdout }
@@ -76,9 +110,35 @@ pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
             "dest" => dest = Some(v.trim().to_string()),
             "tar" => tar = Some(v.trim() == "true"),
             "push" => push = v.trim() == "true",
+            "compression" => {
+                compression.compression = Some(match v.trim() {
+                    "gzip" => Compression::Gzip,
+                    "zstd" => Compression::Zstd,
+                    "uncompressed" => Compression::None,
+                    "estargz" => bail!(
+                        "--output {spec}: estargz is not supported (gzip, zstd, uncompressed)"
+                    ),
+                    other => bail!(
+                        "--output {spec}: unknown compression {other:?} (gzip, zstd, uncompressed)"
+                    ),
+                })
+            }
+            "compression-level" => {
+                compression.level = Some(v.trim().parse().with_context(|| {
+                    format!("--output {spec}: compression-level {v:?} is not a number")
+                })?)
+            }
+            "force-compression" => match v.trim() {
+                "false" => {}
+                "true" => bail!(
+                    "--output {spec}: force-compression=true is not supported: kiln compresses \
+                     the layers it builds as compression= says, and writes base image layers \
+                     as they were pulled"
+                ),
+                other => bail!("--output {spec}: force-compression {other:?} is not true or false"),
+            },
             // Accepted for compatibility with buildx; kiln names images with -t.
-            "name" | "compression" | "compression-level" | "force-compression"
-            | "oci-mediatypes" | "annotation" => {}
+            "name" | "oci-mediatypes" | "annotation" => {}
             other => bail!("--output {spec}: unknown key {other:?}"),
         }
     }
@@ -253,5 +313,31 @@ mod tests {
         assert!(parse_output("type=nope,dest=x").is_err());
         assert!(parse_output("type=oci").is_err());
         assert!(parse_output("type=oci,dest=x,bogus=1").is_err());
+    }
+
+    #[test]
+    fn compression_in_an_output_is_for_build_only() {
+        let (output, c) =
+            parse_output_with("type=registry,compression=zstd,compression-level=9").unwrap();
+        assert_eq!(output, Output::Registry);
+        assert_eq!(
+            c,
+            OutputCompression {
+                compression: Some(Compression::Zstd),
+                level: Some(9),
+            }
+        );
+        let (_, c) = parse_output_with("type=oci,dest=o.tar,force-compression=false").unwrap();
+        assert_eq!(c, OutputCompression::default());
+        for bad in [
+            "type=oci,dest=o,compression=brotli",
+            "type=oci,dest=o,compression=estargz",
+            "type=oci,dest=o,compression-level=high",
+            "type=oci,dest=o,compression=zstd,force-compression=true",
+        ] {
+            assert!(parse_output_with(bad).is_err(), "{bad}");
+        }
+        let err = parse_output("type=oci,dest=o,compression=gzip").unwrap_err();
+        assert!(err.to_string().contains("kiln export"), "{err}");
     }
 }
