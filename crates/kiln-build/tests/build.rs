@@ -217,6 +217,47 @@ fn multi_stage_copy_from_and_target() {
 }
 
 #[test]
+fn a_step_reading_another_stage_is_not_timed_while_it_waits_for_it() {
+    let h = Harness::new();
+    let base = busybox_image(&h.store);
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = format!(
+        "FROM {base} AS slow\nRUN sleep 4 && echo made > /made\n\n\
+         FROM {base}\nRUN --mount=from=slow,target=/slow cat /slow/made > /seen\n\
+         COPY --from=slow /made /copied\n"
+    );
+    let (result, events) = h.build(ctx.path(), &dockerfile, |_| {});
+    result.unwrap_or_else(|e| panic!("{e}\n{events:#?}"));
+    let step = |text: &str| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepPlanned { step, text: t, .. } if t.contains(text) => Some(*step),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let duration = |wanted: u32| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepDone {
+                    step, duration_ms, ..
+                } if *step == wanted => Some(*duration_ms),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert!(duration(step("sleep 4")) >= 4000);
+    // Both readers started with the build and waited about 4 s for the
+    // slow stage; their times are their own work only (a margin for a
+    // loaded machine: a cat and a one-file copy, not a speed check).
+    for reader in [step("cat /slow"), step("COPY --from")] {
+        assert!(duration(reader) < 4000, "step {reader}: {events:#?}");
+    }
+}
+
+#[test]
 fn errors_name_the_line() {
     let h = Harness::new();
     let ctx = tempfile::tempdir().unwrap();

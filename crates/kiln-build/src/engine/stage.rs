@@ -318,6 +318,7 @@ impl StageRunner<'_> {
             });
         }
         let created = created_time(self.shared.request.epoch);
+        self.wait_for_sources(&expanded);
         let started = Instant::now();
         match &expanded {
             Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_) => {
@@ -360,6 +361,22 @@ impl StageRunner<'_> {
                 cached: false,
                 layer_size: None,
             });
+        }
+    }
+
+    /// Waits until the stages `command` reads (`COPY --from`, `RUN --mount
+    /// from=`) are done, so that a step's time is its own work and not
+    /// another stage's. A failed stage is the step's error, later.
+    fn wait_for_sources(&self, command: &Command) {
+        let names: Vec<&str> = match command {
+            Command::Copy(c) => c.from.as_deref().into_iter().collect(),
+            Command::Run(r) => r.mounts.iter().filter_map(|m| m.from.as_deref()).collect(),
+            _ => Vec::new(),
+        };
+        for name in names {
+            if let super::copy::From::Stage(i) = self.resolve_from(Some(name)) {
+                let _ = self.board.get(i);
+            }
         }
     }
 
