@@ -60,11 +60,15 @@ pub enum Event {
         snapshot_ms: u64,
     },
     /// The step finished; `layer_size` is the compressed size of its layer.
+    /// `config_only`: an instruction that only changes the image config
+    /// (ENV, CMD, LABEL, ARG...), so there was nothing to run or to take
+    /// from the cache.
     StepDone {
         step: StepId,
         duration_ms: u64,
         cached: bool,
         layer_size: Option<u64>,
+        config_only: bool,
     },
     /// The step failed; `reason` is one line.
     StepFailed {

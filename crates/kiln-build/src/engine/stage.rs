@@ -360,6 +360,7 @@ impl StageRunner<'_> {
                 duration_ms: millis(started.elapsed()),
                 cached: false,
                 layer_size: None,
+                config_only: true,
             });
         }
     }
@@ -428,6 +429,7 @@ impl StageRunner<'_> {
                     duration_ms: millis(started.elapsed()),
                     cached: true,
                     layer_size: size,
+                    config_only: false,
                 });
             }
             return Ok(());
@@ -471,6 +473,7 @@ impl StageRunner<'_> {
                 duration_ms: millis(started.elapsed()),
                 cached: false,
                 layer_size: size,
+                config_only: false,
             });
         }
         Ok(())

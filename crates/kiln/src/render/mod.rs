@@ -425,10 +425,13 @@ impl State {
                 duration_ms,
                 cached,
                 layer_size,
+                config_only,
             } => {
                 let s = self.steps.get(*step, now);
                 s.status = if *cached || s.status == Status::Cached {
                     Status::Cached
+                } else if *config_only {
+                    Status::Config
                 } else {
                     Status::Done
                 };

@@ -18,12 +18,17 @@ pub(super) enum Status {
     Running,
     Cached,
     Done,
+    /// Done, and only changed the image config: nothing ran.
+    Config,
     Failed,
 }
 
 impl Status {
     pub(super) fn is_finished(self) -> bool {
-        matches!(self, Status::Cached | Status::Done | Status::Failed)
+        matches!(
+            self,
+            Status::Cached | Status::Done | Status::Config | Status::Failed
+        )
     }
 }
 

@@ -6,7 +6,8 @@
 //! #1    build  FROM golang:1.22            -  CACHED          -
 //! #2    build  RUN go build ./...      12.3s  run      12.1 MiB
 //! #3    app    COPY --from=build /o…    0.1s  run       3.0 MiB
-//! 3 steps: 2 run, 1 cached in 14.1s
+//! #4    app    CMD ["/app/server"]         -  config          -
+//! 4 steps: 2 run, 1 cached, 1 config only in 14.1s
 //! image sha256:3f1c…
 //! ```
 
@@ -31,7 +32,7 @@ pub(super) fn render(
     columns: usize,
 ) -> Vec<String> {
     let mut rows: Vec<[String; 6]> = Vec::new();
-    let (mut run, mut cached, mut failed, mut not_run) = (0, 0, 0, 0);
+    let (mut run, mut cached, mut config, mut failed, mut not_run) = (0, 0, 0, 0, 0);
     for step in steps.iter() {
         let (time, status) = match step.status {
             Status::Cached => {
@@ -41,6 +42,10 @@ pub(super) fn render(
             Status::Done => {
                 run += 1;
                 (text::duration(step.duration.unwrap_or_default()), "run")
+            }
+            Status::Config => {
+                config += 1;
+                ("-".to_string(), "config")
             }
             Status::Failed => {
                 failed += 1;
@@ -99,6 +104,9 @@ pub(super) fn render(
 
     let noun = if steps.len() == 1 { "step" } else { "steps" };
     let mut totals = format!("{} {noun}: {run} run, {cached} cached", steps.len());
+    if config > 0 {
+        totals.push_str(&format!(", {config} config only"));
+    }
     if failed > 0 {
         totals.push_str(&format!(", {failed} failed"));
     }

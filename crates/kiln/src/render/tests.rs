@@ -54,6 +54,7 @@ fn done(step: u32, ms: u64, layer: Option<u64>) -> Event {
         duration_ms: ms,
         cached: false,
         layer_size: layer,
+        config_only: false,
     }
 }
 
@@ -90,6 +91,7 @@ fn two_stage_build() -> Vec<(u64, Event)> {
                 duration_ms: 0,
                 cached: true,
                 layer_size: Some(3_500_000),
+                config_only: false,
             },
         ),
         (0, Event::StepCached { step: 4 }),
@@ -283,6 +285,58 @@ fn plain_says_where_a_slow_commit_spent_its_time() {
 #2 [stage-0 2/2] RUN touch x
 #2 DONE 0.2s
 "
+    );
+}
+
+#[test]
+fn config_only_steps_are_neither_run_nor_cached() {
+    let out = Buffer::default();
+    let view = Renderer::with_output(ProgressMode::Plain, Output::writer(out.clone()));
+    let config = |step| Event::StepDone {
+        step,
+        duration_ms: 0,
+        cached: false,
+        layer_size: None,
+        config_only: true,
+    };
+    play(
+        &view,
+        Instant::now(),
+        vec![
+            (0, planned(1, "stage-0", 2, "COPY app /app")),
+            (0, planned(2, "stage-0", 3, "ENV MODE=prod")),
+            (0, planned(3, "stage-0", 4, "CMD [\"/app\"]")),
+            (0, Event::StepCached { step: 1 }),
+            (
+                0,
+                Event::StepDone {
+                    step: 1,
+                    duration_ms: 0,
+                    cached: true,
+                    layer_size: Some(1024),
+                    config_only: false,
+                },
+            ),
+            (0, config(2)),
+            (0, config(3)),
+        ],
+    );
+    view.finish();
+    let text = out.text();
+    let row = |id: &str| -> Vec<String> {
+        // The summary's row: the last line about the step.
+        text.lines()
+            .rfind(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no row {id}: {text}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(row("#2 ")[4..], ["-", "config", "-"], "{text}");
+    assert_eq!(row("#3 ")[4..], ["-", "config", "-"], "{text}");
+    assert!(
+        text.contains("3 steps: 0 run, 1 cached, 2 config only in"),
+        "{text}"
     );
 }
 

@@ -167,6 +167,7 @@ impl Screen {
 fn final_line(steps: &Steps, step: &Step, columns: usize, color: bool) -> String {
     let (icon, icon_color, right) = match step.status {
         Status::Cached => ('✔', BLUE, "CACHED".to_string()),
+        Status::Config => ('✔', GREEN, "config".to_string()),
         Status::Failed => (
             '✘',
             RED,
