@@ -36,6 +36,7 @@ use crate::media::Compression;
 /// a torch-like layer (docs/BENCHMARKS.md, scenario 4) zlib-rs at 4 comes
 /// out no larger than Buildah's default, 3% larger than at 6, in half
 /// the time. `compression-level=` on `--output` picks another.
+/// (bench/harness.py measures scenario 4's floor at this level too.)
 pub const DEFAULT_GZIP_LEVEL: i32 = 4;
 /// Zstd level when none is given: libzstd's default, what BuildKit uses.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
