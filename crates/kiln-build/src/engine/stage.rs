@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use kiln_dockerfile::Location;
 use kiln_dockerfile::instructions::{Command, parse_instruction};
-use kiln_dockerfile::plan::{Base, Plan, StageScope};
+use kiln_dockerfile::plan::{Base, Plan, Source, StageScope};
 use kiln_image::document::{ContainerConfig, Descriptor, ImageConfig};
 use kiln_image::{CacheRecord, Digest, Platform, Reference};
 use kiln_registry::{PullOptions, pull_image};
@@ -168,6 +168,14 @@ impl StageRunner<'_> {
             if self.engine.cancelled() {
                 return Err(BuildError::Cancelled);
             }
+            // The stages it reads (`COPY --from`, `RUN --mount=from=`) are
+            // waited for before its clock starts: a step's time is its own
+            // work, not another stage's. A failed one is the step's error.
+            for (_, source) in planned.sources.iter().filter(|(c, _)| *c == i) {
+                if let Source::Stage(stage) = source {
+                    let _ = self.board.get(*stage);
+                }
+            }
             self.step(
                 self.step_ids.get(i).copied(),
                 command,
@@ -318,7 +326,6 @@ impl StageRunner<'_> {
             });
         }
         let created = created_time(self.shared.request.epoch);
-        self.wait_for_sources(&expanded);
         let started = Instant::now();
         match &expanded {
             Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_) => {
@@ -362,22 +369,6 @@ impl StageRunner<'_> {
                 layer_size: None,
                 config_only: true,
             });
-        }
-    }
-
-    /// Waits until the stages `command` reads (`COPY --from`, `RUN --mount
-    /// from=`) are done, so that a step's time is its own work and not
-    /// another stage's. A failed stage is the step's error, later.
-    fn wait_for_sources(&self, command: &Command) {
-        let names: Vec<&str> = match command {
-            Command::Copy(c) => c.from.as_deref().into_iter().collect(),
-            Command::Run(r) => r.mounts.iter().filter_map(|m| m.from.as_deref()).collect(),
-            _ => Vec::new(),
-        };
-        for name in names {
-            if let super::copy::From::Stage(i) = self.resolve_from(Some(name)) {
-                let _ = self.board.get(i);
-            }
         }
     }
 
