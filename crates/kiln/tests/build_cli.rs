@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln_testkit::{Registry, RegistryOptions};
@@ -45,24 +45,46 @@ fn context(dir: &Path, dockerfile: &str) {
     fs_err::write(dir.join("app.txt"), "app v1\n").unwrap();
 }
 
+/// A build on a pulled base: the registry holding the base, a kiln whose
+/// store lacks it, and a work dir whose `ctx/` holds `dockerfile(base)`.
+struct OnPulledBase {
+    registry: Registry,
+    kiln: Kiln,
+    work: tempfile::TempDir,
+    ctx: PathBuf,
+}
+
+fn on_pulled_base(dockerfile: impl FnOnce(&str) -> String) -> OnPulledBase {
+    let registry = registry();
+    let base = base_in_registry(&registry);
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    fs_err::create_dir(&ctx).unwrap();
+    context(&ctx, &dockerfile(&base));
+    OnPulledBase {
+        registry,
+        kiln: Kiln::new(),
+        work,
+        ctx,
+    }
+}
+
 #[test]
 fn a_pulled_base_every_output_a_push_and_an_iidfile() {
     if !require_root() {
         return;
     }
-    let registry = registry();
-    let base = base_in_registry(&registry);
-    let kiln = Kiln::new();
-    let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    fs_err::create_dir(&ctx).unwrap();
-    context(
-        &ctx,
-        &format!(
+    let OnPulledBase {
+        registry,
+        kiln,
+        work,
+        ctx,
+    } = on_pulled_base(|base| {
+        format!(
             "FROM {base} AS build\nRUN echo built > /built.txt\n\
              FROM {base}\nCOPY app.txt /app/\nCOPY --from=build /built.txt /app/\nCMD [\"cat\", \"/app/app.txt\"]\n"
-        ),
-    );
+        )
+    });
     let pushed = format!("{}/built/app:1", registry.host());
     let iid = work.path().join("iid");
     let oci = work.path().join("image.oci.tar");
@@ -147,16 +169,14 @@ fn the_outputs_compression_is_the_built_layers() {
     if !require_root() {
         return;
     }
-    let registry = registry();
-    let base = base_in_registry(&registry);
-    let kiln = Kiln::new();
-    let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    fs_err::create_dir(&ctx).unwrap();
-    context(
-        &ctx,
-        &format!("FROM {base}\nRUN echo built > /built.txt\nCOPY app.txt /app/\n"),
-    );
+    let OnPulledBase {
+        registry: _registry,
+        kiln,
+        work,
+        ctx,
+    } = on_pulled_base(|base| {
+        format!("FROM {base}\nRUN echo built > /built.txt\nCOPY app.txt /app/\n")
+    });
     let ctx = ctx.to_str().unwrap();
     let oci = work.path().join("oci");
     let spec = format!(
@@ -211,20 +231,18 @@ fn secrets_targets_and_build_args_from_the_command_line() {
     if !require_root() {
         return;
     }
-    let registry = registry();
-    let base = base_in_registry(&registry);
-    let kiln = Kiln::new();
-    let work = tempfile::tempdir().unwrap();
-    let ctx = work.path().join("ctx");
-    fs_err::create_dir(&ctx).unwrap();
-    context(
-        &ctx,
-        &format!(
+    let OnPulledBase {
+        registry: _registry,
+        kiln,
+        work,
+        ctx,
+    } = on_pulled_base(|base| {
+        format!(
             "FROM {base} AS first\nARG GREETING=hi\n\
              RUN --mount=type=secret,id=token cat /run/secrets/token > /seen; echo \"$GREETING\" > /greeting\n\
              FROM {base} AS never\nRUN exit 1\n"
-        ),
-    );
+        )
+    });
     let secret = work.path().join("token");
     fs_err::write(&secret, "s3cr3t").unwrap();
     let local = work.path().join("out");
