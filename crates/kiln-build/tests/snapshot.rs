@@ -65,6 +65,20 @@ impl Fixture {
         }
     }
 
+    /// Prepares `layers`: the snapshots, and the chain IDs it unpacked.
+    fn prepare_noting_unpacks(&self, layers: &[Layer]) -> (Vec<Snapshot>, Vec<Digest>) {
+        let unpacked = Mutex::new(Vec::new());
+        let chain = self
+            .snap
+            .prepare_with(layers, &|e| {
+                if let UnpackEvent::Finished { chain_id, .. } = e {
+                    unpacked.lock().unwrap().push(chain_id.clone());
+                }
+            })
+            .unwrap();
+        (chain, unpacked.into_inner().unwrap())
+    }
+
     fn root(&self) -> PathBuf {
         fs_err::canonicalize(self.store.root()).unwrap()
     }
@@ -334,16 +348,8 @@ fn base_layer(f: &Fixture) -> Layer {
 fn prepare_unpacks_a_chain_with_spec_chain_ids() {
     let f = Fixture::new();
     let layers = three_layers(&f);
-    let unpacked = Mutex::new(Vec::new());
-    let chain = f
-        .snap
-        .prepare_with(&layers, &|e| {
-            if let UnpackEvent::Finished { chain_id, .. } = e {
-                unpacked.lock().unwrap().push(chain_id.clone());
-            }
-        })
-        .unwrap();
-    assert_eq!(unpacked.into_inner().unwrap().len(), 3);
+    let (chain, unpacked) = f.prepare_noting_unpacks(&layers);
+    assert_eq!(unpacked.len(), 3);
 
     // OCI image spec, config.md: ChainID(L0) = DiffID(L0),
     // ChainID(L0|..|Ln) = SHA256(ChainID(L0|..|Ln-1) + " " + DiffID(Ln)).
@@ -671,16 +677,8 @@ fn a_snapshot_an_earlier_boot_left_unsynced_is_made_again_and_swept() {
     };
     restamp(&f, &id, Some(earlier.clone()));
     fs_err::write(chain[0].dir().join("usr/bin/sh"), "").unwrap();
-    let unpacked = Mutex::new(Vec::new());
-    let again = f
-        .snap
-        .prepare_with(&layers, &|e| {
-            if let UnpackEvent::Finished { chain_id, .. } = e {
-                unpacked.lock().unwrap().push(chain_id.clone());
-            }
-        })
-        .unwrap();
-    assert_eq!(unpacked.into_inner().unwrap(), std::slice::from_ref(&id));
+    let (again, unpacked) = f.prepare_noting_unpacks(&layers);
+    assert_eq!(unpacked, std::slice::from_ref(&id));
     assert_eq!(
         fs_err::read_to_string(again[0].dir().join("usr/bin/sh")).unwrap(),
         "sh"
