@@ -250,7 +250,7 @@ impl Engine {
         if let Some(level) = request.compression_level {
             // Now, not when the first layer is committed.
             kiln_image::compress::check_level(request.compression, level)
-                .map_err(|e| BuildError::Other(format!("compression level: {e}")))?;
+                .map_err(|e| BuildError::Other(e.to_string()))?;
         }
         let ast = kiln_dockerfile::parse(&request.dockerfile_text)?;
         for w in &ast.warnings {

@@ -167,13 +167,11 @@ fn layer_compression(
             }
         }
     }
-    let compression = compression.map_or(Compression::Gzip, |(c, _)| c);
-    let level = level.map(|(l, _)| l);
-    if let Some(l) = level {
-        kiln_image::compress::check_level(compression, l)
-            .map_err(|e| anyhow::anyhow!("compression-level={l}: {e}"))?;
-    }
-    Ok((compression, level))
+    // The engine checks the level against the codec before any step runs.
+    Ok((
+        compression.map_or(Compression::Gzip, |(c, _)| c),
+        level.map(|(l, _)| l),
+    ))
 }
 
 fn parse_build_arg(s: &str) -> anyhow::Result<(String, String)> {
