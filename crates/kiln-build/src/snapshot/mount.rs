@@ -24,6 +24,7 @@ use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::io::Errno;
@@ -71,10 +72,27 @@ pub(crate) fn mount(overlay: &Overlay, target: &Path) -> Result<(), SnapshotErro
     }
 }
 
-/// Unmounts `target`. Fails if something still uses it (EBUSY): the
-/// files under it may still change.
+/// How long [`unmount`] waits for a busy mount to be let go. A process
+/// another thread has just started holds, until its `exec`, a copy of
+/// every descriptor kiln had open at the `fork`, close-on-exec ones too
+/// (they close at `exec`); one into a step's root keeps the mount busy for
+/// as long as that `exec` takes, which under heavy writeback can be a
+/// good part of a second. A mount still busy after this is held by
+/// something else.
+pub(crate) const BUSY_GRACE: Duration = Duration::from_secs(2);
+
+/// Unmounts `target`. Fails if something still uses it (EBUSY) after
+/// [`BUSY_GRACE`]: the files under it may still change.
 pub(crate) fn unmount(target: &Path) -> Result<(), SnapshotError> {
-    rustix::mount::unmount(target, UnmountFlags::NOFOLLOW).map_err(|e| unmount_error(target, e))
+    let deadline = Instant::now() + BUSY_GRACE;
+    loop {
+        match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
+            Err(Errno::BUSY) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r.map_err(|e| unmount_error(target, e)),
+        }
+    }
 }
 
 /// Unmounts `target`, detaching it (`MNT_DETACH`) if something still uses
@@ -355,6 +373,48 @@ mod tests {
     #[test]
     fn legacy_passes_long_lists_by_descriptor() {
         check(true, 200, true);
+    }
+
+    /// A process whose working directory is in the mount, and which ends
+    /// soon after (as a just-forked child lets go of its descriptors at
+    /// `exec`), delays the unmount but does not fail it; one that stays
+    /// fails it once the grace is over.
+    #[test]
+    fn unmount_waits_out_a_short_hold_but_not_a_long_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("mnt");
+        fs_err::create_dir(&target).unwrap();
+        let overlay = Overlay {
+            lowers: tree(tmp.path(), 2),
+            upper: None,
+        };
+        let hold = |secs: &str| {
+            std::process::Command::new("sleep")
+                .arg(secs)
+                .current_dir(&target)
+                .spawn()
+                .unwrap()
+        };
+
+        mount(&overlay, &target).unwrap();
+        let mut short = hold("0.3");
+        let unmounted = unmount(&target);
+        short.wait().unwrap();
+        unmounted.unwrap();
+
+        mount(&overlay, &target).unwrap();
+        let mut long = hold("30");
+        let started = Instant::now();
+        let e = unmount(&target).unwrap_err();
+        let waited = started.elapsed();
+        long.kill().unwrap();
+        long.wait().unwrap();
+        unmount(&target).unwrap();
+        let SnapshotError::Unmount { source, .. } = &e else {
+            panic!("{e}");
+        };
+        assert_eq!(source.raw_os_error(), Some(Errno::BUSY.raw_os_error()));
+        assert!(waited >= BUSY_GRACE, "{waited:?}");
     }
 
     #[test]
