@@ -47,9 +47,23 @@ fn common_args(case: &Case, secrets: &Path) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
-/// `docker buildx build` of the context at `dir/context` into `dir/buildkit.tar`.
+/// Where a case's build context is made: `dir/context-<name of dir>`.
+///
+/// Not one name for every case: Docker 26's BuildKit keeps the files it was
+/// sent for a context dir and, for the next one of the same name, sends
+/// only files whose name, size or mtime differ. Every context file has
+/// the same mtime (`CONTEXT_MTIME`), so `COPY Dockerfile /foo` of one case
+/// got the same-sized Dockerfile of the case before it
+/// (testConsistentInstructionCasing 2 and 4, both 125 bytes; reproduced
+/// by hand with two dirs named `context`, gone with two names).
+pub(crate) fn context_dir(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    dir.join(format!("context-{name}"))
+}
+
+/// `docker buildx build` of the case's context into `dir/buildkit.tar`.
 pub(crate) fn buildkit(case: &Case, dir: &Path) -> Result<Outcome, String> {
-    let context = dir.join("context");
+    let context = context_dir(dir);
     let output = dir.join("buildkit.tar");
     let mut cmd = Command::new("docker");
     cmd.args([
@@ -71,7 +85,7 @@ pub(crate) fn buildkit(case: &Case, dir: &Path) -> Result<Outcome, String> {
 
 /// `kiln build` with a store of its own into `dir/kiln.tar`.
 pub(crate) fn kiln(case: &Case, dir: &Path) -> Result<Outcome, String> {
-    let context = dir.join("context");
+    let context = context_dir(dir);
     let output = dir.join("kiln.tar");
     // KILN_CONFORMANCE_KILN: another kiln binary to hold against BuildKit.
     let binary = std::env::var_os("KILN_CONFORMANCE_KILN")

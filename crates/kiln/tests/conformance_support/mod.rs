@@ -175,7 +175,7 @@ fn run_case_inner(
     builds: &mut Option<(Duration, Duration)>,
 ) -> Result<Verdict, String> {
     let _ = fs_err::remove_dir_all(dir);
-    case.prepare(&dir.join("context"), bases)?;
+    case.prepare(&builders::context_dir(dir), bases)?;
     let (bk, kl) = std::thread::scope(|s| {
         let bk = s.spawn(|| builders::buildkit(case, dir));
         let kl = s.spawn(|| builders::kiln(case, dir));
