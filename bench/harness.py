@@ -621,7 +621,7 @@ class Bench:
         log(f"scenario {scn.id}: {scn.title}")
         samples: dict[str, list[Sample]] = {t.name: [] for t in self.tools}
         failed: dict[str, str] = {}
-        retried: dict[str, list[str]] = {}
+        retried: dict[str, list[tuple[str, str]]] = {}  # tool: (label, error)
         for tool in self.tools:
             try:
                 self.setup(scn, tool, base_ref)
@@ -642,20 +642,17 @@ class Bench:
                 # to start a container: "read init-p: connection reset by
                 # peer"); the report says so. Failing twice drops the tool
                 # from the scenario.
-                for attempt in (label, f"{label}-retry"):
+                try:
+                    sample = self.run_once(scn, tool, base_ref, label)
+                except RuntimeError as e:
+                    retried.setdefault(tool.name, []).append((label, str(e)))
+                    log(f"  {tool.name}: failed, trying once more: {e}")
                     try:
-                        sample = self.run_once(scn, tool, base_ref, attempt)
-                        break
+                        sample = self.run_once(scn, tool, base_ref, f"{label}-retry")
                     except RuntimeError as e:
-                        if attempt == label:
-                            retried.setdefault(tool.name, []).append(f"{label}: {e}")
-                            log(f"  {tool.name}: failed, trying once more: {e}")
-                            continue
                         failed[tool.name] = str(e)
                         log(f"  {tool.name}: failed again: {e}")
-                        sample = None
-                if sample is None:
-                    continue
+                        continue
                 extra = f", kiln RSS {sample.kiln_rss_mib:.0f} MiB" if sample.kiln_rss_mib else ""
                 log(f"  {tool.name:8} {label:8} {sample.seconds:7.2f} s{extra}")
                 if not warm_up:
@@ -869,18 +866,18 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
         lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
                      f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | {rss_cell} |")
     lines.append("")
-    failures = [(sid, t, msg) for sid, r in results.items() if sid != "floor4" for t, msg in r["failed"].items()]
-    for sid, t, msg in failures:
-        lines.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed: `{msg.splitlines()[0][:200]}`")
+    notes = []
     for sid, r in results.items():
+        if sid == "floor4":
+            continue
+        for t, msg in r["failed"].items():
+            notes.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed: `{msg.splitlines()[0][:200]}`")
         for t, errors in r.get("retried", {}).items():
-            for e in errors:
-                label, msg = e.split(": ", 1)
-                lines.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed {label} and ran it again: "
+            for label, msg in errors:
+                notes.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed {label} and ran it again: "
                              f"`{msg.splitlines()[0][:200]}`")
-                failures.append((sid, t, msg))
-    if failures:
-        lines.append("")
+    if notes:
+        lines += notes + [""]
     f4 = results.get("floor4")
     if f4:
         total = f4["generate"] + f4["export"]
