@@ -47,18 +47,30 @@ fn common_args(case: &Case, secrets: &Path) -> Result<Vec<String>, String> {
     Ok(args)
 }
 
-/// Where a case's build context is made: `dir/context-<name of dir>`.
+/// Where a case's build context is made: `dir/context-<run>-<case>`, with
+/// the run's temp dir name and the case's dir name.
 ///
-/// Not one name for every case: Docker 26's BuildKit keeps the files it was
-/// sent for a context dir and, for the next one of the same name, sends
-/// only files whose name, size or mtime differ. Every context file has
-/// the same mtime (`CONTEXT_MTIME`), so `COPY Dockerfile /foo` of one case
-/// got the same-sized Dockerfile of the case before it
-/// (testConsistentInstructionCasing 2 and 4, both 125 bytes; reproduced
-/// by hand with two dirs named `context`, gone with two names).
+/// A name of its own, in this run and across runs: Docker 26's BuildKit
+/// keeps the files it was sent for a context dir and, for the next one of
+/// the same name, sends only files whose name, size or mtime differ. Every
+/// context file has the same mtime (`CONTEXT_MTIME`), so with one name
+/// for all, `COPY Dockerfile /foo` of one case got the same-sized
+/// Dockerfile of the case before it (testConsistentInstructionCasing 2
+/// and 4, both 125 bytes), and with the case's name alone a case got its
+/// own Dockerfile of the run before, another registry port in the same
+/// number of digits. Reproduced by hand with two dirs of one name.
 pub(crate) fn context_dir(dir: &Path) -> PathBuf {
-    let name = dir.file_name().unwrap_or_default().to_string_lossy();
-    dir.join(format!("context-{name}"))
+    let name = |p: Option<&Path>| {
+        p.and_then(Path::file_name)
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    };
+    dir.join(format!(
+        "context-{}-{}",
+        name(dir.parent()),
+        name(Some(dir))
+    ))
 }
 
 /// `docker buildx build` of the case's context into `dir/buildkit.tar`.
