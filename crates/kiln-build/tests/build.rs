@@ -113,7 +113,7 @@ fn flatten(store: &Store, result: &BuildResult) -> tempfile::TempDir {
         kiln_image::layer::extract(
             tar,
             out.path(),
-            &kiln_image::layer::ExtractOptions::new(kiln_image::layer::WhiteoutMode::Apply),
+            &kiln_image::layer::ExtractOptions::new(kiln_image::layer::Whiteouts::Apply),
         )
         .unwrap();
     }

@@ -8,7 +8,7 @@ use crate::shell::unicode::is_print;
 /// Go's `strconv.Quote` (what `%q` prints), used by BuildKit's AST dump and
 /// in its messages: quotes and backslashes escaped, printable characters
 /// (Go's `IsPrint`) kept, everything else as `\a`…`\v`, `\xNN`, `\uNNNN`.
-pub(crate) fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for ch in s.chars() {

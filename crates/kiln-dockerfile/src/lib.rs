@@ -15,10 +15,18 @@
 
 mod error;
 mod goconv;
+mod gomatch;
 mod parser;
 mod suggest;
 
 pub mod dockerignore;
+/// Go's standard library where its exact behaviour shows in what BuildKit
+/// accepts or says: one implementation each, for the frontend and the
+/// engine.
+pub mod go {
+    pub use crate::goconv::quote;
+    pub use crate::gomatch::{path_match, valid_path_pattern};
+}
 pub mod instructions;
 pub mod plan;
 pub mod shell;

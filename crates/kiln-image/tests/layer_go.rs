@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::{Command, Stdio};
 
-use kiln_image::layer::{self, ExtractOptions, WhiteoutMode, WriteOptions};
+use kiln_image::layer::{self, ExtractOptions, Whiteouts, WriteOptions};
 use layer_support::*;
 
 const READER: &str = r#"package main
@@ -196,7 +196,7 @@ fn we_read_go_layers() {
     fs_err::create_dir(&flat).unwrap();
     write_file(&flat.join("removed"), b"from a lower layer");
     write_file(&flat.join("gone/old"), b"from a lower layer");
-    let stats = layer::extract(&tar[..], &flat, &ExtractOptions::new(WhiteoutMode::Apply)).unwrap();
+    let stats = layer::extract(&tar[..], &flat, &ExtractOptions::new(Whiteouts::Apply)).unwrap();
     assert_eq!(stats.removed, 2);
     assert!(!flat.join("removed").exists() && !flat.join("gone/old").exists());
     let hosts = fs_err::metadata(flat.join("etc/hosts")).unwrap();
@@ -244,12 +244,7 @@ fn we_read_go_layers() {
 
     let lower = tmp.path().join("lower");
     fs_err::create_dir(&lower).unwrap();
-    layer::extract(
-        &tar[..],
-        &lower,
-        &ExtractOptions::new(WhiteoutMode::Overlay),
-    )
-    .unwrap();
+    layer::extract(&tar[..], &lower, &ExtractOptions::new(Whiteouts::Overlay)).unwrap();
     let wh = fs_err::symlink_metadata(lower.join("removed")).unwrap();
     assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
     assert_eq!(

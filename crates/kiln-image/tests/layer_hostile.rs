@@ -12,7 +12,8 @@ mod layer_support;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use kiln_image::layer::{self, ExtractOptions, ExtractStats, LayerError, WhiteoutMode};
+use kiln_fs::tar::TarError;
+use kiln_image::layer::{self, ApplyStats, ExtractOptions, LayerError, Whiteouts};
 use layer_support::*;
 
 struct Sandbox {
@@ -47,7 +48,7 @@ impl Sandbox {
         self.root.to_str().unwrap().to_string()
     }
 
-    fn extract(&self, tar: &[u8], mode: WhiteoutMode) -> Result<ExtractStats, LayerError> {
+    fn extract(&self, tar: &[u8], mode: Whiteouts) -> Result<ApplyStats, LayerError> {
         let r = layer::extract(tar, &self.dest, &ExtractOptions::new(mode));
         self.check();
         r
@@ -83,9 +84,11 @@ impl Sandbox {
     }
 }
 
-fn expect_invalid(r: Result<ExtractStats, LayerError>) {
+fn expect_invalid(r: Result<ApplyStats, LayerError>) {
     match r {
-        Err(LayerError::InvalidEntry { .. } | LayerError::InvalidLink { .. }) => {}
+        Err(LayerError::Tar(
+            TarError::InvalidEntry { .. } | TarError::InvalidLink { .. } | TarError::Escape { .. },
+        )) => {}
         other => panic!("expected an unsafe-entry error, got {other:?}"),
     }
 }
@@ -95,7 +98,7 @@ fn dot_dot_names_are_refused() {
     let s = Sandbox::new();
     for name in ["../escape", "a/../../escape", "./../victim", "/../victim"] {
         let tar = RawTar::new().file(name, b"pwned").finish();
-        expect_invalid(s.extract(&tar, WhiteoutMode::Apply));
+        expect_invalid(s.extract(&tar, Whiteouts::Apply));
     }
     assert!(s.inside().is_empty());
 }
@@ -105,7 +108,7 @@ fn absolute_names_land_inside() {
     let s = Sandbox::new();
     let abs_victim = format!("{}/victim", s.abs());
     let tar = RawTar::new().file(&abs_victim, b"pwned").finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     let inside = Path::new(&abs_victim).strip_prefix("/").unwrap();
     assert_eq!(fs_err::read(s.dest.join(inside)).unwrap(), b"pwned");
 }
@@ -120,16 +123,16 @@ fn symlink_to_root_then_write_through_it() {
         .finish();
     // "/" is the destination, so the first file needs directories that do
     // not exist there: an error or a file inside, never the victim.
-    match s.extract(&tar, WhiteoutMode::Apply) {
+    match s.extract(&tar, Whiteouts::Apply) {
         Ok(_) => {}
-        Err(LayerError::Io { .. }) => {}
+        Err(LayerError::Tar(TarError::Io { .. })) => {}
         Err(e) => panic!("{e:?}"),
     }
     let tar = RawTar::new()
         .symlink("root", "/")
         .file("root/escape-root", b"pwned")
         .finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     assert_eq!(fs_err::read(s.dest.join("escape-root")).unwrap(), b"pwned");
     assert!(!Path::new("/escape-root").exists());
 }
@@ -143,7 +146,7 @@ fn symlink_to_dot_dot_then_write_through_it() {
         .symlink("upup", "../../..")
         .file("upup/escape", b"pwned")
         .finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     // `..` of the root is the root: both files land at the top of dest.
     assert_eq!(fs_err::read(s.dest.join("victim")).unwrap(), b"pwned");
     assert_eq!(fs_err::read(s.dest.join("escape")).unwrap(), b"pwned");
@@ -162,8 +165,8 @@ fn symlink_chain_out_of_the_root() {
         .finish();
     // d points at a path that does not exist inside dest.
     assert!(matches!(
-        s.extract(&tar, WhiteoutMode::Apply),
-        Err(LayerError::Io { .. })
+        s.extract(&tar, Whiteouts::Apply),
+        Err(LayerError::Tar(TarError::Io { .. }))
     ));
 }
 
@@ -177,7 +180,7 @@ fn symlink_chain_lands_inside_when_target_exists_inside() {
         .symlink("b", &inner)
         .file("a/victim", b"pwned")
         .finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     let landed = s.dest.join(inner.trim_start_matches('/')).join("victim");
     assert_eq!(fs_err::read(landed).unwrap(), b"pwned");
 }
@@ -191,14 +194,14 @@ fn hardlink_to_a_file_outside() {
         "../../sandbox/victim".into(),
     ] {
         let tar = RawTar::new().hardlink("h", &target).finish();
-        expect_invalid(s.extract(&tar, WhiteoutMode::Apply));
+        expect_invalid(s.extract(&tar, Whiteouts::Apply));
     }
     // Then writing through the name must not reach the victim either.
     let tar = RawTar::new()
         .hardlink("h", "../victim")
         .file("h", b"pwned")
         .finish();
-    expect_invalid(s.extract(&tar, WhiteoutMode::Apply));
+    expect_invalid(s.extract(&tar, Whiteouts::Apply));
 }
 
 #[test]
@@ -208,13 +211,13 @@ fn hardlink_through_a_symlinked_dir() {
         .symlink("s", &s.abs())
         .hardlink("h", "s/victim")
         .finish();
-    expect_invalid(s.extract(&tar, WhiteoutMode::Apply));
+    expect_invalid(s.extract(&tar, Whiteouts::Apply));
     let tar = RawTar::new()
         .symlink("up", "..")
         .hardlink("h2", "up/../victim")
         .finish();
     // `up/../victim` is cleaned to `victim` before lookup, which is not in dest.
-    expect_invalid(s.extract(&tar, WhiteoutMode::Apply));
+    expect_invalid(s.extract(&tar, Whiteouts::Apply));
 }
 
 #[test]
@@ -224,7 +227,7 @@ fn hardlink_to_a_symlink_links_the_symlink() {
         .symlink("l", &format!("{}/victim", s.abs()))
         .hardlink("h", "l")
         .finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     let m = fs_err::symlink_metadata(s.dest.join("h")).unwrap();
     assert!(m.file_type().is_symlink());
     assert_eq!(m.nlink(), 2);
@@ -239,7 +242,7 @@ fn dir_replaced_by_symlink_then_written_into() {
         .symlink("d", &s.abs())
         .file("d/victim", b"pwned")
         .finish();
-    assert!(s.extract(&tar, WhiteoutMode::Apply).is_err());
+    assert!(s.extract(&tar, Whiteouts::Apply).is_err());
     let m = fs_err::symlink_metadata(s.dest.join("d")).unwrap();
     assert!(m.file_type().is_symlink());
 }
@@ -251,14 +254,14 @@ fn entry_whose_parent_is_a_symlink() {
         .symlink("p", &s.abs())
         .file("p/new", b"pwned")
         .finish();
-    assert!(s.extract(&tar, WhiteoutMode::Apply).is_err());
+    assert!(s.extract(&tar, Whiteouts::Apply).is_err());
     // Relative, climbing: still inside.
     let tar = RawTar::new()
         .dir("x/")
         .symlink("x/p", "../../../..")
         .file("x/p/new", b"inside")
         .finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     assert_eq!(fs_err::read(s.dest.join("new")).unwrap(), b"inside");
 }
 
@@ -272,7 +275,7 @@ fn file_over_a_symlink_replaces_the_symlink() {
     octal(&mut h[108..116], 1234);
     checksum(&mut h);
     let tar = RawTar::new().header(h).file("x", b"pwned").finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     let m = fs_err::symlink_metadata(s.dest.join("x")).unwrap();
     assert!(m.is_file());
     assert_eq!(fs_err::read(s.dest.join("x")).unwrap(), b"pwned");
@@ -290,7 +293,7 @@ fn symlink_metadata_is_not_applied_to_its_target() {
         .pax(&[("SCHILY.xattr.user.evil", b"1")])
         .header(h)
         .finish();
-    let stats = s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    let stats = s.extract(&tar, Whiteouts::Apply).unwrap();
     // user.* xattrs are not allowed on symlinks: skipped, not followed.
     assert_eq!(stats.xattrs_skipped, 1);
     assert_eq!(xattr(&s.victim, "user.evil"), None);
@@ -311,15 +314,15 @@ fn whiteouts_through_symlinks_delete_nothing_outside() {
         .file("up/.wh.victim", b"")
         .file("up/.wh..wh..opq", b"")
         .finish();
-    s.extract(&tar, WhiteoutMode::Apply).unwrap();
+    s.extract(&tar, Whiteouts::Apply).unwrap();
     // The opaque marker under `up` (= the root) emptied dest of what this
     // layer did not make; `s` and `up` are this layer's.
     assert_eq!(s.inside(), ["s", "up"]);
 
     for bad in [".wh..", ".wh.", "a/.wh...", "../.wh.victim"] {
         let tar = RawTar::new().file(bad, b"").finish();
-        assert!(s.extract(&tar, WhiteoutMode::Apply).is_err(), "{bad}");
-        assert!(s.extract(&tar, WhiteoutMode::Overlay).is_err(), "{bad}");
+        assert!(s.extract(&tar, Whiteouts::Apply).is_err(), "{bad}");
+        assert!(s.extract(&tar, Whiteouts::Overlay).is_err(), "{bad}");
     }
 }
 
@@ -335,7 +338,7 @@ fn overlay_xattrs_in_a_layer_are_dropped() {
         ])
         .dir("d/")
         .finish();
-    s.extract(&tar, WhiteoutMode::Overlay).unwrap();
+    s.extract(&tar, Whiteouts::Overlay).unwrap();
     let d = s.dest.join("d");
     assert_eq!(xattr(&d, "trusted.overlay.redirect"), None);
     assert_eq!(xattr(&d, "trusted.overlay.opaque"), None);
@@ -351,8 +354,8 @@ fn huge_metadata_headers_are_refused_without_allocating() {
         let tar = RawTar::new()
             .header(raw_header(b"meta", flag, 4 << 30, b""))
             .finish();
-        match s.extract(&tar, WhiteoutMode::Apply) {
-            Err(LayerError::Malformed { reason, .. }) => {
+        match s.extract(&tar, Whiteouts::Apply) {
+            Err(LayerError::Tar(TarError::Malformed { reason, .. })) => {
                 assert!(reason.contains("limit"), "{reason}")
             }
             other => panic!("{other:?}"),
@@ -368,8 +371,8 @@ fn malformed_archives_are_errors() {
     h[0] = b'g';
     let tar = RawTar::new().header(h).finish();
     assert!(matches!(
-        s.extract(&tar, WhiteoutMode::Apply),
-        Err(LayerError::Malformed { .. })
+        s.extract(&tar, Whiteouts::Apply),
+        Err(LayerError::Tar(TarError::Malformed { .. }))
     ));
     // Data shorter than the header says.
     let mut tar = RawTar::new();
@@ -377,24 +380,27 @@ fn malformed_archives_are_errors() {
     tar.bytes.extend_from_slice(&[7; 100]);
     let tar = std::mem::take(&mut tar.bytes);
     assert!(matches!(
-        s.extract(&tar, WhiteoutMode::Apply),
-        Err(LayerError::Truncated { .. })
+        s.extract(&tar, Whiteouts::Apply),
+        Err(LayerError::Tar(TarError::Truncated { .. }))
     ));
     // An extension header with no entry after it.
     let tar = RawTar::new().pax(&[("path", b"x")]).finish();
     assert!(matches!(
-        s.extract(&tar, WhiteoutMode::Apply),
-        Err(LayerError::Malformed { .. })
+        s.extract(&tar, Whiteouts::Apply),
+        Err(LayerError::Tar(TarError::Malformed { .. }))
     ));
     // An entry type kiln does not extract.
     let tar = RawTar::new()
         .header(raw_header(b"vol", b'V', 0, b""))
         .finish();
     assert!(matches!(
-        s.extract(&tar, WhiteoutMode::Apply),
-        Err(LayerError::UnsupportedEntry { kind: 'V', .. })
+        s.extract(&tar, Whiteouts::Apply),
+        Err(LayerError::Tar(TarError::UnsupportedEntry {
+            kind: 'V',
+            ..
+        }))
     ));
     // A file over the root.
     let tar = RawTar::new().file("./", b"").finish();
-    expect_invalid(s.extract(&tar, WhiteoutMode::Apply));
+    expect_invalid(s.extract(&tar, Whiteouts::Apply));
 }

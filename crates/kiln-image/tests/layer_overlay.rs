@@ -8,7 +8,7 @@ mod layer_support;
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use kiln_image::layer::{self, ExtractOptions, WhiteoutMode, WriteOptions};
+use kiln_image::layer::{self, ExtractOptions, Whiteouts, WriteOptions};
 use layer_support::*;
 use rustix::fs::FileType;
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -78,7 +78,7 @@ fn overlayfs_agrees_with_the_codec() {
     // Unpacked once, in overlayfs's format, as the lower dir of a step.
     let l1 = t("l1");
     fs_err::create_dir(&l1).unwrap();
-    layer::extract(&tar1[..], &l1, &ExtractOptions::new(WhiteoutMode::Overlay)).unwrap();
+    layer::extract(&tar1[..], &l1, &ExtractOptions::new(Whiteouts::Overlay)).unwrap();
     let (upper, work, merged) = (t("upper"), t("work"), t("merged"));
     fs_err::create_dir(&upper).unwrap();
     fs_err::create_dir(&work).unwrap();
@@ -160,7 +160,7 @@ fn overlayfs_agrees_with_the_codec() {
     // exactly what the step saw.
     let l2 = t("l2");
     fs_err::create_dir(&l2).unwrap();
-    layer::extract(&tar2[..], &l2, &ExtractOptions::new(WhiteoutMode::Overlay)).unwrap();
+    layer::extract(&tar2[..], &l2, &ExtractOptions::new(Whiteouts::Overlay)).unwrap();
     {
         let stacked = t("stacked");
         let _m = Overlay::mount(&stacked, &format!("lowerdir={}:{}", s(&l2), s(&l1)));
@@ -170,7 +170,7 @@ fn overlayfs_agrees_with_the_codec() {
     // Flattened: both layers applied in order to one directory.
     let flat = t("flat");
     fs_err::create_dir(&flat).unwrap();
-    let opts = ExtractOptions::new(WhiteoutMode::Apply);
+    let opts = ExtractOptions::new(Whiteouts::Apply);
     layer::extract(&tar1[..], &flat, &opts).unwrap();
     layer::extract(&tar2[..], &flat, &opts).unwrap();
     assert_eq!(describe(&flat, Describe::default()), expected);

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use kiln_image::Digest;
-use kiln_image::layer::{self, ExtractOptions, WhiteoutMode, WriteOptions};
+use kiln_image::layer::{self, ExtractOptions, Whiteouts, WriteOptions};
 use layer_support::*;
 use rustix::fs::FileType;
 
@@ -18,7 +18,7 @@ fn write_tar(dir: &Path, opts: &WriteOptions) -> Vec<u8> {
     out
 }
 
-fn extract(tar: &[u8], dest: &Path, mode: WhiteoutMode) -> layer::ExtractStats {
+fn extract(tar: &[u8], dest: &Path, mode: Whiteouts) -> layer::ApplyStats {
     fs_err::create_dir_all(dest).unwrap();
     layer::extract(tar, dest, &ExtractOptions::new(mode)).unwrap()
 }
@@ -32,7 +32,7 @@ fn round_trip_preserves_everything() {
     let tar = write_tar(&src, &WriteOptions::default());
     let want = describe(&src, Describe::default());
 
-    for mode in [WhiteoutMode::Apply, WhiteoutMode::Overlay] {
+    for mode in [Whiteouts::Apply, Whiteouts::Overlay] {
         let dst = tmp.path().join(format!("dst-{mode:?}"));
         let stats = extract(&tar, &dst, mode);
         assert_eq!(describe(&dst, Describe::default()), want, "{mode:?}");
@@ -186,7 +186,7 @@ fn overlay_whiteouts_become_oci_whiteouts_and_back() {
 
     // Overlay mode turns them back into what overlayfs reads.
     let lower = tmp.path().join("lower");
-    let stats = extract(&tar, &lower, WhiteoutMode::Overlay);
+    let stats = extract(&tar, &lower, Whiteouts::Overlay);
     assert_eq!((stats.whiteouts, stats.opaque_dirs), (3, 1));
     for w in ["gone", "etc/removed.conf", "etc/gone-too"] {
         let m = fs_err::symlink_metadata(lower.join(w)).unwrap();
@@ -227,7 +227,7 @@ fn apply_mode_carries_whiteouts_out() {
         .file("nothere/.wh.x", b"")
         .file("keep/.wh..wh.plnk", b"")
         .finish();
-    let stats = extract(&layer, &root, WhiteoutMode::Apply);
+    let stats = extract(&layer, &root, Whiteouts::Apply);
     let mut names: Vec<String> = walk(&root)
         .iter()
         .map(|p| String::from_utf8_lossy(p).into_owned())
@@ -266,7 +266,7 @@ fn overlay_mode_whiteouts_within_one_layer() {
         .file(".wh.g", b"")
         .file("g", b"g")
         .finish();
-    extract(&layer, &dir, WhiteoutMode::Overlay);
+    extract(&layer, &dir, Whiteouts::Overlay);
     assert_eq!(
         xattr(&dir.join("d"), "trusted.overlay.opaque").as_deref(),
         Some(&b"y"[..])
@@ -349,7 +349,7 @@ fn reads_gnu_tar_archives() {
             .arg("."));
         let dst = tmp.path().join(format!("dst-{format}"));
         let tar = fs_err::read(&path).unwrap();
-        extract(&tar, &dst, WhiteoutMode::Apply);
+        extract(&tar, &dst, Whiteouts::Apply);
         assert_eq!(
             describe(
                 &dst,
@@ -411,18 +411,13 @@ fn io_errors_name_their_path() {
     let e = layer::write(&missing, Vec::new(), &WriteOptions::default()).unwrap_err();
     assert!(e.to_string().contains("no-such-dir"), "{e}");
     let tar = RawTar::new().file("f", b"x").finish();
-    let e = layer::extract(
-        &tar[..],
-        &missing,
-        &ExtractOptions::new(WhiteoutMode::Apply),
-    )
-    .unwrap_err();
+    let e = layer::extract(&tar[..], &missing, &ExtractOptions::new(Whiteouts::Apply)).unwrap_err();
     assert!(e.to_string().contains("no-such-dir"), "{e}");
     // A file where the layer needs a directory.
     let dest = tmp.path().join("dest");
     write_file(&dest.join("etc"), b"a file");
     let tar = RawTar::new().file("etc/passwd", b"x").finish();
-    let e = layer::extract(&tar[..], &dest, &ExtractOptions::new(WhiteoutMode::Apply)).unwrap_err();
+    let e = layer::extract(&tar[..], &dest, &ExtractOptions::new(Whiteouts::Apply)).unwrap_err();
     assert!(e.to_string().contains("dest/etc/passwd"), "{e}");
 }
 
@@ -435,7 +430,7 @@ fn extracts_without_chown() {
     octal(&mut h[100..108], 0o4755);
     checksum(&mut h);
     let tar = RawTar::new().header(h).data(b"x").finish();
-    let mut opts = ExtractOptions::new(WhiteoutMode::Apply);
+    let mut opts = ExtractOptions::new(Whiteouts::Apply);
     opts.chown = false;
     layer::extract(&tar[..], tmp.path(), &opts).unwrap();
     use std::os::unix::fs::MetadataExt;

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
-use kiln_image::layer::{self, ExtractOptions, WhiteoutMode};
+use kiln_image::layer::{self, ExtractOptions, Whiteouts};
 use layer_support::*;
 
 const FORMATS: [&[&str]; 4] = [
@@ -66,7 +66,7 @@ fn sparse_entries_extract_exactly() {
         let tar = gnu_tar(&src, format, &tmp.path().join("s.tar"));
         let dst = tmp.path().join(format!("dst{}", format.join("")));
         fs_err::create_dir(&dst).unwrap();
-        let stats = layer::extract(&tar[..], &dst, &ExtractOptions::new(WhiteoutMode::Apply))
+        let stats = layer::extract(&tar[..], &dst, &ExtractOptions::new(Whiteouts::Apply))
             .unwrap_or_else(|e| panic!("{format:?}: {e}"));
         for name in ["sparse", "tail", "empty", "plain"] {
             run(Command::new("cmp").arg(src.join(name)).arg(dst.join(name)));
@@ -105,7 +105,7 @@ fn a_terabyte_of_holes_is_free() {
         assert!(tar.len() < 1 << 20, "GNU tar stored the holes");
         let dst = tmp.path().join(format!("dst{}", format.join("")));
         fs_err::create_dir(&dst).unwrap();
-        layer::extract(&tar[..], &dst, &ExtractOptions::new(WhiteoutMode::Apply)).unwrap();
+        layer::extract(&tar[..], &dst, &ExtractOptions::new(Whiteouts::Apply)).unwrap();
         let f = fs_err::File::open(dst.join("huge")).unwrap().into_file();
         let m = f.metadata().unwrap();
         assert_eq!(m.len(), size);

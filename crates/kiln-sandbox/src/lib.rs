@@ -57,7 +57,6 @@ mod error;
 mod executor;
 mod output;
 mod proctree;
-mod rootpath;
 mod runc;
 mod spec;
 mod stubs;

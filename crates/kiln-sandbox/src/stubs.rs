@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, utimensat};
 
-use crate::rootpath::resolve_in_root;
+use kiln_fs::resolve_in_root;
 
 /// Whether a mount point must be a directory or a file (a bind mount of a
 /// file needs a file to mount over).

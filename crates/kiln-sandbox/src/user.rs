@@ -6,8 +6,8 @@ use std::io;
 use std::path::Path;
 
 use crate::error::SandboxError;
-use crate::rootpath::{host_path, resolve_in_root};
 use crate::spec::User;
+use kiln_fs::{host_path, resolve_in_root};
 
 /// The largest id Docker accepts (`libcontainer/user`'s `maxID`).
 const MAX_ID: i64 = (1 << 31) - 1;

@@ -56,7 +56,8 @@ pub enum ContextError {
     #[error("{}", not_found_message(pattern, path))]
     NotFound { pattern: String, path: String },
 
-    /// More than 255 symlinks followed while resolving one source.
+    /// More than [`kiln_fs::MAX_SYMLINKS`] symlinks followed while resolving
+    /// one source.
     #[error("source {pattern:?}: too many levels of symbolic links")]
     TooManySymlinks { pattern: String },
 

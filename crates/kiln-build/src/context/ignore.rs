@@ -182,17 +182,6 @@ impl Ignore {
     }
 }
 
-impl Mark {
-    /// The mark of everything below a path the build cannot see.
-    pub(crate) fn hidden() -> Mark {
-        Mark {
-            info: MatchInfo::default(),
-            excluded: true,
-            skipped: true,
-        }
-    }
-}
-
 /// The names in a directory, in byte order (the order of Go's
 /// `filepath.Walk`, so of BuildKit's transfer and wildcard expansion).
 pub(crate) fn read_names(dir: &Path) -> Result<Vec<std::ffi::OsString>, ContextError> {

@@ -2,20 +2,19 @@
 //! BuildKit resolves local sources (`copy.ResolveWildcards` and
 //! `FollowSymlinks` in fsutil, `FollowSymlinkInScope` for symlinks).
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
+
+use kiln_dockerfile::go;
+use kiln_fs::{Lookup, ResolveError, resolve_with};
 
 use super::BuildContext;
 use super::error::ContextError;
 use super::glob;
 use super::ignore::{Mark, read_names};
 use super::stat::{EntryKind, lstat, lstat_opt, slash_text};
-
-/// BuildKit's (and the kernel's) limit on symlinks followed in one lookup.
-const MAX_SYMLINKS: usize = 255;
 
 /// One thing a COPY/ADD source names in the build context.
 ///
@@ -88,7 +87,7 @@ impl BuildContext {
             return Ok(vec![entry(path, found)]);
         };
         let (fixed, wild) = components.split_at(first);
-        if wild.iter().any(|c| !glob::is_valid(c)) {
+        if wild.iter().any(|c| !go::valid_path_pattern(c)) {
             return Err(ContextError::BadSource {
                 pattern: pattern.to_owned(),
             });
@@ -128,7 +127,7 @@ impl BuildContext {
     ) -> Result<(), ContextError> {
         let (component, deeper) = wild.split_first().expect("a wildcard component");
         for name in read_names(&dir.abs)? {
-            if glob::matches(component, name.as_bytes()) != Some(true) {
+            if go::path_match(component, name.as_bytes()) != Some(true) {
                 continue;
             }
             let rel = dir.rel.join(&name);
@@ -170,80 +169,73 @@ impl BuildContext {
     }
 
     /// Looks `path` (relative, from the context root) up as BuildKit's
-    /// `FollowSymlinkInScope` does, in the tree the transfer sends: `..`
-    /// never climbs above the root, a symlink's target is read relative to
-    /// the root when absolute (as inside a chroot), and the last component
-    /// is followed only with `follow_final`. Entries the ignore file hides
-    /// do not exist, so a hidden symlink is not followed and a path through
-    /// it leads nowhere. `None` when nothing visible is there.
+    /// `FollowSymlinkInScope` does (kiln-fs's [`resolve_with`]), in the
+    /// tree the transfer sends: `..` never climbs above the root, a
+    /// symlink's target is read relative to the root when absolute (as
+    /// inside a chroot), and the last component is followed only with
+    /// `follow_final`. Entries the ignore file hides do not exist, so a
+    /// hidden symlink is not followed and a path through it leads nowhere.
+    /// `None` when nothing visible is there.
     fn follow<'p>(
         &self,
         path: impl Iterator<Item = Component<'p>>,
         follow_final: bool,
         pattern: &str,
     ) -> Result<Option<Found>, ContextError> {
-        let mut todo: VecDeque<OsString> = path.filter_map(component_name).collect();
-        // Resolved components so far, each with its mark.
-        let mut current: Vec<(OsString, Mark)> = Vec::new();
-        // From this index on, `current` names things that are not there:
-        // kept (a later `..` may climb back out) but never looked at, since
-        // the OS would follow symlinks this lookup decided not to follow.
-        let mut missing_from: Option<usize> = None;
-        let mut links = 0;
-        while let Some(name) = todo.pop_front() {
-            if name == ".." {
-                current.pop();
-                if missing_from.is_some_and(|m| current.len() <= m) {
-                    missing_from = None;
-                }
-                continue;
-            }
-            if missing_from.is_some() {
-                current.push((name, Mark::hidden()));
-                continue;
-            }
-            let rel: PathBuf = current.iter().map(|(n, _)| n).chain([&name]).collect();
-            let parent = current.last().map(|(_, m)| m.clone()).unwrap_or_default();
+        let wanted: Vec<OsString> = path.filter_map(component_name).collect();
+        let wanted: Vec<&[u8]> = wanted.iter().map(|c| c.as_bytes()).collect();
+        let resolved = resolve_with(&wanted.join(&b'/'), |parents, name, last| {
+            let rel: PathBuf = parents
+                .iter()
+                .map(|c| OsStr::from_bytes(&c.name))
+                .chain([OsStr::from_bytes(name)])
+                .collect();
+            let parent = parents
+                .last()
+                .and_then(|c| c.note.clone())
+                .unwrap_or_default();
             let mark = self.ignore.child(&parent, &rel)?;
             let abs = self.root.join(&rel);
             let Some(metadata) = lstat_opt(&abs)? else {
-                missing_from = Some(current.len());
-                current.push((name, mark));
-                continue;
+                return Ok(Lookup::Missing(mark));
             };
-            let last = todo.is_empty();
             if metadata.file_type().is_symlink() && (follow_final || !last) {
+                // A symlink the ignore file hides is not there to follow.
                 if mark.excluded {
-                    missing_from = Some(current.len());
-                    current.push((name, mark));
-                    continue;
-                }
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(ContextError::TooManySymlinks {
-                        pattern: pattern.to_owned(),
-                    });
+                    return Ok(Lookup::Missing(mark));
                 }
                 let target =
-                    std::fs::read_link(&abs).map_err(ContextError::io("reading symlink", &abs))?;
-                if target.has_root() {
-                    current.clear();
-                }
-                for c in target.components().rev().filter_map(component_name) {
-                    todo.push_front(c);
-                }
-                continue;
+                    fs_err::read_link(&abs).map_err(ContextError::io("reading symlink", &abs))?;
+                return Ok(Lookup::Link(target.into_os_string().into_vec()));
             }
+            // Nothing below a directory the transfer skips is sent.
             if mark.skipped && !last {
-                missing_from = Some(current.len());
+                return Ok(Lookup::Missing(mark));
             }
-            current.push((name, mark));
-        }
-        if missing_from.is_some() {
+            Ok(Lookup::Found(mark))
+        });
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err(ResolveError::TooManyLinks) => {
+                return Err(ContextError::TooManySymlinks {
+                    pattern: pattern.to_owned(),
+                });
+            }
+            Err(ResolveError::Lookup(e)) => return Err(e),
+        };
+        if resolved.missing {
             return Ok(None);
         }
-        let rel: PathBuf = current.iter().map(|(n, _)| n).collect();
-        let mark = current.pop().map(|(_, m)| m).unwrap_or_default();
+        let rel: PathBuf = resolved
+            .components
+            .iter()
+            .map(|c| OsStr::from_bytes(&c.name))
+            .collect();
+        let mark = resolved
+            .components
+            .last()
+            .and_then(|c| c.note.clone())
+            .unwrap_or_default();
         let abs = self.root.join(&rel);
         let metadata = lstat(&abs)?;
         if !self.ignore.sends(&abs, &rel, &mark, metadata.is_dir())? {

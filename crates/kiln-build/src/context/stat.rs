@@ -7,7 +7,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use rustix::buffer::spare_capacity;
 use rustix::io::Errno;
 
 use super::error::ContextError;
@@ -123,59 +122,16 @@ pub(crate) fn is_missing(e: &io::Error) -> bool {
 }
 
 /// Xattr names and values.
-pub(crate) type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Xattrs = kiln_fs::xattr::Xattrs;
 
-/// The xattrs of `path` (not following a symlink) that a layer keeps, as
-/// `kiln_image::layer::keeps_xattr` decides, sorted by name: what a COPY of
-/// the entry carries into the image.
+/// The xattrs of `path` (not following a symlink) that a layer keeps
+/// ([`kiln_fs::xattr::in_layer`]), sorted by name: what a COPY of the entry
+/// carries into the image.
 pub(crate) fn kept_xattrs(path: &Path) -> Result<Xattrs, ContextError> {
-    let err = |e: Errno| ContextError::io("reading xattrs of", path)(e.into());
-    let raw = match read_growing(
-        || rustix::fs::llistxattr_query(path),
-        |buf| rustix::fs::llistxattr(path, spare_capacity(buf)),
-    ) {
-        Ok(raw) => raw,
-        Err(Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(err(e)),
-    };
-    let mut out = Vec::new();
-    for name in raw.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if !kiln_image::layer::keeps_xattr(name) {
-            continue;
-        }
-        let value = match read_growing(
-            || rustix::fs::lgetxattr_query(path, name),
-            |buf| rustix::fs::lgetxattr(path, name, spare_capacity(buf)),
-        ) {
-            Ok(v) => v,
-            // Removed between the listing and now.
-            Err(Errno::NODATA) => continue,
-            Err(e) => return Err(err(e)),
-        };
-        out.push((name.to_vec(), value));
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Asks for the size, then reads into a buffer of that size; again if the
-/// value grew in between (ERANGE).
-fn read_growing(
-    mut query: impl FnMut() -> Result<usize, Errno>,
-    mut read: impl FnMut(&mut Vec<u8>) -> Result<usize, Errno>,
-) -> Result<Vec<u8>, Errno> {
-    loop {
-        let size = query()?;
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = Vec::with_capacity(size);
-        match read(&mut buf) {
-            Ok(_) => return Ok(buf),
-            Err(Errno::RANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    let mut kept = kiln_fs::xattr::read_path(path.as_os_str().as_bytes(), kiln_fs::xattr::in_layer)
+        .map_err(|e| ContextError::io("reading xattrs of", path)(e.into()))?;
+    kept.sort();
+    Ok(kept)
 }
 
 /// A relative path as the `/`-separated text the pattern matchers take.

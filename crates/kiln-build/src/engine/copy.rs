@@ -246,16 +246,10 @@ impl StageRunner<'_> {
         if let Some(d) = downloads.get(url) {
             return Ok(Arc::clone(d));
         }
-        let scratch = tempfile::Builder::new()
-            .prefix(&format!(
-                "{}{}-",
-                super::DOWNLOAD_PREFIX,
-                std::process::id()
-            ))
-            .tempdir_in(self.engine.store.root())
+        let scratch = kiln_fs::OwnedDir::create(self.engine.store.root(), super::DOWNLOAD_PREFIX)
             .map_err(|e| {
-                BuildError::step(location, format!("creating a download directory: {e}"))
-            })?;
+            BuildError::step(location, format!("creating a download directory: {e}"))
+        })?;
         let fetcher = ops::Fetcher::new().map_err(|e| BuildError::step(location, e.to_string()))?;
         let download = self
             .engine

@@ -205,7 +205,7 @@ impl Engine {
         Secrets::new()
             .sweep()
             .map_err(|e| BuildError::Other(format!("removing stale secrets: {e}")))?;
-        sweep_downloads(store.root())
+        kiln_fs::sweep(store.root(), DOWNLOAD_PREFIX)
             .map_err(|e| BuildError::Other(format!("removing stale downloads: {e}")))?;
         Ok(Engine {
             store,
@@ -620,28 +620,9 @@ impl Board {
     }
 }
 
-/// `ADD <url>` downloads go to `<store root>/<DOWNLOAD_PREFIX><pid>-<random>/`
-/// for the length of a stage.
+/// `ADD <url>` downloads go to `<store root>/<DOWNLOAD_PREFIX><pid>-<n>/`
+/// (kiln-fs's [`kiln_fs::OwnedDir`]) for the length of a stage.
 pub(crate) const DOWNLOAD_PREFIX: &str = "kiln-add-";
-
-/// Removes the download directories of kiln processes that are gone.
-fn sweep_downloads(root: &std::path::Path) -> std::io::Result<()> {
-    for entry in fs_err::read_dir(root)?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|s| s.strip_prefix(DOWNLOAD_PREFIX))
-            .and_then(|s| s.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            fs_err::remove_dir_all(entry.path())?;
-        }
-    }
-    Ok(())
-}
 
 /// The Dockerfile's file name, as messages show it (`Dockerfile:12`);
 /// standard input reads as `Dockerfile`.

@@ -56,7 +56,7 @@ pub(crate) struct StageRunner<'a> {
     /// ADD URLs fetched during this stage (the key needs their content,
     /// the copy their file), and the temp dirs holding them.
     pub(crate) downloads: Mutex<HashMap<String, Arc<Download>>>,
-    pub(crate) scratch_dirs: Mutex<Vec<tempfile::TempDir>>,
+    pub(crate) scratch_dirs: Mutex<Vec<kiln_fs::OwnedDir>>,
 }
 
 /// A resolved base image.

@@ -30,15 +30,7 @@ use kiln_sandbox::SandboxError;
 use super::error::CopyError;
 
 /// A numeric owner for copied files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl Owner {
-    pub const ROOT: Owner = Owner { uid: 0, gid: 0 };
-}
+pub use kiln_fs::Owner;
 
 /// Resolves a `--chown` value against the destination root's /etc/passwd
 /// and /etc/group (see the module doc for the rules).

@@ -84,8 +84,12 @@ pub enum CopyError {
 
     /// An archive that cannot be read as a tar, or an entry kiln does not
     /// extract.
-    #[error("archive {archive}: {reason}")]
-    Archive { archive: String, reason: String },
+    #[error("archive {archive}: {source}")]
+    Archive {
+        archive: String,
+        #[source]
+        source: kiln_fs::tar::TarError,
+    },
 
     /// A filesystem operation failed; `path` is inside the tree named by
     /// `root`.

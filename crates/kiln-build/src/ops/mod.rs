@@ -73,7 +73,6 @@ mod source;
 mod stats;
 mod tree;
 mod unpack;
-mod xattr;
 
 use std::fs::File;
 use std::path::Path;
@@ -89,7 +88,7 @@ pub use fetch::{Download, Fetcher};
 pub use source::{EntryFilter, FilterDecision, SourceItem, expand_source};
 pub use stats::CopyStats;
 
-use root::{NewDir, Root, join, split};
+use root::{NewDir, Root, TreeError, join, split};
 use source::{Kind, Tree, clean};
 use tree::{Copier, Policy, Src};
 
@@ -187,7 +186,7 @@ pub fn copy(
     workdir: &str,
     opts: &CopyOptions,
 ) -> Result<CopyStats, CopyError> {
-    let root = Root::open(dest_root)?;
+    let root = root::open(dest_root)?;
     let abs = if dest.starts_with('/') {
         dest.to_owned()
     } else {
@@ -219,6 +218,7 @@ pub fn copy(
     let new_dir = NewDir {
         owner: opts.chown,
         time,
+        ..NewDir::default()
     };
 
     // Several sources onto a path that is not a directory: an error, but
@@ -322,7 +322,7 @@ impl Cx<'_> {
     }
 
     fn tree(&mut self, t: &Tree, unpack: bool) -> Result<(), CopyError> {
-        let src_root = Root::open(&t.root)?;
+        let src_root = root::open(&t.root)?;
         let not_found = |path: &[u8]| CopyError::SourceNotFound {
             root: t.root.clone(),
             path: root::display(path),
@@ -442,23 +442,17 @@ impl Cx<'_> {
 /// WithParents(true), WithUser(...))` for WORKDIR. Symlinks on the way
 /// resolve inside the tree; existing directories are left as they are.
 pub fn mkdir_all(root: &Path, dir: &str, mode: u32, owner: (u32, u32)) -> Result<(), CopyError> {
-    let tree = Root::open(root)?;
+    let tree = root::open(root)?;
     let rel = source::clean(dir.as_bytes());
     let new = root::NewDir {
+        mode,
         owner: Some(Owner {
             uid: owner.0,
             gid: owner.1,
         }),
         time: None,
     };
-    let fd = tree
-        .make_dir_all(&rel, &new)
+    tree.make_dir_all(&rel, &new)
         .map_err(|e| tree.err("creating", &rel, e))?;
-    // make_dir_all creates with 0755; WORKDIR asks for that too, but keep
-    // the mode argument honest for other callers.
-    if mode != 0o755 {
-        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(mode))
-            .map_err(|e| tree.err("chmod", &rel, e))?;
-    }
     Ok(())
 }

@@ -9,7 +9,7 @@ use rustix::io::Errno;
 
 use super::error::CopyError;
 use super::fetch::Download;
-use super::root::{self, Root, components, join};
+use super::root::{self, Root, TreeError, components, join};
 
 /// Whether an entry below a copied directory is copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,7 +213,7 @@ pub fn expand_source(root: &Path, path: &str, parents: bool) -> Result<Vec<Sourc
     let Some(first) = comps.iter().position(has_wildcards) else {
         return Ok(vec![item(&full)]);
     };
-    let tree = Root::open(root)?;
+    let tree = root::open(root)?;
     let fixed = comps[..first].join(&b'/');
     let base = tree
         .resolve(&fixed)
@@ -295,11 +295,11 @@ pub(crate) fn clean(path: &[u8]) -> Vec<u8> {
 
 pub(crate) use crate::context::glob::has_wildcards;
 
-/// Go's `path/filepath.Match` on Unix (see [`crate::context::glob`]). A
+/// Go's `path/filepath.Match` on Unix ([`kiln_dockerfile::go::path_match`]). A
 /// malformed pattern matches nothing (ResolveWildcards ignores
 /// `ErrBadPattern`).
 pub(crate) fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
-    crate::context::glob::matches(pattern, name).unwrap_or(false)
+    kiln_dockerfile::go::path_match(pattern, name).unwrap_or(false)
 }
 
 #[cfg(test)]

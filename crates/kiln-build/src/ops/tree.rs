@@ -37,16 +37,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use kiln_fs::xattr::{self, Xattrs};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::chmod::Chmod;
 use super::chown::Owner;
 use super::error::CopyError;
-use super::root::{self, Root, join};
+use super::root::{self, Root, TreeError, join};
 use super::source::{EntryFilter, FilterDecision};
 use super::stats::CopyStats;
-use super::xattr::{self, Xattrs};
 
 /// What every entry of one copy gets.
 pub(crate) struct Policy<'a> {
@@ -247,7 +247,7 @@ impl<'a> Copier<'a> {
                 return self.unwind();
             }
             let next = open_dir(&dir, comp).map_err(|e| self.src_err("opening", &cur_src, e))?;
-            let xattrs = xattr::read_fd(&next)
+            let xattrs = xattr::read_fd(&next, copied)
                 .map_err(|e| self.src_err("reading the xattrs of", &cur_src, e))?;
             self.frames.push(Frame {
                 rel: cur_dst.clone(),
@@ -353,8 +353,8 @@ impl<'a> Copier<'a> {
             return result;
         }
         let dir = open_dir(src.dir, src.name).map_err(|e| self.src_err("opening", &src_rel, e))?;
-        let xattrs =
-            xattr::read_fd(&dir).map_err(|e| self.src_err("reading the xattrs of", &src_rel, e))?;
+        let xattrs = xattr::read_fd(&dir, copied)
+            .map_err(|e| self.src_err("reading the xattrs of", &src_rel, e))?;
         let role = if decision == FilterDecision::Include {
             Role::Included
         } else {
@@ -470,7 +470,7 @@ impl<'a> Copier<'a> {
         .map_err(|e| self.dst_err("setting the owner of", rel, e))?;
         rustix::fs::fchmod(fd, Mode::from_raw_mode(self.mode(st)))
             .map_err(|e| self.dst_err("setting the mode of", rel, e))?;
-        self.stats.xattrs_skipped += xattr::write_fd(fd, xattrs);
+        self.stats.xattrs_skipped += set_all(xattrs, |n, v| xattr::set_fd(fd, n, v));
         Ok(())
     }
 
@@ -534,7 +534,7 @@ impl<'a> Copier<'a> {
                     Mode::empty(),
                 )
                 .map_err(|e| self.src_err("opening", src_rel, e))?;
-                let xattrs = xattr::read_fd(&input)
+                let xattrs = xattr::read_fd(&input, copied)
                     .map_err(|e| self.src_err("reading the xattrs of", src_rel, e))?;
                 let output = rustix::fs::openat(
                     dir,
@@ -613,9 +613,10 @@ impl<'a> Copier<'a> {
             )
             .map_err(|e| self.dst_err("setting the mode of", dst_rel, e))?;
         }
-        let xattrs = xattr::read_path(&xattr::proc_path(src.dir, src.name))
+        let xattrs = xattr::read_path(&xattr::proc_path(src.dir, src.name), copied)
             .map_err(|e| self.src_err("reading the xattrs of", src_rel, e))?;
-        self.stats.xattrs_skipped += xattr::write_path(&xattr::proc_path(dir, name), &xattrs);
+        let at = xattr::proc_path(dir, name);
+        self.stats.xattrs_skipped += set_all(&xattrs, |n, v| xattr::set_path(&at, n, v));
         rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| self.dst_err("setting the times of", dst_rel, e))
     }
@@ -704,4 +705,19 @@ pub(crate) fn open_dir(dir: impl AsFd, name: &[u8]) -> Result<OwnedFd, Errno> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )
+}
+
+/// Which xattrs a copy carries: BuildKit copies every xattr of every entry
+/// (fsutil's `copyXAttrs`), and kiln does too, but for overlayfs's own: a
+/// source that is an unpacked layer directory carries them as bookkeeping
+/// of that layer, and written into the destination they would change what
+/// the overlay shows.
+fn copied(name: &[u8]) -> bool {
+    !xattr::is_overlay(name)
+}
+
+/// Sets every xattr; returns how many the destination refused, which
+/// BuildKit only logs.
+fn set_all(xattrs: &Xattrs, mut set: impl FnMut(&[u8], &[u8]) -> Result<(), Errno>) -> u64 {
+    xattrs.iter().filter(|(n, v)| set(n, v).is_err()).count() as u64
 }

@@ -3,6 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use kiln_dockerfile::go::quote as go_quote;
 use kiln_sandbox::SandboxError;
 
 use crate::ops::CopyError;
@@ -123,47 +124,6 @@ pub(crate) fn io_at<'a>(
     move |e| io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
 }
 
-/// Go's `strconv.Quote` (`%q`), which BuildKit's messages use: `"` and `\`
-/// escaped, control and other non-printable characters as escapes.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            ' ' => out.push(' '),
-            // Go's IsPrint: no control characters, and no spaces but U+0020.
-            c if (c as u32) < 0x80 && (c.is_ascii_control()) => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() || c.is_whitespace() || is_unassigned_format(c) => {
-                if (c as u32) < 0x10000 {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
-                } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Format characters Go does not print (zero-width and direction marks,
-/// the BOM): the common ones, without a Unicode table.
-fn is_unassigned_format(c: char) -> bool {
-    matches!(c as u32, 0xad | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2064 | 0xfeff)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,7 +133,7 @@ mod tests {
         assert_eq!(go_quote("/bin/sh -c false"), r#""/bin/sh -c false""#);
         assert_eq!(go_quote("a \"b\" \\"), r#""a \"b\" \\""#);
         assert_eq!(go_quote("x\ny\tz\x01"), r#""x\ny\tz\x01""#);
-        assert_eq!(go_quote("é\u{a0}"), "\"é\\u00a0\"");
+        assert_eq!(go_quote("é\u{a0}\u{200b}"), "\"é\\u00a0\\u200b\"");
     }
 
     #[test]

@@ -16,14 +16,12 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use kiln_fs::OwnedDir;
 use rustix::fs::{Gid, Mode, OFlags, Uid};
-use rustix::io::Errno;
-use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::mount::MountFlags;
 
 use super::command::InlineScript;
 use super::error::{RunError, io_at};
@@ -34,7 +32,7 @@ const PREFIX: &str = "run-";
 /// dropping it does the same, ignoring errors.
 #[derive(Debug)]
 pub(crate) struct Scratch {
-    dir: PathBuf,
+    dir: OwnedDir,
     /// Overlay mount points, in mount order.
     mounted: Vec<PathBuf>,
     next: usize,
@@ -42,35 +40,19 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     pub(crate) fn create(parent: &Path) -> Result<Scratch, RunError> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        fs_err::create_dir_all(parent)?;
-        loop {
-            let dir = parent.join(format!(
-                "{PREFIX}{}-{}",
-                std::process::id(),
-                SEQ.fetch_add(1, Ordering::Relaxed)
-            ));
-            match fs_err::create_dir(&dir) {
-                Ok(()) => {
-                    set_mode(&dir, 0o700)?;
-                    return Ok(Scratch {
-                        dir,
-                        mounted: Vec::new(),
-                        next: 0,
-                    });
-                }
-                // Left by an earlier process with our pid.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let dir = OwnedDir::create(parent, PREFIX)?;
+        Ok(Scratch {
+            dir,
+            mounted: Vec::new(),
+            next: 0,
+        })
     }
 
     /// A directory holding the script as a 0755 file, to mount read-only
     /// at `/dev/pipes` (BuildKit's `llb.Mkfile(name, 0755, data)` in a
     /// scratch state).
     pub(crate) fn script_dir(&mut self, script: &InlineScript) -> Result<PathBuf, RunError> {
-        let dir = self.dir.join("script");
+        let dir = self.dir.path().join("script");
         fs_err::create_dir(&dir)?;
         // Readable by any USER of the step: the mount shows these modes.
         set_mode(&dir, 0o755)?;
@@ -83,7 +65,7 @@ impl Scratch {
     /// A writable view of `source` whose changes are thrown away: an
     /// overlay with a fresh upper dir for a directory, a copy for a file.
     pub(crate) fn writable_view(&mut self, source: &Path) -> Result<PathBuf, RunError> {
-        let base = self.dir.join(format!("bind-{}", self.next));
+        let base = self.dir.path().join(format!("bind-{}", self.next));
         self.next += 1;
         fs_err::create_dir(&base)?;
         let meta = fs_err::metadata(source)?;
@@ -130,8 +112,8 @@ impl Scratch {
             }
         }
         if first.is_none()
-            && self.dir.exists()
-            && let Err(e) = fs_err::remove_dir_all(&self.dir)
+            && self.dir.path().exists()
+            && let Err(e) = fs_err::remove_dir_all(self.dir.path())
         {
             first.get_or_insert(e.into());
         }
@@ -148,68 +130,16 @@ impl Drop for Scratch {
 /// Removes the scratch directories of kiln processes that are gone (and
 /// first unmounts what they left mounted there). Returns how many.
 pub fn sweep_scratch(scratch: &Path) -> Result<usize, RunError> {
-    if !scratch.is_dir() {
-        return Ok(0);
-    }
-    let mut removed = 0;
-    for entry in fs_err::read_dir(scratch)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|s| s.strip_prefix(PREFIX))
-            .and_then(|s| s.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let dir = entry.path();
-        let mut points = mounts_under(&dir)?;
-        // Deepest first.
-        points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-        for point in points {
+    let dead = kiln_fs::abandoned(scratch, PREFIX)?;
+    for dir in &dead {
+        // mountinfo spells mount points canonically.
+        let canonical = fs_err::canonicalize(dir)?;
+        for point in kiln_fs::mounts_under(&canonical)? {
             unmount(&point)?;
         }
-        fs_err::remove_dir_all(&dir)?;
-        removed += 1;
+        fs_err::remove_dir_all(dir)?;
     }
-    Ok(removed)
-}
-
-/// Mount points at or below `dir` (/proc/self/mountinfo, field 5, with
-/// its octal escapes undone).
-fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, RunError> {
-    let dir = fs_err::canonicalize(dir)?;
-    let info = fs_err::read_to_string("/proc/self/mountinfo")?;
-    Ok(info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(std::ffi::OsStr::from_bytes(&unescape(field))))
-        .filter(|p| p.starts_with(&dir))
-        .collect())
-}
-
-fn unescape(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    out
+    Ok(dead.len())
 }
 
 /// An overlay of `lower` with `upper` at `merged`, through `mount(2)`.
@@ -252,25 +182,10 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, merged: &Path) -> Resu
 
 /// Unmounts, detaching if busy: clean-up must never leave a mount.
 fn unmount(point: &Path) -> Result<(), RunError> {
-    match rustix::mount::unmount(point, UnmountFlags::NOFOLLOW) {
-        Err(Errno::BUSY) => rustix::mount::unmount(point, UnmountFlags::DETACH),
-        other => other,
-    }
-    .map_err(|e| io_at("unmounting", point)(e.into()).into())
+    kiln_fs::unmount_or_detach(point).map_err(|e| io_at("unmounting", point)(e.into()).into())
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), RunError> {
     fs_err::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/a\040b\011c"), b"/a b\tc");
-        assert_eq!(unescape(r"/x\0"), b"/x\\0");
-    }
 }

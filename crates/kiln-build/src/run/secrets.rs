@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fs_err::os::unix::fs::OpenOptionsExt;
+use kiln_fs::OwnedDir;
 use rustix::fs::{Gid, Mode, Uid};
 
 use super::error::{RunError, io_at};
 
-/// Secret directories are `<PREFIX><pid>-<random>`: the pid tells a
-/// sweep whose they are.
+/// Secret directories are kiln-fs's [`OwnedDir`]s, `<PREFIX><pid>-<n>`:
+/// the pid tells a sweep whose they are.
 const PREFIX: &str = "kiln-secrets-";
 
 /// Secrets by id. Cheap to clone; `Debug` shows the ids only.
@@ -109,39 +110,15 @@ impl Secrets {
     /// secrets inside. Returns how many it removed.
     pub fn sweep(&self) -> Result<usize, RunError> {
         let parent = self.staging_parent();
-        let Ok(entries) = fs_err::read_dir(&parent) else {
-            return Ok(0);
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .and_then(|s| s.strip_prefix(PREFIX))
-                .and_then(|s| s.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-                continue;
-            }
-            fs_err::remove_dir_all(entry.path())?;
-            removed += 1;
-        }
-        Ok(removed)
+        Ok(kiln_fs::sweep(&parent, PREFIX).map_err(io_at("sweeping", &parent))?)
     }
 
     /// A directory for one step's secret files, removed when dropped.
     pub(crate) fn stage(&self) -> Result<Staged, RunError> {
         let parent = self.staging_parent();
-        fs_err::create_dir_all(&parent)?;
-        // 0700 from the start: only root can reach the files, whatever
-        // their own modes; the step sees each file through its bind mount.
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{PREFIX}{}-", std::process::id()))
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .tempdir_in(&parent)
+        // 0700: only root can reach the files, whatever their own modes;
+        // the step sees each file through its bind mount.
+        let dir = OwnedDir::create(&parent, PREFIX)
             .map_err(io_at("creating a secrets directory in", &parent))?;
         Ok(Staged { dir, next: 0 })
     }
@@ -150,7 +127,7 @@ impl Secrets {
 /// The secret files of one step.
 #[derive(Debug)]
 pub(crate) struct Staged {
-    dir: tempfile::TempDir,
+    dir: OwnedDir,
     next: usize,
 }
 
@@ -188,7 +165,7 @@ impl Staged {
     /// Removes the files, reporting errors (dropping ignores them).
     pub(crate) fn remove(self) -> Result<(), RunError> {
         let path = self.dir.path().to_path_buf();
-        self.dir.close().map_err(io_at("removing", &path))?;
+        self.dir.remove().map_err(io_at("removing", &path))?;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use rustix::fs::{Gid, Mode, Uid};
 
 use super::mount::{self, Overlay};
 use super::{
-    Snapshot, SnapshotError, Snapshotter, chain_id, check_chain, diff, lock, mountinfo, record,
+    Snapshot, SnapshotError, Snapshotter, chain_id, check_chain, diff, lock, mounts_under, record,
     remove_tree,
 };
 
@@ -377,7 +377,7 @@ impl Slot {
         for s in pins {
             note.push_str(&format!("{}\n", s.chain_id));
         }
-        held.write_note(&note)?;
+        lock::write_note(&mut held, &note)?;
         let dir = active.join(stem);
         let slot = Slot {
             lock: Some(held),
@@ -413,12 +413,12 @@ impl Slot {
             mount::unmount_or_detach(&self.root)?;
             self.mounted = false;
         }
-        for point in mountinfo::mounts_under(&self.dir)? {
+        for point in mounts_under(&self.dir)? {
             mount::unmount_or_detach(&point)?;
         }
         remove_tree(&self.dir)?;
         if let Some(held) = self.lock.take() {
-            held.unlink()?;
+            lock::unlink(held)?;
         }
         Ok(())
     }

@@ -43,18 +43,19 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::buffer::spare_capacity;
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
+use kiln_fs::names;
+use kiln_fs::xattr::{self, Xattrs, proc_path};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use super::SnapshotError;
 
 /// The xattr marking an opaque directory (overlayfs.rst, "whiteouts and
 /// opaque directories"); kiln mounts without `userxattr`.
-const OPAQUE: &[u8] = b"trusted.overlay.opaque";
+const OPAQUE: &[u8] = xattr::OVERLAY_OPAQUE;
 
 /// The outcome for an upper dir.
 #[derive(Debug, Default)]
@@ -205,8 +206,7 @@ impl Differ<'_> {
         lowers: Option<Vec<usize>>,
         same: bool,
     ) -> Result<Frame, SnapshotError> {
-        let mut names = names(&fd).map_err(|e| self.err("reading", &rel, e))?;
-        names.sort_unstable();
+        let names = names(&fd).map_err(|e| self.err("reading", &rel, e))?;
         Ok(Frame {
             fd,
             rel,
@@ -411,19 +411,6 @@ fn open_file(dir: impl AsFd, name: &[u8]) -> Result<OwnedFd, Errno> {
     )
 }
 
-/// The names in a directory, without `.` and `..`.
-fn names(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
-    let mut out = Vec::new();
-    for entry in Dir::read_from(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            out.push(name.to_vec());
-        }
-    }
-    Ok(out)
-}
-
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     if parent.is_empty() {
         return name.to_vec();
@@ -435,69 +422,18 @@ fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `/proc/self/fd/<dir>/<rel>`: a path the `l*xattr` calls resolve
-/// through the descriptor, not following a final symlink (what
-/// `lgetxattrat` would be; the kernel has it only from 6.13).
-fn proc_path(dir: BorrowedFd<'_>, rel: &[u8]) -> Vec<u8> {
-    let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
-    if !rel.is_empty() {
-        p.push(b'/');
-        p.extend_from_slice(rel);
-    }
-    p
-}
-
-/// Xattr names and values.
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
-
 /// The xattrs `layer::write` would put into the layer, sorted.
 fn kept_xattrs(path: &[u8]) -> Result<Xattrs, Errno> {
-    let raw = loop {
-        let size = match rustix::fs::llistxattr_query(path) {
-            Ok(n) => n,
-            Err(Errno::NOTSUP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        if size == 0 {
-            return Ok(Vec::new());
-        }
-        let mut buf = Vec::with_capacity(size);
-        match rustix::fs::llistxattr(path, spare_capacity(&mut buf)) {
-            Ok(_) => break buf,
-            Err(Errno::RANGE) => continue,
-            Err(e) => return Err(e),
-        }
-    };
-    let mut out = Vec::new();
-    for name in raw.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if !kiln_image::layer::keeps_xattr(name) {
-            continue;
-        }
-        if let Some(value) = get_xattr(path, name)? {
-            out.push((name.to_vec(), value));
-        }
-    }
-    out.sort();
-    Ok(out)
+    let mut kept = xattr::read_path(path, xattr::in_layer)?;
+    kept.sort();
+    Ok(kept)
 }
 
 /// One xattr's value; `None` if absent.
 fn get_xattr(path: &[u8], name: &[u8]) -> Result<Option<Vec<u8>>, Errno> {
-    loop {
-        let size = match rustix::fs::lgetxattr_query(path, name) {
-            Ok(n) => n,
-            Err(Errno::NODATA | Errno::NOTSUP) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if size == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        let mut buf = Vec::with_capacity(size);
-        match rustix::fs::lgetxattr(path, name, spare_capacity(&mut buf)) {
-            Ok(_) => return Ok(Some(buf)),
-            Err(Errno::RANGE) => continue,
-            Err(Errno::NODATA) => return Ok(None),
-            Err(e) => return Err(e),
-        }
+    match xattr::get_path(path, name) {
+        Ok(v) => Ok(Some(v)),
+        Err(Errno::NODATA | Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(e),
     }
 }

@@ -72,7 +72,7 @@ impl Snapshotter {
         remove_tree(&self.record_dir(chain_id, &record))?;
         remove_tree(&self.snapshot_dir(chain_id))?;
         self.store().update(|w| w.remove_snapshot(chain_id))?;
-        held.unlink()?;
+        lock::unlink(held)?;
         Ok(true)
     }
 

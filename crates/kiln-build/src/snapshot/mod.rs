@@ -57,7 +57,6 @@ mod error;
 mod gc;
 mod lock;
 mod mount;
-mod mountinfo;
 mod sweep;
 mod unpack;
 
@@ -273,4 +272,9 @@ fn sync_fs(dir: &Path) -> Result<(), SnapshotError> {
     )
     .map_err(SnapshotError::errno("opening", dir))?;
     rustix::fs::syncfs(&fd).map_err(SnapshotError::errno("syncing", dir))
+}
+
+/// The mounts at or under `dir`, deepest first (kiln-fs's).
+fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
+    kiln_fs::mounts_under(dir).map_err(SnapshotError::io("reading the mounts under", dir))
 }

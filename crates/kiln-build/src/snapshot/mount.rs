@@ -99,11 +99,7 @@ pub(crate) fn unmount(target: &Path) -> Result<(), SnapshotError> {
 /// it: it leaves the tree now and is freed when its last user goes. For
 /// clean-up, which must never leave a mount behind.
 pub(crate) fn unmount_or_detach(target: &Path) -> Result<(), SnapshotError> {
-    match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
-        Err(Errno::BUSY) => rustix::mount::unmount(target, UnmountFlags::DETACH),
-        other => other,
-    }
-    .map_err(|e| unmount_error(target, e))
+    kiln_fs::unmount_or_detach(target).map_err(|e| unmount_error(target, e))
 }
 
 fn unmount_error(target: &Path, e: Errno) -> SnapshotError {

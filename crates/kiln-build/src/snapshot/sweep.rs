@@ -8,7 +8,7 @@ use kiln_image::{Digest, SnapshotState};
 use rustix::io::Errno;
 
 use super::{
-    SnapshotError, Snapshotter, boot_id, lock, mount, mountinfo, remove_tree, sync_fs, unix_now,
+    SnapshotError, Snapshotter, boot_id, lock, mount, mounts_under, remove_tree, sync_fs, unix_now,
 };
 
 /// What [`Snapshotter::sweep`] cleaned up.
@@ -61,7 +61,7 @@ impl Snapshotter {
                 None => false,
             };
         }
-        let mounts = mountinfo::mounts_under(active)?;
+        let mounts = mounts_under(active)?;
         for stem in stems {
             // The lock file is created before the directory and unlinked
             // after it is removed: no lock file means no live owner either.
@@ -83,7 +83,7 @@ impl Snapshotter {
                 report.active_removed.push(dir);
             }
             if let Some(held) = held {
-                held.unlink()?;
+                lock::unlink(held)?;
             }
         }
         Ok(())
@@ -117,7 +117,7 @@ impl Snapshotter {
                 remove_tree(&self.snapshot_dir(chain_id))?;
                 self.store().update(|w| w.remove_snapshot(chain_id))?;
                 report.snapshots_removed.push(chain_id.clone());
-                held.unlink()?;
+                lock::unlink(held)?;
             }
         }
 
@@ -139,7 +139,7 @@ impl Snapshotter {
             }
             remove_tree(&dir)?;
             report.orphans_removed.push(dir);
-            held.unlink()?;
+            lock::unlink(held)?;
         }
 
         if !to_sync.is_empty() {
@@ -184,7 +184,7 @@ impl Snapshotter {
             remove_tree(&self.snapshot_dir(chain_id))?;
             self.store().update(|w| w.remove_snapshot(chain_id))?;
             report.unsynced_removed.push(chain_id.clone());
-            held.unlink()?;
+            lock::unlink(held)?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_image::compress;
-use kiln_image::layer::{self, ExtractOptions, ExtractStats, WhiteoutMode};
+use kiln_image::layer::{self, ApplyStats, ExtractOptions, Whiteouts};
 use kiln_image::media::Compression;
 use kiln_image::{Digest, HashingReader, SnapshotState};
 
@@ -26,7 +26,7 @@ pub enum UnpackEvent<'a> {
     Finished {
         chain_id: &'a Digest,
         layer: &'a Layer,
-        stats: &'a ExtractStats,
+        stats: &'a ApplyStats,
     },
 }
 
@@ -133,7 +133,7 @@ impl Snapshotter {
         Ok(dir)
     }
 
-    fn unpack(&self, layer: &Layer, dir: &Path) -> Result<ExtractStats, SnapshotError> {
+    fn unpack(&self, layer: &Layer, dir: &Path) -> Result<ApplyStats, SnapshotError> {
         let digest = &layer.blob.digest;
         let compression =
             Compression::from_media_type(&layer.blob.media_type).ok_or_else(|| {
@@ -151,12 +151,8 @@ impl Snapshotter {
         };
         let reader = compress::decompress(blob, compression).map_err(unpack_error)?;
         let mut hashing = HashingReader::new(reader);
-        let stats = layer::extract(
-            &mut hashing,
-            dir,
-            &ExtractOptions::new(WhiteoutMode::Overlay),
-        )
-        .map_err(unpack_error)?;
+        let stats = layer::extract(&mut hashing, dir, &ExtractOptions::new(Whiteouts::Overlay))
+            .map_err(unpack_error)?;
         // Anything after the end-of-archive blocks is part of the diffID.
         io::copy(&mut hashing, &mut io::sink())
             .map_err(SnapshotError::io("reading", &blob_path))?;

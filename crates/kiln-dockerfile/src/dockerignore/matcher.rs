@@ -8,8 +8,8 @@ use regex::Regex;
 
 use super::compile::{Compiled, compile};
 use super::error::PatternError;
+use super::goregex;
 use super::path::{ancestors, clean_path, dir};
-use super::{glob, goregex};
 
 /// The patterns of a `.dockerignore` file, in order, ready to match
 /// build-context paths (`moby/patternmatcher`'s `PatternMatcher`).
@@ -98,7 +98,7 @@ impl PatternMatcher {
                 Some(rest) => (true, rest),
                 None => (false, cleaned.as_str()),
             };
-            if !glob::is_valid(body) {
+            if !crate::gomatch::valid_path_pattern(body) {
                 return Err(PatternError::BadPattern {
                     pattern: source.to_owned(),
                 });

@@ -30,7 +30,6 @@
 
 mod compile;
 mod error;
-mod glob;
 mod goregex;
 mod ignorefile;
 mod matcher;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 /// What went wrong while reading, extracting, writing or compressing a layer.
 ///
-/// Filesystem errors name the path they happened on; tar errors name the
-/// entry (as it is spelled in the archive) or the byte offset of a header.
+/// Filesystem errors name the path they happened on; tar errors
+/// ([`kiln_fs::tar::TarError`]) name the entry (as it is spelled in the
+/// archive) or the byte offset of a header.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LayerError {
@@ -24,37 +25,9 @@ pub enum LayerError {
         source: io::Error,
     },
 
-    /// The tar stream is not a well-formed archive.
-    #[error("malformed tar at byte {offset}: {reason}")]
-    Malformed { offset: u64, reason: String },
-
-    /// An entry's data ended before its header's size.
-    #[error("tar entry {entry:?} is truncated")]
-    Truncated {
-        entry: String,
-        #[source]
-        source: io::Error,
-    },
-
-    /// An entry whose name climbs out of the layer root, would replace the
-    /// root, or cannot be applied as written (an owner id of -1, a whiteout
-    /// naming nothing).
-    #[error("tar entry {entry:?}: {reason}")]
-    InvalidEntry { entry: String, reason: &'static str },
-
-    /// A hardlink whose target climbs out of the layer root, is the root or
-    /// a directory, or is not in the destination.
-    #[error("tar entry {entry:?}: hardlink target {target:?} {reason}")]
-    InvalidLink {
-        entry: String,
-        target: String,
-        reason: &'static str,
-    },
-
-    /// An entry type kiln does not extract (GNU volume labels, multi-volume
-    /// continuations, contiguous-file extensions with unknown flags, ...).
-    #[error("tar entry {entry:?} has unsupported type {kind:?}")]
-    UnsupportedEntry { entry: String, kind: char },
+    /// The layer tar cannot be read or applied.
+    #[error(transparent)]
+    Tar(#[from] kiln_fs::tar::TarError),
 
     /// A filesystem operation failed.
     #[error("{op} {}", path.display())]

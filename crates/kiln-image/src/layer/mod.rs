@@ -1,11 +1,11 @@
 //! The layer codec: a directory diff ⇄ an uncompressed layer tar.
 //!
 //! - [`extract`] applies a layer tar to a directory, either as an overlayfs
-//!   lower dir of its own ([`WhiteoutMode::Overlay`]) or flattened onto a
-//!   root filesystem ([`WhiteoutMode::Apply`]). It is safe against hostile
-//!   archives: every lookup is resolved by the kernel inside the
-//!   destination (`openat2(RESOLVE_IN_ROOT)`), and no symlink from the
-//!   archive is followed when a file is created.
+//!   lower dir of its own ([`Whiteouts::Overlay`]) or flattened onto a
+//!   root filesystem ([`Whiteouts::Apply`]), through kiln-fs's one
+//!   extractor, which is safe against hostile archives: every lookup stays
+//!   inside the destination, and no symlink from the archive is followed
+//!   when a file is created.
 //! - [`write`] turns a directory (an overlay upper dir after a step) into a
 //!   layer tar whose bytes depend only on the tree: the same tree gives the
 //!   same diffID on every machine.
@@ -28,40 +28,23 @@
 //! ```
 
 mod error;
-mod extract;
-mod path;
-mod root;
-mod tar;
 mod walk;
-mod whiteout;
-mod xattr;
 
 use std::collections::HashSet;
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 pub use error::LayerError;
-pub use extract::extract;
+use kiln_fs::tar::{ApplyOptions, Owners};
+pub use kiln_fs::tar::{ApplyStats, Whiteouts};
 pub use walk::write;
-
-/// How whiteouts in a layer are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WhiteoutMode {
-    /// Keep them, in overlayfs's format: `.wh.NAME` becomes a character
-    /// device 0/0 named `NAME`, `.wh..wh..opq` becomes the xattr
-    /// `trusted.overlay.opaque=y` on its directory. For a layer unpacked into
-    /// a directory of its own and stacked as an overlay lower dir.
-    Overlay,
-    /// Carry them out: delete from the destination what they name. For
-    /// flattening layers, in order, into one root filesystem.
-    Apply,
-}
 
 /// How [`extract`] writes.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ExtractOptions {
-    pub whiteouts: WhiteoutMode,
+    pub whiteouts: Whiteouts,
     /// Give files the owner and group the layer says (numeric ids). Needs
     /// CAP_CHOWN; without it files belong to the extracting user. Defaults
     /// to whether the process runs as root.
@@ -69,7 +52,7 @@ pub struct ExtractOptions {
 }
 
 impl ExtractOptions {
-    pub fn new(whiteouts: WhiteoutMode) -> ExtractOptions {
+    pub fn new(whiteouts: Whiteouts) -> ExtractOptions {
         ExtractOptions {
             whiteouts,
             chown: rustix::process::geteuid().is_root(),
@@ -77,31 +60,26 @@ impl ExtractOptions {
     }
 }
 
-/// What [`extract`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ExtractStats {
-    /// Entries created or updated (whiteouts not included).
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub devices: u64,
-    pub fifos: u64,
-    /// `.wh.NAME` entries.
-    pub whiteouts: u64,
-    /// `.wh..wh..opq` entries.
-    pub opaque_dirs: u64,
-    /// Paths deleted by whiteouts ([`WhiteoutMode::Apply`]).
-    pub removed: u64,
-    /// Xattrs the destination refused (EPERM, EOPNOTSUPP), as Docker skips
-    /// them.
-    pub xattrs_skipped: u64,
-    /// Bytes of file content written (sparse holes not included).
-    pub bytes: u64,
-    /// Bytes of tar read.
-    pub tar_bytes: u64,
+/// Applies the uncompressed layer tar read from `reader` to `dest`, which
+/// must exist: [`kiln_fs::tar::apply`] with a layer's rules (Docker's:
+/// whiteouts as `opts.whiteouts` says, xattrs applied, the layer's `./`
+/// entry giving `dest` its metadata, missing parents made along the path as
+/// written). No entry can read or write outside `dest`. The whole stream is
+/// read, so a hashing reader underneath sees the layer's diffID.
+pub fn extract(
+    reader: impl Read,
+    dest: &Path,
+    opts: &ExtractOptions,
+) -> Result<ApplyStats, LayerError> {
+    let root =
+        kiln_fs::Root::open(dest).map_err(|e| LayerError::io("opening", dest, error::errno(e)))?;
+    let mut apply = ApplyOptions::layer(opts.whiteouts);
+    apply.owners = if opts.chown {
+        Owners::Archive
+    } else {
+        Owners::Unchanged
+    };
+    Ok(kiln_fs::tar::apply(reader, &root, &apply)?)
 }
 
 /// How [`write`] archives.
@@ -131,13 +109,6 @@ impl Default for WriteOptions {
             exclude: Arc::default(),
         }
     }
-}
-
-/// Whether [`write`] puts the xattr `name` into a layer (file capabilities,
-/// POSIX ACLs, `user.*`, `trusted.*` other than overlayfs's own): what a
-/// differ must compare to know whether two entries archive the same.
-pub fn keeps_xattr(name: &[u8]) -> bool {
-    xattr::keep_on_write(name)
 }
 
 /// What [`write`] archived.

@@ -8,12 +8,14 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
+use kiln_fs::names;
+use kiln_fs::path;
+use kiln_fs::tar::whiteout::{self, OPAQUE};
+use kiln_fs::tar::{EntryHeader, Kind, TarWriter};
+use kiln_fs::xattr::{self, Xattrs};
+
 use super::error::errno;
-use super::root::names;
-use super::tar::{EntryHeader, Kind, TarWriter};
-use super::whiteout::{self, OPAQUE};
-use super::xattr::Xattrs;
-use super::{LayerError, LayerStats, WriteOptions, path, xattr};
+use super::{LayerError, LayerStats, WriteOptions};
 
 /// Writes the directory `dir` as an uncompressed layer tar to `out`.
 ///
@@ -96,8 +98,8 @@ impl<W: Write> Walker<'_, W> {
     }
 
     fn frame(&self, fd: OwnedFd, rel: Vec<u8>) -> Result<Frame, LayerError> {
-        let mut list = names(&fd).map_err(|e| self.err("reading", &rel, e))?;
-        list.sort_unstable();
+        // Sorted: the archive's order is the bytes' order, not the disk's.
+        let list = names(&fd).map_err(|e| self.err("reading", &rel, e))?;
         Ok(Frame {
             fd,
             rel,
@@ -268,48 +270,32 @@ impl<W: Write> Walker<'_, W> {
     /// The kept xattrs of a name, sorted, and whether it is an opaque
     /// directory of an overlay upper dir.
     fn xattrs(&self, proc: &[u8], rel: &[u8]) -> Result<(Xattrs, bool), LayerError> {
-        let names = xattr::list(proc)
-            .map_err(|e| LayerError::io("listing the xattrs of", self.display(rel), e))?;
+        let overlay = self.opts.overlay_upper;
+        let all = xattr::read_path(proc, |n| {
+            xattr::in_layer(n) || (overlay && xattr::is_overlay(n))
+        })
+        .map_err(|e| LayerError::io("reading the xattrs of", self.display(rel), errno(e)))?;
         let mut kept = Vec::new();
         let mut opaque = false;
-        for name in names {
-            let overlay_name = name
-                .strip_prefix(b"trusted.overlay.")
-                .or_else(|| name.strip_prefix(b"user.overlay."));
-            if self.opts.overlay_upper {
-                match overlay_name {
-                    Some(b"opaque") => {
-                        let v = xattr::get(proc, &name).map_err(|e| {
-                            LayerError::io("reading the xattrs of", self.display(rel), e)
-                        })?;
-                        opaque = v == b"y";
-                        continue;
-                    }
-                    // The data or the directory contents are in a lower
-                    // layer: the upper dir alone is not the diff.
-                    Some(b"redirect" | b"metacopy") => {
-                        return Err(LayerError::OverlayFeature {
-                            path: self.display(rel),
-                            xattr: String::from_utf8_lossy(&name).into_owned(),
-                        });
-                    }
-                    _ => {}
-                }
-            }
-            if !xattr::keep_on_write(&name) {
+        for (name, value) in all {
+            if !xattr::is_overlay(&name) {
+                kept.push((name, value));
                 continue;
             }
-            match xattr::get(proc, &name) {
-                Ok(v) => kept.push((name, v)),
-                // Removed between the listing and the read.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => {}
-                Err(e) => {
-                    return Err(LayerError::io(
-                        "reading the xattrs of",
-                        self.display(rel),
-                        e,
-                    ));
+            let what = name
+                .strip_prefix(b"trusted.overlay.")
+                .or_else(|| name.strip_prefix(b"user.overlay."));
+            match what {
+                Some(b"opaque") => opaque = value == b"y",
+                // The data or the directory contents are in a lower
+                // layer: the upper dir alone is not the diff.
+                Some(b"redirect" | b"metacopy") => {
+                    return Err(LayerError::OverlayFeature {
+                        path: self.display(rel),
+                        xattr: String::from_utf8_lossy(&name).into_owned(),
+                    });
                 }
+                _ => {}
             }
         }
         kept.sort();

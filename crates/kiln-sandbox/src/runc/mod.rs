@@ -42,9 +42,9 @@ use crate::control::{InitProcess, RunControl};
 use crate::error::SandboxError;
 use crate::executor::{Executor, ExitInfo};
 use crate::output::{OutputSink, Stream};
-use crate::rootpath::{host_path, resolve_in_root};
 use crate::spec::{MountKind, RunSpec};
 use crate::stubs::{StubKind, Stubs};
+use kiln_fs::{host_path, resolve_in_root};
 
 /// After a cancel, how long `runc kill` may keep failing (e.g. the
 /// container is still being created) before runc itself is killed.

@@ -408,8 +408,7 @@ fn export_local(
             let compression = kiln_image::media::Compression::from_media_type(&layer.media_type)
                 .unwrap_or(Compression::Gzip);
             let tar = kiln_image::compress::decompress(blob, compression)?;
-            let opts =
-                kiln_image::layer::ExtractOptions::new(kiln_image::layer::WhiteoutMode::Apply);
+            let opts = kiln_image::layer::ExtractOptions::new(kiln_image::layer::Whiteouts::Apply);
             kiln_image::layer::extract(tar, &dest, &opts)
                 .with_context(|| format!("unpacking into {}", dest.display()))?;
         }

@@ -13,10 +13,9 @@
 //! a command that cannot be found 127, one that cannot be executed 126.
 //! SIGINT, SIGTERM and SIGHUP end the run and exit 128 + the signal.
 
-use std::collections::VecDeque;
-use std::ffi::OsString;
 use std::io::Write as _;
-use std::path::{Component, Path, PathBuf};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -452,9 +451,9 @@ fn environment(
 /// The home directory of `uid` in the root's /etc/passwd, or `/`, as
 /// Docker sets HOME.
 fn home_dir(root: &Path, uid: u32) -> String {
-    let home = resolve_in_root(root, Path::new("/etc/passwd"), false)
+    let home = kiln_fs::resolve_in_root(root, Path::new("/etc/passwd"))
         .ok()
-        .and_then(|passwd| fs_err::read_to_string(passwd).ok())
+        .and_then(|passwd| fs_err::read_to_string(kiln_fs::host_path(root, &passwd)).ok())
         .and_then(|text| {
             text.lines().find_map(|line| {
                 let fields: Vec<&str> = line.split(':').collect();
@@ -465,68 +464,33 @@ fn home_dir(root: &Path, uid: u32) -> String {
 }
 
 /// Creates the directory `dir` (absolute, as the container sees it) in
-/// `root`, as Docker creates a missing working directory.
+/// `root`, as Docker creates a missing working directory: symlinks are
+/// followed as if `root` were `/` (Docker's securejoin), and missing
+/// directories on the way are made, 0755 and root's.
 fn make_dir_in_root(root: &Path, dir: &Path) -> anyhow::Result<()> {
-    resolve_in_root(root, dir, true).map(|_| ())
-}
-
-/// The host path of `path` as the container sees it: symlinks are
-/// followed as if `root` were `/`, so that none leads out of it (what
-/// Docker's securejoin does). With `create`, missing directories on the
-/// way are made (0755, root-owned).
-fn resolve_in_root(root: &Path, path: &Path, create: bool) -> anyhow::Result<PathBuf> {
-    // At most this many symlinks on one path, as the kernel's ELOOP.
-    const MAX_LINKS: usize = 40;
-    let mut inside = PathBuf::from("/");
-    let mut rest: VecDeque<OsString> = components(path);
-    let mut links = 0;
-    while let Some(name) = rest.pop_front() {
-        if name == ".." {
-            inside.pop();
-            continue;
+    let tree = kiln_fs::Root::open(root).with_context(|| format!("opening {}", root.display()))?;
+    let rel = tree
+        .resolve(dir.as_os_str().as_bytes())
+        .with_context(|| format!("resolving {} in the image", dir.display()))?;
+    match tree.make_dir_all(&rel, &kiln_fs::NewDir::default()) {
+        Ok(_) => Ok(()),
+        Err(kiln_fs::Errno::NOTDIR) => {
+            // Name the first component that is in the way.
+            let mut prefix = Vec::new();
+            for part in kiln_fs::path::components(&rel) {
+                prefix = kiln_fs::path::join(&prefix, part);
+                if tree.lstat(&prefix)?.is_some_and(|st| !kiln_fs::is_dir(&st)) {
+                    break;
+                }
+            }
+            bail!(
+                "{} is not a directory in the image",
+                kiln_fs::path::display(&prefix)
+            )
         }
-        let next = inside.join(&name);
-        let host = root.join(next.strip_prefix("/").unwrap_or(&next));
-        match fs_err::symlink_metadata(&host) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_LINKS {
-                    bail!("too many symlinks resolving {}", path.display());
-                }
-                let target = fs_err::read_link(&host)?;
-                if target.is_absolute() {
-                    inside = PathBuf::from("/");
-                }
-                for component in components(&target).into_iter().rev() {
-                    rest.push_front(component);
-                }
-            }
-            Ok(meta) if meta.is_dir() || (rest.is_empty() && !create) => inside = next,
-            Ok(_) => bail!("{} is not a directory in the image", next.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-                fs_err::create_dir(&host)?;
-                use std::os::unix::fs::PermissionsExt as _;
-                fs_err::set_permissions(&host, std::fs::Permissions::from_mode(0o755))?;
-                inside = next;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                inside = next;
-            }
-            Err(e) => return Err(e.into()),
-        }
+        Err(e) => Err(std::io::Error::from(e))
+            .with_context(|| format!("creating {} in the image", dir.display())),
     }
-    Ok(root.join(inside.strip_prefix("/").unwrap_or(&inside)))
-}
-
-/// The names of a path, without `/` and `.`.
-fn components(path: &Path) -> VecDeque<OsString> {
-    path.components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
 }
 
 /// A new container's ID: 12 hex digits, as Docker shows its IDs (the
@@ -763,8 +727,8 @@ mod tests {
         make_dir_in_root(&root, Path::new("/etc/up/srv/app")).unwrap();
         assert!(root.join("srv/app").is_dir());
         assert_eq!(
-            resolve_in_root(&root, Path::new("/etc/up/etc/passwd"), false).unwrap(),
-            root.join("etc/passwd")
+            kiln_fs::resolve_in_root(&root, Path::new("/etc/up/etc/passwd")).unwrap(),
+            Path::new("/etc/passwd")
         );
         fs_err::write(root.join("file"), "").unwrap();
         let err = make_dir_in_root(&root, Path::new("/file/x")).unwrap_err();

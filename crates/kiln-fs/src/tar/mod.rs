@@ -1,5 +1,7 @@
-//! The tar format as layers use it: a streaming reader with bounded memory
-//! and a writer that emits the same bytes for the same entries.
+//! Tar, the one format kiln reads and writes trees in: layers, `ADD`
+//! archives, build contexts. A streaming reader with bounded memory, a
+//! writer that emits the same bytes for the same entries, and [`apply`],
+//! the one place an archive is written onto a directory.
 //!
 //! The `tar` crate supplies the header block codec (field offsets, ustar
 //! prefixes, checksums); the entry loops are ours because `tar::Archive`
@@ -7,18 +9,23 @@
 //! records at newlines (which breaks binary xattr values such as
 //! `security.capability`), and expands sparse holes into zero bytes.
 
+mod apply;
+mod error;
 mod read;
+pub mod whiteout;
 mod write;
 
-pub(crate) use read::{Entry, TarReader};
-pub(crate) use write::{EntryHeader, TarWriter};
+pub use apply::{ApplyOptions, ApplyStats, MissingParents, Owners, TopEntry, Whiteouts, apply};
+pub use error::TarError;
+pub use read::{Entry, TarReader, looks_like_header};
+pub use write::{EntryHeader, TarWriter};
 
 /// The size of a tar block: headers are one block, data is padded to blocks.
-pub(crate) const BLOCK: u64 = 512;
+pub const BLOCK: u64 = 512;
 
 /// What a tar entry creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     File,
     Link,
     Symlink,
@@ -32,7 +39,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// The POSIX ustar type flag.
-    pub(crate) fn flag(self) -> u8 {
+    pub fn flag(self) -> u8 {
         match self {
             Kind::File => b'0',
             Kind::Link => b'1',
@@ -48,7 +55,7 @@ impl Kind {
     /// Types whose size field does not describe data that follows the header.
     /// Go's archive/tar (and so Docker and containerd) reads no data for
     /// these whatever the size field says; kiln reads the same entries.
-    pub(crate) fn header_only(self) -> bool {
+    pub fn header_only(self) -> bool {
         matches!(
             self,
             Kind::Link | Kind::Symlink | Kind::Char | Kind::Block | Kind::Dir | Kind::Fifo
@@ -57,7 +64,7 @@ impl Kind {
 }
 
 /// Padding that follows `size` bytes of data.
-pub(crate) fn padding(size: u64) -> u64 {
+pub fn padding(size: u64) -> u64 {
     (BLOCK - size % BLOCK) % BLOCK
 }
 

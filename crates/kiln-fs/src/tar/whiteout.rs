@@ -12,19 +12,15 @@
 //! mount).
 
 /// The prefix of a whiteout entry's name.
-pub(crate) const PREFIX: &[u8] = b".wh.";
+pub const PREFIX: &[u8] = b".wh.";
 /// The prefix of AUFS metadata names, which includes the opaque marker.
 const META_PREFIX: &[u8] = b".wh..wh.";
 /// The opaque-directory marker.
-pub(crate) const OPAQUE: &[u8] = b".wh..wh..opq";
-
-/// The xattr overlayfs reads as "opaque directory" (the walker also reads
-/// `user.overlay.opaque`, what a `userxattr` mount writes).
-pub(crate) const OVERLAY_OPAQUE: &[u8] = b"trusted.overlay.opaque";
+pub const OPAQUE: &[u8] = b".wh..wh..opq";
 
 /// What a name in a layer tar means for whiteouts.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Whiteout<'a> {
+pub enum Whiteout<'a> {
     /// `.wh..wh..opq`: hide the lower contents of the directory.
     Opaque,
     /// `.wh.NAME`: hide `NAME` of the lower layers.
@@ -34,7 +30,7 @@ pub(crate) enum Whiteout<'a> {
 }
 
 /// Classifies the last component of an entry name.
-pub(crate) fn classify(name: &[u8]) -> Option<Whiteout<'_>> {
+pub fn classify(name: &[u8]) -> Option<Whiteout<'_>> {
     if name == OPAQUE {
         Some(Whiteout::Opaque)
     } else if name.starts_with(META_PREFIX) {

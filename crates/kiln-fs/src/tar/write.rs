@@ -18,36 +18,36 @@ const MAX_OCTAL_12: u64 = 0o77_777_777_777;
 const NAME_LEN: usize = 100;
 
 /// One entry's header, as the walker produces it.
-pub(crate) struct EntryHeader<'a> {
+pub struct EntryHeader<'a> {
     /// The name in the archive; directories end in `/`.
-    pub(crate) path: &'a [u8],
-    pub(crate) kind: Kind,
-    pub(crate) link: &'a [u8],
-    pub(crate) mode: u32,
-    pub(crate) uid: u64,
-    pub(crate) gid: u64,
-    pub(crate) mtime: i64,
-    pub(crate) size: u64,
-    pub(crate) dev_major: u32,
-    pub(crate) dev_minor: u32,
+    pub path: &'a [u8],
+    pub kind: Kind,
+    pub link: &'a [u8],
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+    pub size: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
     /// Sorted by name.
-    pub(crate) xattrs: &'a [(Vec<u8>, Vec<u8>)],
+    pub xattrs: &'a [(Vec<u8>, Vec<u8>)],
 }
 
-pub(crate) struct TarWriter<W> {
+pub struct TarWriter<W> {
     out: W,
     written: u64,
 }
 
 impl<W: Write> TarWriter<W> {
-    pub(crate) fn new(out: W) -> TarWriter<W> {
+    pub fn new(out: W) -> TarWriter<W> {
         TarWriter { out, written: 0 }
     }
 
     /// Writes the header of an entry (with a PAX header before it when
     /// needed). The caller then writes exactly `size` bytes of data with
     /// [`TarWriter::write_data`] and calls [`TarWriter::end_data`].
-    pub(crate) fn append(&mut self, h: &EntryHeader<'_>) -> io::Result<()> {
+    pub fn append(&mut self, h: &EntryHeader<'_>) -> io::Result<()> {
         let mut records: Vec<(&[u8], Vec<u8>)> = Vec::new();
         if h.path.len() > NAME_LEN {
             records.push((b"path", h.path.to_vec()));
@@ -104,19 +104,19 @@ impl<W: Write> TarWriter<W> {
         self.write_all(header.as_bytes())
     }
 
-    pub(crate) fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
+    pub fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
         self.write_all(data)
     }
 
     /// Pads the data of an entry of `size` bytes to a block.
-    pub(crate) fn end_data(&mut self, size: u64) -> io::Result<()> {
+    pub fn end_data(&mut self, size: u64) -> io::Result<()> {
         let pad = padding(size) as usize;
         self.write_all(&[0u8; BLOCK as usize][..pad])
     }
 
     /// Writes the end-of-archive marker; returns the output and the size of
     /// the archive.
-    pub(crate) fn finish(mut self) -> io::Result<(W, u64)> {
+    pub fn finish(mut self) -> io::Result<(W, u64)> {
         self.write_all(&[0u8; 2 * BLOCK as usize])?;
         self.out.flush()?;
         Ok((self.out, self.written))

@@ -5,8 +5,7 @@ use std::io::{self, Read};
 
 use tar::{GnuExtSparseHeader, Header};
 
-use super::{BLOCK, Kind, padding};
-use crate::layer::LayerError;
+use super::{BLOCK, Kind, TarError, padding};
 
 /// Largest PAX header or GNU long name/link accepted, as Go's archive/tar
 /// (`maxSpecialFileSize`): names are bounded by PATH_MAX anyway, and a
@@ -18,39 +17,41 @@ const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
 
 /// One entry, with PAX records, GNU long names and sparse maps applied.
 #[derive(Debug)]
-pub(crate) struct Entry {
+pub struct Entry {
     /// The name as the archive spells it (not cleaned).
-    pub(crate) path: Vec<u8>,
+    pub path: Vec<u8>,
     /// Symlink target or hardlink target, as the archive spells it.
-    pub(crate) link: Vec<u8>,
-    pub(crate) kind: Kind,
+    pub link: Vec<u8>,
+    pub kind: Kind,
     /// Permission bits, setuid/setgid/sticky included.
-    pub(crate) mode: u32,
-    pub(crate) uid: u64,
-    pub(crate) gid: u64,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
     /// Seconds since the epoch (may be negative) and nanoseconds.
-    pub(crate) mtime: (i64, u32),
+    pub mtime: (i64, u32),
+    /// A PAX `atime` record, if the archive has one.
+    pub atime: Option<(i64, u32)>,
     /// The size of the file the entry describes (for a sparse file, its
     /// logical size, holes included).
-    pub(crate) size: u64,
-    pub(crate) dev_major: u32,
-    pub(crate) dev_minor: u32,
+    pub size: u64,
+    pub dev_major: u32,
+    pub dev_minor: u32,
     /// `SCHILY.xattr.*` records, in archive order.
-    pub(crate) xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// For a sparse file, the `(offset, length)` of each data segment, in
     /// order; the entry's data is these segments back to back.
-    pub(crate) sparse: Option<Vec<(u64, u64)>>,
+    pub sparse: Option<Vec<(u64, u64)>>,
 }
 
 impl Entry {
     /// The name for messages.
-    pub(crate) fn name(&self) -> String {
+    pub fn name(&self) -> String {
         String::from_utf8_lossy(&self.path).into_owned()
     }
 }
 
 /// Reads entries from a tar stream.
-pub(crate) struct TarReader<R> {
+pub struct TarReader<R> {
     inner: R,
     /// Bytes consumed from `inner`.
     offset: u64,
@@ -63,7 +64,7 @@ pub(crate) struct TarReader<R> {
 }
 
 impl<R: Read> TarReader<R> {
-    pub(crate) fn new(inner: R) -> TarReader<R> {
+    pub fn new(inner: R) -> TarReader<R> {
         TarReader {
             inner,
             offset: 0,
@@ -75,14 +76,14 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Bytes consumed from the stream so far.
-    pub(crate) fn offset(&self) -> u64 {
+    pub fn offset(&self) -> u64 {
         self.offset
     }
 
     /// The next entry, or `None` at the end-of-archive marker (or at the end
     /// of the stream, which Go's reader also accepts in its place). The data
     /// of the previous entry is skipped if it was not read.
-    pub(crate) fn next_entry(&mut self) -> Result<Option<Entry>, LayerError> {
+    pub fn next_entry(&mut self) -> Result<Option<Entry>, TarError> {
         if self.finished {
             return Ok(None);
         }
@@ -140,7 +141,7 @@ impl<R: Read> TarReader<R> {
 
     /// Reads to the end of the stream (the end-of-archive blocks and any
     /// trailing bytes), so a hashing reader underneath sees every byte.
-    pub(crate) fn drain(&mut self) -> Result<(), LayerError> {
+    pub fn drain(&mut self) -> Result<(), TarError> {
         self.remaining = 0;
         self.padding = 0;
         self.finished = true;
@@ -151,7 +152,7 @@ impl<R: Read> TarReader<R> {
                 Ok(0) => break,
                 Ok(n) => self.offset += n as u64,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(LayerError::Read { source }),
+                Err(source) => return Err(TarError::Read { source }),
             }
         }
         self.scratch = buf;
@@ -166,7 +167,7 @@ impl<R: Read> TarReader<R> {
         pax: Option<Pax>,
         long_name: Option<Vec<u8>>,
         long_link: Option<Vec<u8>>,
-    ) -> Result<Entry, LayerError> {
+    ) -> Result<Entry, TarError> {
         let header = Header::from_byte_slice(block);
         let pax = pax.unwrap_or_default();
         let has_devices = header.as_ustar().is_some() || header.as_gnu().is_some();
@@ -267,6 +268,7 @@ impl<R: Read> TarReader<R> {
             uid,
             gid,
             mtime,
+            atime: pax.atime,
             size,
             dev_major,
             dev_minor,
@@ -281,7 +283,7 @@ impl<R: Read> TarReader<R> {
         &mut self,
         at: u64,
         header: &Header,
-    ) -> Result<(Vec<(u64, u64)>, u64), LayerError> {
+    ) -> Result<(Vec<(u64, u64)>, u64), TarError> {
         let gnu = header
             .as_gnu()
             .ok_or_else(|| malformed(at, "sparse entry without a GNU header"))?;
@@ -314,7 +316,7 @@ impl<R: Read> TarReader<R> {
     /// The map of a PAX sparse file format 1.0: decimal numbers, one a line,
     /// at the start of the data (segment count, then offset and length
     /// pairs), padded to a block.
-    fn pax_sparse_map_v1(&mut self, at: u64) -> Result<Vec<(u64, u64)>, LayerError> {
+    fn pax_sparse_map_v1(&mut self, at: u64) -> Result<Vec<(u64, u64)>, TarError> {
         let mut numbers: Vec<u64> = Vec::new();
         let mut wanted: Option<usize> = None;
         let mut current: Option<u64> = None;
@@ -362,7 +364,7 @@ impl<R: Read> TarReader<R> {
         pairs(&numbers).map_err(|r| malformed(at, r))
     }
 
-    fn read_meta(&mut self, size: u64, at: u64, what: &str) -> Result<Vec<u8>, LayerError> {
+    fn read_meta(&mut self, size: u64, at: u64, what: &str) -> Result<Vec<u8>, TarError> {
         if size > MAX_META {
             return Err(malformed(
                 at,
@@ -380,7 +382,7 @@ impl<R: Read> TarReader<R> {
     }
 
     /// Reads as much of `buf` as the stream holds; fewer bytes only at its end.
-    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, LayerError> {
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, TarError> {
         let mut n = 0;
         while n < buf.len() {
             match self.inner.read(&mut buf[n..]) {
@@ -390,14 +392,14 @@ impl<R: Read> TarReader<R> {
                     self.offset += k as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(source) => return Err(LayerError::Read { source }),
+                Err(source) => return Err(TarError::Read { source }),
             }
         }
         Ok(n)
     }
 
     /// `fill`, from the current entry's data.
-    fn fill_data(&mut self, buf: &mut [u8]) -> Result<usize, LayerError> {
+    fn fill_data(&mut self, buf: &mut [u8]) -> Result<usize, TarError> {
         let len = buf
             .len()
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
@@ -406,7 +408,7 @@ impl<R: Read> TarReader<R> {
         Ok(n)
     }
 
-    fn skip(&mut self, mut n: u64) -> Result<(), LayerError> {
+    fn skip(&mut self, mut n: u64) -> Result<(), TarError> {
         if n == 0 {
             return Ok(());
         }
@@ -449,8 +451,8 @@ impl<R: Read> Read for TarReader<R> {
     }
 }
 
-fn malformed(offset: u64, reason: impl Into<String>) -> LayerError {
-    LayerError::Malformed {
+fn malformed(offset: u64, reason: impl Into<String>) -> TarError {
+    TarError::Malformed {
         offset,
         reason: reason.into(),
     }
@@ -461,6 +463,13 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
         v.pop();
     }
     v
+}
+
+/// Whether a first block is a tar header Go's `archive/tar` would read: not
+/// all zeros (two zero blocks are an empty archive) and with a checksum
+/// that matches. BuildKit's test for "is this file an archive to unpack".
+pub fn looks_like_header(block: &[u8; BLOCK as usize]) -> bool {
+    !block.iter().all(|b| *b == 0) && verify_checksum(block).is_ok()
 }
 
 /// Accepts the unsigned sum of POSIX and the signed sum some historic tars
@@ -538,6 +547,7 @@ struct Pax {
     uid: Option<u64>,
     gid: Option<u64>,
     mtime: Option<(i64, u32)>,
+    atime: Option<(i64, u32)>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     sparse: SparsePax,
 }
@@ -607,6 +617,8 @@ impl Pax {
                 b"uid" => pax.uid = Some(number()?),
                 b"gid" => pax.gid = Some(number()?),
                 b"mtime" => pax.mtime = Some(pax_time(value).ok_or("invalid pax mtime")?),
+                // Go's reader ignores a malformed atime rather than fail.
+                b"atime" => pax.atime = pax_time(value),
                 b"GNU.sparse.major" => pax.sparse.major = Some(value.to_vec()),
                 b"GNU.sparse.minor" => pax.sparse.minor = Some(value.to_vec()),
                 b"GNU.sparse.name" => pax.sparse.name = Some(value.to_vec()),

@@ -1,23 +1,36 @@
-//! The mounts this process sees, from `/proc/self/mountinfo`.
+//! Finding and removing the mounts a crashed process left.
 //!
-//! proc(5), "/proc/pid/mountinfo": one line per mount, the mount point in
-//! field 5, with space, tab, newline and backslash written as octal
-//! escapes (`\040`). Mounts of a crashed kiln outlive it (a mount belongs
-//! to its namespace, not to a process), so this is how they are found.
+//! Mounts of a crashed kiln outlive it (a mount belongs to its namespace,
+//! not to a process), so they are found in `/proc/self/mountinfo`: proc(5),
+//! "/proc/pid/mountinfo", one line per mount, the mount point in field 5,
+//! with space, tab, newline and backslash written as octal escapes
+//! (`\040`).
 
 use std::ffi::OsString;
+use std::io;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use super::SnapshotError;
+use rustix::io::Errno;
+use rustix::mount::UnmountFlags;
 
 const MOUNTINFO: &str = "/proc/self/mountinfo";
 
-/// The mount points at or under `dir`, deepest first (the order to
-/// unmount them in).
-pub(crate) fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, SnapshotError> {
-    let text = fs_err::read(MOUNTINFO).map_err(SnapshotError::io("reading", MOUNTINFO))?;
+/// The mount points at or under `dir` (as the kernel spells it: give a
+/// canonical path), deepest first: the order to unmount them in.
+pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let text = fs_err::read(MOUNTINFO)?;
     Ok(filter_under(&parse(&text), dir))
+}
+
+/// Unmounts `target` (not following a final symlink), detaching it if it
+/// is busy: clean-up must never leave a mount behind, and a lazy unmount
+/// goes once its last user does.
+pub fn unmount_or_detach(target: &Path) -> Result<(), Errno> {
+    match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
+        Err(Errno::BUSY) => rustix::mount::unmount(target, UnmountFlags::DETACH),
+        other => other,
+    }
 }
 
 fn filter_under(points: &[PathBuf], dir: &Path) -> Vec<PathBuf> {
