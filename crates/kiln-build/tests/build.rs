@@ -265,6 +265,33 @@ fn errors_name_the_line() {
 }
 
 #[test]
+fn a_failed_pull_keeps_the_registrys_error() {
+    let Some(registry) = kiln_testkit::Registry::start(Default::default()) else {
+        return;
+    };
+    let h = Harness::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = format!("FROM scratch\n\nFROM {}/no/such:1\n", registry.host());
+    let (result, _) = h.build(ctx.path(), &dockerfile, |_| {});
+    let err = result.unwrap_err();
+    assert!(matches!(err, BuildError::Pull { .. }), "{err:?}");
+    assert_eq!(err.location().map(|l| l.start_line), Some(3), "{err}");
+    let message = err.message();
+    assert!(
+        message.starts_with(&format!("{}/no/such:1: ", registry.host())),
+        "{message}"
+    );
+    assert_eq!(message.matches("manifest unknown").count(), 1, "{message}");
+    // The cause is the registry client's own error, not its text.
+    let source = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<kiln_registry::TransferError>());
+    assert!(
+        matches!(source, Some(kiln_registry::TransferError::Registry(e)) if e.is_not_found()),
+        "{source:?}"
+    );
+}
+
+#[test]
 fn run_steps_users_heredocs_cache_mounts_and_caching() {
     let h = Harness::new();
     let base = busybox_image(&h.store);
