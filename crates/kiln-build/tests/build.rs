@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kiln_build::engine::{BuildRequest, BuildResult, Engine};
+use kiln_build::engine::{BuildError, BuildRequest, BuildResult, Engine};
 use kiln_build::events::Event;
 use kiln_image::Store;
 use kiln_image::document::{ImageConfig, Manifest};
@@ -37,10 +37,7 @@ impl Harness {
         context: &Path,
         dockerfile: &str,
         tweak: impl FnOnce(&mut BuildRequest),
-    ) -> (
-        Result<BuildResult, kiln_build::engine::BuildError>,
-        Vec<Event>,
-    ) {
+    ) -> (Result<BuildResult, BuildError>, Vec<Event>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink_events = Arc::clone(&events);
         let sink = Arc::new(move |e: Event| sink_events.lock().unwrap().push(e));
@@ -264,7 +261,34 @@ fn errors_name_the_line() {
     let (result, _) = h.build(ctx.path(), "FROM scratch\n\nCOPY missing.txt /\n", |_| {});
     let err = result.unwrap_err();
     assert_eq!(err.location().map(|l| l.start_line), Some(3), "{err}");
-    assert!(err.to_string().contains("missing.txt"), "{err}");
+    assert!(err.message().contains("missing.txt"), "{err}");
+}
+
+#[test]
+fn a_failed_pull_keeps_the_registrys_error() {
+    let Some(registry) = kiln_testkit::Registry::start(Default::default()) else {
+        return;
+    };
+    let h = Harness::new();
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = format!("FROM scratch\n\nFROM {}/no/such:1\n", registry.host());
+    let (result, _) = h.build(ctx.path(), &dockerfile, |_| {});
+    let err = result.unwrap_err();
+    assert!(matches!(err, BuildError::Pull { .. }), "{err:?}");
+    assert_eq!(err.location().map(|l| l.start_line), Some(3), "{err}");
+    let message = err.message();
+    assert!(
+        message.starts_with(&format!("{}/no/such:1: ", registry.host())),
+        "{message}"
+    );
+    assert_eq!(message.matches("manifest unknown").count(), 1, "{message}");
+    // The cause is the registry client's own error, not its text.
+    let source = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<kiln_registry::TransferError>());
+    assert!(
+        matches!(source, Some(kiln_registry::TransferError::Registry(e)) if e.is_not_found()),
+        "{source:?}"
+    );
 }
 
 #[test]
@@ -337,7 +361,7 @@ fn a_failing_run_names_its_line_and_leaves_nothing_mounted() {
     let err = result.unwrap_err();
     assert_eq!(err.location().map(|l| l.start_line), Some(3), "{err}");
     assert!(
-        err.to_string()
+        err.message()
             .contains("did not complete successfully: exit code: 3"),
         "{err}"
     );

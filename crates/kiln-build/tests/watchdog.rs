@@ -497,9 +497,9 @@ fn a_bad_kiln_comment_fails_before_anything_runs() {
     let err = result.unwrap_err();
     assert_eq!(err.location().map(|l| l.start_line), Some(3), "{err}");
     assert!(
-        err.to_string()
+        err.message()
             .starts_with("invalid `# kiln:` comment: stall=5: "),
-        "{err}"
+        "{err:?}"
     );
     assert!(
         !events

@@ -93,7 +93,7 @@ impl StageRunner<'_> {
                     .shared
                     .context
                     .digest_selection(&selection, self.shared.memo)
-                    .map_err(|e| BuildError::step(location, e.to_string()))?;
+                    .map_err(BuildError::context(location))?;
                 format!("context:{digest}")
             }
             From::Stage(i) => format!("stage:{}", self.board.get(*i)?.key),
@@ -193,11 +193,7 @@ impl StageRunner<'_> {
                 let (urls, local): (Vec<String>, Vec<String>) =
                     a.sources.paths.iter().cloned().partition(|p| is_url(p));
                 if a.checksum.is_some() && !local.is_empty() {
-                    // Docker 26's BuildKit's words.
-                    return Err(BuildError::step(
-                        location,
-                        "checksum can't be specified for non-HTTP sources",
-                    ));
+                    return Err(BuildError::ChecksumNotHttp { location });
                 }
                 let local_key = if local.is_empty() {
                     String::new()
@@ -247,15 +243,13 @@ impl StageRunner<'_> {
             return Ok(Arc::clone(d));
         }
         let scratch = kiln_fs::OwnedDir::create(self.engine.store.root(), super::DOWNLOAD_PREFIX)
-            .map_err(|e| {
-            BuildError::step(location, format!("creating a download directory: {e}"))
-        })?;
-        let fetcher = ops::Fetcher::new().map_err(|e| BuildError::step(location, e.to_string()))?;
+            .map_err(|source| BuildError::DownloadDir { location, source })?;
+        let fetcher = ops::Fetcher::new().map_err(BuildError::copy(location))?;
         let download = self
             .engine
             .runtime
             .block_on(fetcher.fetch(url, checksum, scratch.path()))
-            .map_err(|e| BuildError::step(location, e.to_string()))?;
+            .map_err(BuildError::copy(location))?;
         let download = Arc::new(download);
         downloads.insert(url.to_string(), Arc::clone(&download));
         self.scratch_dirs
@@ -273,7 +267,7 @@ impl StageRunner<'_> {
         state: &mut StageOutcome,
     ) -> Result<(), BuildError> {
         let location = command.location();
-        let fail = |e: ops::CopyError| BuildError::step(location, e.to_string());
+        let fail = BuildError::copy(location);
         let (sources, from_text, chown, chmod, mut options, excludes, parents) = match command {
             Command::Copy(c) => (
                 &c.sources,
@@ -350,7 +344,7 @@ impl StageRunner<'_> {
                         .parents(parents);
                     let selected = context
                         .select(&selection)
-                        .map_err(|e| BuildError::step(location, e.to_string()))?;
+                        .map_err(BuildError::context(location))?;
                     let needs_filter =
                         !excludes.is_empty() || !context.ignore_patterns().patterns().is_empty();
                     for sel in &selected {
@@ -408,7 +402,7 @@ impl StageRunner<'_> {
     ) -> Result<KeptEntries, BuildError> {
         let mut kept = HashSet::new();
         for walked in self.shared.context.walk(entry, filter) {
-            let walked = walked.map_err(|e| BuildError::step(location, e.to_string()))?;
+            let walked = walked.map_err(BuildError::context(location))?;
             kept.insert(walked.rel_path().to_path_buf());
         }
         Ok(KeptEntries(kept))

@@ -36,10 +36,10 @@ use kiln_sandbox::{Executor, RunControl};
 
 pub use self::cache_key::{KeyBuilder, VERSION as CACHE_KEY_VERSION};
 pub use self::config::{ConfigState, DEFAULT_SHELL, HISTORY_COMMENT};
-pub use self::error::BuildError;
+pub use self::error::{BuildError, Cause};
 use self::stage::{StageOutcome, StageRunner};
 use crate::events::{Event, EventSink, StepId, millis};
-use crate::run::{CacheMounts, Secrets};
+use crate::run::{CacheMounts, RunError, Secrets};
 use crate::watchdog::{Backoff, Limits, Overrides, StepPolicy};
 use crate::{BuildContext, HashMemo, Snapshotter};
 
@@ -197,16 +197,20 @@ impl Engine {
         // containers first, as their processes may use those mounts.
         executor
             .sweep()
-            .map_err(|e| BuildError::Other(format!("cleaning up runs of a crashed kiln: {e}")))?;
+            .map_err(BuildError::sweep("cleaning up runs of a crashed kiln"))?;
         snapshotter.sweep()?;
         let scratch = store.root().join("tmp");
-        fs_err::create_dir_all(&scratch).map_err(|e| BuildError::Other(e.to_string()))?;
-        crate::run::sweep_scratch(&scratch).map_err(|e| BuildError::Other(e.to_string()))?;
+        fs_err::create_dir_all(&scratch)
+            .map_err(RunError::from)
+            .and_then(|()| crate::run::sweep_scratch(&scratch))
+            .map_err(|e| BuildError::Scratch {
+                source: Cause::new(e),
+            })?;
         Secrets::new()
             .sweep()
-            .map_err(|e| BuildError::Other(format!("removing stale secrets: {e}")))?;
+            .map_err(BuildError::sweep("removing stale secrets"))?;
         kiln_fs::sweep(store.root(), DOWNLOAD_PREFIX)
-            .map_err(|e| BuildError::Other(format!("removing stale downloads: {e}")))?;
+            .map_err(BuildError::sweep("removing stale downloads"))?;
         Ok(Engine {
             store,
             snapshotter,
@@ -250,7 +254,7 @@ impl Engine {
         if let Some(level) = request.compression_level {
             // Now, not when the first layer is committed.
             kiln_image::compress::check_level(request.compression, level)
-                .map_err(|e| BuildError::Other(e.to_string()))?;
+                .map_err(|source| BuildError::CompressionLevel { source })?;
         }
         let ast = kiln_dockerfile::parse(&request.dockerfile_text)?;
         for w in &ast.warnings {
@@ -310,7 +314,10 @@ impl Engine {
                 SecretSource::File(path) => secrets.insert_file(spec.id.clone(), path),
                 SecretSource::Env(var) => secrets.insert_env(spec.id.clone(), var),
             };
-            loaded.map_err(|e| BuildError::Other(format!("--secret id={}: {e}", spec.id)))?;
+            loaded.map_err(|e| BuildError::Secret {
+                id: spec.id.clone(),
+                source: Cause::new(e),
+            })?;
         }
         let shared = Shared {
             request,
@@ -340,11 +347,7 @@ impl Engine {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(BuildError::Other("a build thread panicked".into()))
-                        })
-                    })
+                    .map(|h| h.join().unwrap_or_else(|_| Err(BuildError::Panicked)))
                     .collect()
             });
         let mut images = Vec::new();
@@ -387,13 +390,7 @@ impl Engine {
             let origin = command.origin();
             let above = origin.comments_directly_above();
             if let instructions::Command::Run(_) = command {
-                Overrides::from_comments(above).map_err(|e| {
-                    let location = kiln_dockerfile::Location {
-                        start_line: e.line,
-                        end_line: e.line,
-                    };
-                    BuildError::step(location, e.to_string())
-                })?;
+                Overrides::from_comments(above).map_err(BuildError::step_settings)?;
             }
             for comment in &origin.comments {
                 if !Overrides::is_kiln_comment(&comment.text) {
@@ -557,14 +554,18 @@ pub(crate) struct Shared<'a> {
     pub(crate) pulls: Mutex<HashMap<String, PullCell>>,
 }
 
-/// One pull's outcome (the pulled descriptor, or the error's text).
-pub(crate) type PullCell =
-    Arc<std::sync::OnceLock<Result<kiln_image::document::Descriptor, String>>>;
+/// One pull's outcome (the pulled descriptor, or the error).
+pub(crate) type PullCell = Arc<
+    std::sync::OnceLock<
+        Result<kiln_image::document::Descriptor, Cause<kiln_registry::TransferError>>,
+    >,
+>;
 
 /// Finished stages of one platform's build, for the stages that wait on them.
 #[derive(Default)]
 pub(crate) struct Board {
-    done: Mutex<HashMap<usize, Result<Arc<StageOutcome>, String>>>,
+    /// Each finished stage's outcome; a failed one's error is in `errors`.
+    done: Mutex<HashMap<usize, Option<Arc<StageOutcome>>>>,
     errors: Mutex<Vec<(usize, BuildError)>>,
     changed: Condvar,
     counts: Mutex<(u32, u32)>,
@@ -578,15 +579,16 @@ impl Board {
                 let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
                 counts.0 += o.steps_run;
                 counts.1 += o.steps_cached;
-                Ok(Arc::new(o))
+                Some(Arc::new(o))
             }
             Err(e) => {
-                // Keep the first error whole for the caller; others see its text.
+                // Kept whole for the caller; the stages that wait on this
+                // one fail with `StageFailed`.
                 self.errors
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((stage, e));
-                Err("a stage it needs failed".to_string())
+                None
             }
         };
         done.insert(stage, entry);
@@ -598,7 +600,7 @@ impl Board {
         let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(entry) = done.get(&stage) {
-                return entry.clone().map_err(BuildError::Other);
+                return entry.clone().ok_or(BuildError::StageFailed { stage });
             }
             done = self.changed.wait(done).unwrap_or_else(|e| e.into_inner());
         }

@@ -47,10 +47,11 @@ impl MountSources for Sources<'_, '_> {
                     From::Image(name) => format!("image-{name}"),
                     From::Context => unreachable!(),
                 };
+                // RunError sits below the engine: it keeps the text.
                 let view = runner.mount_source(&other, self.location).map_err(|e| {
                     RunError::MountFrom {
                         from: from.unwrap_or_default().to_string(),
-                        reason: e.to_string(),
+                        reason: e.message(),
                     }
                 })?;
                 let root = view.root().to_path_buf();
@@ -79,8 +80,7 @@ impl StageRunner<'_> {
         scope: &StageScope<'_>,
     ) -> Result<(Digest, String), BuildError> {
         let location = run.origin.location;
-        let fail = |e: RunError| BuildError::step(location, e.to_string());
-        let args = command_args(run, &state.config.shell()).map_err(fail)?;
+        let args = command_args(run, &state.config.shell()).map_err(BuildError::run(location))?;
         let env: Vec<String> = scope
             .run_env()
             .iter()
@@ -89,7 +89,9 @@ impl StageRunner<'_> {
             .collect();
         let workdir = state.config.workdir();
         let mut parts = Vec::new();
-        for part in cache_key_parts(run, &workdir, self.default_network()).map_err(fail)? {
+        for part in cache_key_parts(run, &workdir, self.default_network())
+            .map_err(BuildError::run(location))?
+        {
             let mut text = part.text;
             if let Some(content) = part.content {
                 let from = self.resolve_from(content.from.as_deref());
@@ -99,7 +101,7 @@ impl StageRunner<'_> {
                             .shared
                             .context
                             .digest(std::slice::from_ref(&content.path), &[], self.shared.memo)
-                            .map_err(|e| BuildError::step(location, e.to_string()))?;
+                            .map_err(BuildError::context(location))?;
                         format!("context:{digest}")
                     }
                     From::Stage(i) => format!("stage:{}:{}", self.board.get(i)?.key, content.path),
@@ -128,14 +130,8 @@ impl StageRunner<'_> {
     /// The step's watchdog policy: the build's, with the step's own
     /// `# kiln:` settings (checked when the build started).
     fn step_policy(&self, run: &RunCommand) -> Result<StepPolicy, BuildError> {
-        let overrides =
-            Overrides::from_comments(run.origin.comments_directly_above()).map_err(|e| {
-                let line = kiln_dockerfile::Location {
-                    start_line: e.line,
-                    end_line: e.line,
-                };
-                BuildError::step(line, e.to_string())
-            })?;
+        let overrides = Overrides::from_comments(run.origin.comments_directly_above())
+            .map_err(BuildError::step_settings)?;
         Ok(self.shared.request.step_policy().with(&overrides))
     }
 
@@ -186,7 +182,7 @@ impl StageRunner<'_> {
                 step: step.unwrap_or(0),
                 attempt,
                 max: attempts,
-                reason: failure.error.to_string(),
+                reason: failure.error.message(),
                 delay_ms: millis(delay),
             });
             if !self.pause(delay) {
@@ -292,10 +288,8 @@ impl StageRunner<'_> {
                 true,
             ),
             (Err(RunError::Cancelled), None) => (BuildError::Cancelled, false),
-            (Err(e @ RunError::Failed { .. }), None) => {
-                (BuildError::step(location, e.to_string()), true)
-            }
-            (Err(e), None) => (BuildError::step(location, e.to_string()), false),
+            (Err(e @ RunError::Failed { .. }), None) => (BuildError::run(location)(e), true),
+            (Err(e), None) => (BuildError::run(location)(e), false),
         };
         Err(AttemptError { error, retryable })
     }
@@ -304,9 +298,12 @@ impl StageRunner<'_> {
 /// The error of a step's last attempt, saying how many it had.
 fn with_attempts(error: BuildError, attempts: u32) -> BuildError {
     match error {
-        BuildError::Step { message, location } if attempts > 1 => BuildError::Step {
-            message: format!("{message} (after {attempts} attempts)"),
+        BuildError::Run {
+            location, source, ..
+        } => BuildError::Run {
             location,
+            attempts,
+            source,
         },
         other => other,
     }

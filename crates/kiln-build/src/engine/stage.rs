@@ -14,7 +14,7 @@ use kiln_registry::{PullOptions, pull_image};
 
 use super::cache_key::KeyBuilder;
 use super::config::ConfigState;
-use super::error::with_causes;
+use super::error::Cause;
 use super::{Board, BuildError, Engine, Shared};
 use crate::events::{Event, millis};
 use crate::ops::Download;
@@ -219,7 +219,11 @@ impl StageRunner<'_> {
     fn base_image(&self, name: &str, location: Location) -> Result<BaseImage, BuildError> {
         let store = &self.engine.store;
         let reference = Reference::parse(name)
-            .map_err(|e| BuildError::step(location, format!("{name}: {e}")))?
+            .map_err(|source| BuildError::Reference {
+                location,
+                name: name.to_string(),
+                source,
+            })?
             .with_default_tag();
         let known = if self.shared.request.pull {
             None
@@ -248,37 +252,36 @@ impl StageRunner<'_> {
                         .runtime
                         .block_on(pull_image(&self.engine.client, store, &reference, &options))
                         .map(|p| p.target)
-                        // The whole cause: `python:3.11: ping ...: gave up ...`.
-                        .map_err(|cause| {
-                            format!("{}: {}", reference.familiar(), with_causes(&cause))
-                        })
+                        .map_err(Cause::new)
                 });
                 // Named with the FROM (or --from) line.
-                pulled
-                    .clone()
-                    .map_err(|message| BuildError::step(location, message))?
+                pulled.clone().map_err(|source| BuildError::Pull {
+                    location,
+                    reference: reference.familiar(),
+                    source,
+                })?
             }
         };
-        let manifest = store.select_manifest(&desc, self.platform).map_err(|e| {
-            BuildError::step(
-                location,
-                format!("base image {}: {e}", reference.familiar()),
-            )
-        })?;
+        let manifest =
+            store
+                .select_manifest(&desc, self.platform)
+                .map_err(|e| BuildError::BaseImage {
+                    location,
+                    reference: reference.familiar(),
+                    source: Cause::new(e),
+                })?;
         let config: ImageConfig = store
             .read_document::<ImageConfig>(&manifest.value().config)
             .map_err(BuildError::store("reading the base image's config"))?
             .into_value();
         let image_platform = config.platform();
         if !self.platform.matches(&image_platform) && !image_platform.os.is_empty() {
-            return Err(BuildError::step(
+            return Err(BuildError::WrongPlatform {
                 location,
-                format!(
-                    "base image {} is for {image_platform}, the build is for {}",
-                    reference.familiar(),
-                    self.platform
-                ),
-            ));
+                reference: reference.familiar(),
+                image: Box::new(image_platform),
+                build: Box::new(self.platform.clone()),
+            });
         }
         let layers = manifest
             .value()
@@ -318,7 +321,10 @@ impl StageRunner<'_> {
         let location = command.location();
         let expanded = scope
             .dispatch(command)
-            .map_err(|e| BuildError::step(location, e.to_string()))?;
+            .map_err(|e| BuildError::Instruction {
+                location,
+                source: Cause::new(e),
+            })?;
         for w in scope.take_warnings() {
             self.engine.emit(Event::Warning {
                 message: w.message,
@@ -436,7 +442,7 @@ impl StageRunner<'_> {
                     emit(Event::StepFailed {
                         step,
                         duration_ms: millis(started.elapsed()),
-                        reason: e.to_string(),
+                        reason: e.message(),
                     });
                 }
             })?;
@@ -571,12 +577,14 @@ impl StageRunner<'_> {
         let owner = if user.is_empty() || user == "0" || user == "0:0" {
             (0, 0)
         } else {
-            let u = kiln_sandbox::resolve_user(active.root(), &user)
-                .map_err(|e| BuildError::step(location, e.to_string()))?;
+            let u =
+                kiln_sandbox::resolve_user(active.root(), &user).map_err(|e| BuildError::User {
+                    location,
+                    source: Cause::new(e),
+                })?;
             (u.uid, u.gid)
         };
-        crate::ops::mkdir_all(active.root(), &dir, 0o755, owner)
-            .map_err(|e| BuildError::step(location, e.to_string()))
+        crate::ops::mkdir_all(active.root(), &dir, 0o755, owner).map_err(BuildError::copy(location))
     }
 }
 
@@ -592,18 +600,20 @@ fn env_pairs(env: &[String]) -> Vec<(String, String)> {
 
 /// An ONBUILD trigger's text as one instruction.
 fn parse_trigger(text: &str, location: Location) -> Result<Command, BuildError> {
-    let ast = kiln_dockerfile::parse(text.as_bytes())
-        .map_err(|e| BuildError::step(location, format!("ONBUILD trigger {text:?}: {e}")))?;
+    let bad = |e: kiln_dockerfile::Error| BuildError::Trigger {
+        location,
+        trigger: text.to_string(),
+        source: Cause::new(e),
+    };
+    let ast = kiln_dockerfile::parse(text.as_bytes()).map_err(bad)?;
     let node = ast
         .children
         .first()
-        .ok_or_else(|| BuildError::step(location, format!("empty ONBUILD trigger {text:?}")))?;
-    let mut command = parse_instruction(node).map_err(|e| {
-        BuildError::step(
+        .ok_or_else(|| BuildError::EmptyTrigger {
             location,
-            format!("ONBUILD trigger {text:?}: {}", e.message()),
-        )
-    })?;
+            trigger: text.to_string(),
+        })?;
+    let mut command = parse_instruction(node).map_err(|e| bad(e.into()))?;
     command.set_location(location);
     Ok(command)
 }

@@ -300,14 +300,17 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let runtime = ctx.runtime()?;
     let renderer = crate::render::Renderer::new(ctx.args.progress);
     let executor = Arc::new(RuncExecutor::new(store.root().join("runc")));
-    let engine = Arc::new(Engine::new(
-        store.clone(),
-        // Base pulls print lines through the build's own view.
-        ctx.client_with_notes(renderer.notes()),
-        runtime.handle().clone(),
-        executor,
-        renderer.sink(),
-    )?);
+    let engine = Arc::new(
+        Engine::new(
+            store.clone(),
+            // Base pulls print lines through the build's own view.
+            ctx.client_with_notes(renderer.notes()),
+            runtime.handle().clone(),
+            executor,
+            renderer.sink(),
+        )
+        .map_err(|e| build_error(&dockerfile, &dockerfile_text, e))?,
+    );
     let stop = install_signal_handlers(&engine)?;
     let result = engine.build(&request);
     renderer.finish();
@@ -325,7 +328,7 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
                 BuildError::TimedOut { .. } => EXIT_TIMED_OUT,
                 _ => return Err(build_error(&dockerfile, &dockerfile_text, e)),
             };
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.message());
             if let Some(location) = e.location() {
                 let text = String::from_utf8_lossy(&dockerfile_text);
                 eprint!(
@@ -438,16 +441,18 @@ fn install_signal_handlers(
     Ok(caught)
 }
 
-/// A build error with the Dockerfile lines it is about.
+/// A build error with the Dockerfile lines it is about. Its message has
+/// every cause once (anyhow's `{:#}` would repeat the ones an error's own
+/// text already holds).
 fn build_error(dockerfile: &Path, text: &[u8], e: BuildError) -> anyhow::Error {
     match e.location() {
         Some(location) => SourceError::new(
             dockerfile,
             &String::from_utf8_lossy(text),
             location,
-            e.to_string(),
+            e.message(),
         )
         .into(),
-        None => anyhow::Error::new(e),
+        None => anyhow::Error::msg(e.message()),
     }
 }
