@@ -299,6 +299,11 @@ fn hardlinks_get_the_entry_metadata_and_fixed_owners_apply() {
     );
     assert_eq!((m.uid(), m.gid()), (me.uid, me.gid));
     assert_eq!(m.mtime(), 1_700_000_000);
+    // A layer keeps what the entry that made the inode said.
+    let s = Sandbox::new();
+    s.apply(&tar, Resolution::detect(), &layer()).unwrap();
+    let m = fs_err::metadata(s.dest.join("f")).unwrap();
+    assert_eq!((m.nlink(), m.mode() & 0o7777), (2, 0o600));
 }
 
 #[test]

@@ -88,6 +88,14 @@ pub struct ApplyOptions {
     /// Docker's `boundTime`). Off, times are kept exactly, so that a tree
     /// extracted and archived again gives the same bytes.
     pub bound_times: bool,
+    /// Every entry gets this time instead of its own (BuildKit's local
+    /// exporter with `SOURCE_DATE_EPOCH`).
+    pub fixed_time: Option<i64>,
+    /// A hardlink entry's owner, mode and times are given to the inode it
+    /// links (BuildKit's `ADD`, which applies every header it reads). Off,
+    /// the inode keeps what the entry that made it said: a layer's hardlink
+    /// entries carry the same, or (hand-made ones) nothing at all.
+    pub link_metadata: bool,
 }
 
 impl ApplyOptions {
@@ -105,6 +113,8 @@ impl ApplyOptions {
             top: TopEntry::Apply,
             parents: MissingParents::AsNamed,
             bound_times: false,
+            fixed_time: None,
+            link_metadata: false,
         }
     }
 
@@ -119,6 +129,8 @@ impl ApplyOptions {
             top: TopEntry::Skip,
             parents: MissingParents::AtTarget,
             bound_times: true,
+            fixed_time: None,
+            link_metadata: true,
         }
     }
 }
@@ -342,7 +354,7 @@ impl Applier<'_> {
         self.dirs.push(DirMeta {
             rel: rel.to_vec(),
             mode: e.mode,
-            times: times(e, self.opts.bound_times),
+            times: self.times(e),
             dev: st.st_dev,
             ino: st.st_ino,
         });
@@ -510,8 +522,11 @@ impl Applier<'_> {
         rustix::fs::linkat(&tdir, tbase, dir, base, AtFlags::empty())
             .map_err(|x| self.err("creating the hardlink", rel, x))?;
         self.stats.hardlinks += 1;
-        // The link is the target's inode: Docker and BuildKit give it the
-        // entry's owner, and its mode and times unless it is a symlink.
+        if !self.opts.link_metadata {
+            return Ok(());
+        }
+        // The link is the target's inode: BuildKit gives it the entry's
+        // owner, and its mode and times unless it is a symlink.
         self.at_meta(e, rel, dir, base, link_kind != FileType::Symlink)
     }
 
@@ -544,7 +559,7 @@ impl Applier<'_> {
                 }
             }
         }
-        rustix::fs::futimens(fd, &times(e, self.opts.bound_times))
+        rustix::fs::futimens(fd, &self.times(e))
             .map_err(|x| self.err("setting the times of", rel, x))
     }
 
@@ -578,13 +593,8 @@ impl Applier<'_> {
                 }
             }
         }
-        rustix::fs::utimensat(
-            dir,
-            base,
-            &times(e, self.opts.bound_times),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|x| self.err("setting the times of", rel, x))
+        rustix::fs::utimensat(dir, base, &self.times(e), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|x| self.err("setting the times of", rel, x))
     }
 
     /// Docker skips xattrs the destination filesystem refuses.
@@ -695,13 +705,8 @@ impl Applier<'_> {
                     crate::root::chown_at(dir, name, o)
                         .map_err(|x| self.err("changing the owner of", &target, x))?;
                 }
-                rustix::fs::utimensat(
-                    dir,
-                    name,
-                    &times(e, self.opts.bound_times),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|x| self.err("setting the times of", &target, x))
+                rustix::fs::utimensat(dir, name, &self.times(e), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|x| self.err("setting the times of", &target, x))
             }
         }
     }
@@ -754,6 +759,22 @@ impl Applier<'_> {
                 .map_err(|x| self.err("setting the times of", &d.rel, x))?;
         }
         Ok(())
+    }
+
+    fn times(&self, e: &Entry) -> Timestamps {
+        match self.opts.fixed_time {
+            Some(t) => {
+                let t = Timespec {
+                    tv_sec: t,
+                    tv_nsec: 0,
+                };
+                Timestamps {
+                    last_access: t,
+                    last_modification: t,
+                }
+            }
+            None => times(e, self.opts.bound_times),
+        }
     }
 
     fn err(&self, op: &'static str, rel: &[u8], e: Errno) -> TarError {
