@@ -106,6 +106,25 @@ pub(crate) fn prune(store: &Store) -> Result<PruneReport, StoreError> {
         })?;
     }
     report.records_removed = stale.len();
+
+    // Layer variants are a cache of conversions, not roots: the ones whose
+    // blob went are forgotten.
+    let variants = store.with_index("prune: variants", |db| db.read(|r| r.layer_variants()))?;
+    let gone: Vec<String> = variants
+        .into_iter()
+        .filter(|(_, v)| !store.blob_path(&v.descriptor.digest).exists())
+        .map(|(k, _)| k)
+        .collect();
+    if !gone.is_empty() {
+        store.with_index("prune: variants", |db| {
+            db.write(|w| {
+                for key in &gone {
+                    w.remove_layer_variant(key)?;
+                }
+                Ok(())
+            })
+        })?;
+    }
     Ok(report)
 }
 

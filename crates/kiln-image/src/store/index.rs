@@ -13,9 +13,11 @@
 //! | `snapshots` | chain ID                              | [`SnapshotRecord`] |
 //! | `cache`     | cache key                             | [`CacheRecord`]  |
 //! | `context_hashes` | (device, inode) as `(u64, u64)`  | [`ContextHashRecord`], binary |
+//! | `layer_variants` | `<diffID> <encoding>`            | [`LayerVariant`] |
 //!
-//! `context_hashes` was added within schema 1: an index written before it
-//! has no such table, and reads it as empty; the first write creates it.
+//! `context_hashes` and `layer_variants` were added within schema 1: an
+//! index written before them has no such table, and reads it as empty; the
+//! first write creates it.
 //! Its values are a small fixed binary record, not JSON, because a build
 //! context can hold millions of files.
 //!
@@ -46,6 +48,7 @@ const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 const CONTEXT_HASHES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("context_hashes");
+const LAYER_VARIANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("layer_variants");
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
@@ -113,6 +116,24 @@ pub struct CacheRecord {
     /// The image config after the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<Digest>,
+}
+
+/// One layer's blob in one encoding (table `layer_variants`): what
+/// exporting a layer in another compression, level or with rewritten
+/// timestamps made, so that it is made once. The key is the source
+/// layer's diffID and a name of the encoding the exporter chooses; the
+/// variant's own diffID differs from the source's only when its files
+/// changed (timestamps rewritten). A variant is a cache: prune may delete
+/// its blob, and a reader checks that the blob is still there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerVariant {
+    pub diff_id: Digest,
+    pub descriptor: Descriptor,
+}
+
+/// The key of a layer variant.
+fn variant_key(diff_id: &Digest, encoding: &str) -> String {
+    format!("{diff_id} {encoding}")
 }
 
 impl CacheRecord {
@@ -363,6 +384,36 @@ macro_rules! read_methods {
     };
 }
 
+macro_rules! variant_read_methods {
+    () => {
+        /// The layer with this diffID in the named encoding, if one was
+        /// recorded (its blob may have been pruned since).
+        pub fn layer_variant(
+            &self,
+            diff_id: &Digest,
+            encoding: &str,
+        ) -> Result<Option<LayerVariant>, StoreError> {
+            match self.variant_table()? {
+                Some(t) => get(
+                    self.path,
+                    &t,
+                    "layer_variants",
+                    &variant_key(diff_id, encoding),
+                ),
+                None => Ok(None),
+            }
+        }
+
+        /// Every recorded layer variant, by key.
+        pub fn layer_variants(&self) -> Result<Vec<(String, LayerVariant)>, StoreError> {
+            match self.variant_table()? {
+                Some(t) => all(self.path, &t, "layer_variants"),
+                None => Ok(Vec::new()),
+            }
+        }
+    };
+}
+
 /// A read transaction on the index (see [`crate::Store::read`]).
 pub struct IndexReader<'a> {
     tx: &'a redb::ReadTransaction,
@@ -390,6 +441,18 @@ impl IndexReader<'_> {
     }
 
     read_methods!();
+    variant_read_methods!();
+
+    /// The layer-variant table, `None` in an index written before it.
+    fn variant_table(
+        &self,
+    ) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StoreError> {
+        match self.tx.open_table(LAYER_VARIANTS) {
+            Ok(t) => Ok(Some(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(redb_error(self.path, e)),
+        }
+    }
 
     /// The remembered content hash of the file with this device and inode.
     pub fn context_hash(
@@ -470,6 +533,33 @@ impl IndexWriter<'_> {
     }
 
     read_methods!();
+    variant_read_methods!();
+
+    /// In a write transaction the table is made when first opened.
+    fn variant_table(
+        &self,
+    ) -> Result<Option<redb::Table<'_, &'static str, &'static [u8]>>, StoreError> {
+        self.table(LAYER_VARIANTS).map(Some)
+    }
+
+    /// Records the layer with this diffID in the named encoding.
+    pub fn put_layer_variant(
+        &mut self,
+        diff_id: &Digest,
+        encoding: &str,
+        variant: &LayerVariant,
+    ) -> Result<(), StoreError> {
+        let key = variant_key(diff_id, encoding);
+        self.put(LAYER_VARIANTS, "layer_variants", &key, variant)
+            .map(drop)
+    }
+
+    /// Forgets a layer variant, by its key (see
+    /// [`layer_variants`](Self::layer_variants)).
+    pub fn remove_layer_variant(&mut self, key: &str) -> Result<(), StoreError> {
+        self.delete::<LayerVariant>(LAYER_VARIANTS, "layer_variants", key)
+            .map(drop)
+    }
 
     /// Points `reference` (`latest` when untagged) at `target`; returns
     /// what it pointed at before. Prefer [`crate::Store::tag`], which

@@ -35,8 +35,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use error::StoreError;
 pub use gc::PruneReport;
 pub use index::{
-    CacheRecord, ContextHashRecord, ImageRecord, IndexReader, IndexWriter, SCHEMA_VERSION,
-    SnapshotRecord, SnapshotState, Unsynced,
+    CacheRecord, ContextHashRecord, ImageRecord, IndexReader, IndexWriter, LayerVariant,
+    SCHEMA_VERSION, SnapshotRecord, SnapshotState, Unsynced,
 };
 pub use ingest::{BlobInfo, Ingest};
 pub use verify::{Problem, VerifyReport};
