@@ -60,5 +60,5 @@ pub use crate::options::{ClientOptions, Credentials, RetryPolicy, UploadPolicy};
 pub use crate::push::PushOutcome;
 pub use crate::transfer::{
     DEFAULT_CONCURRENCY, PullOptions, PulledImage, PushedImage, TransferError, pull_image,
-    push_image,
+    push_descriptor, push_image,
 };

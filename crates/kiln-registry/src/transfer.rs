@@ -280,20 +280,34 @@ pub async fn push_image(
     concurrency: usize,
 ) -> Result<PushedImage, TransferError> {
     let source = source.clone().with_default_tag();
-    let destination = destination.clone().with_default_tag();
     let root = store
         .resolve(&source)?
         .ok_or_else(|| TransferError::NotFound {
             reference: source.familiar(),
         })?;
+    push_descriptor(client, store, &root, &source, destination, concurrency).await
+}
+
+/// Pushes the manifest or index `root` of `store` to `destination`
+/// (blobs, then each manifest, then the index when it is one). `source`
+/// names it in messages, and says where its blobs came from: blobs pulled
+/// from another repository of the destination's registry are linked
+/// there instead of uploaded.
+pub async fn push_descriptor(
+    client: &RegistryClient,
+    store: &Store,
+    root: &Descriptor,
+    source: &Reference,
+    destination: &Reference,
+    concurrency: usize,
+) -> Result<PushedImage, TransferError> {
+    let destination = destination.clone().with_default_tag();
     let repository = Repository::of(&destination);
-    // Blobs pulled from another repository of the same registry can be
-    // linked there instead of uploaded.
     let mount_from = (source.registry == destination.registry
         && source.repository != destination.repository)
         .then(|| source.repository.clone());
 
-    let top = store.read_image(&root)?;
+    let top = store.read_image(root)?;
     let manifests: Vec<ImageDocument> = match &top {
         ImageDocument::Manifest(_) => vec![top.clone()],
         ImageDocument::Index(index) => {
