@@ -5,6 +5,7 @@
 pub mod context;
 pub mod engine;
 pub mod events;
+pub mod export;
 pub mod ops;
 pub mod run;
 pub mod snapshot;

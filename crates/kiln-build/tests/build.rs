@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use kiln_build::engine::{BuildError, BuildRequest, BuildResult, Engine};
 use kiln_build::events::Event;
+use kiln_build::export::{self, Encoding};
 use kiln_image::Store;
 use kiln_image::document::{ImageConfig, Manifest};
+use kiln_image::media::{self, Compression, Format};
 use kiln_registry::{ClientOptions, RegistryClient};
 use kiln_sandbox::RuncExecutor;
 
@@ -376,8 +378,10 @@ fn a_failing_run_names_its_line_and_leaves_nothing_mounted() {
 #[test]
 fn the_same_inputs_give_the_same_image_with_source_date_epoch() {
     // Two builds at different times without the cache, one context: with
-    // SOURCE_DATE_EPOCH every layer and the image itself are identical,
-    // RUN layers (files made at run time) included.
+    // the SOURCE_DATE_EPOCH build arg the config and history say that
+    // time (BuildKit), and with rewrite-timestamp every layer and the
+    // image itself are identical, RUN layers (files made at run time)
+    // included.
     let h = Harness::new();
     let base = busybox_image(&h.store);
     let ctx = tempfile::tempdir().unwrap();
@@ -393,23 +397,133 @@ fn the_same_inputs_give_the_same_image_with_source_date_epoch() {
         }
         let dockerfile = dockerfile.replace("IMAGE", &base);
         let (result, events) = h.build(ctx.path(), &dockerfile, |r| {
-            r.epoch = Some(1_700_000_000);
+            r.build_args
+                .insert("SOURCE_DATE_EPOCH".into(), "1700000000".into());
             r.no_cache = true;
         });
         assert_eq!(cached_steps(&events), 0);
         let result = result.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
         let config = h.config(&result);
-        assert_eq!(
+        assert_eq!(config.created.as_deref(), Some("2023-11-14T22:13:20Z"));
+        assert!(
             config
-                .created
-                .as_deref()
-                .map(|c| c.starts_with("2023-11-14T22:13:20")),
-            Some(true),
+                .history
+                .iter()
+                .all(|h| h.created.as_deref() == Some("2023-11-14T22:13:20Z")),
             "{:?}",
-            config.created
+            config.history
         );
-        digests.push((result.target.digest.clone(), config.rootfs.diff_ids.clone()));
+        let mut encoding = Encoding {
+            epoch: Some(1_700_000_000),
+            rewrite_timestamps: true,
+            ..Encoding::default()
+        };
+        let (target, images) =
+            export::encode(&h.store, &result.target, &result.images, &encoding).unwrap();
+        // Encoding again converts nothing: the variants were recorded.
+        let again = export::encode(&h.store, &result.target, &result.images, &encoding).unwrap();
+        assert_eq!(again.0, target);
+        encoding.rewrite_timestamps = false;
+        let plain = export::encode(&h.store, &result.target, &result.images, &encoding).unwrap();
+        assert_eq!(plain.0, result.target, "the build's own encoding");
+        digests.push((target.digest, images[0].config.rootfs.diff_ids.clone()));
     }
     assert_eq!(digests[0].1, digests[1].1, "layers differ");
     assert_eq!(digests[0].0, digests[1].0, "the images differ");
+}
+
+#[test]
+fn a_cached_layer_comes_out_in_the_encoding_asked_for() {
+    // Regression: a layer cached by a gzip build came out gzip from a zstd
+    // build (and so for the level and the media types): the encoding was
+    // decided at commit, and the cache hit reused what was committed.
+    let h = Harness::new();
+    let base = busybox_image(&h.store);
+    let ctx = tempfile::tempdir().unwrap();
+    fs_err::write(ctx.path().join("a.txt"), "alpha\n").unwrap();
+    let dockerfile = format!("FROM {base}\nRUN echo built > /built.txt\nCOPY a.txt /a.txt\n");
+    let layers = |result: &BuildResult| -> Vec<(String, kiln_image::Digest)> {
+        h.store
+            .read_document::<Manifest>(&result.images[0].manifest)
+            .unwrap()
+            .value()
+            .layers
+            .iter()
+            .map(|l| (l.media_type.clone(), l.digest.clone()))
+            .collect()
+    };
+    let (gzip, events) = h.build(ctx.path(), &dockerfile, |_| {});
+    let gzip = gzip.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
+    let gzip_layers = layers(&gzip);
+    assert_eq!(gzip_layers.len(), 3);
+
+    let (zstd, events) = h.build(ctx.path(), &dockerfile, |r| {
+        r.compression = Compression::Zstd;
+    });
+    let zstd = zstd.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
+    assert_eq!(cached_steps(&events), 2, "{}", logs(&events));
+    let zstd_layers = layers(&zstd);
+    // The base image's layer as it was; the two the build made, zstd.
+    assert_eq!(zstd_layers[0], gzip_layers[0]);
+    for (media_type, digest) in &zstd_layers[1..] {
+        assert_eq!(media_type, media::OCI_LAYER_ZSTD);
+        let head = &h.store.read_blob(digest).unwrap()[..4];
+        assert_eq!(head, [0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+    }
+    assert_eq!(
+        h.config(&zstd).rootfs.diff_ids,
+        h.config(&gzip).rootfs.diff_ids,
+        "the same layers, encoded differently"
+    );
+    // Asked again: the conversions are reused, the layers are the same.
+    let (again, _) = h.build(ctx.path(), &dockerfile, |r| {
+        r.compression = Compression::Zstd;
+    });
+    assert_eq!(layers(&again.unwrap()), zstd_layers);
+
+    // The level is the encoding's too: gzip at 9 is recompressed.
+    let (nine, _) = h.build(ctx.path(), &dockerfile, |r| {
+        r.compression_level = Some(9);
+    });
+    let nine_layers = layers(&nine.unwrap());
+    assert_eq!(nine_layers[0], gzip_layers[0]);
+    assert_eq!(nine_layers[1].0, media::OCI_LAYER_GZIP);
+    assert_ne!(nine_layers[1].1, gzip_layers[1].1);
+
+    // And the media types: Docker's, for the base layer too (same bytes).
+    let (docker, _) = h.build(ctx.path(), &dockerfile, |r| r.format = Format::Docker);
+    let docker = docker.unwrap();
+    assert_eq!(docker.target.media_type, media::DOCKER_MANIFEST);
+    let docker_layers = layers(&docker);
+    assert_eq!(docker_layers[0].1, gzip_layers[0].1);
+    assert!(
+        docker_layers
+            .iter()
+            .all(|(t, _)| t == media::DOCKER_LAYER_GZIP),
+        "{docker_layers:?}"
+    );
+
+    // An output may force the base layer too.
+    let forced = Encoding {
+        compression: Compression::Zstd,
+        force: true,
+        ..Encoding::default()
+    };
+    let (_, images) = export::encode(&h.store, &gzip.target, &gzip.images, &forced).unwrap();
+    let forced_layers = h
+        .store
+        .read_document::<Manifest>(&images[0].manifest)
+        .unwrap()
+        .value()
+        .layers
+        .clone();
+    assert!(
+        forced_layers
+            .iter()
+            .all(|l| l.media_type == media::OCI_LAYER_ZSTD)
+    );
+    assert_eq!(
+        forced_layers[1].digest, zstd_layers[1].1,
+        "one conversion each"
+    );
 }

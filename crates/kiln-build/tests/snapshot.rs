@@ -972,39 +972,6 @@ fn copied_up_but_unchanged_is_no_change() {
 }
 
 #[test]
-fn commits_are_reproducible_with_an_epoch() {
-    let f = Fixture::new();
-    let parents = base(&f);
-    let mut opts = CommitOptions::default();
-    opts.epoch = Some(1_700_000_000);
-    let run = |key: &str| {
-        let active = f.snap.activate(&parents, key).unwrap();
-        let r = active.root();
-        write(&r.join("app/main.py"), "print('hi')");
-        fs_err::remove_file(r.join("etc/group")).unwrap();
-        write(&r.join("etc/passwd"), "root:x:0:0\napp:x:1000:1000");
-        active.commit(&opts).unwrap()
-    };
-    let first = run("first");
-    // Later, so every time on disk differs.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second = run("second");
-    let (a, b) = (first.layer.unwrap(), second.layer.unwrap());
-    assert_eq!(a.diff_id, b.diff_id);
-    assert_eq!(a.descriptor, b.descriptor);
-    assert_eq!(
-        a.snapshot, b.snapshot,
-        "the second commit finds the snapshot"
-    );
-    let entries = layer_entries(&f.store, &a.descriptor, &a.diff_id);
-    assert!(
-        entries.iter().all(|e| e.mtime <= 1_700_000_000),
-        "{entries:?}"
-    );
-    assert_eq!(f.active_entries(), Vec::<String>::new());
-}
-
-#[test]
 fn two_hundred_layers_mount() {
     let f = Fixture::new();
     let layers: Vec<Layer> = (0..200)

@@ -243,6 +243,7 @@ fn unused_build_args_are_reported() {
             ("IN_UNBUILT", "1"),
             ("NOBODY", "1"),
             ("HTTPS_PROXY", "p"),
+            ("SOURCE_DATE_EPOCH", "1700000000"),
         ]),
     );
     let messages: Vec<&str> = p.warnings.iter().map(|w| w.message.as_str()).collect();

@@ -78,6 +78,36 @@ fn import_push_prune_pull_export_keeps_digests() {
     ]);
     run(Command::new("skopeo").args(["inspect", &format!("oci-archive:{}", oci_tar.display())]));
 
+    // Exported in another compression: the layer is converted (skopeo
+    // reads it), the stored image is left as it was.
+    let zstd_dir = work.path().join("oci-zstd");
+    kiln.ok(&[
+        "export",
+        &name,
+        "--output",
+        &format!("type=oci,dest={},compression=zstd", zstd_dir.display()),
+    ]);
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:1", zstd_dir.display()),
+    ]));
+    let manifest: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    run(Command::new("skopeo").args([
+        "copy",
+        &format!("oci:{}:1", zstd_dir.display()),
+        &format!("dir:{}", work.path().join("zstd-copy").display()),
+    ]));
+    assert_eq!(
+        kiln.image_digest(&format!("{}/round/trip", registry.host()), "1")
+            .as_deref(),
+        Some(imported.as_str())
+    );
+
     // A second store loads the layout back: same digest.
     let other = Kiln::new();
     let loaded = stdout(&other.ok(&["load", oci_tar.to_str().unwrap()]));

@@ -298,11 +298,6 @@ impl StageRunner<'_> {
         if let Some(chmod) = &chmod {
             options = options.chmod(Chmod::parse(chmod).map_err(fail)?);
         }
-        if let Some(epoch) = self.shared.request.epoch {
-            options = options.created_time(
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch.max(0) as u64),
-            );
-        }
         // --chown names resolve in the image being built; a --link copy is
         // made on nothing, so names come from the stage's root instead.
         if let Some(chown) = &chown {

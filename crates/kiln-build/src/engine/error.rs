@@ -186,6 +186,15 @@ pub enum BuildError {
         #[source]
         source: LayerError,
     },
+    /// The `SOURCE_DATE_EPOCH` build arg is not Unix seconds.
+    #[error("invalid SOURCE_DATE_EPOCH {value:?}: not a number of seconds since 1970")]
+    SourceDateEpoch { value: String },
+    /// The built image could not be put in the encoding asked for.
+    #[error("encoding the image")]
+    Export {
+        #[source]
+        source: Cause<crate::export::ExportError>,
+    },
     /// The scratch directory of RUN steps could not be made or cleared.
     #[error("clearing the scratch directory")]
     Scratch {
@@ -238,6 +247,8 @@ impl BuildError {
             | BuildError::Store { .. }
             | BuildError::Secret { .. }
             | BuildError::CompressionLevel { .. }
+            | BuildError::SourceDateEpoch { .. }
+            | BuildError::Export { .. }
             | BuildError::Scratch { .. }
             | BuildError::Sweep { .. }
             | BuildError::StageFailed { .. }

@@ -39,6 +39,7 @@ pub use self::config::{ConfigState, DEFAULT_SHELL, HISTORY_COMMENT};
 pub use self::error::{BuildError, Cause};
 use self::stage::{StageOutcome, StageRunner};
 use crate::events::{Event, EventSink, StepId, millis};
+use crate::export::{self, Encoding};
 use crate::run::{CacheMounts, RunError, Secrets};
 use crate::watchdog::{Backoff, Limits, Overrides, StepPolicy};
 use crate::{BuildContext, HashMemo, Snapshotter};
@@ -57,6 +58,9 @@ pub enum SecretSource {
 }
 
 /// `RUN` network mode for the whole build (`--network`).
+/// The build arg that sets the image's times (reproducible-builds.org).
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BuildNetwork {
     #[default]
@@ -83,12 +87,13 @@ pub struct BuildRequest {
     /// Look base images up in the registry even when the store has them.
     pub pull: bool,
     /// How the layers the build makes are compressed, and at which level
-    /// (`None`: the codec's default, see `kiln_image::compress`).
+    /// (`None`: the codec's default, see `kiln_image::compress`), and the
+    /// media types of the image it returns. Outputs may ask for another
+    /// encoding ([`crate::export`]). `SOURCE_DATE_EPOCH` is a build arg,
+    /// as in BuildKit (see [`BuildRequest::source_date_epoch`]).
     pub compression: Compression,
     pub compression_level: Option<i32>,
     pub format: Format,
-    /// SOURCE_DATE_EPOCH: clamps timestamps in layers and the config.
-    pub epoch: Option<i64>,
     /// `--step-timeout`: the longest one attempt of a RUN step may run
     /// (cache-lock waits included); `None`, the default, for no limit.
     pub step_timeout: Option<Duration>,
@@ -120,7 +125,6 @@ impl BuildRequest {
             compression: Compression::Gzip,
             compression_level: None,
             format: Format::Oci,
-            epoch: None,
             step_timeout: None,
             stall_timeout: Some(BuildRequest::DEFAULT_STALL_TIMEOUT),
             retries: 0,
@@ -131,6 +135,37 @@ impl BuildRequest {
     /// Ten minutes: longer than any honest silence of a compiler or a
     /// package manager, far shorter than a CI job's own timeout.
     pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// The `SOURCE_DATE_EPOCH` build arg, as BuildKit reads it: Unix
+    /// seconds, the image's and its history's `created` time (and the
+    /// time `rewrite-timestamp` outputs clamp files to). Buildx passes the
+    /// variable of its environment as this build arg; so does `kiln build`.
+    pub fn source_date_epoch(&self) -> Result<Option<i64>, BuildError> {
+        let Some(value) = self.build_args.get(SOURCE_DATE_EPOCH) else {
+            return Ok(None);
+        };
+        value
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .map(Some)
+            .ok_or_else(|| BuildError::SourceDateEpoch {
+                value: value.clone(),
+            })
+    }
+
+    /// The encoding of the image the build returns: its layers'
+    /// compression and level, its media types, its times.
+    pub fn encoding(&self) -> Result<Encoding, BuildError> {
+        Ok(Encoding {
+            compression: self.compression,
+            level: self.compression_level,
+            format: self.format,
+            epoch: self.source_date_epoch()?,
+            ..Encoding::default()
+        })
+    }
 
     /// What the watchdog applies to a RUN step without `# kiln:` settings.
     pub fn step_policy(&self) -> StepPolicy {
@@ -155,6 +190,9 @@ pub struct BuiltImage {
     /// The manifest, in the store.
     pub manifest: Descriptor,
     pub config: ImageConfig,
+    /// How many of its layers, bottom first, are a base image's as pulled
+    /// (kept in their compression unless an output forces another).
+    pub base_layers: usize,
 }
 
 /// What a build produced.
@@ -256,6 +294,7 @@ impl Engine {
             kiln_image::compress::check_level(request.compression, level)
                 .map_err(|source| BuildError::CompressionLevel { source })?;
         }
+        let encoding = request.encoding()?;
         let ast = kiln_dockerfile::parse(&request.dockerfile_text)?;
         for w in &ast.warnings {
             self.emit(Event::Warning {
@@ -321,6 +360,7 @@ impl Engine {
         }
         let shared = Shared {
             request,
+            encoding,
             context: &context,
             memo: &memo,
             step_counter: &counter,
@@ -367,6 +407,12 @@ impl Engine {
         } else {
             images[0].manifest.clone()
         };
+        // Layers cached from a build in another encoding come out in this
+        // one (and SOURCE_DATE_EPOCH reaches cached history entries).
+        let (target, images) = export::encode(&self.store, &target, &images, &shared.encoding)
+            .map_err(|e| BuildError::Export {
+                source: Cause::new(e),
+            })?;
         self.emit(Event::BuildDone {
             image: Some(target.digest.to_string()),
             duration_ms: millis(started.elapsed()),
@@ -488,13 +534,14 @@ impl Engine {
         // The image is for its target stage's platform (`FROM
         // --platform=linux/arm64` gives an arm64 image, as in BuildKit).
         let platform = &stage_platforms[&plan.target];
-        let (manifest, config) = self.write_image(&target, platform, shared.request)?;
+        let (manifest, config) = self.write_image(&target, platform, shared)?;
         let (run, cached) = board.counts();
         Ok((
             BuiltImage {
                 platform: platform.clone(),
                 manifest,
                 config,
+                base_layers: target.base_layers,
             },
             run,
             cached,
@@ -506,10 +553,11 @@ impl Engine {
         &self,
         outcome: &StageOutcome,
         platform: &Platform,
-        request: &BuildRequest,
+        shared: &Shared<'_>,
     ) -> Result<(Descriptor, ImageConfig), BuildError> {
+        let request = shared.request;
         let mut config = outcome.config.config.clone();
-        config.created = Some(stage::created_time(request.epoch));
+        config.created = Some(stage::created_time(shared.encoding.epoch));
         config.architecture = platform.architecture.clone();
         config.os = platform.os.clone();
         config.variant = platform.variant.clone();
@@ -537,6 +585,8 @@ impl Engine {
 /// What every stage of a build shares.
 pub(crate) struct Shared<'a> {
     pub(crate) request: &'a BuildRequest,
+    /// The request's encoding: what commits write, what the result is in.
+    pub(crate) encoding: Encoding,
     pub(crate) context: &'a BuildContext,
     pub(crate) memo: &'a HashMemo,
     pub(crate) step_counter: &'a AtomicU32,

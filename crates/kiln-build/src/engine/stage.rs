@@ -34,6 +34,8 @@ pub(crate) struct StageOutcome {
     /// The key of the last filesystem step (or of the base).
     pub(crate) key: Digest,
     pub(crate) layers: Vec<LayerRef>,
+    /// How many of `layers`, bottom first, are a base image's.
+    pub(crate) base_layers: usize,
     /// The snapshots of `layers`, when they were prepared (a fully cached
     /// stage never prepares any).
     pub(crate) chain: Option<Vec<Snapshot>>,
@@ -205,6 +207,7 @@ impl StageRunner<'_> {
     ) -> StageOutcome {
         StageOutcome {
             key,
+            base_layers: layers.len(),
             layers,
             chain,
             config: ConfigState::from_base(config),
@@ -331,7 +334,7 @@ impl StageRunner<'_> {
                 line: w.location.map(|l| l.start_line),
             });
         }
-        let created = created_time(self.shared.request.epoch);
+        let created = created_time(self.shared.encoding.epoch);
         let started = Instant::now();
         match &expanded {
             Command::Run(_) | Command::Copy(_) | Command::Add(_) | Command::Workdir(_) => {
@@ -499,7 +502,6 @@ impl StageRunner<'_> {
             compression: self.shared.request.compression,
             level: self.shared.request.compression_level,
             format: self.shared.request.format,
-            epoch: self.shared.request.epoch,
             ..CommitOptions::default()
         }
     }
@@ -550,6 +552,18 @@ impl StageRunner<'_> {
                 store_ms: millis(t.store),
                 snapshot_ms: millis(t.snapshot),
             });
+        }
+        if let Some(l) = &committed.layer {
+            // Exporting it in the build's encoding converts nothing.
+            crate::export::record_layer(
+                &self.engine.store,
+                &l.diff_id,
+                &l.descriptor,
+                &self.shared.encoding,
+            )
+            .map_err(|source| BuildError::Export {
+                source: Cause::new(source),
+            })?;
         }
         let layer = committed.layer.map(|l| LayerRef {
             descriptor: l.descriptor,

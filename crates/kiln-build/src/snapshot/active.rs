@@ -25,19 +25,18 @@ pub struct CommitOptions {
     pub compression: Compression,
     /// Codec level; `None` for the codec's default.
     pub level: Option<i32>,
-    /// SOURCE_DATE_EPOCH: no mtime in the layer is later than this.
-    pub epoch: Option<i64>,
     /// OCI or Docker media type for the layer.
     pub format: Format,
 }
 
 impl Default for CommitOptions {
-    /// Gzip at its default level, OCI media types, times as they are.
+    /// Gzip at its default level, OCI media types. Times are the files'
+    /// own: `SOURCE_DATE_EPOCH` clamps them at export, when asked
+    /// (`rewrite-timestamp`), never in the layer the cache keeps.
     fn default() -> CommitOptions {
         CommitOptions {
             compression: Compression::Gzip,
             level: None,
-            epoch: None,
             format: Format::Oci,
         }
     }
@@ -297,7 +296,6 @@ impl ActiveSnapshot {
         };
         let mut blob = BlobWriter::new(store.ingest()?, &compress).map_err(write_error)?;
         let mut write = WriteOptions::default();
-        write.epoch = opts.epoch;
         write.exclude = Arc::new(diff.exclude);
         let stats = layer::write(&upper, &mut blob, &write).map_err(write_error)?;
         let (ingest, info) = blob.finish().map_err(write_error)?;

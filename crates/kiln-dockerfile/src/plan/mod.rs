@@ -459,7 +459,9 @@ fn build_order(stages: &[PlannedStage], target: usize) -> Result<Vec<usize>, Pla
 }
 
 /// Docker's warning for build args that no `ARG` of the built stages (or
-/// of the global scope) declares; proxy and platform args are exempt.
+/// of the global scope) declares; proxy and platform args are exempt, and
+/// so is `SOURCE_DATE_EPOCH`, which the builder itself reads (the image's
+/// times) and buildx passes from its environment to every build.
 fn warn_unused_build_args(
     dockerfile: &Dockerfile,
     stages: &[PlannedStage],
@@ -483,7 +485,12 @@ fn warn_unused_build_args(
         .build_args
         .keys()
         .map(String::as_str)
-        .filter(|k| !declared.contains(k) && !PROXY_ARGS.contains(k) && !PLATFORM_ARGS.contains(k))
+        .filter(|k| {
+            !declared.contains(k)
+                && !PROXY_ARGS.contains(k)
+                && !PLATFORM_ARGS.contains(k)
+                && *k != "SOURCE_DATE_EPOCH"
+        })
         .collect();
     if !unused.is_empty() {
         warnings.push(PlanWarning {

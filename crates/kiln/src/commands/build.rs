@@ -10,14 +10,15 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use kiln_build::engine::{
-    BuildError, BuildNetwork, BuildRequest, Engine, SecretSource, SecretSpec,
+    BuildError, BuildNetwork, BuildRequest, BuildResult, Engine, SOURCE_DATE_EPOCH, SecretSource,
+    SecretSpec,
 };
+use kiln_build::export::{self, Encoding, Output, OutputKind};
 use kiln_image::media::{Compression, Format};
-use kiln_image::{Platform, Reference};
-use kiln_registry::push_image;
+use kiln_image::{Platform, Reference, Store};
+use kiln_registry::push_descriptor;
 use kiln_sandbox::RuncExecutor;
 
-use super::export::{Output, OutputCompression, parse_output_with, write_image};
 use crate::context::Context;
 use crate::progress::ProgressMode;
 use crate::report::SourceError;
@@ -130,48 +131,31 @@ enum CompressionArg {
     Uncompressed,
 }
 
-/// The layers' compression and level, from `--compression` and the
-/// outputs' `compression=` and `compression-level=`. One build makes one
-/// set of layers, so they must agree.
-fn layer_compression(
+/// The compression and level the build writes its layers in: `--compression`,
+/// else what every output that names one agrees on (so that nothing is
+/// converted on the way out), else gzip at its default level. Outputs that
+/// ask for another get their layers converted at export.
+fn build_compression(
     flag: Option<CompressionArg>,
-    outputs: &[(&str, OutputCompression)],
-) -> anyhow::Result<(Compression, Option<i32>)> {
-    let mut compression = flag.map(|c| {
+    outputs: &[Output],
+) -> (Compression, Option<i32>) {
+    if let Some(c) = flag {
         let c = match c {
             CompressionArg::Gzip => Compression::Gzip,
             CompressionArg::Zstd => Compression::Zstd,
             CompressionArg::Uncompressed => Compression::None,
         };
-        (c, "--compression".to_string())
-    });
-    let mut level: Option<(i32, String)> = None;
-    for (spec, asked) in outputs {
-        if let Some(c) = asked.compression {
-            match &compression {
-                Some((other, from)) if *other != c => bail!(
-                    "--output {spec} asks for {} layers, {from} for {}: one build makes one set \
-                     of layers",
-                    c.name(),
-                    other.name()
-                ),
-                _ => compression = Some((c, format!("--output {spec}"))),
-            }
-        }
-        if let Some(l) = asked.level {
-            match &level {
-                Some((other, from)) if *other != l => {
-                    bail!("--output {spec} asks for compression level {l}, {from} for {other}")
-                }
-                _ => level = Some((l, format!("--output {spec}"))),
-            }
-        }
+        return (c, None);
     }
-    // The engine checks the level against the codec before any step runs.
-    Ok((
-        compression.map_or(Compression::Gzip, |(c, _)| c),
-        level.map(|(l, _)| l),
-    ))
+    let asked: Vec<(Compression, Option<i32>)> = outputs
+        .iter()
+        .filter(|o| o.compression.is_some() || o.level.is_some())
+        .map(|o| (o.compression.unwrap_or(Compression::Gzip), o.level))
+        .collect();
+    match asked.split_first() {
+        Some((first, rest)) if rest.iter().all(|a| a == first) => *first,
+        _ => (Compression::Gzip, None),
+    }
 }
 
 fn parse_build_arg(s: &str) -> anyhow::Result<(String, String)> {
@@ -234,22 +218,16 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| super::parse_reference(t))
         .collect::<anyhow::Result<_>>()?;
-    let mut outputs = Vec::new();
-    let mut asked = Vec::new();
-    for spec in &args.outputs {
-        let (output, compression) = parse_output_with(spec)?;
-        outputs.push(output);
-        asked.push((spec.as_str(), compression));
-    }
-    let (compression, compression_level) = layer_compression(args.compression, &asked)?;
-    if args.push {
-        outputs.push(Output::Registry);
-    }
-    if outputs
+    let mut outputs = args
+        .outputs
         .iter()
-        .any(|o| matches!(o, Output::Registry | Output::Image { push: true }))
-        && tags.is_empty()
-    {
+        .map(|spec| Output::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (compression, compression_level) = build_compression(args.compression, &outputs);
+    if args.push {
+        outputs.push(Output::new(OutputKind::Registry));
+    }
+    if outputs.iter().any(Output::pushes) && tags.is_empty() {
         bail!("pushing needs a name: give one with -t/--tag");
     }
 
@@ -289,9 +267,23 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     } else {
         Format::Oci
     };
-    request.epoch = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|v| v.trim().parse().ok());
+    // As buildx: the variable of the environment is the build arg, unless
+    // --build-arg gives one.
+    if let Ok(epoch) = std::env::var(SOURCE_DATE_EPOCH)
+        && !request.build_args.contains_key(SOURCE_DATE_EPOCH)
+    {
+        request
+            .build_args
+            .insert(SOURCE_DATE_EPOCH.to_string(), epoch);
+    }
+    // Every output's encoding is checked before anything is built.
+    let build_encoding = request.encoding()?;
+    for output in &outputs {
+        let e = output.encoding(&build_encoding);
+        if let Some(level) = e.level {
+            kiln_image::compress::check_level(e.compression, level)?;
+        }
+    }
     request.step_timeout = args.step_timeout.filter(|d| !d.is_zero());
     request.stall_timeout = Some(args.stall_timeout).filter(|d| !d.is_zero());
     request.retries = args.retries;
@@ -345,31 +337,36 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let name = tags.first().cloned();
+    // The store's tags name the image in the encoding of a `type=image`
+    // output when there is one, else in the build's.
+    let stored = outputs
+        .iter()
+        .find(|o| matches!(o.kind, OutputKind::Image { .. }))
+        .map_or(build_encoding, |o| o.encoding(&build_encoding));
+    let (stored_target, _) = encoded(&store, &result, &build_encoding, &stored)?;
     for tag in &tags {
-        store.tag(tag, &result.target)?;
+        store.tag(tag, &stored_target)?;
     }
-    let export_name = name
-        .clone()
+    let export_name = tags
+        .first()
+        .cloned()
         .unwrap_or_else(|| Reference::parse("kiln.local/build:latest").expect("a valid reference"));
     for output in &outputs {
-        match output {
-            Output::Oci { .. } | Output::Docker { .. } => {
-                write_image(
-                    &store,
-                    output,
-                    &export_name,
-                    &result.target,
-                    &result.images[0].platform,
-                )?;
+        let encoding = output.encoding(&build_encoding);
+        let (target, images) = encoded(&store, &result, &build_encoding, &encoding)?;
+        match &output.kind {
+            OutputKind::Oci { dest } => export::write_oci(&store, dest, &export_name, &target)?,
+            OutputKind::Docker { dest } => {
+                export::write_docker(&store, dest, &export_name, &target, &images[0].platform)?
             }
-            Output::Local { dir } => export_local(&store, &result, dir)?,
-            Output::Registry | Output::Image { push: true } => {
+            OutputKind::Local { dir } => export::write_local(&store, &images, dir, encoding.epoch)?,
+            OutputKind::Registry | OutputKind::Image { push: true } => {
                 let client = ctx.client();
                 for tag in &tags {
-                    runtime.block_on(push_image(
+                    runtime.block_on(push_descriptor(
                         &client,
                         &store,
+                        &target,
                         tag,
                         tag,
                         kiln_registry::DEFAULT_CONCURRENCY,
@@ -378,45 +375,39 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
                         .note(None, format!("pushed {}", tag.familiar()));
                 }
             }
-            Output::Image { push: false } => {}
+            OutputKind::Image { push: false } => {}
         }
     }
+    let result_digest = &stored_target.digest;
     if let Some(path) = &args.iidfile {
-        fs_err::write(path, result.target.digest.to_string())?;
+        fs_err::write(path, result_digest.to_string())?;
     }
     if args.quiet {
-        println!("{}", result.target.digest);
+        println!("{result_digest}");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `type=local,dest=DIR`: the image's filesystem, flattened (one directory
-/// per platform when there are several).
-fn export_local(
-    store: &kiln_image::Store,
-    result: &kiln_build::engine::BuildResult,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let multi = result.images.len() > 1;
-    for image in &result.images {
-        let dest = if multi {
-            dir.join(image.platform.to_string().replace('/', "_"))
-        } else {
-            dir.to_path_buf()
-        };
-        fs_err::create_dir_all(&dest)?;
-        let manifest = store.read_document::<kiln_image::document::Manifest>(&image.manifest)?;
-        for layer in &manifest.value().layers {
-            let blob = store.open_blob(&layer.digest)?;
-            let compression = kiln_image::media::Compression::from_media_type(&layer.media_type)
-                .unwrap_or(Compression::Gzip);
-            let tar = kiln_image::compress::decompress(blob, compression)?;
-            let opts = kiln_image::layer::ExtractOptions::new(kiln_image::layer::Whiteouts::Apply);
-            kiln_image::layer::extract(tar, &dest, &opts)
-                .with_context(|| format!("unpacking into {}", dest.display()))?;
-        }
+/// The build's image in `encoding`: as it is when that is the build's own,
+/// else encoded (converted layers are recorded, so this is cheap twice).
+fn encoded(
+    store: &Store,
+    result: &BuildResult,
+    build: &Encoding,
+    encoding: &Encoding,
+) -> anyhow::Result<(
+    kiln_image::document::Descriptor,
+    Vec<kiln_build::engine::BuiltImage>,
+)> {
+    if encoding == build {
+        return Ok((result.target.clone(), result.images.clone()));
     }
-    Ok(())
+    Ok(export::encode(
+        store,
+        &result.target,
+        &result.images,
+        encoding,
+    )?)
 }
 
 /// Ctrl-C and SIGTERM cancel the build: the running step is killed, its

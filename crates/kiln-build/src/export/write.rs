@@ -1,0 +1,151 @@
+//! Writing an encoded image out: an OCI layout, a docker archive, or its
+//! files. (Pushing is kiln-registry's `push_descriptor`.)
+
+use std::io::Write;
+use std::path::Path;
+
+use kiln_fs::tar::{ApplyOptions, Owners, Whiteouts};
+use kiln_image::compress::decompress;
+use kiln_image::docker_archive::{self, ArchiveImage};
+use kiln_image::document::{Descriptor, Manifest};
+use kiln_image::layout::{self, LayoutImage};
+use kiln_image::media::Compression;
+use kiln_image::{Platform, Reference, Store};
+
+use super::{Dest, ExportError};
+use crate::engine::BuiltImage;
+
+/// `type=oci`: an OCI image layout holding `target`, named `name`.
+pub fn write_oci(
+    store: &Store,
+    dest: &Dest,
+    name: &Reference,
+    target: &Descriptor,
+) -> Result<(), ExportError> {
+    let images = [LayoutImage::tagged(name, target.clone())];
+    match dest {
+        Dest::Dir(dir) => layout::write_dir(store, dir, &images)?,
+        Dest::Tar(path) => write_file(path, |f| Ok(layout::write_tar(store, f, &images)?))?,
+        Dest::Stdout => {
+            let mut out = layout::write_tar(store, std::io::stdout().lock(), &images)?;
+            out.flush().map_err(|source| ExportError::Io {
+                path: "<stdout>".into(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// `type=docker`: a docker archive of `target` (for an index, its image
+/// for `platform`), named `name`, loadable by `docker load`.
+pub fn write_docker(
+    store: &Store,
+    dest: &Dest,
+    name: &Reference,
+    target: &Descriptor,
+    platform: &Platform,
+) -> Result<(), ExportError> {
+    let images = [ArchiveImage {
+        target: target.clone(),
+        tags: vec![name.clone()],
+    }];
+    match dest {
+        Dest::Tar(path) => write_file(path, |f| {
+            Ok(docker_archive::write(store, f, &images, platform)?)
+        }),
+        Dest::Stdout => {
+            let mut out =
+                docker_archive::write(store, std::io::stdout().lock(), &images, platform)?;
+            out.flush().map_err(|source| ExportError::Io {
+                path: "<stdout>".into(),
+                source,
+            })
+        }
+        Dest::Dir(dir) => Err(ExportError::Spec {
+            spec: format!("type=docker,dest={}", dir.display()),
+            reason: "a docker archive is a tar file, not a directory".into(),
+        }),
+    }
+}
+
+/// `type=local`: each image's files, its layers applied in order (one
+/// directory per platform, `linux_arm64`, when there are several). With
+/// `epoch` (`SOURCE_DATE_EPOCH`), every file written gets that time, as
+/// BuildKit's local exporter does.
+pub fn write_local(
+    store: &Store,
+    images: &[BuiltImage],
+    dir: &Path,
+    epoch: Option<i64>,
+) -> Result<(), ExportError> {
+    let multi = images.len() > 1;
+    for image in images {
+        let dest = if multi {
+            dir.join(image.platform.to_string().replace('/', "_"))
+        } else {
+            dir.to_path_buf()
+        };
+        fs_err::create_dir_all(&dest).map_err(|source| ExportError::Io {
+            path: dest.clone(),
+            source,
+        })?;
+        let root = kiln_fs::Root::open(&dest).map_err(|e| ExportError::Io {
+            path: dest.clone(),
+            source: e.into(),
+        })?;
+        let mut opts = ApplyOptions::layer(Whiteouts::Apply);
+        opts.fixed_time = epoch;
+        if !rustix::process::geteuid().is_root() {
+            opts.owners = Owners::Unchanged;
+        }
+        let manifest = store.read_document::<Manifest>(&image.manifest)?;
+        for layer in &manifest.value().layers {
+            let compression = Compression::from_media_type(&layer.media_type).ok_or_else(|| {
+                ExportError::UnknownLayer {
+                    digest: layer.digest.clone(),
+                    media_type: layer.media_type.clone(),
+                }
+            })?;
+            let tar =
+                decompress(store.open_blob(&layer.digest)?, compression).map_err(|source| {
+                    ExportError::Convert {
+                        layer: layer.digest.clone(),
+                        source,
+                    }
+                })?;
+            kiln_fs::tar::apply(tar, &root, &opts).map_err(|source| ExportError::Local {
+                dir: dest.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file through a temporary name in the same directory, so a
+/// failed export never leaves a half-written file under the final name.
+fn write_file(
+    path: &Path,
+    write: impl FnOnce(fs_err::File) -> Result<fs_err::File, ExportError>,
+) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::Builder::new()
+        .prefix(".kiln-export-")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let (file, tmp_path) = tmp.into_parts();
+    let file = fs_err::File::from_parts(file, tmp_path.to_path_buf());
+    let file = write(file)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    tmp_path.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}
