@@ -90,15 +90,17 @@ pub struct BuildRequest {
     /// SOURCE_DATE_EPOCH: clamps timestamps in layers and the config.
     pub epoch: Option<i64>,
     /// `--step-timeout`: the longest one attempt of a RUN step may run
-    /// (cache-lock waits included); `None`, the default, for no limit.
+    /// (cache-lock waits included); `None` (the default) or zero for no
+    /// limit.
     pub step_timeout: Option<Duration>,
     /// `--stall-timeout`: how long a RUN step's process tree may go
     /// without output, CPU or I/O before it is killed (see
     /// [`crate::watchdog`]); [`BuildRequest::DEFAULT_STALL_TIMEOUT`] by
-    /// default, `None` never.
+    /// default, `None` or zero never.
     pub stall_timeout: Option<Duration>,
     /// `--retries`: how many more times a RUN step that stalled, timed
-    /// out or exited non-zero runs, each time from its clean parent.
+    /// out or exited non-zero runs, each time from its clean parent;
+    /// [`BuildRequest::DEFAULT_RETRIES`] by default.
     pub retries: u32,
     /// The wait before the first retry, doubled for each one after.
     pub retry_backoff: Duration,
@@ -123,7 +125,7 @@ impl BuildRequest {
             epoch: None,
             step_timeout: None,
             stall_timeout: Some(BuildRequest::DEFAULT_STALL_TIMEOUT),
-            retries: 0,
+            retries: BuildRequest::DEFAULT_RETRIES,
             retry_backoff: Backoff::DEFAULT.first,
         }
     }
@@ -131,6 +133,9 @@ impl BuildRequest {
     /// Ten minutes: longer than any honest silence of a compiler or a
     /// package manager, far shorter than a CI job's own timeout.
     pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// None: a step that fails fails the build, as in BuildKit.
+    pub const DEFAULT_RETRIES: u32 = 0;
 
     /// What the watchdog applies to a RUN step without `# kiln:` settings.
     pub fn step_policy(&self) -> StepPolicy {
@@ -707,6 +712,6 @@ mod tests {
             run_y.limits.stall,
             Some(BuildRequest::DEFAULT_STALL_TIMEOUT)
         );
-        assert_eq!(run_y.retries, 0);
+        assert_eq!(run_y.retries, BuildRequest::DEFAULT_RETRIES);
     }
 }
