@@ -13,8 +13,8 @@
 //! source in `ops.rs` instead.
 //!
 //! Needs root and a running dockerd with buildx (`scripts/test` starts
-//! one). Without them the tests say so and pass, except in CI (`CI` set) or
-//! with `KILN_REQUIRE_DOCKER=1`, where they fail.
+//! one); without them the tests skip, by kiln-testkit's rule
+//! (`kiln_testkit::need`: a failure under `CI=true`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -25,30 +25,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use kiln_build::ops::{self, Chmod, CopyOptions, SourceItem};
 use kiln_dockerfile::instructions::{Command as Instr, SourcesAndDest, parse_dockerfile};
+use kiln_testkit::need::{Docker, Root, need};
 
 /// A time far enough in the past that a copied entry with it kept the
 /// source's time, and one with a recent time got "now".
 const OLD: i64 = 1_600_000_000;
 
-fn docker_ready() -> bool {
-    let ok = Command::new("docker")
-        .args(["buildx", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-        && Command::new("docker")
-            .arg("info")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        let required = std::env::var_os("CI").is_some()
-            || std::env::var("KILN_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
-        assert!(
-            !required,
-            "docker with buildx is required here but not usable"
-        );
-        eprintln!("note: docker with buildx is not usable; skipping the BuildKit comparison");
-    }
-    ok
+/// Root (kiln's side sets owners) and dockerd with buildx (BuildKit's).
+fn can_compare() -> bool {
+    need(Root).is_some() && need(Docker).is_some()
 }
 
 /// One file system entry, as both sides are compared.
@@ -516,7 +501,7 @@ fn context(ctx: &Path) {
 
 #[test]
 fn file_to_directory() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check(&Case::new(
@@ -532,7 +517,7 @@ fn file_to_directory() {
 
 #[test]
 fn directory_contents() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     let case = Case::new(
@@ -552,7 +537,7 @@ fn directory_contents() {
 
 #[test]
 fn wildcards() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check(&Case::new(
@@ -569,7 +554,7 @@ fn wildcards() {
 
 #[test]
 fn destination_without_trailing_slash() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check(&Case::new(
@@ -588,7 +573,7 @@ fn destination_without_trailing_slash() {
 
 #[test]
 fn chown_by_id() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check(&Case::new(
@@ -605,7 +590,7 @@ fn chown_by_id() {
 
 #[test]
 fn chmod_octal() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check(&Case::new(
@@ -621,7 +606,7 @@ fn chmod_octal() {
 
 #[test]
 fn heredoc_sources() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     // BuildKit caches the file it makes for a heredoc even under
@@ -641,7 +626,7 @@ fn heredoc_sources() {
 
 #[test]
 fn add_local_archives() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     let case = Case::new(
@@ -696,7 +681,7 @@ fn add_local_archives() {
 
 #[test]
 fn copy_from_a_stage_keeps_owners() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check(&Case::new(
@@ -734,7 +719,7 @@ fn copy_from_a_stage_keeps_owners() {
 
 #[test]
 fn destination_symlinks_resolve_inside_the_root() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check(&Case::new(
@@ -758,7 +743,7 @@ fn destination_symlinks_resolve_inside_the_root() {
 
 #[test]
 fn directory_over_a_file_is_refused() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check_error(
@@ -775,7 +760,7 @@ fn directory_over_a_file_is_refused() {
 
 #[test]
 fn file_over_a_directory_is_refused() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check_error(
@@ -792,7 +777,7 @@ fn file_over_a_directory_is_refused() {
 
 #[test]
 fn directory_over_a_symlink_to_a_directory_is_refused() {
-    if !docker_ready() {
+    if !can_compare() {
         return;
     }
     check_error(

@@ -25,6 +25,7 @@ use kiln_image::Store;
 use kiln_image::compress;
 use kiln_image::media::Compression;
 use kiln_sandbox::{ExitInfo, NetworkMode, RunControl, RuncExecutor};
+use kiln_testkit::need::{Root, Runc, need};
 
 // ---- support ---------------------------------------------------------------
 
@@ -38,13 +39,6 @@ const APPLETS: &[&str] = &[
 
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n";
 const GROUP: &str = "root:x:0:\napp:x:1000:\nstaff:x:50:app\n";
-
-fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the RUN tests drive runc and need root (CI runs them as root)"
-    );
-}
 
 /// A busybox root with /etc/passwd and /etc/group, in `root`.
 fn make_rootfs(root: &Path) {
@@ -161,8 +155,8 @@ struct World {
 }
 
 impl World {
-    fn new() -> World {
-        require_root();
+    fn new() -> Option<World> {
+        need(Runc)?;
         let tmp = tempfile::tempdir().unwrap();
         make_rootfs(&tmp.path().join("rootfs"));
         fs_err::create_dir_all(tmp.path().join("context")).unwrap();
@@ -170,7 +164,7 @@ impl World {
         let exec = RuncExecutor::new(tmp.path().join("sandbox"));
         let caches = CacheMounts::new(tmp.path().join("store"));
         let sources = DirSources::new(tmp.path().join("context"));
-        World {
+        Some(World {
             exec,
             caches,
             secrets: Secrets::new().with_dir(tmp.path().join("secrets")),
@@ -180,7 +174,7 @@ impl World {
             env: Vec::new(),
             network: NetworkMode::None,
             tmp,
-        }
+        })
     }
 
     fn rootfs(&self) -> PathBuf {
@@ -291,7 +285,9 @@ impl World {
 
 #[test]
 fn shell_form_runs_under_the_shell_with_both_streams() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let (result, seen) = w.run("RUN echo hello; echo oops >&2; printf 'no newline'");
     assert!(result.unwrap().success());
     assert_eq!(seen.stdout, ["hello", "no newline"]);
@@ -301,7 +297,9 @@ fn shell_form_runs_under_the_shell_with_both_streams() {
 
 #[test]
 fn exec_form_runs_as_written() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     assert_eq!(
         w.stdout(r#"RUN ["/bin/echo", "a  b", "$HOME"]"#),
         ["a  b $HOME"]
@@ -310,7 +308,9 @@ fn exec_form_runs_as_written() {
 
 #[test]
 fn a_lone_heredoc_is_run_by_the_shell() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     assert_eq!(
         w.stdout("RUN <<EOF\necho one\necho \"two $0\"\nEOF"),
         ["one", "two /bin/sh"]
@@ -319,7 +319,9 @@ fn a_lone_heredoc_is_run_by_the_shell() {
 
 #[test]
 fn a_shebang_heredoc_runs_as_a_script_file() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let out = w.stdout("RUN <<SCRIPT\n#!/bin/sh\necho \"running $0\"\nls -l $0\nSCRIPT");
     assert_eq!(out[0], "running /dev/pipes/SCRIPT");
     assert!(out[1].starts_with("-rwxr-xr-x"), "{out:?}");
@@ -331,7 +333,9 @@ fn a_shebang_heredoc_runs_as_a_script_file() {
 
 #[test]
 fn a_chomped_heredoc_loses_its_leading_tabs() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     // Only once chomped does the body start with `#!`, and so become a
     // script that knows its own path.
     assert_eq!(
@@ -342,7 +346,9 @@ fn a_chomped_heredoc_loses_its_leading_tabs() {
 
 #[test]
 fn other_heredocs_are_read_by_the_shell() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     assert_eq!(
         w.stdout("RUN cat <<A && cat <<-B\nfirst\nA\n\tsecond\n\tB"),
         ["first", "second"]
@@ -351,7 +357,9 @@ fn other_heredocs_are_read_by_the_shell() {
 
 #[test]
 fn a_failing_command_says_so_as_buildkit_does() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let (result, _) = w.run("RUN exit 3");
     let err = result.unwrap_err();
     assert!(matches!(err, RunError::Failed { code: 3, .. }), "{err:?}");
@@ -366,7 +374,9 @@ fn a_failing_command_says_so_as_buildkit_does() {
 
 #[test]
 fn user_by_name_gets_its_groups() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.user = "app".into();
     assert_eq!(
         w.stdout("RUN id -u; id -g; id -G"),
@@ -376,14 +386,18 @@ fn user_by_name_gets_its_groups() {
 
 #[test]
 fn user_by_id_needs_no_entry() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.user = "4321:7".into();
     assert_eq!(w.stdout("RUN id -u; id -g"), ["4321", "7"]);
 }
 
 #[test]
 fn a_missing_user_is_buildkits_error() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.user = "ghost".into();
     let (result, _) = w.run("RUN true");
     assert_eq!(
@@ -394,7 +408,9 @@ fn a_missing_user_is_buildkits_error() {
 
 #[test]
 fn a_missing_workdir_is_made_for_the_user() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.user = "app".into();
     w.workdir = "/srv/app".into();
     assert_eq!(w.stdout("RUN pwd; touch mine"), ["/srv/app"]);
@@ -408,7 +424,9 @@ fn a_missing_workdir_is_made_for_the_user() {
 
 #[test]
 fn the_environment_is_given_in_order_with_a_default_path() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.env = vec![("A".into(), "1".into()), ("B".into(), "two words".into())];
     assert_eq!(
         w.stdout("RUN echo \"$A|$B|$PATH\""),
@@ -418,7 +436,9 @@ fn the_environment_is_given_in_order_with_a_default_path() {
 
 #[test]
 fn network_none_has_only_loopback() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.network = NetworkMode::Host;
     assert_eq!(w.stdout("RUN --network=none ls /sys/class/net"), ["lo"]);
     // The build's default, here the host's network, shows the host's.
@@ -441,7 +461,9 @@ fn network_none_has_only_loopback() {
 
 #[test]
 fn ssh_mounts_and_devices_are_refused_with_their_line() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let (result, _) = w.run("RUN --mount=type=ssh true");
     assert_eq!(
         result.unwrap_err().to_string(),
@@ -458,7 +480,9 @@ fn ssh_mounts_and_devices_are_refused_with_their_line() {
 
 #[test]
 fn bind_mounts_read_the_context_read_only_by_default() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     fs_err::create_dir_all(w.context().join("src")).unwrap();
     fs_err::write(w.context().join("src/main.c"), "int main;").unwrap();
     let (result, seen) =
@@ -472,7 +496,9 @@ fn bind_mounts_read_the_context_read_only_by_default() {
 
 #[test]
 fn rw_bind_writes_are_thrown_away() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     let stage = w.tmp.path().join("stage");
     fs_err::create_dir_all(stage.join("out")).unwrap();
     fs_err::write(stage.join("out/a"), "from stage").unwrap();
@@ -503,7 +529,9 @@ fn rw_bind_writes_are_thrown_away() {
 
 #[test]
 fn rw_bind_over_a_stage_mounted_read_only() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     let store = Store::open(w.tmp.path().join("snap-store")).unwrap();
     let snap = Snapshotter::new(&store).unwrap();
     let base = snap.activate(&[], "stage").unwrap();
@@ -528,7 +556,9 @@ fn rw_bind_over_a_stage_mounted_read_only() {
 
 #[test]
 fn a_missing_bind_source_is_named() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let (result, _) = w.run("RUN --mount=target=/x,source=nope true");
     assert_eq!(
         result.unwrap_err().to_string(),
@@ -538,7 +568,9 @@ fn a_missing_bind_source_is_named() {
 
 #[test]
 fn tmpfs_mounts_are_private_and_gone_after() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let out = w.stdout(
         "RUN --mount=type=tmpfs,target=/scratch,size=1m \
          echo x > /scratch/f && grep ' /scratch ' /proc/mounts",
@@ -552,7 +584,9 @@ fn tmpfs_mounts_are_private_and_gone_after() {
 
 #[test]
 fn secrets_are_files_and_variables_and_leave_nothing() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.secrets = w
         .secrets
         .clone()
@@ -573,7 +607,9 @@ fn secrets_are_files_and_variables_and_leave_nothing() {
 
 #[test]
 fn a_missing_secret_fails_only_when_required() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let (result, _) = w.run("RUN --mount=type=secret,id=mysecret,required true");
     assert_eq!(
         result.unwrap_err().to_string(),
@@ -591,7 +627,9 @@ fn a_missing_secret_fails_only_when_required() {
 
 #[test]
 fn a_cache_persists_across_steps_and_never_lands_in_the_root() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let line = "RUN --mount=type=cache,target=/root/.cache/pip \
                 echo run >> /root/.cache/pip/log && wc -l < /root/.cache/pip/log";
     assert_eq!(w.stdout(line), ["1"]);
@@ -609,7 +647,9 @@ fn a_cache_persists_across_steps_and_never_lands_in_the_root() {
 
 #[test]
 fn cache_ids_and_modes() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     // The id, not the target, names a cache.
     w.stdout("RUN --mount=type=cache,id=shared-id,target=/a touch /a/mark");
     assert_eq!(
@@ -641,7 +681,9 @@ fn cache_ids_and_modes() {
 
 #[test]
 fn a_cache_is_seeded_from_its_source_once() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     let stage = w.tmp.path().join("stage");
     fs_err::create_dir_all(stage.join("seed")).unwrap();
     fs_err::write(stage.join("seed/f"), "seeded\n").unwrap();
@@ -654,7 +696,9 @@ fn a_cache_is_seeded_from_its_source_once() {
 
 #[test]
 fn a_cache_never_lands_in_a_layer() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let store = Store::open(w.tmp.path().join("snap-store")).unwrap();
     let snap = Snapshotter::new(&store).unwrap();
     let base = snap.activate(&[], "base").unwrap();
@@ -697,7 +741,9 @@ fn a_cache_never_lands_in_a_layer() {
 
 #[test]
 fn private_caches_give_concurrent_steps_their_own_dirs() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let ctl = w.context();
     let first_started = Arc::new(Mutex::new(None::<mpsc::Sender<()>>));
     let (started_tx, started_rx) = mpsc::channel();
@@ -742,7 +788,9 @@ fn private_caches_give_concurrent_steps_their_own_dirs() {
 
 #[test]
 fn shared_caches_are_used_together() {
-    let w = World::new();
+    let Some(w) = World::new() else {
+        return;
+    };
     let ctl = w.context();
     std::thread::scope(|s| {
         let (started_tx, started_rx) = mpsc::channel();
@@ -889,7 +937,9 @@ fn release_and_wait(w: &World, mut child: std::process::Child, reports: mpsc::Re
 
 #[test]
 fn a_locked_cache_held_by_another_process_is_waited_for() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.caches = w
         .caches
         .clone()
@@ -937,7 +987,9 @@ fn a_locked_cache_held_by_another_process_is_waited_for() {
 
 #[test]
 fn waiting_for_a_locked_cache_can_be_cancelled() {
-    let mut w = World::new();
+    let Some(mut w) = World::new() else {
+        return;
+    };
     w.caches = w
         .caches
         .clone()
@@ -1022,7 +1074,9 @@ fn dir_sources_resolve_names_case_insensitively() {
 
 #[test]
 fn sweeping_scratch_removes_what_a_dead_kiln_left() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let scratch = tmp.path().join("scratch");
     // A pid that was alive and is not any more.

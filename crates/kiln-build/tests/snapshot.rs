@@ -18,16 +18,10 @@ use kiln_image::document::Descriptor;
 use kiln_image::layer::{self, WriteOptions};
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
+use kiln_testkit::need::{Root, need};
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 
 // ---- support ---------------------------------------------------------------
-
-fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the snapshotter tests mount overlays and need root (CI runs them as root)"
-    );
-}
 
 struct Fixture {
     tmp: tempfile::TempDir,
@@ -36,12 +30,12 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new() -> Fixture {
-        require_root();
+    fn new() -> Option<Fixture> {
+        need(Root)?;
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("store")).unwrap();
         let snap = Snapshotter::new(&store).unwrap();
-        Fixture { tmp, store, snap }
+        Some(Fixture { tmp, store, snap })
     }
 
     /// A fresh directory for building a layer tree.
@@ -346,7 +340,9 @@ fn base_layer(f: &Fixture) -> Layer {
 
 #[test]
 fn prepare_unpacks_a_chain_with_spec_chain_ids() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers = three_layers(&f);
     let (chain, unpacked) = f.prepare_noting_unpacks(&layers);
     assert_eq!(unpacked.len(), 3);
@@ -391,7 +387,9 @@ fn prepare_unpacks_a_chain_with_spec_chain_ids() {
 
 #[test]
 fn prepare_checks_diff_ids_and_media_types() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let dir = f.scratch("l");
     write(&dir.join("f"), "f");
     let good = f.layer(&dir, Compression::Gzip, Format::Oci);
@@ -424,7 +422,9 @@ fn prepare_checks_diff_ids_and_media_types() {
 
 #[test]
 fn threads_preparing_one_chain_unpack_it_once() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers = three_layers(&f);
     let unpacks = Mutex::new(0);
     let barrier = Barrier::new(4);
@@ -559,7 +559,9 @@ fn child_process() {
 
 #[test]
 fn processes_preparing_one_chain_unpack_it_once() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     // Large enough that the two processes overlap (not asserted: the
     // outcome must be the same either way).
     let dir = f.scratch("big");
@@ -601,7 +603,9 @@ fn processes_preparing_one_chain_unpack_it_once() {
 
 #[test]
 fn sweep_cleans_up_after_kill_9() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers = vec![base_layer(&f)];
     let chain = f.snap.prepare(&layers).unwrap();
     // A live step of our own, which sweep must leave alone.
@@ -663,7 +667,9 @@ fn this_boot() -> String {
 
 #[test]
 fn a_snapshot_an_earlier_boot_left_unsynced_is_made_again_and_swept() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers = vec![base_layer(&f)];
     let chain = f.snap.prepare(&layers).unwrap();
     let id = chain[0].chain_id().clone();
@@ -698,7 +704,9 @@ fn a_snapshot_an_earlier_boot_left_unsynced_is_made_again_and_swept() {
 
 #[test]
 fn sweep_flushes_snapshots_unsynced_for_longer_than_writeback_takes() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers = vec![base_layer(&f)];
     let chain = f.snap.prepare(&layers).unwrap();
     let id = chain[0].chain_id().clone();
@@ -730,7 +738,9 @@ fn sweep_flushes_snapshots_unsynced_for_longer_than_writeback_takes() {
 
 #[test]
 fn commit_writes_what_changed_as_a_layer() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let dir = f.scratch("l0");
     write(&dir.join("etc/conf"), "a");
     write(&dir.join("bin/tool"), "tool");
@@ -818,7 +828,9 @@ fn commit_writes_what_changed_as_a_layer() {
 
 #[test]
 fn committing_nothing_gives_no_layer() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let parents = base(&f);
     let active = f.snap.activate(&parents, "noop").unwrap();
     let _ = fs_err::read(active.root().join("etc/passwd")).unwrap();
@@ -855,7 +867,9 @@ fn committing_nothing_gives_no_layer() {
 /// are whole seconds.
 #[test]
 fn copied_up_but_unchanged_is_no_change() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let parents = base(&f);
     let step = |key: &str, run: &dyn Fn(&Path)| {
         let active = f.snap.activate(&parents, key).unwrap();
@@ -973,7 +987,9 @@ fn copied_up_but_unchanged_is_no_change() {
 
 #[test]
 fn two_hundred_layers_mount() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers: Vec<Layer> = (0..200)
         .map(|i| {
             let dir = f.scratch(&format!("layer{i}"));
@@ -1016,7 +1032,9 @@ fn two_hundred_layers_mount() {
 
 #[test]
 fn dropping_an_active_snapshot_unmounts_and_removes_it() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let parents = base(&f);
     let active = f.snap.activate(&parents, "dropped").unwrap();
     write(&active.root().join("scratch"), "s");
@@ -1038,7 +1056,9 @@ fn dropping_an_active_snapshot_unmounts_and_removes_it() {
 
 #[test]
 fn a_mounted_snapshot_is_not_removed() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers = three_layers(&f);
     let chain = f.snap.prepare(&layers).unwrap();
     let target = chain[1].chain_id().clone();
@@ -1078,7 +1098,9 @@ fn a_mounted_snapshot_is_not_removed() {
 /// still not left behind.
 #[test]
 fn a_busy_root_is_not_committed() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let parents = base(&f);
     let active = f.snap.activate(&parents, "busy").unwrap();
     write(&active.root().join("log"), "l");
@@ -1092,7 +1114,9 @@ fn a_busy_root_is_not_committed() {
 
 #[test]
 fn parents_must_form_a_chain() {
-    let f = Fixture::new();
+    let Some(f) = Fixture::new() else {
+        return;
+    };
     let layers = three_layers(&f);
     let chain = f.snap.prepare(&layers).unwrap();
     let shuffled = [chain[1].clone(), chain[0].clone()];

@@ -21,6 +21,7 @@ use kiln_build::events::Event;
 use kiln_image::Store;
 use kiln_registry::{ClientOptions, RegistryClient};
 use kiln_sandbox::RuncExecutor;
+use kiln_testkit::need::{Runc, need};
 use kiln_testkit::process::assert_no_process;
 
 /// Long enough for a loaded CI machine; never used to assert speed.
@@ -43,11 +44,8 @@ struct Harness {
 type Events = Arc<Mutex<Vec<Event>>>;
 
 impl Harness {
-    fn new() -> Harness {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "the watchdog tests drive runc and need root (CI runs them as root)"
-        );
+    fn new() -> Option<Harness> {
+        need(Runc)?;
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path().join("store")).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -55,13 +53,13 @@ impl Harness {
             .build()
             .unwrap();
         let base = busybox_image(&store);
-        Harness {
+        Some(Harness {
             root,
             store,
             runtime,
             base,
             context: tempfile::tempdir().unwrap(),
-        }
+        })
     }
 
     fn engine(&self) -> (Arc<Engine>, Events) {
@@ -219,7 +217,9 @@ fn busybox_image(store: &Store) -> String {
 
 #[test]
 fn a_step_that_sleeps_forever_is_diagnosed_killed_and_cleaned_up() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let (result, events) = h.build("RUN echo before the hang; sleep 86401\n", |r| {
         r.stall_timeout = secs(2);
     });
@@ -276,7 +276,9 @@ fn silent_server() -> (u16, mpsc::Receiver<()>) {
 
 #[test]
 fn a_step_waiting_on_a_silent_server_names_the_remote_address() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let (port, accepted) = silent_server();
     let (result, events) = h.build(
         &format!("RUN wget -q -O /dev/null http://127.0.0.1:{port}/never-answers\n"),
@@ -297,7 +299,9 @@ fn a_step_waiting_on_a_silent_server_names_the_remote_address() {
 
 #[test]
 fn a_step_past_its_timeout_is_killed_even_while_it_prints() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let (result, events) = h.build(
         "RUN while true; do echo still going 86405; sleep 0.2; done\n",
         |r| {
@@ -321,7 +325,9 @@ fn a_step_past_its_timeout_is_killed_even_while_it_prints() {
 
 #[test]
 fn silent_cpu_work_and_slow_steady_output_are_not_stalls() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let (result, events) = h.build(
         "RUN end=$(( $(date +%s) + 7 )); while [ \"$(date +%s)\" -lt \"$end\" ]; do :; done\n\
          RUN for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 1; done\n",
@@ -335,7 +341,9 @@ fn silent_cpu_work_and_slow_steady_output_are_not_stalls() {
 
 #[test]
 fn a_background_child_does_not_keep_the_step_alive() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let (result, events) = h.build("RUN sleep 86403 & echo main is done\n", |r| {
         r.stall_timeout = None;
     });
@@ -349,7 +357,9 @@ fn a_background_child_does_not_keep_the_step_alive() {
 
 #[test]
 fn a_wait_for_a_lock_held_by_another_build_counts_toward_the_stall() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let mount = "--mount=type=cache,target=/shared,id=watchdog-lock,sharing=locked";
     // Build A holds the cache and sleeps, with no stall check of its own.
     let holder = h.request(
@@ -412,7 +422,9 @@ fn a_wait_for_a_lock_held_by_another_build_counts_toward_the_stall() {
 
 #[test]
 fn a_failing_step_is_retried_from_a_clean_parent() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     // The count lives in a cache mount, which survives attempts; /dirty is
     // in the step's root, which must not.
     let (result, events) = h.build(
@@ -440,7 +452,9 @@ fn a_failing_step_is_retried_from_a_clean_parent() {
 
 #[test]
 fn a_step_that_stalls_once_succeeds_on_its_retry() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let (result, events) = h.build(
         "# kiln: stall=2s retries=1\n\
          RUN --mount=type=cache,target=/count,id=stall-once \
@@ -466,7 +480,9 @@ fn a_step_that_stalls_once_succeeds_on_its_retry() {
 
 #[test]
 fn kiln_comments_set_limits_per_step() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     // The build has no stall check; the step's comment sets one, and two
     // attempts. A comment above another instruction does nothing.
     let (result, events) = h.build(
@@ -489,7 +505,9 @@ fn kiln_comments_set_limits_per_step() {
 
 #[test]
 fn a_bad_kiln_comment_fails_before_anything_runs() {
-    let h = Harness::new();
+    let Some(h) = Harness::new() else {
+        return;
+    };
     let (result, events) = h.build(
         "RUN echo first\n# kiln: stall=5 minutes\nRUN echo second\n",
         |_| {},

@@ -1,13 +1,12 @@
 //! `.dockerignore` semantics: the upstream vectors (moby/patternmatcher's
 //! tests), one test per rule, and properties.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use kiln_dockerfile::dockerignore::{
     MatchInfo, PatternError, PatternMatcher, clean_path, ignore_file_candidates, read_ignore_file,
 };
+use kiln_testkit::need::{Conformance, need};
 use proptest::prelude::*;
 
 // ---- helpers ----------------------------------------------------------------
@@ -77,7 +76,7 @@ fn assert_no_failures(what: &str, rows: usize, failures: &[String]) {
 
 #[test]
 fn conformance_single_patterns() {
-    let Some(dir) = common::conformance_dir("dockerignore") else {
+    let Some(dir) = need(Conformance("dockerignore")) else {
         return;
     };
     let rows = tsv_rows(&dir, "cases.tsv");
@@ -103,7 +102,7 @@ fn conformance_single_patterns() {
 
 #[test]
 fn conformance_pattern_lists() {
-    let Some(dir) = common::conformance_dir("dockerignore") else {
+    let Some(dir) = need(Conformance("dockerignore")) else {
         return;
     };
     let rows = tsv_rows(&dir, "multi.tsv");
@@ -129,7 +128,7 @@ fn conformance_pattern_lists() {
 
 #[test]
 fn conformance_errors() {
-    let Some(dir) = common::conformance_dir("dockerignore") else {
+    let Some(dir) = need(Conformance("dockerignore")) else {
         return;
     };
     let rows = tsv_rows(&dir, "errors.tsv");
@@ -173,7 +172,7 @@ fn conformance_errors() {
 
 #[test]
 fn conformance_read_all() {
-    let Some(dir) = common::conformance_dir("dockerignore/ignorefile") else {
+    let Some(dir) = need(Conformance("dockerignore/ignorefile")) else {
         return;
     };
     let input = fs_err::read_to_string(dir.join("readall-input.dockerignore")).expect("input");

@@ -10,6 +10,7 @@ use std::path::Path;
 use fs_err as fs;
 use kiln_dockerfile::instructions::{Command, parse_dockerfile};
 use kiln_dockerfile::parse;
+use kiln_testkit::need::{Conformance, need};
 use serde_json::Value;
 
 /// Error texts BuildKit's integration tests expect that come from reading
@@ -128,7 +129,7 @@ fn read(src: &[u8]) -> (Result<(), String>, Option<String>) {
 
 #[test]
 fn buildkit_integration_dockerfiles() {
-    let Some(dir) = common::conformance_dir("buildkit-integration") else {
+    let Some(dir) = need(Conformance("buildkit-integration")) else {
         return;
     };
     let mut checked = 0;
@@ -227,7 +228,7 @@ fn buildkit_integration_dockerfiles() {
 
 #[test]
 fn real_dockerfiles_all_read() {
-    let Some(dir) = common::conformance_dir("real-dockerfiles") else {
+    let Some(dir) = need(Conformance("real-dockerfiles")) else {
         return;
     };
     let mut files: Vec<_> = fs::read_dir(&dir)
@@ -277,7 +278,7 @@ fn real_dockerfiles_all_read() {
 /// instruction: BADCMD`, which must read as exactly that.
 #[test]
 fn lint_case_dockerfiles() {
-    let Some(dir) = common::conformance_dir("buildkit-lint") else {
+    let Some(dir) = need(Conformance("buildkit-lint")) else {
         return;
     };
     let text = fs::read_to_string(dir.join("cases.jsonl")).unwrap();

@@ -5,12 +5,13 @@ mod common;
 
 use fs_err as fs;
 use kiln_dockerfile::{Error, parse, parse_heredoc};
+use kiln_testkit::need::{Conformance, need};
 use serde_json::Value;
 
 /// Every `buildkit-parser/<case>`: `result` is the AST dump, byte for byte.
 #[test]
 fn buildkit_parser_cases_dump_identically() {
-    let Some(dir) = common::conformance_dir("buildkit-parser") else {
+    let Some(dir) = need(Conformance("buildkit-parser")) else {
         return;
     };
     let mut failures = Vec::new();
@@ -37,7 +38,7 @@ fn buildkit_parser_cases_dump_identically() {
 
 #[test]
 fn buildkit_negative_cases_are_rejected() {
-    let Some(dir) = common::conformance_dir("buildkit-parser-negative") else {
+    let Some(dir) = need(Conformance("buildkit-parser-negative")) else {
         return;
     };
     let dirs = common::sorted_dirs(&dir);
@@ -50,7 +51,7 @@ fn buildkit_negative_cases_are_rejected() {
 
 #[test]
 fn line_numbers_match_buildkit() {
-    let Some(dir) = common::conformance_dir("buildkit-parser-lineinfo") else {
+    let Some(dir) = need(Conformance("buildkit-parser-lineinfo")) else {
         return;
     };
     let ast = parse(&fs::read(dir.join("Dockerfile")).unwrap()).unwrap();
@@ -74,7 +75,7 @@ fn heredoc_json(doc: &kiln_dockerfile::Heredoc) -> Value {
 
 #[test]
 fn heredocs_extracted_like_buildkit() {
-    let Some(dir) = common::conformance_dir("buildkit-heredoc") else {
+    let Some(dir) = need(Conformance("buildkit-heredoc")) else {
         return;
     };
     let case: Value =
@@ -105,7 +106,7 @@ fn heredocs_extracted_like_buildkit() {
 
 #[test]
 fn heredoc_helpers_like_buildkit() {
-    let Some(dir) = common::conformance_dir("buildkit-heredoc") else {
+    let Some(dir) = need(Conformance("buildkit-heredoc")) else {
         return;
     };
     let h: Value =

@@ -3,9 +3,9 @@
 //! conformance corpus and on thousands of generated ones.
 //!
 //! The oracle is found through `KILN_DOCKERFILE_ORACLE` (a Python with the
-//! `dockerfile` package; `.ci/run` installs one), else `python3` if it has
-//! the package. Without it the test prints a notice and passes, unless
-//! `KILN_REQUIRE_ORACLE=1` (set in CI).
+//! `dockerfile` package; `scripts/test` installs one), else `python3` if it
+//! has the package; without it the tests skip, by kiln-testkit's rule
+//! (`kiln_testkit::need`: a failure under `CI=true`).
 //!
 //! Known, deliberate differences from v0.12.5, where kiln follows current
 //! BuildKit (whose parser test vectors it passes):
@@ -26,33 +26,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use fs_err as fs;
+use kiln_testkit::need::{Conformance, Oracle, need};
 use serde_json::Value;
-
-fn oracle_python() -> Option<PathBuf> {
-    let required = std::env::var("KILN_REQUIRE_ORACLE").is_ok_and(|v| v == "1");
-    let candidates: Vec<PathBuf> = match std::env::var_os("KILN_DOCKERFILE_ORACLE") {
-        Some(p) => vec![PathBuf::from(p)],
-        None => vec![PathBuf::from("python3")],
-    };
-    for python in candidates {
-        let ok = Command::new(&python)
-            .args(["-c", "import dockerfile"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(python);
-        }
-    }
-    assert!(
-        !required,
-        "KILN_REQUIRE_ORACLE=1 but no Python with the `dockerfile` package was found"
-    );
-    eprintln!(
-        "NOTICE: BuildKit parser oracle (PyPI `dockerfile`) not found; skipping (set KILN_DOCKERFILE_ORACLE)"
-    );
-    None
-}
 
 /// Runs the oracle on a batch of Dockerfiles.
 fn oracle(python: &PathBuf, texts: &[String]) -> Vec<Value> {
@@ -185,71 +160,72 @@ fn report(what: &str, total: usize, (failures, masked): (Vec<String>, usize)) {
     );
 }
 
-fn corpus() -> Vec<String> {
+/// Every Dockerfile of the conformance vectors and of kiln's own cases;
+/// `None` (the test skips) without the vectors.
+fn corpus() -> Option<Vec<String>> {
+    let parser = need(Conformance("buildkit-parser"))?;
+    let negative = need(Conformance("buildkit-parser-negative"))?;
+    let lineinfo = need(Conformance("buildkit-parser-lineinfo"))?;
+    let real = need(Conformance("real-dockerfiles"))?;
+    let integration = need(Conformance("buildkit-integration"))?;
     let mut texts = Vec::new();
     let mut add_file = |p: PathBuf| {
         if let Ok(bytes) = fs::read(&p) {
             texts.push(String::from_utf8_lossy(&bytes).into_owned());
         }
     };
-    for sub in ["buildkit-parser", "buildkit-parser-negative"] {
-        if let Some(dir) = common::conformance_dir(sub) {
-            for case in common::sorted_dirs(&dir) {
-                add_file(case.join("Dockerfile"));
-            }
+    for dir in [parser, negative] {
+        for case in common::sorted_dirs(&dir) {
+            add_file(case.join("Dockerfile"));
         }
     }
     let own_cases = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
     for case in common::sorted_dirs(&own_cases) {
         add_file(case.join("Dockerfile"));
     }
-    if let Some(dir) = common::conformance_dir("buildkit-parser-lineinfo") {
-        add_file(dir.join("Dockerfile"));
+    add_file(lineinfo.join("Dockerfile"));
+    let mut files: Vec<PathBuf> = fs::read_dir(&real)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files
+        .into_iter()
+        .filter(|f| f.extension().is_none_or(|e| e != "tsv"))
+    {
+        add_file(f);
     }
-    if let Some(dir) = common::conformance_dir("real-dockerfiles") {
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+    for test in common::sorted_dirs(&integration) {
+        let mut files: Vec<PathBuf> = fs::read_dir(&test)
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
-        for f in files
-            .into_iter()
-            .filter(|f| f.extension().is_none_or(|e| e != "tsv"))
-        {
+        for f in files.into_iter().filter(|f| {
+            f.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("Dockerfile"))
+        }) {
             add_file(f);
         }
     }
-    if let Some(dir) = common::conformance_dir("buildkit-integration") {
-        for test in common::sorted_dirs(&dir) {
-            let mut files: Vec<PathBuf> = fs::read_dir(&test)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            files.sort();
-            for f in files.into_iter().filter(|f| {
-                f.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("Dockerfile"))
-            }) {
-                add_file(f);
-            }
-        }
-    }
-    texts
+    Some(texts)
 }
 
 #[test]
 fn corpus_parses_like_buildkit() {
-    let Some(python) = oracle_python() else {
+    let Some(python) = need(Oracle) else {
         return;
     };
-    let texts = corpus();
+    let Some(texts) = corpus() else {
+        return;
+    };
     let answers = oracle(&python, &texts);
     report("corpus", texts.len(), compare(&texts, &answers));
 }
 
 #[test]
 fn generated_dockerfiles_parse_like_buildkit() {
-    let Some(python) = oracle_python() else {
+    let Some(python) = need(Oracle) else {
         return;
     };
     let count: usize = std::env::var("KILN_ORACLE_CASES")

@@ -1,13 +1,10 @@
 //! Shell-word expansion against BuildKit's own test tables
 //! (`../shared/conformance/shell/`), plus properties and edge cases.
 
-// Shared by several test crates, so its items are `pub` for them.
-#[allow(unreachable_pub)]
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use kiln_dockerfile::shell::{Env, EnvCase, ExpandErrorKind, Lex, MAX_NESTING};
+use kiln_testkit::need::{Conformance, need};
 use proptest::prelude::*;
 
 fn unix() -> Lex {
@@ -37,7 +34,7 @@ fn assert_no_failures(what: &str, total: usize, failures: &[String]) {
 
 #[test]
 fn conformance_env_var_test() {
-    let Some(dir) = common::conformance_dir("shell") else {
+    let Some(dir) = need(Conformance("shell")) else {
         return;
     };
     let text = fs_err::read_to_string(dir.join("envVarTest")).unwrap();
@@ -91,7 +88,7 @@ fn conformance_env_var_test() {
 
 #[test]
 fn conformance_words_test() {
-    let Some(dir) = common::conformance_dir("shell") else {
+    let Some(dir) = need(Conformance("shell")) else {
         return;
     };
     let text = fs_err::read_to_string(dir.join("wordsTest")).unwrap();
@@ -152,7 +149,7 @@ struct MatchCase {
 }
 
 fn run_match_cases(file: &str, expected_rows: usize) {
-    let Some(dir) = common::conformance_dir("shell") else {
+    let Some(dir) = need(Conformance("shell")) else {
         return;
     };
     let text = fs_err::read_to_string(dir.join(file)).unwrap();

@@ -9,6 +9,7 @@ use kiln_image::Digest;
 use kiln_image::compress::{self, BlobWriter, CompressOptions, LayerBlob};
 use kiln_image::layer::{self, LayerError, WriteOptions};
 use kiln_image::media::Compression;
+use kiln_testkit::need::{Tool, need};
 
 /// Layer-like bytes: runs of text (compressible) and of noise (not).
 fn sample(len: usize) -> Vec<u8> {
@@ -67,13 +68,6 @@ fn pipe(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
     feeder.join().unwrap().unwrap();
     assert!(out.status.success(), "{cmd:?} failed");
     out.stdout
-}
-
-fn have(tool: &str, version_arg: &str) -> bool {
-    Command::new(tool)
-        .arg(version_arg)
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -146,10 +140,9 @@ fn parallel_gzip_is_one_standard_member() {
 
 #[test]
 fn go_reads_parallel_gzip() {
-    if !have("go", "version") {
-        eprintln!("notice: Go is not installed; skipping the compress/gzip check");
+    let Some(go) = need(Tool::Go) else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     // Multistream(false): Go must find exactly one member holding it all.
     fs_err::write(
@@ -185,7 +178,7 @@ func main() {
     let data = sample(2 << 20);
     let (out, b) = blob(&data, &CompressOptions::new(Compression::Gzip).threads(2));
     let got = pipe(
-        Command::new("go")
+        Command::new(go)
             .arg("run")
             .arg(tmp.path().join("main.go"))
             .env("GOCACHE", tmp.path().join("cache"))
@@ -197,13 +190,12 @@ func main() {
 
 #[test]
 fn zstd_cli_reads_zstd() {
-    if !have("zstd", "--version") {
-        eprintln!("notice: zstd is not installed (apt package zstd); skipping the zstd -d check");
+    let Some(zstd) = need(Tool::Zstd) else {
         return;
-    }
+    };
     let data = sample(2 << 20);
     let (out, _) = blob(&data, &CompressOptions::new(Compression::Zstd).threads(2));
-    assert!(pipe(Command::new("zstd").args(["-dc", "--no-progress"]), &out) == data);
+    assert!(pipe(Command::new(zstd).args(["-dc", "--no-progress"]), &out) == data);
 }
 
 #[test]

@@ -11,9 +11,8 @@ use kiln_image::docker_archive::{self, ArchiveImage};
 use kiln_image::document::{Document, ImageConfig, RootFs};
 use kiln_image::media::{self, Format};
 use kiln_image::{Digest, Platform, Reference, Store, StoreError};
-use store_support::{
-    docker_available, docker_uses_containerd_store, gzip, layer_tar, make_image, make_index, run,
-};
+use kiln_testkit::need::{Docker, need};
+use store_support::{docker_uses_containerd_store, gzip, layer_tar, make_image, make_index, run};
 
 fn reference(s: &str) -> Reference {
     Reference::parse(s).unwrap()
@@ -60,7 +59,7 @@ fn file_in_image(image: &str, path: &str, scratch: &Path) -> String {
 
 #[test]
 fn docker_loads_what_kiln_writes() {
-    if !docker_available("docker") {
+    if need(Docker).is_none() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
@@ -186,7 +185,7 @@ fn rootfs_tar(pid: u32) -> Vec<u8> {
 
 #[test]
 fn kiln_reads_what_docker_saves() {
-    if !docker_available("docker") {
+    if need(Docker).is_none() {
         return;
     }
     let pid = std::process::id();

@@ -1,15 +1,16 @@
 //! Against Go's archive/tar, which wrote (and reads) nearly every layer in
 //! the wild (Docker, BuildKit, containerd): Go reads what `layer::write`
-//! writes, and `layer::extract` reads what Go writes. Skipped, with a
-//! notice, where Go is not installed.
+//! writes, and `layer::extract` reads what Go writes. Needs Go and root.
 
 mod layer_support;
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use kiln_image::layer::{self, ExtractOptions, Whiteouts, WriteOptions};
+use kiln_testkit::need::{Root, Tool, need};
 use layer_support::*;
 
 const READER: &str = r#"package main
@@ -96,19 +97,12 @@ func main() {
 }
 "#;
 
-fn go_run(program: &str, input: &[u8]) -> Option<Vec<u8>> {
-    if !Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        eprintln!("notice: Go is not installed; skipping the archive/tar interop check");
-        return None;
-    }
+/// `go run program`, fed `input`; its output.
+fn go_run(go: &Path, program: &str, input: &[u8]) -> Vec<u8> {
     let tmp = tempfile::tempdir().unwrap();
     let main = tmp.path().join("main.go");
     fs_err::write(&main, program).unwrap();
-    let mut child = Command::new("go")
+    let mut child = Command::new(go)
         .arg("run")
         .arg(&main)
         .env("GOCACHE", tmp.path().join("cache"))
@@ -128,20 +122,23 @@ fn go_run(program: &str, input: &[u8]) -> Option<Vec<u8>> {
         "go: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(out.stdout)
+    out.stdout
 }
 
 #[test]
 fn go_reads_our_layers() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
+    let Some(go) = need(Tool::Go) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     rich_tree(&src);
     let mut tar = Vec::new();
     layer::write(&src, &mut tar, &WriteOptions::default()).unwrap();
-    let Some(out) = go_run(READER, &tar) else {
-        return;
-    };
+    let out = go_run(&go, READER, &tar);
     let out = String::from_utf8_lossy(&out).into_owned();
     let lines: Vec<&str> = out.lines().collect();
     let names: Vec<&str> = lines.iter().map(|l| l.split('|').next().unwrap()).collect();
@@ -185,10 +182,13 @@ fn hex_of(b: &[u8]) -> String {
 
 #[test]
 fn we_read_go_layers() {
-    require_root();
-    let Some(tar) = go_run(WRITER, b"") else {
+    if need(Root).is_none() {
+        return;
+    }
+    let Some(go) = need(Tool::Go) else {
         return;
     };
+    let tar = go_run(&go, WRITER, b"");
     let tmp = tempfile::tempdir().unwrap();
     let long = "long-dir/".repeat(20);
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_fs::tar::TarError;
 use kiln_image::layer::{self, ApplyStats, ExtractOptions, LayerError, Whiteouts};
+use kiln_testkit::need::{Root, need};
 use layer_support::*;
 
 struct Sandbox {
@@ -26,8 +27,8 @@ struct Sandbox {
 const VICTIM: &[u8] = b"precious";
 
 impl Sandbox {
-    fn new() -> Sandbox {
-        require_root();
+    fn new() -> Option<Sandbox> {
+        need(Root)?;
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("sandbox");
         let dest = root.join("dest");
@@ -35,12 +36,12 @@ impl Sandbox {
         let victim = root.join("victim");
         write_file(&victim, VICTIM);
         chmod(&victim, 0o600);
-        Sandbox {
+        Some(Sandbox {
             _tmp: tmp,
             root,
             dest,
             victim,
-        }
+        })
     }
 
     /// The sandbox as an absolute path string, for symlinks aimed at it.
@@ -95,7 +96,9 @@ fn expect_invalid(r: Result<ApplyStats, LayerError>) {
 
 #[test]
 fn dot_dot_names_are_refused() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     for name in ["../escape", "a/../../escape", "./../victim", "/../victim"] {
         let tar = RawTar::new().file(name, b"pwned").finish();
         expect_invalid(s.extract(&tar, Whiteouts::Apply));
@@ -105,7 +108,9 @@ fn dot_dot_names_are_refused() {
 
 #[test]
 fn absolute_names_land_inside() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let abs_victim = format!("{}/victim", s.abs());
     let tar = RawTar::new().file(&abs_victim, b"pwned").finish();
     s.extract(&tar, Whiteouts::Apply).unwrap();
@@ -115,7 +120,9 @@ fn absolute_names_land_inside() {
 
 #[test]
 fn symlink_to_root_then_write_through_it() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .symlink("root", "/")
         .file(&format!("root{}/victim", s.abs()), b"pwned")
@@ -139,7 +146,9 @@ fn symlink_to_root_then_write_through_it() {
 
 #[test]
 fn symlink_to_dot_dot_then_write_through_it() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .symlink("up", "..")
         .file("up/victim", b"pwned")
@@ -154,7 +163,9 @@ fn symlink_to_dot_dot_then_write_through_it() {
 
 #[test]
 fn symlink_chain_out_of_the_root() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .symlink("a", "b")
         .symlink("b", "c/../d")
@@ -172,7 +183,9 @@ fn symlink_chain_out_of_the_root() {
 
 #[test]
 fn symlink_chain_lands_inside_when_target_exists_inside() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let inner = s.abs();
     let tar = RawTar::new()
         .dir(&format!("{inner}/"))
@@ -187,7 +200,9 @@ fn symlink_chain_lands_inside_when_target_exists_inside() {
 
 #[test]
 fn hardlink_to_a_file_outside() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     for target in [
         format!("{}/victim", s.abs()),
         "../victim".into(),
@@ -206,7 +221,9 @@ fn hardlink_to_a_file_outside() {
 
 #[test]
 fn hardlink_through_a_symlinked_dir() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .symlink("s", &s.abs())
         .hardlink("h", "s/victim")
@@ -222,7 +239,9 @@ fn hardlink_through_a_symlinked_dir() {
 
 #[test]
 fn hardlink_to_a_symlink_links_the_symlink() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .symlink("l", &format!("{}/victim", s.abs()))
         .hardlink("h", "l")
@@ -235,7 +254,9 @@ fn hardlink_to_a_symlink_links_the_symlink() {
 
 #[test]
 fn dir_replaced_by_symlink_then_written_into() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .dir("d/")
         .file("d/ok", b"ok")
@@ -249,7 +270,9 @@ fn dir_replaced_by_symlink_then_written_into() {
 
 #[test]
 fn entry_whose_parent_is_a_symlink() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .symlink("p", &s.abs())
         .file("p/new", b"pwned")
@@ -267,7 +290,9 @@ fn entry_whose_parent_is_a_symlink() {
 
 #[test]
 fn file_over_a_symlink_replaces_the_symlink() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let victim = format!("{}/victim", s.abs());
     let mut h = raw_header(b"x", b'2', 0, victim.as_bytes());
     // Mode and owner on the symlink entry must not reach its target.
@@ -283,7 +308,9 @@ fn file_over_a_symlink_replaces_the_symlink() {
 
 #[test]
 fn symlink_metadata_is_not_applied_to_its_target() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let victim = format!("{}/victim", s.abs());
     let mut h = raw_header(b"x", b'2', 0, victim.as_bytes());
     octal(&mut h[100..108], 0o4777);
@@ -305,7 +332,9 @@ fn symlink_metadata_is_not_applied_to_its_target() {
 
 #[test]
 fn whiteouts_through_symlinks_delete_nothing_outside() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .symlink("s", &s.abs())
         .file("s/.wh.victim", b"")
@@ -328,7 +357,9 @@ fn whiteouts_through_symlinks_delete_nothing_outside() {
 
 #[test]
 fn overlay_xattrs_in_a_layer_are_dropped() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     let tar = RawTar::new()
         .pax(&[
             ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
@@ -348,7 +379,9 @@ fn overlay_xattrs_in_a_layer_are_dropped() {
 
 #[test]
 fn huge_metadata_headers_are_refused_without_allocating() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     for flag in [b'x', b'L', b'K', b'g'] {
         // Claims 4 GiB of header; the stream ends right after.
         let tar = RawTar::new()
@@ -365,7 +398,9 @@ fn huge_metadata_headers_are_refused_without_allocating() {
 
 #[test]
 fn malformed_archives_are_errors() {
-    let s = Sandbox::new();
+    let Some(s) = Sandbox::new() else {
+        return;
+    };
     // Bad checksum.
     let mut h = raw_header(b"f", b'0', 0, b"");
     h[0] = b'g';

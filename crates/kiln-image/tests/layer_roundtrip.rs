@@ -9,6 +9,7 @@ use std::process::Command;
 
 use kiln_image::Digest;
 use kiln_image::layer::{self, ExtractOptions, Whiteouts, WriteOptions};
+use kiln_testkit::need::{Root, need};
 use layer_support::*;
 use rustix::fs::FileType;
 
@@ -25,7 +26,9 @@ fn extract(tar: &[u8], dest: &Path, mode: Whiteouts) -> layer::ApplyStats {
 
 #[test]
 fn round_trip_preserves_everything() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     rich_tree(&src);
@@ -52,7 +55,9 @@ fn round_trip_preserves_everything() {
 
 #[test]
 fn writes_a_standard_tar() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     rich_tree(&src);
@@ -129,7 +134,9 @@ fn writes_a_standard_tar() {
 
 #[test]
 fn overlay_whiteouts_become_oci_whiteouts_and_back() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let upper = tmp.path().join("upper");
     // What overlayfs leaves in an upper dir: whiteout devices and an
@@ -205,7 +212,9 @@ fn overlay_whiteouts_become_oci_whiteouts_and_back() {
 
 #[test]
 fn apply_mode_carries_whiteouts_out() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("rootfs");
     // The lower layers, flattened.
@@ -247,7 +256,9 @@ fn apply_mode_carries_whiteouts_out() {
 
 #[test]
 fn overlay_mode_whiteouts_within_one_layer() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("layer");
     let layer = RawTar::new()
@@ -281,7 +292,9 @@ fn overlay_mode_whiteouts_within_one_layer() {
 
 #[test]
 fn same_tree_same_digest_and_epoch_clamps() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let build = |dir: &Path, reverse: bool| {
         let mut files = vec!["b/2", "a/1", "c", "b/1", "a/2"];
@@ -326,7 +339,9 @@ fn same_tree_same_digest_and_epoch_clamps() {
 
 #[test]
 fn reads_gnu_tar_archives() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     rich_tree(&src);
@@ -366,7 +381,9 @@ fn reads_gnu_tar_archives() {
 
 #[test]
 fn write_refuses_what_a_layer_cannot_say() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let redirected = tmp.path().join("redirect");
     fs_err::create_dir_all(redirected.join("moved")).unwrap();
@@ -405,7 +422,9 @@ fn write_refuses_what_a_layer_cannot_say() {
 
 #[test]
 fn io_errors_name_their_path() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-dir");
     let e = layer::write(&missing, Vec::new(), &WriteOptions::default()).unwrap_err();
@@ -423,7 +442,9 @@ fn io_errors_name_their_path() {
 
 #[test]
 fn extracts_without_chown() {
-    require_root();
+    if need(Root).is_none() {
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let mut h = raw_header(b"owned", b'0', 1, b"");
     octal(&mut h[108..116], 4321);

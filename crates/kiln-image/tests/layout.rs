@@ -7,7 +7,8 @@ use std::process::Command;
 
 use kiln_image::layout::{self, LayoutImage};
 use kiln_image::{Digest, Platform, Reference, Store, StoreError};
-use store_support::{docker_available, make_image, make_index, run};
+use kiln_testkit::need::{Tool, need};
+use store_support::{make_image, make_index, run};
 
 fn reference(s: &str) -> Reference {
     Reference::parse(s).unwrap()
@@ -125,7 +126,7 @@ fn a_corrupt_blob_in_a_tar_is_refused() {
 
 #[test]
 fn skopeo_reads_what_kiln_writes() {
-    if !docker_available("skopeo") {
+    if need(Tool::Skopeo).is_none() {
         return;
     }
     let (_root, store, images) = source();

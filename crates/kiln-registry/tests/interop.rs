@@ -3,35 +3,34 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
 use common::{reference, repo};
 use kiln_image::{Digest, media};
+use kiln_testkit::need::{Tool, need};
 use kiln_testkit::{Registry, RegistryOptions, TestImage};
 
-/// `skopeo` with `args`, its stdout; `None` (with a notice) when skopeo is
-/// not installed, except in CI where that fails the test.
-fn skopeo(args: &[&str]) -> Option<Vec<u8>> {
-    let output = match Command::new("skopeo").args(args).output() {
-        Ok(output) => output,
-        Err(e) => {
-            let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
-            assert!(!required, "skopeo cannot run: {e}");
-            eprintln!("NOTICE: skopeo cannot run ({e}); skipping");
-            return None;
-        }
-    };
+/// `skopeo` with `args`: its stdout; panics with its stderr when it fails.
+fn skopeo(skopeo: &Path, args: &[&str]) -> Vec<u8> {
+    let output = Command::new(skopeo)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("skopeo {args:?}: {e}"));
     assert!(
         output.status.success(),
         "skopeo {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Some(output.stdout)
+    output.stdout
 }
 
 #[tokio::test]
 async fn skopeo_reads_what_kiln_pushes() {
+    let Some(bin) = need(Tool::Skopeo) else {
+        return;
+    };
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
@@ -60,9 +59,7 @@ async fn skopeo_reads_what_kiln_pushes() {
         .unwrap();
 
     let url = format!("docker://{host}/kiln/interop:v1");
-    let Some(inspect) = skopeo(&["inspect", "--tls-verify=false", &url]) else {
-        return;
-    };
+    let inspect = skopeo(&bin, &["inspect", "--tls-verify=false", &url]);
     let inspect: serde_json::Value = serde_json::from_slice(&inspect).unwrap();
     assert_eq!(inspect["Digest"], image.manifest.digest.to_string());
     assert_eq!(
@@ -71,14 +68,20 @@ async fn skopeo_reads_what_kiln_pushes() {
     );
     assert_eq!(inspect["Architecture"], "amd64");
     assert_eq!(inspect["Os"], "linux");
-    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &url]).unwrap();
+    let raw = skopeo(&bin, &["inspect", "--raw", "--tls-verify=false", &url]);
     assert_eq!(raw, image.manifest.bytes);
-    let config = skopeo(&["inspect", "--config", "--raw", "--tls-verify=false", &url]).unwrap();
+    let config = skopeo(
+        &bin,
+        &["inspect", "--config", "--raw", "--tls-verify=false", &url],
+    );
     assert_eq!(config, image.config.bytes);
 }
 
 #[tokio::test]
 async fn kiln_pulls_what_skopeo_pushes() {
+    let Some(bin) = need(Tool::Skopeo) else {
+        return;
+    };
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
@@ -91,18 +94,17 @@ async fn kiln_pulls_what_skopeo_pushes() {
     image.write_oci_layout(layout.path(), "v2").unwrap();
     let source = format!("oci:{}:v2", layout.path().display());
     let dest = format!("docker://{host}/kiln/from-skopeo:v2");
-    if skopeo(&[
-        "copy",
-        "--insecure-policy",
-        "--dest-tls-verify=false",
-        &source,
-        &dest,
-    ])
-    .is_none()
-    {
-        return;
-    }
-    let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &dest]).unwrap();
+    skopeo(
+        &bin,
+        &[
+            "copy",
+            "--insecure-policy",
+            "--dest-tls-verify=false",
+            &source,
+            &dest,
+        ],
+    );
+    let raw = skopeo(&bin, &["inspect", "--raw", "--tls-verify=false", &dest]);
 
     let (client, recorder, _config) = common::client();
     let manifest = client

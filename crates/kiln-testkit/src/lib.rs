@@ -4,14 +4,16 @@
 //!   on a free loopback port, optionally with basic auth (htpasswd), bearer
 //!   token auth (a [`TokenServer`] signing ES256 JWTs) or TLS (a fresh
 //!   [`TestCa`]). Killed, with its files, on drop. `Registry::start`
-//!   returns `None` with a notice when the binary is missing, and panics
-//!   instead in CI (`CI` set) or with `KILN_REQUIRE_REGISTRY=1`.
+//!   returns `None` when the binary is missing, by the rule of [`need`].
 //! - [`FaultProxy`]: an HTTP/1.1 proxy that drops, cuts, stalls or answers
 //!   errors for the requests its [`Rule`]s match, and counts what fired and
 //!   how many bytes went through.
 //! - [`TestImage`], [`random_bytes`], [`write_random_file`], [`sha256_file`]:
 //!   content to push, and a quick check of what was pulled.
 //!
+//! - [`need`]: the one rule for a test that needs root, runc, docker, a
+//!   program, the conformance vectors or BuildKit's parser oracle: skipped
+//!   with a notice where it is missing, a failure under `CI=true`.
 //! - [`busybox`]: a busybox rootfs and base image for tests that run steps.
 //! - [`process`]: processes a test left behind, found by a marker.
 //!
@@ -33,6 +35,7 @@ mod background;
 pub mod busybox;
 mod http1;
 mod image;
+pub mod need;
 mod pki;
 pub mod process;
 mod proxy;
@@ -42,5 +45,5 @@ mod token;
 pub use crate::image::{Blob, TestImage, random_bytes, sha256_file, write_random_file};
 pub use crate::pki::{IssuedCert, TestCa};
 pub use crate::proxy::{Exchange, Fault, FaultProxy, Faults, Rule, Stats};
-pub use crate::registry::{Registry, RegistryOptions, TlsOptions, registry_binary};
+pub use crate::registry::{Registry, RegistryOptions, TlsOptions};
 pub use crate::token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenAuth, TokenRequest, TokenServer};

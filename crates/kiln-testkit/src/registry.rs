@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::need::{Tool, need};
 use crate::pki::{IssuedCert, TestCa};
 use crate::token::{TOKEN_ISSUER, TOKEN_SERVICE, TokenAuth, TokenServer};
 
@@ -41,38 +42,15 @@ pub struct Registry {
     token_server: Option<TokenServer>,
 }
 
-/// Where the registry binary is: `$KILN_DOCKER_REGISTRY`, else
-/// `docker-registry` or `registry` on `PATH`.
-pub fn registry_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KILN_DOCKER_REGISTRY") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    ["docker-registry", "registry"].iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-/// Whether a missing tool must fail the test instead of skipping it: in
-/// CI (`CI` set) or with `KILN_REQUIRE_REGISTRY=1`.
-pub(crate) fn tools_required() -> bool {
-    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-        || std::env::var_os("KILN_REQUIRE_REGISTRY").is_some_and(|v| v == "1")
-}
-
 impl Registry {
-    /// Starts a registry and waits until `/v2/` answers. `None` (after
-    /// printing why) when no registry binary is installed, unless tools are
-    /// required (CI), where that panics.
+    /// Starts a registry and waits until `/v2/` answers. `None` when no
+    /// registry binary is installed: the test is skipped, by the rule of
+    /// [`need`](crate::need).
     pub fn start(options: RegistryOptions) -> Option<Registry> {
-        let Some(binary) = registry_binary() else {
-            let msg = "docker-registry not found (apt-get install docker-registry); skipping";
-            assert!(!tools_required(), "{msg}");
-            eprintln!("NOTICE: {msg}");
-            return None;
-        };
+        let binary = need(Tool::Registry)?;
+        if options.htpasswd.is_some() {
+            need(Tool::Htpasswd)?;
+        }
         // A port picked free may be taken before the registry binds it: try again.
         let mut last = String::new();
         for _ in 0..3 {
@@ -133,7 +111,7 @@ impl Registry {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
                 .output()
-                .map_err(|e| format!("htpasswd (apt-get install apache2-utils): {e}"))?;
+                .map_err(|e| format!("htpasswd: {e}"))?;
             if !out.status.success() {
                 return Err(format!(
                     "htpasswd: {}",

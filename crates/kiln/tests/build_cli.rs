@@ -8,25 +8,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln_testkit::need::{Runc, need};
 use kiln_testkit::{Registry, RegistryOptions};
 use support::{Kiln, rootfs_tarball, run, text};
-
-fn registry() -> Registry {
-    Registry::start(RegistryOptions::default())
-        .expect("docker-registry is installed (scripts/test)")
-}
-
-fn require_root() -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the build tests drive runc and need root in CI"
-    );
-    eprintln!("NOTICE: skipped: kiln build needs root");
-    false
-}
 
 /// A registry holding `<host>/base/busybox:1`, and a kiln whose store
 /// does not have it (the build must pull it).
@@ -54,37 +38,39 @@ struct OnPulledBase {
     ctx: PathBuf,
 }
 
-fn on_pulled_base(dockerfile: impl FnOnce(&str) -> String) -> OnPulledBase {
-    let registry = registry();
+/// `None` (the test skips) where steps cannot run or there is no registry.
+fn on_pulled_base(dockerfile: impl FnOnce(&str) -> String) -> Option<OnPulledBase> {
+    need(Runc)?;
+    let registry = Registry::start(RegistryOptions::default())?;
     let base = base_in_registry(&registry);
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     fs_err::create_dir(&ctx).unwrap();
     context(&ctx, &dockerfile(&base));
-    OnPulledBase {
+    Some(OnPulledBase {
         registry,
         kiln: Kiln::new(),
         work,
         ctx,
-    }
+    })
 }
 
 #[test]
 fn a_pulled_base_every_output_a_push_and_an_iidfile() {
-    if !require_root() {
-        return;
-    }
-    let OnPulledBase {
+    let Some(OnPulledBase {
         registry,
         kiln,
         work,
         ctx,
-    } = on_pulled_base(|base| {
+    }) = on_pulled_base(|base| {
         format!(
             "FROM {base} AS build\nRUN echo built > /built.txt\n\
              FROM {base}\nCOPY app.txt /app/\nCOPY --from=build /built.txt /app/\nCMD [\"cat\", \"/app/app.txt\"]\n"
         )
-    });
+    })
+    else {
+        return;
+    };
     let pushed = format!("{}/built/app:1", registry.host());
     let iid = work.path().join("iid");
     let oci = work.path().join("image.oci.tar");
@@ -166,17 +152,17 @@ fn a_pulled_base_every_output_a_push_and_an_iidfile() {
 
 #[test]
 fn the_outputs_compression_is_the_built_layers() {
-    if !require_root() {
-        return;
-    }
-    let OnPulledBase {
+    let Some(OnPulledBase {
         registry: _registry,
         kiln,
         work,
         ctx,
-    } = on_pulled_base(|base| {
+    }) = on_pulled_base(|base| {
         format!("FROM {base}\nRUN echo built > /built.txt\nCOPY app.txt /app/\n")
-    });
+    })
+    else {
+        return;
+    };
     let ctx = ctx.to_str().unwrap();
     let oci = work.path().join("oci");
     let spec = format!(
@@ -268,21 +254,21 @@ fn the_outputs_compression_is_the_built_layers() {
 
 #[test]
 fn secrets_targets_and_build_args_from_the_command_line() {
-    if !require_root() {
-        return;
-    }
-    let OnPulledBase {
+    let Some(OnPulledBase {
         registry: _registry,
         kiln,
         work,
         ctx,
-    } = on_pulled_base(|base| {
+    }) = on_pulled_base(|base| {
         format!(
             "FROM {base} AS first\nARG GREETING=hi\n\
              RUN --mount=type=secret,id=token cat /run/secrets/token > /seen; echo \"$GREETING\" > /greeting\n\
              FROM {base} AS never\nRUN exit 1\n"
         )
-    });
+    })
+    else {
+        return;
+    };
     let secret = work.path().join("token");
     fs_err::write(&secret, "s3cr3t").unwrap();
     let local = work.path().join("out");
@@ -327,10 +313,12 @@ fn secrets_targets_and_build_args_from_the_command_line() {
 
 #[test]
 fn a_missing_base_names_the_from_line() {
-    if !require_root() {
+    if need(Runc).is_none() {
         return;
     }
-    let registry = registry();
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
     let kiln = Kiln::new();
     let work = tempfile::tempdir().unwrap();
     context(

@@ -11,35 +11,17 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use conformance_support::{Verdict, base, case, integration, run_all};
+use kiln_testkit::need::{Conformance, Docker, Runc, need};
 use kiln_testkit::{Registry, RegistryOptions};
-
-/// Whether `docker buildx` can build; in CI it must.
-fn buildx_available() -> bool {
-    let ok = Command::new("docker")
-        .args(["buildx", "version"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-        && Command::new("docker")
-            .arg("info")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "dockerd or docker buildx is not available in CI (scripts/test starts it)"
-        );
-        eprintln!(
-            "NOTICE: dockerd or docker buildx not available; skipping the BuildKit conformance suite"
-        );
-    }
-    ok
-}
 
 #[test]
 fn kiln_builds_what_buildkit_builds() {
-    if !buildx_available() {
+    if need(Runc).is_none() || need(Docker).is_none() {
         return;
     }
+    let Some(integration_dir) = need(Conformance("buildkit-integration")) else {
+        return;
+    };
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
@@ -52,20 +34,18 @@ fn kiln_builds_what_buildkit_builds() {
 
     let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/buildkit-cases");
     let mut cases = case::load_own(&own).unwrap();
-    if let Some(dir) = conformance_support::conformance_dir("buildkit-integration") {
-        let (adapted, skipped) = integration::load(&dir).unwrap();
-        eprintln!(
-            "BuildKit integration Dockerfiles: {} adapted, {} skipped",
-            adapted.len(),
-            skipped.len()
-        );
-        if std::env::var("KILN_CONFORMANCE_SHOW_SKIPS").as_deref() == Ok("1") {
-            for (name, why) in &skipped {
-                eprintln!("  skipped {name}: {why}");
-            }
+    let (adapted, skipped) = integration::load(&integration_dir).unwrap();
+    eprintln!(
+        "BuildKit integration Dockerfiles: {} adapted, {} skipped",
+        adapted.len(),
+        skipped.len()
+    );
+    if std::env::var("KILN_CONFORMANCE_SHOW_SKIPS").as_deref() == Ok("1") {
+        for (name, why) in &skipped {
+            eprintln!("  skipped {name}: {why}");
         }
-        cases.extend(adapted);
     }
+    cases.extend(adapted);
     if let Ok(filter) = std::env::var("KILN_CONFORMANCE_FILTER") {
         let words: Vec<&str> = filter.split(',').filter(|w| !w.is_empty()).collect();
         cases.retain(|c| words.iter().any(|w| c.name.contains(w)));

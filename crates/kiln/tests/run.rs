@@ -11,28 +11,8 @@ use std::time::{Duration, Instant};
 
 use kiln_image::document::{ContainerConfig, Document, ImageConfig};
 use kiln_image::{Platform, Reference, Store};
+use kiln_testkit::need::{Runc, need};
 use support::{Kiln, busybox, rootfs_tarball, stdout, text};
-
-/// Whether this machine can run containers: root and runc. CI has both,
-/// so there a missing one fails the test instead of skipping it.
-fn can_run_containers() -> bool {
-    let root = fs_err::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-    let runc = Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !(root && runc) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kiln run tests need root and runc in CI (root: {root}, runc: {runc})"
-        );
-        eprintln!("NOTICE: not root or no runc; skipping this kiln run test");
-    }
-    root && runc
-}
 
 /// A kiln with the support module's busybox image as `bb`.
 fn kiln_with_busybox() -> (Kiln, tempfile::TempDir) {
@@ -135,7 +115,7 @@ fn assert_clean(kiln: &Kiln) {
 
 #[test]
 fn runs_a_command_and_passes_its_output_on() {
-    if !can_run_containers() {
+    if need(Runc).is_none() {
         return;
     }
     let (kiln, _work) = kiln_with_busybox();
@@ -160,7 +140,7 @@ fn runs_a_command_and_passes_its_output_on() {
 
 #[test]
 fn exit_codes_are_the_commands() {
-    if !can_run_containers() {
+    if need(Runc).is_none() {
         return;
     }
     let (kiln, _work) = kiln_with_busybox();
@@ -191,7 +171,7 @@ fn exit_codes_are_the_commands() {
 
 #[test]
 fn env_user_workdir_and_network_from_flags() {
-    if !can_run_containers() {
+    if need(Runc).is_none() {
         return;
     }
     let kiln = Kiln::new();
@@ -264,7 +244,7 @@ fn env_user_workdir_and_network_from_flags() {
 
 #[test]
 fn the_images_entrypoint_cmd_env_and_workdir_are_honoured() {
-    if !can_run_containers() {
+    if need(Runc).is_none() {
         return;
     }
     let kiln = Kiln::new();
@@ -329,7 +309,7 @@ fn the_images_entrypoint_cmd_env_and_workdir_are_honoured() {
 
 #[test]
 fn an_image_for_another_architecture_is_refused() {
-    if !can_run_containers() {
+    if need(Runc).is_none() {
         return;
     }
     let kiln = Kiln::new();
@@ -397,7 +377,7 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn a_signal_ends_the_run_and_cleans_up() {
-    if !can_run_containers() {
+    if need(Runc).is_none() {
         return;
     }
     let (kiln, _work) = kiln_with_busybox();

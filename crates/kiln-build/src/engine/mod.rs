@@ -37,11 +37,11 @@ use kiln_sandbox::{Executor, RunControl};
 pub use self::cache_key::{KeyBuilder, VERSION as CACHE_KEY_VERSION};
 pub use self::config::{ConfigState, DEFAULT_SHELL, HISTORY_COMMENT};
 pub use self::error::{BuildError, Cause};
-use self::stage::{StageOutcome, StageRunner};
+use self::stage::{StageOutcome, StageRunner, Step};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::export::{self, Encoding};
 use crate::run::{CacheMounts, RunError, Secrets};
-use crate::watchdog::{Backoff, Limits, Overrides, StepPolicy};
+use crate::watchdog::{Backoff, Limits, StepPolicy, StepSettings};
 use crate::{BuildContext, HashMemo, Snapshotter};
 
 /// A secret for `RUN --mount=type=secret`: its id and where its bytes come from.
@@ -95,15 +95,17 @@ pub struct BuildRequest {
     pub compression_level: Option<i32>,
     pub format: Format,
     /// `--step-timeout`: the longest one attempt of a RUN step may run
-    /// (cache-lock waits included); `None`, the default, for no limit.
+    /// (cache-lock waits included); `None` (the default) or zero for no
+    /// limit.
     pub step_timeout: Option<Duration>,
     /// `--stall-timeout`: how long a RUN step's process tree may go
     /// without output, CPU or I/O before it is killed (see
     /// [`crate::watchdog`]); [`BuildRequest::DEFAULT_STALL_TIMEOUT`] by
-    /// default, `None` never.
+    /// default, `None` or zero never.
     pub stall_timeout: Option<Duration>,
     /// `--retries`: how many more times a RUN step that stalled, timed
-    /// out or exited non-zero runs, each time from its clean parent.
+    /// out or exited non-zero runs, each time from its clean parent;
+    /// [`BuildRequest::DEFAULT_RETRIES`] by default.
     pub retries: u32,
     /// The wait before the first retry, doubled for each one after.
     pub retry_backoff: Duration,
@@ -127,7 +129,7 @@ impl BuildRequest {
             format: Format::Oci,
             step_timeout: None,
             stall_timeout: Some(BuildRequest::DEFAULT_STALL_TIMEOUT),
-            retries: 0,
+            retries: BuildRequest::DEFAULT_RETRIES,
             retry_backoff: Backoff::DEFAULT.first,
         }
     }
@@ -135,6 +137,9 @@ impl BuildRequest {
     /// Ten minutes: longer than any honest silence of a compiler or a
     /// package manager, far shorter than a CI job's own timeout.
     pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+    /// None: a step that fails fails the build, as in BuildKit.
+    pub const DEFAULT_RETRIES: u32 = 0;
 
     /// The `SOURCE_DATE_EPOCH` build arg, as BuildKit reads it: Unix
     /// seconds, the image's and its history's `created` time (and the
@@ -304,9 +309,15 @@ impl Engine {
         }
         let dockerfile =
             instructions::parse_dockerfile(&ast).map_err(kiln_dockerfile::Error::from)?;
-        // A bad `# kiln:` comment on line 90 fails now, not after the
-        // steps above it ran.
-        self.check_step_settings(&dockerfile)?;
+        // Every RUN's `# kiln:` settings, read once: a bad comment on line
+        // 90 fails now, not after the steps above it ran.
+        let settings = StepSettings::read(&dockerfile, |ignored| {
+            self.emit(Event::Warning {
+                message: ignored.to_string(),
+                line: Some(ignored.line),
+            });
+        })
+        .map_err(BuildError::step_settings)?;
         let context = BuildContext::open(&request.context, &request.dockerfile)?;
         let memo = HashMemo::new(self.store.clone());
         let platforms = if request.platforms.is_empty() {
@@ -363,6 +374,7 @@ impl Engine {
             encoding,
             context: &context,
             memo: &memo,
+            settings,
             step_counter: &counter,
             multi,
             secrets,
@@ -428,35 +440,6 @@ impl Engine {
         })
     }
 
-    /// Reads every RUN's `# kiln:` settings, so that a bad one fails the
-    /// build before anything runs; warns about `# kiln:` comments that
-    /// apply to nothing.
-    fn check_step_settings(&self, dockerfile: &instructions::Dockerfile) -> Result<(), BuildError> {
-        for command in dockerfile.stages.iter().flat_map(|s| &s.commands) {
-            let origin = command.origin();
-            let above = origin.comments_directly_above();
-            if let instructions::Command::Run(_) = command {
-                Overrides::from_comments(above).map_err(BuildError::step_settings)?;
-            }
-            for comment in &origin.comments {
-                if !Overrides::is_kiln_comment(&comment.text) {
-                    continue;
-                }
-                let directly_above = above.iter().any(|c| c.line == comment.line);
-                let why = match command {
-                    instructions::Command::Run(_) if directly_above => continue,
-                    instructions::Command::Run(_) => "it is not directly above its RUN",
-                    _ => "it applies to RUN steps only",
-                };
-                self.emit(Event::Warning {
-                    message: format!("`# kiln:` comment ignored: {why}"),
-                    line: Some(comment.line),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// Runs every stage the target needs for one platform, each on its own
     /// thread as soon as the stages it reads are done.
     fn build_platform(
@@ -466,30 +449,25 @@ impl Engine {
         shared: &Shared<'_>,
     ) -> Result<(BuiltImage, u32, u32), BuildError> {
         let board = Board::default();
-        // Number the steps first, so the output lists them in plan order.
-        let mut step_ids: HashMap<usize, Vec<u32>> = HashMap::new();
+        let steps = plan_steps(plan, &shared.settings, shared.step_counter);
         for &i in &plan.order {
             let stage = &plan.stages[i];
-            let count = stage.stage.commands.len();
-            let ids: Vec<u32> = (0..count)
-                .map(|_| shared.step_counter.fetch_add(1, Ordering::SeqCst))
-                .collect();
-            for (c, id) in stage.stage.commands.iter().zip(&ids) {
-                let total = count;
-                let position = ids.iter().position(|x| x == id).unwrap_or(0) + 1;
+            let total = stage.stage.commands.len();
+            for (position, (c, step)) in stage.stage.commands.iter().zip(&steps[&i]).enumerate() {
                 self.emit(Event::StepPlanned {
-                    step: *id,
+                    // Every planned step has a number; only triggers lack one.
+                    step: step.id.unwrap_or_default(),
                     stage: stage.display_name(),
                     platform: shared.multi.then(|| platform.to_string()),
                     line: c.location().start_line,
                     text: format!(
-                        "[{} {position}/{total}] {}",
+                        "[{} {}/{total}] {}",
                         stage.display_name(),
+                        position + 1,
                         one_line(&c.origin().code)
                     ),
                 });
             }
-            step_ids.insert(i, ids);
         }
         // Each stage's platform: its `FROM --platform`, else its base
         // stage's, else the build's (BuildKit's dispatch inherits a base
@@ -511,7 +489,7 @@ impl Engine {
         let result = std::thread::scope(|scope| {
             for &i in &plan.order {
                 let board = &board;
-                let ids = step_ids.get(&i).cloned().unwrap_or_default();
+                let steps = steps.get(&i).cloned().unwrap_or_default();
                 scope.spawn(move || {
                     let runner = StageRunner {
                         engine: self,
@@ -520,7 +498,7 @@ impl Engine {
                         platform: &stage_platforms[&i],
                         shared,
                         board,
-                        step_ids: ids,
+                        steps,
                         downloads: Mutex::default(),
                         scratch_dirs: Mutex::default(),
                     };
@@ -582,6 +560,27 @@ impl Engine {
     }
 }
 
+/// The steps of every stage `plan` runs, numbered in plan order (so the
+/// output lists them that way; `counter` numbers across platforms), each
+/// RUN with its `# kiln:` settings.
+fn plan_steps(
+    plan: &Plan,
+    settings: &StepSettings,
+    counter: &AtomicU32,
+) -> HashMap<usize, Vec<Step>> {
+    let mut steps = HashMap::new();
+    for &i in &plan.order {
+        let stage: Vec<Step> = (0..plan.stages[i].stage.commands.len())
+            .map(|c| Step {
+                id: Some(counter.fetch_add(1, Ordering::SeqCst)),
+                settings: settings.get(i, c),
+            })
+            .collect();
+        steps.insert(i, stage);
+    }
+    steps
+}
+
 /// What every stage of a build shares.
 pub(crate) struct Shared<'a> {
     pub(crate) request: &'a BuildRequest,
@@ -589,6 +588,8 @@ pub(crate) struct Shared<'a> {
     pub(crate) encoding: Encoding,
     pub(crate) context: &'a BuildContext,
     pub(crate) memo: &'a HashMemo,
+    /// Every RUN's `# kiln:` settings, read when the build started.
+    pub(crate) settings: StepSettings,
     pub(crate) step_counter: &'a AtomicU32,
     pub(crate) multi: bool,
     pub(crate) secrets: Secrets,
@@ -693,5 +694,57 @@ pub(crate) fn one_line(code: &str) -> String {
         format!("{}…", joined.chars().take(119).collect::<String>())
     } else {
         joined
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A RUN's `# kiln:` settings reach its step through the plan: read
+    /// once from the text when the build starts, then carried by the step
+    /// that `run_attempts` makes its policy from.
+    #[test]
+    fn each_planned_run_carries_its_own_kiln_settings() {
+        let text = "FROM scratch AS base\n\
+                    COPY a /a\n\
+                    # kiln: retries=2 stall=0\n\
+                    RUN x\n\
+                    FROM base AS final\n\
+                    # kiln: timeout=20m\n\
+                    RUN y\n\
+                    FROM scratch AS unused\n\
+                    # kiln: retries=9\n\
+                    RUN z\n";
+        let ast = kiln_dockerfile::parse(text.as_bytes()).unwrap();
+        let dockerfile = instructions::parse_dockerfile(&ast).unwrap();
+        let settings = StepSettings::read(&dockerfile, |_| {}).unwrap();
+        let options = BuildOptions {
+            build_args: BTreeMap::new(),
+            target: Some("final".into()),
+            target_platform: Platform::host(),
+            build_platform: Platform::host(),
+        };
+        let plan = plan::plan(&dockerfile, ast.escape, &options).unwrap();
+        let steps = plan_steps(&plan, &settings, &AtomicU32::new(1));
+
+        let ids = |stage: usize| steps[&stage].iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(ids(0), [Some(1), Some(2)]);
+        assert_eq!(ids(1), [Some(3)]);
+        assert!(!steps.contains_key(&2), "a stage the target does not need");
+
+        let request = BuildRequest::new("ctx".into(), "Dockerfile".into(), Vec::new());
+        let policy = |step: &Step| request.step_policy().with(&step.settings);
+        assert_eq!(policy(&steps[&0][0]), request.step_policy(), "COPY");
+        let run_x = policy(&steps[&0][1]);
+        assert_eq!(run_x.retries, 2);
+        assert_eq!(run_x.limits.stall, None);
+        let run_y = policy(&steps[&1][0]);
+        assert_eq!(run_y.limits.timeout, Some(Duration::from_secs(1200)));
+        assert_eq!(
+            run_y.limits.stall,
+            Some(BuildRequest::DEFAULT_STALL_TIMEOUT)
+        );
+        assert_eq!(run_y.retries, BuildRequest::DEFAULT_RETRIES);
     }
 }

@@ -11,14 +11,14 @@ use kiln_sandbox::{NetworkMode, RunControl};
 
 use super::cache_key::KeyBuilder;
 use super::copy::From;
-use super::stage::{StageOutcome, StageRunner};
+use super::stage::{StageOutcome, StageRunner, Step};
 use super::{BuildError, BuildNetwork, one_line};
 use crate::events::{Event, millis};
 use crate::run::{
     MountSource, MountSources, RunError, RunStep, cache_key_parts, command_args, run_step,
 };
 use crate::snapshot::{ActiveSnapshot, Snapshot};
-use crate::watchdog::{Overrides, SAMPLE_EVERY, StepPolicy, StepRecorder, StepWatch};
+use crate::watchdog::{SAMPLE_EVERY, StepPolicy, StepRecorder, StepWatch};
 
 /// How one attempt of a RUN went wrong.
 pub(crate) struct AttemptError {
@@ -127,30 +127,24 @@ impl StageRunner<'_> {
         Ok((key, format!("RUN {}", args.args.join(" "))))
     }
 
-    /// The step's watchdog policy: the build's, with the step's own
-    /// `# kiln:` settings (checked when the build started).
-    fn step_policy(&self, run: &RunCommand) -> Result<StepPolicy, BuildError> {
-        let overrides = Overrides::from_comments(run.origin.comments_directly_above())
-            .map_err(BuildError::step_settings)?;
-        Ok(self.shared.request.step_policy().with(&overrides))
-    }
-
     /// Runs a RUN step on a fresh snapshot of `parents` (named `name`),
     /// again on a new one after a stall, a timeout or a non-zero exit
     /// while the step has retries left, and returns the snapshot of the
     /// attempt that succeeded, to commit. Each failed attempt's snapshot
     /// is discarded before the next starts, after a backoff that a cancel
-    /// of the build cuts short.
+    /// of the build cuts short. The policy is the build's with the step's
+    /// own `# kiln:` settings, as planned.
     pub(crate) fn run_attempts(
         &self,
-        step: Option<u32>,
+        step: Step,
         run: &RunCommand,
         parents: &[Snapshot],
         name: &str,
         state: &StageOutcome,
         scope: &StageScope<'_>,
     ) -> Result<ActiveSnapshot, BuildError> {
-        let policy = self.step_policy(run)?;
+        let policy = self.shared.request.step_policy().with(&step.settings);
+        let step = step.id;
         let attempts = policy.attempts();
         let mut attempt = 1;
         loop {

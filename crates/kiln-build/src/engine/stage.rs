@@ -20,6 +20,7 @@ use crate::events::{Event, millis};
 use crate::ops::Download;
 use crate::run::DEFAULT_PATH;
 use crate::snapshot::{ActiveSnapshot, CommitOptions, Layer, Snapshot};
+use crate::watchdog::Overrides;
 
 /// A layer of the image being built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,15 @@ pub(crate) struct StageOutcome {
     pub(crate) steps_cached: u32,
 }
 
+/// One instruction of a stage as the engine runs it, planned when the
+/// build started: its number in the output and, for a RUN, its own
+/// `# kiln:` settings. ONBUILD triggers have neither.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Step {
+    pub(crate) id: Option<u32>,
+    pub(crate) settings: Overrides,
+}
+
 pub(crate) struct StageRunner<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) plan: &'a Plan,
@@ -54,7 +64,8 @@ pub(crate) struct StageRunner<'a> {
     pub(crate) platform: &'a Platform,
     pub(crate) shared: &'a Shared<'a>,
     pub(crate) board: &'a Board,
-    pub(crate) step_ids: Vec<u32>,
+    /// The stage's instructions, by index.
+    pub(crate) steps: Vec<Step>,
     /// ADD URLs fetched during this stage (the key needs their content,
     /// the copy their file), and the temp dirs holding them.
     pub(crate) downloads: Mutex<HashMap<String, Arc<Download>>>,
@@ -164,7 +175,7 @@ impl StageRunner<'_> {
         }
         for trigger in &triggers {
             let command = parse_trigger(trigger, location)?;
-            self.step(None, &command, &mut state, &mut scope)?;
+            self.step(Step::default(), &command, &mut state, &mut scope)?;
         }
         for (i, command) in planned.stage.commands.iter().enumerate() {
             if self.engine.cancelled() {
@@ -178,12 +189,8 @@ impl StageRunner<'_> {
                     let _ = self.board.get(*stage);
                 }
             }
-            self.step(
-                self.step_ids.get(i).copied(),
-                command,
-                &mut state,
-                &mut scope,
-            )?;
+            let step = self.steps.get(i).copied().unwrap_or_default();
+            self.step(step, command, &mut state, &mut scope)?;
         }
         state.env = scope
             .env()
@@ -316,7 +323,7 @@ impl StageRunner<'_> {
     /// One instruction: expanded, then applied to the config or run.
     fn step(
         &self,
-        step: Option<u32>,
+        step: Step,
         command: &Command,
         state: &mut StageOutcome,
         scope: &mut StageScope<'_>,
@@ -355,7 +362,7 @@ impl StageRunner<'_> {
                 state
                     .config
                     .history(&format!("ARG {}", pairs.join(" ")), &created, true);
-                self.metadata_done(step, started);
+                self.metadata_done(step.id, started);
                 Ok(())
             }
             other => {
@@ -363,7 +370,7 @@ impl StageRunner<'_> {
                 if let Some(text) = state.config.apply(other, &config_env) {
                     state.config.history(&text, &created, true);
                 }
-                self.metadata_done(step, started);
+                self.metadata_done(step.id, started);
                 Ok(())
             }
         }
@@ -384,7 +391,7 @@ impl StageRunner<'_> {
     /// A step that changes the filesystem: keyed, cached, or run on a snapshot.
     fn fs_step(
         &self,
-        step: Option<u32>,
+        step: Step,
         command: &Command,
         state: &mut StageOutcome,
         scope: &StageScope<'_>,
@@ -393,6 +400,7 @@ impl StageRunner<'_> {
     ) -> Result<(), BuildError> {
         let (key, history) = self.step_key(command, state, scope)?;
         let key_text = key.to_string();
+        let id = step.id;
         let emit = |event: Event| self.engine.emit(event);
         if !self.shared.request.no_cache
             && let Some(record) = self
@@ -422,7 +430,7 @@ impl StageRunner<'_> {
             state.key = key;
             state.config.history(&history, created, size.is_none());
             state.steps_cached += 1;
-            if let Some(step) = step {
+            if let Some(step) = id {
                 emit(Event::StepCached { step });
                 emit(Event::StepDone {
                     step,
@@ -435,13 +443,13 @@ impl StageRunner<'_> {
             return Ok(());
         }
 
-        if let Some(step) = step {
+        if let Some(step) = id {
             emit(Event::StepStarted { step });
         }
         let result = self
             .execute(step, command, state, scope, &key)
             .inspect_err(|e| {
-                if let Some(step) = step {
+                if let Some(step) = id {
                     emit(Event::StepFailed {
                         step,
                         duration_ms: millis(started.elapsed()),
@@ -467,7 +475,7 @@ impl StageRunner<'_> {
         state.key = key;
         state.config.history(&history, created, size.is_none());
         state.steps_run += 1;
-        if let Some(step) = step {
+        if let Some(step) = id {
             emit(Event::StepDone {
                 step,
                 duration_ms: millis(started.elapsed()),
@@ -510,7 +518,7 @@ impl StageRunner<'_> {
     /// if it changed nothing) and the chain to continue from.
     fn execute(
         &self,
-        step: Option<u32>,
+        step: Step,
         command: &Command,
         state: &mut StageOutcome,
         scope: &StageScope<'_>,
@@ -541,7 +549,7 @@ impl StageRunner<'_> {
             }
         };
         let committed = active.commit(&self.commit_options())?;
-        if let (Some(step), Some(l)) = (step, &committed.layer) {
+        if let (Some(step), Some(l)) = (step.id, &committed.layer) {
             let t = &l.timings;
             self.engine.emit(Event::StepCommitted {
                 step,

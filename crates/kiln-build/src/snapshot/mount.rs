@@ -308,6 +308,8 @@ fn kernel_log(fs: &OwnedFd) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use kiln_testkit::need::{Root, need};
+
     use super::*;
 
     fn tree(root: &Path, layers: usize) -> Vec<PathBuf> {
@@ -324,11 +326,11 @@ mod tests {
             .collect()
     }
 
+    /// Mounts and checks; returns at once (the test skips) without root.
     fn check(legacy: bool, layers: usize, writable: bool) {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "mount tests need root (CI runs them as root)"
-        );
+        if need(Root).is_none() {
+            return;
+        }
         let tmp = tempfile::tempdir().unwrap();
         let lowers = tree(tmp.path(), layers);
         let target = tmp.path().join("mnt");

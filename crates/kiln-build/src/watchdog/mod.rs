@@ -16,7 +16,8 @@
 //! - [`StepPolicy`]: the limits ([`Limits`]: step timeout, stall timeout),
 //!   retries and [`Backoff`] of a step: the build's (`--step-timeout`,
 //!   `--stall-timeout`, `--retries`) with the step's own [`Overrides`]
-//!   from a `# kiln: timeout=20m stall=5m retries=3` comment on top.
+//!   from a `# kiln: timeout=20m stall=5m retries=3` comment on top,
+//!   read for every RUN at once when the build starts ([`StepSettings`]).
 //! - [`Monitor`]: the decision, pure. It is fed [`Observation`]s (a
 //!   [`ProcessTree`](kiln_sandbox::ProcessTree), the bytes printed so far,
 //!   the cache locks granted) with their times, and says when the step is
@@ -43,7 +44,9 @@ mod watch;
 
 pub use self::diagnosis::{Diagnosis, go_duration, headline, step_label};
 pub use self::monitor::{Breach, Monitor};
-pub use self::policy::{Backoff, Limits, OverrideError, Overrides, StepPolicy};
+pub use self::policy::{
+    Backoff, IgnoredComment, Limits, OverrideError, Overrides, StepPolicy, StepSettings,
+};
 pub use self::progress::{MIN_CPU_SHARE, Observation, ProgressKind};
 pub use self::recorder::{StepRecorder, TAIL_LINES};
 pub use self::watch::{SAMPLE_EVERY, StepWatch};

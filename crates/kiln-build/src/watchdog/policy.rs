@@ -1,9 +1,10 @@
 //! What a RUN step runs under: its limits and retries, from the build's
-//! flags and the step's own `# kiln:` comment.
+//! flags and the step's own `# kiln:` comment. The comments are read here
+//! and only here, by [`StepSettings::read`], once per build.
 
 use std::time::Duration;
 
-use kiln_dockerfile::instructions::Comment;
+use kiln_dockerfile::instructions::{Command, Comment, Dockerfile};
 
 /// The limits of one attempt of a RUN step.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -96,7 +97,7 @@ impl StepPolicy {
 ///
 /// Durations are humantime's (`90s`, `5m`, `1h30m`, `1h 30m`); `0` turns
 /// the limit off. A setting given twice takes the later value.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Overrides {
     /// `timeout=`: `Some(None)` is `timeout=0`, no limit.
     pub timeout: Option<Option<Duration>>,
@@ -118,16 +119,88 @@ pub struct OverrideError {
     pub message: String,
 }
 
-impl Overrides {
-    /// Whether a comment (its text, without `#`) is a `# kiln:` one.
-    pub fn is_kiln_comment(text: &str) -> bool {
-        text.starts_with(PREFIX)
+/// A `# kiln:` comment that applies to nothing, and why: it is not
+/// directly above a RUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IgnoredComment {
+    /// The comment's line in the Dockerfile.
+    pub line: usize,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for IgnoredComment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`# kiln:` comment ignored: {}", self.why)
+    }
+}
+
+/// Every RUN's own settings in a Dockerfile, read once when the build
+/// starts: a bad comment fails the build before any step runs, and each
+/// step takes its settings from here, not from the text again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepSettings {
+    /// By stage, then by instruction (its index in the stage's commands);
+    /// no settings for instructions other than RUN.
+    stages: Vec<Vec<Overrides>>,
+}
+
+impl StepSettings {
+    /// Reads the `# kiln:` comments of every instruction, in file order;
+    /// `ignored` hears of each one that applies to nothing (above another
+    /// instruction, or not directly above its RUN).
+    pub fn read(
+        dockerfile: &Dockerfile,
+        mut ignored: impl FnMut(IgnoredComment),
+    ) -> Result<StepSettings, OverrideError> {
+        let mut stages = Vec::with_capacity(dockerfile.stages.len());
+        for stage in &dockerfile.stages {
+            let mut commands = Vec::with_capacity(stage.commands.len());
+            for command in &stage.commands {
+                let origin = command.origin();
+                let above = origin.comments_directly_above();
+                let run = matches!(command, Command::Run(_));
+                commands.push(if run {
+                    Overrides::from_comments(above)?
+                } else {
+                    Overrides::default()
+                });
+                for comment in &origin.comments {
+                    if !comment.text.starts_with(PREFIX) {
+                        continue;
+                    }
+                    let directly_above = above.iter().any(|c| c.line == comment.line);
+                    let why = match (run, directly_above) {
+                        (true, true) => continue,
+                        (true, false) => "it is not directly above its RUN",
+                        (false, _) => "it applies to RUN steps only",
+                    };
+                    ignored(IgnoredComment {
+                        line: comment.line,
+                        why,
+                    });
+                }
+            }
+            stages.push(commands);
+        }
+        Ok(StepSettings { stages })
     }
 
-    /// Reads the `# kiln:` lines among `comments` (give it
+    /// The settings of instruction `command` of stage `stage` (none for
+    /// one that is not a RUN).
+    pub fn get(&self, stage: usize, command: usize) -> Overrides {
+        self.stages
+            .get(stage)
+            .and_then(|s| s.get(command))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+impl Overrides {
+    /// Reads the `# kiln:` lines among `comments` (a RUN's
     /// [`Origin::comments_directly_above`](kiln_dockerfile::instructions::Origin::comments_directly_above));
     /// other comments are left alone.
-    pub fn from_comments(comments: &[Comment]) -> Result<Overrides, OverrideError> {
+    fn from_comments(comments: &[Comment]) -> Result<Overrides, OverrideError> {
         let mut out = Overrides::default();
         for comment in comments {
             let Some(settings) = comment.text.strip_prefix(PREFIX) else {
@@ -248,6 +321,66 @@ mod tests {
         assert!(err("kiln: retries=-1").message.contains("retries=-1"));
         assert!(err("kiln: retries").message.contains("not a setting"));
         assert!(err("kiln:").message.starts_with("no settings"));
+    }
+
+    fn dockerfile(text: &str) -> Dockerfile {
+        let ast = kiln_dockerfile::parse(text.as_bytes()).unwrap();
+        kiln_dockerfile::instructions::parse_dockerfile(&ast).unwrap()
+    }
+
+    #[test]
+    fn each_run_has_the_settings_right_above_it_by_stage_and_index() {
+        let text = "FROM a AS one\n\
+                    # kiln: retries=2\n\
+                    RUN x\n\
+                    ENV A=1\n\
+                    FROM one\n\
+                    # kiln: stall=0\n\
+                    \n\
+                    # kiln: timeout=1m\n\
+                    RUN y\n\
+                    # kiln: retries=1\n\
+                    COPY a b\n";
+        let mut ignored = Vec::new();
+        let settings = StepSettings::read(&dockerfile(text), |c| ignored.push(c)).unwrap();
+        let retries_2 = Overrides {
+            retries: Some(2),
+            ..Overrides::default()
+        };
+        let timeout_1m = Overrides {
+            timeout: Some(Some(Duration::from_secs(60))),
+            ..Overrides::default()
+        };
+        assert_eq!(settings.get(0, 0), retries_2);
+        assert_eq!(settings.get(0, 1), Overrides::default());
+        assert_eq!(settings.get(1, 0), timeout_1m);
+        assert_eq!(settings.get(1, 1), Overrides::default());
+        assert_eq!(settings.get(7, 0), Overrides::default());
+        assert_eq!(
+            ignored,
+            [
+                IgnoredComment {
+                    line: 6,
+                    why: "it is not directly above its RUN"
+                },
+                IgnoredComment {
+                    line: 10,
+                    why: "it applies to RUN steps only"
+                },
+            ]
+        );
+        assert_eq!(
+            ignored[1].to_string(),
+            "`# kiln:` comment ignored: it applies to RUN steps only"
+        );
+    }
+
+    #[test]
+    fn a_bad_comment_above_any_run_fails_the_read_with_its_line() {
+        let text = "FROM a\nRUN x\nFROM b\nRUN y\n# kiln: retries=many\nRUN z\n";
+        let e = StepSettings::read(&dockerfile(text), |_| {}).unwrap_err();
+        assert_eq!(e.line, 5);
+        assert!(e.message.starts_with("retries=many"), "{e}");
     }
 
     #[test]

@@ -3,32 +3,6 @@
 
 use std::path::PathBuf;
 
-/// The upstream conformance vectors (`../shared/conformance` beside the
-/// project, or `KILN_CONFORMANCE_DIR`). Tests that need them print a visible
-/// notice and pass when they are absent, unless `KILN_REQUIRE_CONFORMANCE=1`
-/// (set by scripts/test, so CI cannot skip them).
-pub(crate) fn conformance_dir(sub: &str) -> Option<PathBuf> {
-    let base = match std::env::var_os("KILN_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
-    };
-    let dir = base.join(sub);
-    if dir.exists() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var("KILN_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
-            "KILN_REQUIRE_CONFORMANCE=1 but {} is missing",
-            dir.display()
-        );
-        eprintln!(
-            "NOTICE: conformance data {} not found; skipping (set KILN_CONFORMANCE_DIR)",
-            dir.display()
-        );
-        None
-    }
-}
-
 /// The sub-directories of `dir`, sorted by name.
 pub(crate) fn sorted_dirs(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = fs_err::read_dir(dir)

@@ -12,15 +12,6 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 use sha2::Digest as _;
 
-/// The tests build devices, set owners and `trusted.*` xattrs: CI runs them
-/// as root. Anywhere else they say so instead of failing obscurely.
-pub fn require_root() {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "the layer tests need root (CI runs them as root)"
-    );
-}
-
 pub fn write_file(path: &Path, data: &[u8]) {
     if let Some(parent) = path.parent() {
         fs_err::create_dir_all(parent).unwrap();

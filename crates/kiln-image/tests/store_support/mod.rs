@@ -146,32 +146,6 @@ pub(crate) fn files_in(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// Whether tests that need dockerd (and skopeo) run: they must in CI; a
-/// machine without them fails loudly unless `KILN_SKIP_DOCKER_TESTS=1`.
-pub(crate) fn docker_available(tool: &str) -> bool {
-    let works = match tool {
-        "docker" => Command::new("docker")
-            .args(["info", "--format", "{{.ServerVersion}}"])
-            .output()
-            .is_ok_and(|o| o.status.success()),
-        other => Command::new(other)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
-    };
-    if works {
-        return true;
-    }
-    if std::env::var("KILN_SKIP_DOCKER_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: {tool} is not usable and KILN_SKIP_DOCKER_TESTS=1");
-        return false;
-    }
-    panic!(
-        "{tool} is not usable here (for docker: is dockerd running and reachable?); \
-         these tests need it (scripts/test installs it). Set KILN_SKIP_DOCKER_TESTS=1 to skip them."
-    );
-}
-
 /// Runs a command, panicking with its output on failure; returns stdout.
 pub(crate) fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

@@ -2,8 +2,9 @@
 //! seccomp, devices, limits.
 
 use kiln_sandbox::{EtcFiles, NetworkMode, Seccomp, SecurityMode};
+use kiln_testkit::need::{Runc, need};
 
-use crate::harness::{Sandbox, can_run};
+use crate::harness::Sandbox;
 
 fn interfaces(proc_net_dev: &str) -> Vec<String> {
     let mut names: Vec<String> = proc_net_dev
@@ -17,7 +18,7 @@ fn interfaces(proc_net_dev: &str) -> Vec<String> {
 
 #[test]
 fn network_none_has_only_loopback_up() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -30,7 +31,7 @@ fn network_none_has_only_loopback_up() {
 
 #[test]
 fn network_host_sees_the_hosts_interfaces() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -44,7 +45,7 @@ fn network_host_sees_the_hosts_interfaces() {
 
 #[test]
 fn etc_files_are_the_hosts_and_leave_nothing_behind() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -70,7 +71,7 @@ fn etc_files_are_the_hosts_and_leave_nothing_behind() {
 
 #[test]
 fn the_roots_own_etc_files_are_shadowed_not_changed() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -96,7 +97,7 @@ fn the_roots_own_etc_files_are_shadowed_not_changed() {
 
 #[test]
 fn etc_files_can_be_left_alone() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -121,7 +122,7 @@ fn mount_options(mounts: &str, mount_point: &str) -> Vec<String> {
 
 #[test]
 fn sys_is_read_only_unless_insecure() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -141,7 +142,7 @@ fn sys_is_read_only_unless_insecure() {
 
 #[test]
 fn proc_paths_are_masked_and_read_only() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -189,7 +190,7 @@ fn proc_paths_are_masked_and_read_only() {
 
 #[test]
 fn default_capabilities_are_dockers() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -220,7 +221,7 @@ fn default_capabilities_are_dockers() {
 
 #[test]
 fn seccomp_blocks_what_capabilities_allow() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -236,7 +237,7 @@ fn seccomp_blocks_what_capabilities_allow() {
 
 #[test]
 fn dev_is_minimal_and_usable() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -254,7 +255,7 @@ fn dev_is_minimal_and_usable() {
 
 #[test]
 fn open_files_limit_is_buildkits() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -266,7 +267,7 @@ fn open_files_limit_is_buildkits() {
 
 #[test]
 fn namespaces_are_new_except_the_network_on_host() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -329,7 +330,7 @@ impl Drop for Overlay {
 
 #[test]
 fn an_overlay_upper_dir_gets_no_stub() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -355,7 +356,7 @@ fn an_overlay_upper_dir_gets_no_stub() {
 
 #[test]
 fn a_root_without_proc_dev_sys_gets_them_as_plain_directories() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     // BuildKit keeps the /proc, /dev and /sys runc makes in a root without
@@ -386,7 +387,7 @@ fn a_root_without_proc_dev_sys_gets_them_as_plain_directories() {
 
 #[test]
 fn an_overlay_copies_up_the_directory_of_a_stub_and_nothing_else() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();

@@ -3,12 +3,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use kiln_sandbox::{Collect, Executor, RunControl, Stream};
+use kiln_testkit::need::{Runc, need};
 
-use crate::harness::{Sandbox, bounded, can_run, eventually, pids_running, unique_secs};
+use crate::harness::{Sandbox, bounded, eventually, pids_running, unique_secs};
 
 #[test]
 fn cancel_kills_the_whole_tree() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -45,7 +46,7 @@ fn cancel_kills_the_whole_tree() {
 
 #[test]
 fn a_run_cancelled_before_it_starts_ends_at_once() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -61,7 +62,7 @@ fn a_run_cancelled_before_it_starts_ends_at_once() {
 
 #[test]
 fn background_children_die_with_the_command() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -84,7 +85,7 @@ fn background_children_die_with_the_command() {
 
 #[test]
 fn a_panicking_sink_ends_the_run_and_cleans_up() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -108,7 +109,7 @@ fn a_panicking_sink_ends_the_run_and_cleans_up() {
 
 #[test]
 fn many_runs_in_parallel_each_clean_up() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     // One executor, one root per run (a root takes one run at a time).
@@ -138,7 +139,7 @@ fn many_runs_in_parallel_each_clean_up() {
 
 #[test]
 fn sweep_leaves_live_runs_and_clears_dead_ones() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();

@@ -7,8 +7,9 @@ use std::time::Duration;
 use kiln_sandbox::{
     Collect, Executor, NetworkMode, ProcessState, ProcessTree, Protocol, RunControl, SocketState,
 };
+use kiln_testkit::need::{Runc, need};
 
-use crate::harness::{BOUND, Sandbox, bounded, can_run, eventually};
+use crate::harness::{BOUND, Sandbox, bounded, eventually};
 
 /// Runs `script` until `ready` accepts a snapshot, then cancels the run
 /// and returns that snapshot.
@@ -45,7 +46,7 @@ fn snapshot_when(
 
 #[test]
 fn snapshot_shows_both_sleeps_with_wait_channels_and_cpu() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -92,7 +93,7 @@ fn snapshot_shows_both_sleeps_with_wait_channels_and_cpu() {
 
 #[test]
 fn snapshot_shows_a_tcp_connection_to_the_host() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use kiln_sandbox::{Executor, Lines, RunControl, SandboxError, Stream, resolve_user};
+use kiln_testkit::need::{Runc, need};
 
-use crate::harness::{Sandbox, bounded, can_run};
+use crate::harness::{Sandbox, bounded};
 
 #[test]
 fn echo_output_is_captured() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -22,7 +23,7 @@ fn echo_output_is_captured() {
 
 #[test]
 fn exit_codes_are_returned() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -34,7 +35,7 @@ fn exit_codes_are_returned() {
 
 #[test]
 fn death_by_signal_reads_as_128_plus_n() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -62,7 +63,7 @@ fn death_by_signal_reads_as_128_plus_n() {
 
 #[test]
 fn env_and_cwd_are_the_specs() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -78,7 +79,7 @@ fn env_and_cwd_are_the_specs() {
 
 #[test]
 fn user_and_groups_come_from_the_roots_files() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -108,7 +109,7 @@ fn user_and_groups_come_from_the_roots_files() {
 
 #[test]
 fn a_missing_command_is_a_start_error() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -128,7 +129,7 @@ fn a_missing_command_is_a_start_error() {
 
 #[test]
 fn output_can_be_taken_line_by_line() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let sb = Sandbox::new();
@@ -149,7 +150,7 @@ fn output_can_be_taken_line_by_line() {
 
 #[test]
 fn usable_from_tokio() {
-    if !can_run() {
+    if need(Runc).is_none() {
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

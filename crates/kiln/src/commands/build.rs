@@ -14,6 +14,7 @@ use kiln_build::engine::{
     SecretSpec,
 };
 use kiln_build::export::{self, Encoding, Output, OutputKind};
+use kiln_build::watchdog::TAIL_LINES;
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
@@ -25,11 +26,13 @@ use crate::report::SourceError;
 
 /// What `kiln build --help` says after the flags: the watchdog's
 /// per-step settings and the exit codes, which CI scripts branch on.
-const AFTER_HELP: &str = "\
+fn after_help() -> String {
+    format!(
+        "\
 Every RUN step runs under a watchdog. A step that shows no progress (no output, no CPU,
 no disk or network I/O in its whole process tree) for --stall-timeout, or that runs past
 --step-timeout, is diagnosed (its process tree with states, wait channels, CPU times and
-sockets, its last 20 lines of output, any cache lock it waits for), killed, cleaned up,
+sockets, its last {TAIL_LINES} lines of output, any cache lock it waits for), killed, cleaned up,
 and retried from its clean parent (--retries) or failed. A comment right above a RUN sets
 these for that step:
   # kiln: timeout=20m stall=5m retries=3
@@ -39,11 +42,13 @@ Exit status:
   1    the build failed (a step exited non-zero, a bad Dockerfile, ...)
   3    a step stalled (no output, CPU or I/O for the stall timeout)
   4    a step ran past its step timeout
-  130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM. Steps are killed and cleaned up.";
+  130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM. Steps are killed and cleaned up."
+    )
+}
 
 /// Build an image from a Dockerfile.
 #[derive(Args)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = after_help())]
 pub(crate) struct BuildArgs {
     /// The build context directory.
     context: PathBuf,
@@ -105,11 +110,11 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     step_timeout: Option<Duration>,
     /// Kill a RUN step whose processes show no output, CPU or I/O for this long; `0` never.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "10m")]
-    stall_timeout: Duration,
+    #[arg(long, value_name = "DURATION", default_value_t = BuildRequest::DEFAULT_STALL_TIMEOUT.into())]
+    stall_timeout: humantime::Duration,
     /// Run a RUN step that stalled, timed out or exited non-zero up to N more times, with
     /// backoff, each time from its clean parent.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = BuildRequest::DEFAULT_RETRIES)]
     retries: u32,
 }
 
@@ -284,8 +289,9 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             kiln_image::compress::check_level(e.compression, level)?;
         }
     }
-    request.step_timeout = args.step_timeout.filter(|d| !d.is_zero());
-    request.stall_timeout = Some(args.stall_timeout).filter(|d| !d.is_zero());
+    // `0` turns a limit off: the request reads it so.
+    request.step_timeout = args.step_timeout;
+    request.stall_timeout = Some(args.stall_timeout.into());
     request.retries = args.retries;
 
     let store = ctx.store()?;

@@ -19,7 +19,7 @@ pub(crate) mod compare;
 pub(crate) mod image;
 pub(crate) mod integration;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -334,28 +334,4 @@ pub(crate) fn run_all(cases: &[Case], bases: &BaseImages, work: &Path, jobs: usi
     let mut reports = reports.into_inner().unwrap_or_else(|e| e.into_inner());
     reports.sort_by(|a, b| a.name.cmp(&b.name));
     reports
-}
-
-/// The upstream conformance data (`../shared/conformance` beside the
-/// checkout, or `KILN_CONFORMANCE_DIR`); `None` with a notice when absent,
-/// a panic when `KILN_REQUIRE_CONFORMANCE=1`.
-pub(crate) fn conformance_dir(sub: &str) -> Option<PathBuf> {
-    let base = match std::env::var_os("KILN_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
-    };
-    let dir = base.join(sub);
-    if dir.exists() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("KILN_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
-        "KILN_REQUIRE_CONFORMANCE=1 but {} is missing",
-        dir.display()
-    );
-    eprintln!(
-        "NOTICE: conformance data {} not found; skipping BuildKit's integration Dockerfiles (set KILN_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    None
 }

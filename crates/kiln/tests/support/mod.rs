@@ -104,19 +104,3 @@ pub(crate) fn run(cmd: &mut Command) -> Output {
     assert!(out.status.success(), "{cmd:?} failed:\n{}", text(&out));
     out
 }
-
-/// Whether dockerd answers; in CI it must.
-pub(crate) fn docker_available() -> bool {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "dockerd is not reachable in CI (scripts/test starts it)"
-        );
-        eprintln!("NOTICE: dockerd not reachable; skipping the docker part of this test");
-    }
-    ok
-}

@@ -1,0 +1,354 @@
+//! The one rule for tests that need what a machine may lack: root, runc, a
+//! docker daemon, a program, the conformance vectors, BuildKit's parser
+//! oracle.
+//!
+//! A test asks with [`need`] and returns when it gets `None`:
+//!
+//! ```no_run
+//! use kiln_testkit::need::{Conformance, Root, need};
+//! if need(Root).is_none() {
+//!     return;
+//! }
+//! let Some(dir) = need(Conformance("shell")) else { return };
+//! ```
+//!
+//! Where the thing is missing, the test is skipped with one notice on
+//! stderr (`skipping <test>: <what is missing>; <how to provide it> (set
+//! CI=true to make this a failure)`), except under `CI=true` (as GitHub
+//! and GitLab set it; `.ci/run` sets it too), where the test panics with
+//! the same facts: CI provides everything, so a skip there would hide a
+//! broken set-up behind a pass. Where each thing is looked for is in this
+//! file and nowhere else.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Something a test needs that a machine may lack.
+pub trait Need {
+    /// What the test gets when it is there: a path, or nothing.
+    type Found;
+    /// Looks for it.
+    fn find(&self) -> Result<Self::Found, Missing>;
+}
+
+/// What is missing, and how to provide it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// e.g. `not root`.
+    pub what: String,
+    /// e.g. `run the tests as root, as .ci/run does`.
+    pub how: String,
+}
+
+impl Missing {
+    fn new(what: impl Into<String>, how: impl Into<String>) -> Missing {
+        Missing {
+            what: what.into(),
+            how: how.into(),
+        }
+    }
+}
+
+/// What `need` found, or `None` after the notice; panics under `CI=true`
+/// when it is missing (module doc).
+pub fn need<N: Need>(need: N) -> Option<N::Found> {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    let ci = std::env::var("CI").ok();
+    match decide(&test, need.find(), ci.as_deref()) {
+        Verdict::Run(found) => Some(found),
+        Verdict::Skip(notice) => {
+            eprintln!("{notice}");
+            None
+        }
+        Verdict::Fail(message) => panic!("{message}"),
+    }
+}
+
+/// What a test does about one need.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict<T> {
+    Run(T),
+    /// Return, after printing this notice.
+    Skip(String),
+    /// Panic with this message.
+    Fail(String),
+}
+
+/// The rule, as a function of what was found and of `CI`. (libtest names
+/// each test's thread after the test, which gives `test`.)
+fn decide<T>(test: &str, found: Result<T, Missing>, ci: Option<&str>) -> Verdict<T> {
+    let missing = match found {
+        Ok(found) => return Verdict::Run(found),
+        Err(missing) => missing,
+    };
+    let Missing { what, how } = missing;
+    if ci_requires_all(ci) {
+        Verdict::Fail(format!(
+            "{test}: {what}; {how} (CI=true: a missing need is a failure, not a skip)"
+        ))
+    } else {
+        Verdict::Skip(format!(
+            "skipping {test}: {what}; {how} (set CI=true to make this a failure)"
+        ))
+    }
+}
+
+/// Whether `CI` says this is CI: `true` (GitHub, GitLab and most others
+/// set that) or `1`.
+fn ci_requires_all(ci: Option<&str>) -> bool {
+    ci.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Running as root (mounts, devices, owners, `trusted.*` xattrs).
+#[derive(Debug, Clone, Copy)]
+pub struct Root;
+
+impl Need for Root {
+    type Found = ();
+
+    fn find(&self) -> Result<(), Missing> {
+        if rustix::process::geteuid().is_root() {
+            Ok(())
+        } else {
+            Err(Missing::new(
+                "not root",
+                "run the tests as root, as CI does",
+            ))
+        }
+    }
+}
+
+/// Running containers: root and `runc`.
+#[derive(Debug, Clone, Copy)]
+pub struct Runc;
+
+impl Need for Runc {
+    type Found = ();
+
+    fn find(&self) -> Result<(), Missing> {
+        Root.find()?;
+        if succeeds(Command::new("runc").arg("--version")) {
+            Ok(())
+        } else {
+            Err(Missing::new(
+                "runc does not run",
+                "install runc (scripts/test does)",
+            ))
+        }
+    }
+}
+
+/// A reachable dockerd with buildx.
+#[derive(Debug, Clone, Copy)]
+pub struct Docker;
+
+impl Need for Docker {
+    type Found = ();
+
+    fn find(&self) -> Result<(), Missing> {
+        if !succeeds(Command::new("docker").arg("info")) {
+            return Err(Missing::new(
+                "dockerd is not reachable (`docker info` failed)",
+                "scripts/test installs and starts it",
+            ));
+        }
+        if !succeeds(Command::new("docker").args(["buildx", "version"])) {
+            return Err(Missing::new(
+                "docker has no buildx",
+                "install docker-buildx (scripts/test does)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A program the tests run, found on `PATH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// The Distribution registry: `$KILN_DOCKER_REGISTRY`, else
+    /// `docker-registry` or `registry`.
+    Registry,
+    Skopeo,
+    /// Apache's `htpasswd`, for a registry with basic auth.
+    Htpasswd,
+    /// The zstd command line.
+    Zstd,
+    Go,
+}
+
+impl Tool {
+    /// The names it goes by, and the Debian package that has it.
+    fn names(self) -> (&'static [&'static str], &'static str) {
+        match self {
+            Tool::Registry => (&["docker-registry", "registry"], "docker-registry"),
+            Tool::Skopeo => (&["skopeo"], "skopeo"),
+            Tool::Htpasswd => (&["htpasswd"], "apache2-utils"),
+            Tool::Zstd => (&["zstd"], "zstd"),
+            Tool::Go => (&["go"], "golang-go"),
+        }
+    }
+}
+
+impl Need for Tool {
+    /// The program.
+    type Found = PathBuf;
+
+    fn find(&self) -> Result<PathBuf, Missing> {
+        if *self == Tool::Registry
+            && let Some(p) = std::env::var_os("KILN_DOCKER_REGISTRY")
+        {
+            return Ok(PathBuf::from(p));
+        }
+        let (names, package) = self.names();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        names
+            .iter()
+            .find_map(|name| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+            .ok_or_else(|| {
+                Missing::new(
+                    format!("{} is not on PATH", names.join(" or ")),
+                    format!("apt-get install {package} (scripts/test does)"),
+                )
+            })
+    }
+}
+
+/// A directory of the upstream conformance vectors (`buildkit-parser`,
+/// `shell`, ...): `../shared/conformance` beside the checkout, or
+/// `$KILN_CONFORMANCE_DIR`.
+#[derive(Debug, Clone, Copy)]
+pub struct Conformance<'a>(pub &'a str);
+
+impl Need for Conformance<'_> {
+    /// The directory.
+    type Found = PathBuf;
+
+    fn find(&self) -> Result<PathBuf, Missing> {
+        let base = match std::env::var_os("KILN_CONFORMANCE_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            // crates/kiln-testkit → the checkout's parent.
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        };
+        let dir = base.join(self.0);
+        if dir.is_dir() {
+            Ok(dir)
+        } else {
+            Err(Missing::new(
+                format!("the conformance vectors are missing ({})", dir.display()),
+                "put them in ../shared/conformance beside the checkout or set KILN_CONFORMANCE_DIR",
+            ))
+        }
+    }
+}
+
+/// BuildKit's own Dockerfile parser as an oracle: a Python with its
+/// binding (PyPI `dockerfile`), `$KILN_DOCKERFILE_ORACLE` or else
+/// `python3`.
+#[derive(Debug, Clone, Copy)]
+pub struct Oracle;
+
+impl Need for Oracle {
+    /// The Python.
+    type Found = PathBuf;
+
+    fn find(&self) -> Result<PathBuf, Missing> {
+        let python = std::env::var_os("KILN_DOCKERFILE_ORACLE")
+            .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+        let works = Command::new(&python)
+            .args(["-c", "import dockerfile"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if works {
+            Ok(python)
+        } else {
+            Err(Missing::new(
+                format!(
+                    "BuildKit's parser oracle is missing ({} cannot import PyPI `dockerfile`)",
+                    python.display()
+                ),
+                "set KILN_DOCKERFILE_ORACLE to a Python that has it \
+                 (scripts/test makes one in target/ci-tools/oracle-venv)",
+            ))
+        }
+    }
+}
+
+/// Whether a command runs and exits 0 (its output thrown away).
+fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn missing() -> Result<(), Missing> {
+        Err(Missing::new("not root", "run as root"))
+    }
+
+    #[test]
+    fn what_is_there_runs_the_test_in_and_out_of_ci() {
+        for ci in [None, Some("true"), Some("false"), Some("")] {
+            assert_eq!(decide("t", Ok(7), ci), Verdict::Run(7));
+        }
+    }
+
+    #[test]
+    fn what_is_missing_skips_with_a_notice_outside_ci() {
+        for ci in [None, Some(""), Some("false"), Some("0"), Some("yes please")] {
+            assert_eq!(
+                decide("snapshot::commit", missing(), ci),
+                Verdict::Skip(
+                    "skipping snapshot::commit: not root; run as root \
+                     (set CI=true to make this a failure)"
+                        .into()
+                ),
+                "CI={ci:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_is_missing_fails_the_test_under_ci_true() {
+        for ci in ["true", "TRUE", "True", "1"] {
+            assert_eq!(
+                decide("snapshot::commit", missing(), Some(ci)),
+                Verdict::Fail(
+                    "snapshot::commit: not root; run as root \
+                     (CI=true: a missing need is a failure, not a skip)"
+                        .into()
+                ),
+                "CI={ci:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_conformance_dir_that_is_not_there_says_where_it_was_looked_for() {
+        let missing = Conformance("no-such-vectors").find().unwrap_err();
+        assert!(missing.what.contains("no-such-vectors"), "{missing:?}");
+        assert!(missing.how.contains("KILN_CONFORMANCE_DIR"), "{missing:?}");
+    }
+
+    #[test]
+    fn the_test_name_is_the_threads() {
+        // What the notice names: libtest runs each test on a thread named
+        // after it.
+        assert_eq!(
+            std::thread::current().name(),
+            Some("need::tests::the_test_name_is_the_threads")
+        );
+    }
+}
