@@ -11,4 +11,6 @@ pub mod snapshot;
 pub mod watchdog;
 pub use crate::context::{BuildContext, ContextError, HashMemo};
 pub use crate::run::{RunError, RunStep, run_step};
-pub use crate::snapshot::{ActiveSnapshot, Snapshot, SnapshotError, Snapshotter};
+pub use crate::snapshot::{
+    ActiveSnapshot, OverlaySnapshotter, ReadOnlyMount, Snapshot, SnapshotError, Snapshotter,
+};

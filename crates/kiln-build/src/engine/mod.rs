@@ -41,7 +41,7 @@ use self::stage::{StageOutcome, StageRunner};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::run::{CacheMounts, RunError, Secrets};
 use crate::watchdog::{Backoff, Limits, Overrides, StepPolicy};
-use crate::{BuildContext, HashMemo, Snapshotter};
+use crate::{BuildContext, HashMemo, OverlaySnapshotter, Snapshotter};
 
 /// A secret for `RUN --mount=type=secret`: its id and where its bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub struct BuildResult {
 /// What a build needs from its surroundings.
 pub struct Engine {
     pub store: Store,
-    pub snapshotter: Snapshotter,
+    pub snapshotter: Arc<dyn Snapshotter>,
     pub client: RegistryClient,
     pub runtime: tokio::runtime::Handle,
     pub executor: Arc<dyn Executor>,
@@ -184,6 +184,7 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine on `store` with the overlay snapshotter.
     pub fn new(
         store: Store,
         client: RegistryClient,
@@ -191,7 +192,19 @@ impl Engine {
         executor: Arc<dyn Executor>,
         events: EventSink,
     ) -> Result<Engine, BuildError> {
-        let snapshotter = Snapshotter::new(&store)?;
+        let snapshotter = Arc::new(OverlaySnapshotter::new(&store)?);
+        Engine::with_snapshotter(store, snapshotter, client, runtime, executor, events)
+    }
+
+    /// An engine on `store` with another snapshotter (the tests' fake).
+    pub fn with_snapshotter(
+        store: Store,
+        snapshotter: Arc<dyn Snapshotter>,
+        client: RegistryClient,
+        runtime: tokio::runtime::Handle,
+        executor: Arc<dyn Executor>,
+        events: EventSink,
+    ) -> Result<Engine, BuildError> {
         // A kiln killed mid-step leaves running containers, mounts,
         // half-made snapshots and temporary directories: clear them, the
         // containers first, as their processes may use those mounts.

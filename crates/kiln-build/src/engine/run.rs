@@ -149,26 +149,26 @@ impl StageRunner<'_> {
         name: &str,
         state: &StageOutcome,
         scope: &StageScope<'_>,
-    ) -> Result<ActiveSnapshot, BuildError> {
+    ) -> Result<Box<dyn ActiveSnapshot>, BuildError> {
         let policy = self.step_policy(run)?;
         let attempts = policy.attempts();
         let mut attempt = 1;
         loop {
             let active = self.engine.snapshotter.activate(parents, name)?;
-            let failure = match self.run_command(step, run, &active, state, scope, &policy, attempt)
-            {
-                Ok(()) => {
-                    if let Some(step) = step.filter(|_| attempt > 1) {
-                        self.shared
-                            .attempts
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(step, attempt);
+            let failure =
+                match self.run_command(step, run, &*active, state, scope, &policy, attempt) {
+                    Ok(()) => {
+                        if let Some(step) = step.filter(|_| attempt > 1) {
+                            self.shared
+                                .attempts
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(step, attempt);
+                        }
+                        return Ok(active);
                     }
-                    return Ok(active);
-                }
-                Err(failure) => failure,
-            };
+                    Err(failure) => failure,
+                };
             if !failure.retryable || attempt >= attempts || self.engine.cancelled() {
                 // Dropping it unmounts and removes it; the step's error is
                 // the one worth reporting.
@@ -213,7 +213,7 @@ impl StageRunner<'_> {
         &self,
         step: Option<u32>,
         run: &RunCommand,
-        active: &ActiveSnapshot,
+        active: &dyn ActiveSnapshot,
         state: &StageOutcome,
         scope: &StageScope<'_>,
         policy: &StepPolicy,

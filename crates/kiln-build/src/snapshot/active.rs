@@ -14,8 +14,8 @@ use rustix::fs::{Gid, Mode, Uid};
 
 use super::mount::{self, Overlay};
 use super::{
-    Snapshot, SnapshotError, Snapshotter, chain_id, check_chain, diff, lock, mounts_under, record,
-    remove_tree,
+    ActiveSnapshot, OverlaySnapshotter, ReadOnlyMount, Snapshot, SnapshotError, chain_id,
+    check_chain, diff, lock, mounts_under, record, remove_tree,
 };
 
 /// How [`ActiveSnapshot::commit`] writes the layer.
@@ -93,26 +93,25 @@ impl CommitTimings {
 }
 
 /// A writable overlay of some snapshots: the root filesystem of one step.
-/// [`commit`](ActiveSnapshot::commit) it or [`discard`](ActiveSnapshot::discard)
-/// it; dropping it discards it (unmounts and removes it, errors ignored).
+/// Dropping it discards it (unmounts and removes it, errors ignored).
 #[derive(Debug)]
-pub struct ActiveSnapshot {
-    snapshotter: Snapshotter,
+pub(super) struct OverlayActive {
+    snapshotter: OverlaySnapshotter,
     parents: Vec<Snapshot>,
     key: String,
     upper: PathBuf,
     slot: Slot,
 }
 
-impl Snapshotter {
-    /// Mounts `parents` (bottom first, as [`Snapshotter::prepare`] returns
-    /// them) with a fresh upper dir over them. `key` names the step, for
-    /// people reading `active/` and for messages.
-    pub fn activate(
+impl OverlaySnapshotter {
+    /// `activate`: mounts `parents` (bottom first) with a fresh upper dir
+    /// over them. `key` names the step, for people reading `active/` and
+    /// for messages.
+    pub(super) fn mount_active(
         &self,
         parents: &[Snapshot],
         key: &str,
-    ) -> Result<ActiveSnapshot, SnapshotError> {
+    ) -> Result<OverlayActive, SnapshotError> {
         check_chain(parents)?;
         let mut slot = Slot::create(self, key, parents)?;
         self.check_ready(parents)?;
@@ -134,7 +133,7 @@ impl Snapshotter {
         };
         mount::mount(&overlay, &slot.root)?;
         slot.mounted = true;
-        Ok(ActiveSnapshot {
+        Ok(OverlayActive {
             snapshotter: self.clone(),
             parents: parents.to_vec(),
             key: key.to_string(),
@@ -143,11 +142,10 @@ impl Snapshotter {
         })
     }
 
-    /// Mounts `chain` (bottom first) read-only: the files of a finished
-    /// stage for `COPY --from` and `RUN --mount=from=`. Unmounted and
-    /// removed when dropped. An empty chain (a scratch stage) is an empty
-    /// directory.
-    pub fn mount_readonly(&self, chain: &[Snapshot]) -> Result<ReadOnlyMount, SnapshotError> {
+    /// `mount_readonly`: mounts `chain` (bottom first) read-only.
+    /// Unmounted and removed when dropped. An empty chain (a scratch stage)
+    /// is an empty directory.
+    pub(super) fn mount_view(&self, chain: &[Snapshot]) -> Result<OverlayView, SnapshotError> {
         check_chain(chain)?;
         let mut slot = Slot::create(self, "ro", chain)?;
         self.check_ready(chain)?;
@@ -166,7 +164,7 @@ impl Snapshotter {
             mount::mount(&overlay, &slot.root)?;
             slot.mounted = true;
         }
-        Ok(ReadOnlyMount { slot })
+        Ok(OverlayView { slot })
     }
 
     /// Fails unless every snapshot is `Ready`. Called after the caller's
@@ -230,23 +228,18 @@ impl Snapshotter {
     }
 }
 
-impl ActiveSnapshot {
+impl ActiveSnapshot for OverlayActive {
     /// The mounted root filesystem.
-    pub fn root(&self) -> &Path {
+    fn root(&self) -> &Path {
         &self.slot.root
     }
 
-    /// The upper dir: what the step changed, in overlayfs's format.
-    pub fn upper(&self) -> &Path {
-        &self.upper
-    }
-
     /// The snapshots mounted below, bottom first.
-    pub fn parents(&self) -> &[Snapshot] {
+    fn parents(&self) -> &[Snapshot] {
         &self.parents
     }
 
-    pub fn key(&self) -> &str {
+    fn key(&self) -> &str {
         &self.key
     }
 
@@ -259,13 +252,20 @@ impl ActiveSnapshot {
     /// sandbox's mount-point stubs do that to /etc) are not part of the
     /// layer (see BuildKit's overlay differ). If nothing changed, there is
     /// no layer and the chain stays the parents.
-    pub fn commit(mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
+    fn commit(mut self: Box<Self>, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
         // Either way `self` is dropped here, which removes the active dir.
         // Failing to remove it does not undo a commit: the layer and the
         // snapshot exist, and the next sweep removes what is left.
         self.commit_inner(opts)
     }
 
+    /// Throws the step's changes away: unmounts and removes everything.
+    fn discard(mut self: Box<Self>) -> Result<(), SnapshotError> {
+        self.slot.finish()
+    }
+}
+
+impl OverlayActive {
     fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
         // Nothing may change the upper dir while it is archived.
         self.slot.unmount()?;
@@ -327,27 +327,22 @@ impl ActiveSnapshot {
             chain,
         })
     }
-
-    /// Throws the step's changes away: unmounts and removes everything.
-    pub fn discard(mut self) -> Result<(), SnapshotError> {
-        self.slot.finish()
-    }
 }
 
 /// A read-only overlay of a chain, unmounted and removed when dropped.
 #[derive(Debug)]
-pub struct ReadOnlyMount {
+pub(super) struct OverlayView {
     slot: Slot,
 }
 
-impl ReadOnlyMount {
+impl ReadOnlyMount for OverlayView {
     /// The root of the files.
-    pub fn root(&self) -> &Path {
+    fn root(&self) -> &Path {
         &self.slot.root
     }
 
     /// Unmounts and removes it, reporting errors (dropping ignores them).
-    pub fn release(mut self) -> Result<(), SnapshotError> {
+    fn release(mut self: Box<Self>) -> Result<(), SnapshotError> {
         self.slot.finish()
     }
 }
@@ -367,7 +362,7 @@ impl Slot {
     /// directory: a sweep that finds a directory without a live lock knows
     /// its owner is gone.
     fn create(
-        snapshotter: &Snapshotter,
+        snapshotter: &OverlaySnapshotter,
         key: &str,
         pins: &[Snapshot],
     ) -> Result<Slot, SnapshotError> {
