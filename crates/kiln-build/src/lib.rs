@@ -8,6 +8,8 @@ pub mod events;
 pub mod ops;
 pub mod run;
 pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod watchdog;
 pub use crate::context::{BuildContext, ContextError, HashMemo};
 pub use crate::run::{RunError, RunStep, run_step};

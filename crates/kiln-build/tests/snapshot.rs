@@ -20,6 +20,23 @@ use kiln_image::media::{Compression, Format};
 use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 
+// ---- the suite every snapshotter passes -----------------------------------
+
+mod suite {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use kiln_build::snapshot::{OverlaySnapshotter, Snapshotter};
+    use kiln_image::Store;
+
+    fn overlay(store: &Store, _dir: &Path) -> Arc<dyn Snapshotter> {
+        super::require_root();
+        Arc::new(OverlaySnapshotter::new(store).unwrap())
+    }
+
+    kiln_build::snapshotter_suite!(overlay);
+}
+
 // ---- support ---------------------------------------------------------------
 
 fn require_root() {

@@ -1,8 +1,8 @@
 //! Snapshotters: the root filesystem of each step, made from the layers
 //! below it, and what the step changed made into a layer. The engine sees
 //! them through the [`Snapshotter`], [`ActiveSnapshot`] and
-//! [`ReadOnlyMount`] traits (`traits.rs`); tests use an in-memory fake
-//! (`crate::testing`, with the `testing` feature).
+//! [`ReadOnlyMount`] traits (`traits.rs`); tests use a fake made of plain
+//! directories (`fake.rs`, with the `testing` feature).
 //!
 //! The rest of this module is the real one, [`OverlaySnapshotter`]: layers
 //! unpacked once, stacked by overlayfs, and the upper dir of a step taken
@@ -61,6 +61,8 @@ mod active;
 mod chain;
 mod diff;
 mod error;
+#[cfg(feature = "testing")]
+pub(crate) mod fake;
 mod gc;
 mod lock;
 mod mount;

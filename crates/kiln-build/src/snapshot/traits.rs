@@ -1,6 +1,6 @@
 //! What the engine asks of a snapshotter, whatever keeps the files: the
-//! overlay snapshotter (the rest of this module) for builds, an in-memory
-//! fake for tests (`crate::testing`, with the `testing` feature).
+//! overlay snapshotter (the rest of this module) for builds, a fake made
+//! of plain directories for tests (`fake.rs`, with the `testing` feature).
 //!
 //! A snapshotter makes the root filesystem of each step from the layers
 //! below it, and turns what the step changed into a layer. Every backend
