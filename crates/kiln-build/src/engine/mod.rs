@@ -40,7 +40,7 @@ pub use self::error::{BuildError, Cause};
 use self::stage::{StageOutcome, StageRunner};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::run::{CacheMounts, RunError, Secrets};
-use crate::watchdog::{Backoff, Limits, Overrides, StepPolicy};
+use crate::watchdog::{Backoff, Limits, Overrides, SAMPLE_EVERY, StepPolicy};
 use crate::{BuildContext, HashMemo, OverlaySnapshotter, Snapshotter};
 
 /// A secret for `RUN --mount=type=secret`: its id and where its bytes come from.
@@ -179,6 +179,9 @@ pub struct Engine {
     pub events: EventSink,
     /// Set to stop the build: running steps are cancelled and cleaned up.
     pub cancel: Arc<AtomicBool>,
+    /// How often the watchdog looks at a running RUN step
+    /// ([`SAMPLE_EVERY`]); tests with millisecond limits look more often.
+    pub sample_every: Duration,
     /// The sandbox runs in flight, so a cancel reaches them.
     pub(crate) running: Mutex<Vec<RunControl>>,
 }
@@ -232,6 +235,7 @@ impl Engine {
             executor,
             events,
             cancel: Arc::new(AtomicBool::new(false)),
+            sample_every: SAMPLE_EVERY,
             running: Mutex::new(Vec::new()),
         })
     }

@@ -18,7 +18,7 @@ use crate::run::{
     MountSource, MountSources, RunError, RunStep, cache_key_parts, command_args, run_step,
 };
 use crate::snapshot::{ActiveSnapshot, Snapshot};
-use crate::watchdog::{Overrides, SAMPLE_EVERY, StepPolicy, StepRecorder, StepWatch};
+use crate::watchdog::{Overrides, StepPolicy, StepRecorder, StepWatch};
 
 /// How one attempt of a RUN went wrong.
 pub(crate) struct AttemptError {
@@ -251,7 +251,7 @@ impl StageRunner<'_> {
             control: &control,
             recorder: &recorder,
             events: &self.engine.events,
-            sample_every: SAMPLE_EVERY,
+            sample_every: self.engine.sample_every,
         };
         let (result, breach) = watch.run(|| {
             run_step(
