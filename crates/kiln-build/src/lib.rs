@@ -9,7 +9,11 @@ pub mod export;
 pub mod ops;
 pub mod run;
 pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod watchdog;
 pub use crate::context::{BuildContext, ContextError, HashMemo};
 pub use crate::run::{RunError, RunStep, run_step};
-pub use crate::snapshot::{ActiveSnapshot, Snapshot, SnapshotError, Snapshotter};
+pub use crate::snapshot::{
+    ActiveSnapshot, OverlaySnapshotter, ReadOnlyMount, Snapshot, SnapshotError, Snapshotter,
+};

@@ -19,7 +19,7 @@ use kiln_build::run::{
     CacheMounts, ContentRef, DirSources, MountSources, RunError, RunStep, Secrets, cache_key_parts,
     run_step, sweep_scratch,
 };
-use kiln_build::snapshot::{CommitOptions, Snapshotter};
+use kiln_build::snapshot::{CommitOptions, OverlaySnapshotter, Snapshotter};
 use kiln_dockerfile::instructions::{Command, Expander, RunCommand, parse_dockerfile};
 use kiln_image::Store;
 use kiln_image::compress;
@@ -533,7 +533,7 @@ fn rw_bind_over_a_stage_mounted_read_only() {
         return;
     };
     let store = Store::open(w.tmp.path().join("snap-store")).unwrap();
-    let snap = Snapshotter::new(&store).unwrap();
+    let snap = OverlaySnapshotter::new(&store).unwrap();
     let base = snap.activate(&[], "stage").unwrap();
     fs_err::create_dir_all(base.root().join("app")).unwrap();
     fs_err::write(base.root().join("app/config"), "stage\n").unwrap();
@@ -700,7 +700,7 @@ fn a_cache_never_lands_in_a_layer() {
         return;
     };
     let store = Store::open(w.tmp.path().join("snap-store")).unwrap();
-    let snap = Snapshotter::new(&store).unwrap();
+    let snap = OverlaySnapshotter::new(&store).unwrap();
     let base = snap.activate(&[], "base").unwrap();
     make_rootfs(base.root());
     let chain = base.commit(&CommitOptions::default()).unwrap().chain;

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Barrier, Mutex};
 
 use kiln_build::snapshot::{
-    ActiveSnapshot, CommitOptions, Committed, Layer, Snapshot, SnapshotError, Snapshotter,
-    UnpackEvent, chain_id,
+    ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, ReadOnlyMount, Snapshot,
+    SnapshotError, Snapshotter, UnpackEvent, chain_id,
 };
 use kiln_image::compress::{self, BlobWriter, CompressOptions};
 use kiln_image::document::Descriptor;
@@ -21,12 +21,29 @@ use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
 use kiln_testkit::need::{Root, need};
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 
+// ---- the suite every snapshotter passes -----------------------------------
+
+mod suite {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use kiln_build::snapshot::{OverlaySnapshotter, Snapshotter};
+    use kiln_image::Store;
+
+    fn overlay(store: &Store, _dir: &Path) -> Option<Arc<dyn Snapshotter>> {
+        super::need(super::Root)?;
+        Some(Arc::new(OverlaySnapshotter::new(store).unwrap()))
+    }
+
+    kiln_build::snapshotter_suite!(overlay);
+}
+
 // ---- support ---------------------------------------------------------------
 
 struct Fixture {
     tmp: tempfile::TempDir,
     store: Store,
-    snap: Snapshotter,
+    snap: OverlaySnapshotter,
 }
 
 impl Fixture {
@@ -34,7 +51,7 @@ impl Fixture {
         need(Root)?;
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("store")).unwrap();
-        let snap = Snapshotter::new(&store).unwrap();
+        let snap = OverlaySnapshotter::new(&store).unwrap();
         Some(Fixture { tmp, store, snap })
     }
 
@@ -84,6 +101,18 @@ impl Fixture {
     /// What is left under `active/`.
     fn active_entries(&self) -> Vec<String> {
         names(&self.root().join("active"))
+    }
+
+    /// The upper dir of the active snapshot `active`: what its step
+    /// changed, in overlayfs's format (`active/<pid>-<n>-<key>/upper`).
+    fn upper(&self, active: &dyn ActiveSnapshot) -> PathBuf {
+        let suffix = format!("-{}", active.key());
+        let dir = self
+            .active_entries()
+            .into_iter()
+            .find(|n| n.ends_with(&suffix))
+            .unwrap();
+        self.root().join("active").join(dir).join("upper")
     }
 
     /// The mounts under the store root.
@@ -253,7 +282,7 @@ fn entry_names(store: &Store, committed: &Committed) -> Vec<String> {
 
 /// Commits with the defaults; returns the entry names of the layer, or
 /// `None` when the step made no layer.
-fn commit_names(store: &Store, active: ActiveSnapshot) -> Option<Vec<String>> {
+fn commit_names(store: &Store, active: Box<dyn ActiveSnapshot>) -> Option<Vec<String>> {
     let committed = active.commit(&CommitOptions::default()).unwrap();
     committed.layer.as_ref()?;
     Some(entry_names(store, &committed))
@@ -529,7 +558,7 @@ fn child_process() {
         return;
     };
     let store = Store::open(std::env::var(CHILD_STORE).unwrap()).unwrap();
-    let snap = Snapshotter::new(&store).unwrap();
+    let snap = OverlaySnapshotter::new(&store).unwrap();
     let layers = decode_layers(&std::env::var(CHILD_LAYERS).unwrap());
     match role.as_str() {
         "prepare" => {
@@ -936,7 +965,7 @@ fn copied_up_but_unchanged_is_no_change() {
     // Nor does a whiteout of a name no lower layer has (overlayfs makes
     // none, but an upper dir may hold one: BuildKit's `checkDelete`).
     let active = f.snap.activate(&parents, "ghost").unwrap();
-    whiteout(&active.upper().join("ghost"));
+    whiteout(&f.upper(&*active).join("ghost"));
     assert_eq!(commit_names(&f.store, active), None);
 
     // Real changes next to the stubs keep /etc and only them.
@@ -1132,6 +1161,7 @@ fn parents_must_form_a_chain() {
 #[test]
 fn handles_cross_threads() {
     fn shareable<T: Send + Sync>() {}
-    shareable::<ActiveSnapshot>();
-    shareable::<Snapshotter>();
+    shareable::<Box<dyn ActiveSnapshot>>();
+    shareable::<Box<dyn ReadOnlyMount>>();
+    shareable::<OverlaySnapshotter>();
 }

@@ -36,10 +36,11 @@ impl InitProcess {
 /// other threads (a watchdog, a signal handler, an async task); make a new
 /// one for each run.
 ///
-/// The executor reports the run's progress through [`set_running`] and
-/// [`set_finished`], and watches [`is_cancelled`].
+/// The executor reports the run's progress through [`set_running`] (or
+/// [`report_tree`]) and [`set_finished`], and watches [`is_cancelled`].
 ///
 /// [`set_running`]: RunControl::set_running
+/// [`report_tree`]: RunControl::report_tree
 /// [`set_finished`]: RunControl::set_finished
 /// [`is_cancelled`]: RunControl::is_cancelled
 #[derive(Clone, Debug, Default)]
@@ -59,11 +60,14 @@ pub(crate) struct State {
     phase: Phase,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 enum Phase {
     #[default]
     Pending,
     Running(InitProcess),
+    /// Running, with processes the host's /proc does not show: the tree
+    /// is the executor's word.
+    Reported(ProcessTree),
     Finished,
 }
 
@@ -89,11 +93,11 @@ impl RunControl {
         self.lock().cancelled
     }
 
-    /// The run's first process, while it runs.
+    /// The run's first process, while it runs (as a host process).
     pub fn init(&self) -> Option<InitProcess> {
         match self.lock().phase {
             Phase::Running(init) => Some(init),
-            Phase::Pending | Phase::Finished => None,
+            Phase::Pending | Phase::Reported(_) | Phase::Finished => None,
         }
     }
 
@@ -103,27 +107,39 @@ impl RunControl {
     }
 
     /// Waits until the run's first process exists (or the run is over, or
-    /// `timeout` passed).
+    /// `timeout` passed); `None` too for a run that is not host processes.
     pub fn wait_started(&self, timeout: Duration) -> Option<InitProcess> {
         let state = self.wait_until(timeout, |s| !matches!(s.phase, Phase::Pending));
         match state.phase {
             Phase::Running(init) => Some(init),
-            Phase::Pending | Phase::Finished => None,
+            Phase::Pending | Phase::Reported(_) | Phase::Finished => None,
         }
     }
 
     /// The processes of the run right now; empty before it starts and after
-    /// it ends. Reads /proc (a few files per process of the host).
+    /// it ends. Reads /proc (a few files per process of the host), or
+    /// returns what the executor last reported.
     pub fn snapshot(&self) -> ProcessTree {
-        match self.init() {
-            Some(init) => proctree::snapshot(init),
-            None => ProcessTree::default(),
-        }
+        let init = match &self.lock().phase {
+            Phase::Running(init) => *init,
+            Phase::Reported(tree) => return tree.clone(),
+            Phase::Pending | Phase::Finished => return ProcessTree::default(),
+        };
+        proctree::snapshot(init)
     }
 
     /// For executors: the run's first process now exists.
     pub fn set_running(&self, init: InitProcess) {
         self.lock().phase = Phase::Running(init);
+        self.inner.changed.notify_all();
+    }
+
+    /// For executors whose processes this host's /proc does not show (a
+    /// VM, another machine, a test's fake): the run is running, and `tree`
+    /// is what [`snapshot`](Self::snapshot) returns until the next report
+    /// or the end of the run.
+    pub fn report_tree(&self, tree: ProcessTree) {
+        self.lock().phase = Phase::Reported(tree);
         self.inner.changed.notify_all();
     }
 
@@ -194,6 +210,35 @@ mod tests {
         control.set_finished();
         assert!(control.is_finished());
         assert_eq!(control.wait_started(Duration::from_secs(1)), None);
+        assert!(control.snapshot().processes.is_empty());
+    }
+
+    #[test]
+    fn a_reported_tree_is_the_snapshot_until_the_end() {
+        let control = RunControl::new();
+        let tree = ProcessTree {
+            processes: vec![crate::ProcessInfo {
+                pid: 7,
+                ns_pid: Some(1),
+                ppid: 0,
+                state: crate::ProcessState::Sleeping,
+                comm: "sleep".into(),
+                cmdline: vec!["sleep".into(), "infinity".into()],
+                wchan: Some("hrtimer_nanosleep".into()),
+                syscall: None,
+                threads: 1,
+                user_time: Duration::ZERO,
+                system_time: Duration::ZERO,
+                reaped_children_time: Duration::ZERO,
+                io: None,
+                sockets: Vec::new(),
+            }],
+            ..ProcessTree::default()
+        };
+        control.report_tree(tree.clone());
+        assert_eq!(control.snapshot(), tree);
+        assert_eq!(control.init(), None, "no host process to name");
+        control.set_finished();
         assert!(control.snapshot().processes.is_empty());
     }
 

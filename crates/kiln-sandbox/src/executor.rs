@@ -12,8 +12,10 @@ use crate::spec::RunSpec;
 /// Contract for implementations:
 /// - block until the run is over, then return; output goes to `output` as
 ///   it arrives, stdin is empty;
-/// - call [`RunControl::set_running`] once the first process exists and
-///   [`RunControl::set_finished`] before returning, whatever happens;
+/// - call [`RunControl::set_running`] once the first process exists (or,
+///   for processes the host's /proc does not show, keep
+///   [`RunControl::report_tree`] current) and [`RunControl::set_finished`]
+///   before returning, whatever happens;
 /// - watch [`RunControl::is_cancelled`] and kill the whole process tree when
 ///   it turns true;
 /// - when returning (`Ok`, `Err` or unwinding), leave no process of the

@@ -15,6 +15,8 @@
 //!   splits them into lines, [`Collect`] keeps them.
 //! - [`resolve_user`]: `USER name[:group]` against the root's /etc/passwd and
 //!   /etc/group, with Docker's rules.
+//! - `FakeExecutor` (feature `testing`): runs that start no process and do
+//!   what a test scripted (`Script`), for tests of the engine as any user.
 //!
 //! # Threads and async
 //!
@@ -55,6 +57,8 @@
 mod control;
 mod error;
 mod executor;
+#[cfg(any(test, feature = "testing"))]
+mod fake;
 mod output;
 mod proctree;
 mod runc;
@@ -65,6 +69,8 @@ mod user;
 pub use crate::control::{InitProcess, RunControl};
 pub use crate::error::SandboxError;
 pub use crate::executor::{Executor, ExitInfo};
+#[cfg(any(test, feature = "testing"))]
+pub use crate::fake::{FakeExecutor, FakeRun, Script};
 pub use crate::output::{Collect, Lines, OutputSink, Stream};
 pub use crate::proctree::{
     IoCounters, ProcessInfo, ProcessState, ProcessTree, Protocol, SocketInfo, SocketState, Totals,

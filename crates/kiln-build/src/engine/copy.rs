@@ -110,7 +110,7 @@ impl StageRunner<'_> {
         &self,
         from: &From,
         location: Location,
-    ) -> Result<ReadOnlyMount, BuildError> {
+    ) -> Result<Box<dyn ReadOnlyMount>, BuildError> {
         let layers: Vec<Layer> = match from {
             From::Context => unreachable!("the context is a directory"),
             From::Stage(i) => {
@@ -263,7 +263,7 @@ impl StageRunner<'_> {
     pub(crate) fn copy(
         &self,
         command: &Command,
-        active: &ActiveSnapshot,
+        active: &dyn ActiveSnapshot,
         state: &mut StageOutcome,
     ) -> Result<(), BuildError> {
         let location = command.location();

@@ -41,8 +41,8 @@ use self::stage::{StageOutcome, StageRunner, Step};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::export::{self, Encoding};
 use crate::run::{CacheMounts, RunError, Secrets};
-use crate::watchdog::{Backoff, Limits, StepPolicy, StepSettings};
-use crate::{BuildContext, HashMemo, Snapshotter};
+use crate::watchdog::{Backoff, Limits, SAMPLE_EVERY, StepPolicy, StepSettings};
+use crate::{BuildContext, HashMemo, OverlaySnapshotter, Snapshotter};
 
 /// A secret for `RUN --mount=type=secret`: its id and where its bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,18 +215,22 @@ pub struct BuildResult {
 /// What a build needs from its surroundings.
 pub struct Engine {
     pub store: Store,
-    pub snapshotter: Snapshotter,
+    pub snapshotter: Arc<dyn Snapshotter>,
     pub client: RegistryClient,
     pub runtime: tokio::runtime::Handle,
     pub executor: Arc<dyn Executor>,
     pub events: EventSink,
     /// Set to stop the build: running steps are cancelled and cleaned up.
     pub cancel: Arc<AtomicBool>,
+    /// How often the watchdog looks at a running RUN step
+    /// ([`SAMPLE_EVERY`]); tests with millisecond limits look more often.
+    pub sample_every: Duration,
     /// The sandbox runs in flight, so a cancel reaches them.
     pub(crate) running: Mutex<Vec<RunControl>>,
 }
 
 impl Engine {
+    /// An engine on `store` with the overlay snapshotter.
     pub fn new(
         store: Store,
         client: RegistryClient,
@@ -234,7 +238,19 @@ impl Engine {
         executor: Arc<dyn Executor>,
         events: EventSink,
     ) -> Result<Engine, BuildError> {
-        let snapshotter = Snapshotter::new(&store)?;
+        let snapshotter = Arc::new(OverlaySnapshotter::new(&store)?);
+        Engine::with_snapshotter(store, snapshotter, client, runtime, executor, events)
+    }
+
+    /// An engine on `store` with another snapshotter (the tests' fake).
+    pub fn with_snapshotter(
+        store: Store,
+        snapshotter: Arc<dyn Snapshotter>,
+        client: RegistryClient,
+        runtime: tokio::runtime::Handle,
+        executor: Arc<dyn Executor>,
+        events: EventSink,
+    ) -> Result<Engine, BuildError> {
         // A kiln killed mid-step leaves running containers, mounts,
         // half-made snapshots and temporary directories: clear them, the
         // containers first, as their processes may use those mounts.
@@ -262,6 +278,7 @@ impl Engine {
             executor,
             events,
             cancel: Arc::new(AtomicBool::new(false)),
+            sample_every: SAMPLE_EVERY,
             running: Mutex::new(Vec::new()),
         })
     }

@@ -18,7 +18,7 @@ use crate::run::{
     MountSource, MountSources, RunError, RunStep, cache_key_parts, command_args, run_step,
 };
 use crate::snapshot::{ActiveSnapshot, Snapshot};
-use crate::watchdog::{SAMPLE_EVERY, StepPolicy, StepRecorder, StepWatch};
+use crate::watchdog::{StepPolicy, StepRecorder, StepWatch};
 
 /// How one attempt of a RUN went wrong.
 pub(crate) struct AttemptError {
@@ -142,27 +142,27 @@ impl StageRunner<'_> {
         name: &str,
         state: &StageOutcome,
         scope: &StageScope<'_>,
-    ) -> Result<ActiveSnapshot, BuildError> {
+    ) -> Result<Box<dyn ActiveSnapshot>, BuildError> {
         let policy = self.shared.request.step_policy().with(&step.settings);
         let step = step.id;
         let attempts = policy.attempts();
         let mut attempt = 1;
         loop {
             let active = self.engine.snapshotter.activate(parents, name)?;
-            let failure = match self.run_command(step, run, &active, state, scope, &policy, attempt)
-            {
-                Ok(()) => {
-                    if let Some(step) = step.filter(|_| attempt > 1) {
-                        self.shared
-                            .attempts
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(step, attempt);
+            let failure =
+                match self.run_command(step, run, &*active, state, scope, &policy, attempt) {
+                    Ok(()) => {
+                        if let Some(step) = step.filter(|_| attempt > 1) {
+                            self.shared
+                                .attempts
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(step, attempt);
+                        }
+                        return Ok(active);
                     }
-                    return Ok(active);
-                }
-                Err(failure) => failure,
-            };
+                    Err(failure) => failure,
+                };
             if !failure.retryable || attempt >= attempts || self.engine.cancelled() {
                 // Dropping it unmounts and removes it; the step's error is
                 // the one worth reporting.
@@ -207,7 +207,7 @@ impl StageRunner<'_> {
         &self,
         step: Option<u32>,
         run: &RunCommand,
-        active: &ActiveSnapshot,
+        active: &dyn ActiveSnapshot,
         state: &StageOutcome,
         scope: &StageScope<'_>,
         policy: &StepPolicy,
@@ -245,7 +245,7 @@ impl StageRunner<'_> {
             control: &control,
             recorder: &recorder,
             events: &self.engine.events,
-            sample_every: SAMPLE_EVERY,
+            sample_every: self.engine.sample_every,
         };
         let (result, breach) = watch.run(|| {
             run_step(

@@ -527,7 +527,7 @@ impl StageRunner<'_> {
         let link = matches!(command, Command::Copy(c) if c.link)
             || matches!(command, Command::Add(a) if a.link);
         let parents = if link { Vec::new() } else { self.chain(state)? };
-        let active: ActiveSnapshot = match command {
+        let active: Box<dyn ActiveSnapshot> = match command {
             // A RUN may run several times (retries), each time on a fresh
             // snapshot of the same clean parents.
             Command::Run(run) => {
@@ -540,9 +540,9 @@ impl StageRunner<'_> {
                     .activate(&parents, &short_key(key))?;
                 match command {
                     Command::Workdir(_) => {
-                        self.mkdir_workdir(&active, &state.config, command.location())?
+                        self.mkdir_workdir(&*active, &state.config, command.location())?
                     }
-                    Command::Copy(_) | Command::Add(_) => self.copy(command, &active, state)?,
+                    Command::Copy(_) | Command::Add(_) => self.copy(command, &*active, state)?,
                     _ => unreachable!("only filesystem steps reach execute"),
                 }
                 active
@@ -588,7 +588,7 @@ impl StageRunner<'_> {
     /// as BuildKit's `llb.Mkdir(..., WithParents, WithUser)`.
     fn mkdir_workdir(
         &self,
-        active: &ActiveSnapshot,
+        active: &dyn ActiveSnapshot,
         config: &ConfigState,
         location: Location,
     ) -> Result<(), BuildError> {

@@ -14,8 +14,8 @@ use rustix::fs::{Gid, Mode, Uid};
 
 use super::mount::{self, Overlay};
 use super::{
-    Snapshot, SnapshotError, Snapshotter, chain_id, check_chain, diff, lock, mounts_under, record,
-    remove_tree,
+    ActiveSnapshot, OverlaySnapshotter, ReadOnlyMount, Snapshot, SnapshotError, chain_id,
+    check_chain, diff, lock, mounts_under, record, remove_tree,
 };
 
 /// How [`ActiveSnapshot::commit`] writes the layer.
@@ -92,26 +92,25 @@ impl CommitTimings {
 }
 
 /// A writable overlay of some snapshots: the root filesystem of one step.
-/// [`commit`](ActiveSnapshot::commit) it or [`discard`](ActiveSnapshot::discard)
-/// it; dropping it discards it (unmounts and removes it, errors ignored).
+/// Dropping it discards it (unmounts and removes it, errors ignored).
 #[derive(Debug)]
-pub struct ActiveSnapshot {
-    snapshotter: Snapshotter,
+pub(super) struct OverlayActive {
+    snapshotter: OverlaySnapshotter,
     parents: Vec<Snapshot>,
     key: String,
     upper: PathBuf,
     slot: Slot,
 }
 
-impl Snapshotter {
-    /// Mounts `parents` (bottom first, as [`Snapshotter::prepare`] returns
-    /// them) with a fresh upper dir over them. `key` names the step, for
-    /// people reading `active/` and for messages.
-    pub fn activate(
+impl OverlaySnapshotter {
+    /// `activate`: mounts `parents` (bottom first) with a fresh upper dir
+    /// over them. `key` names the step, for people reading `active/` and
+    /// for messages.
+    pub(super) fn mount_active(
         &self,
         parents: &[Snapshot],
         key: &str,
-    ) -> Result<ActiveSnapshot, SnapshotError> {
+    ) -> Result<OverlayActive, SnapshotError> {
         check_chain(parents)?;
         let mut slot = Slot::create(self, key, parents)?;
         self.check_ready(parents)?;
@@ -133,7 +132,7 @@ impl Snapshotter {
         };
         mount::mount(&overlay, &slot.root)?;
         slot.mounted = true;
-        Ok(ActiveSnapshot {
+        Ok(OverlayActive {
             snapshotter: self.clone(),
             parents: parents.to_vec(),
             key: key.to_string(),
@@ -142,11 +141,10 @@ impl Snapshotter {
         })
     }
 
-    /// Mounts `chain` (bottom first) read-only: the files of a finished
-    /// stage for `COPY --from` and `RUN --mount=from=`. Unmounted and
-    /// removed when dropped. An empty chain (a scratch stage) is an empty
-    /// directory.
-    pub fn mount_readonly(&self, chain: &[Snapshot]) -> Result<ReadOnlyMount, SnapshotError> {
+    /// `mount_readonly`: mounts `chain` (bottom first) read-only.
+    /// Unmounted and removed when dropped. An empty chain (a scratch stage)
+    /// is an empty directory.
+    pub(super) fn mount_view(&self, chain: &[Snapshot]) -> Result<OverlayView, SnapshotError> {
         check_chain(chain)?;
         let mut slot = Slot::create(self, "ro", chain)?;
         self.check_ready(chain)?;
@@ -165,7 +163,7 @@ impl Snapshotter {
             mount::mount(&overlay, &slot.root)?;
             slot.mounted = true;
         }
-        Ok(ReadOnlyMount { slot })
+        Ok(OverlayView { slot })
     }
 
     /// Fails unless every snapshot is `Ready`. Called after the caller's
@@ -229,23 +227,18 @@ impl Snapshotter {
     }
 }
 
-impl ActiveSnapshot {
+impl ActiveSnapshot for OverlayActive {
     /// The mounted root filesystem.
-    pub fn root(&self) -> &Path {
+    fn root(&self) -> &Path {
         &self.slot.root
     }
 
-    /// The upper dir: what the step changed, in overlayfs's format.
-    pub fn upper(&self) -> &Path {
-        &self.upper
-    }
-
     /// The snapshots mounted below, bottom first.
-    pub fn parents(&self) -> &[Snapshot] {
+    fn parents(&self) -> &[Snapshot] {
         &self.parents
     }
 
-    pub fn key(&self) -> &str {
+    fn key(&self) -> &str {
         &self.key
     }
 
@@ -258,13 +251,20 @@ impl ActiveSnapshot {
     /// sandbox's mount-point stubs do that to /etc) are not part of the
     /// layer (see BuildKit's overlay differ). If nothing changed, there is
     /// no layer and the chain stays the parents.
-    pub fn commit(mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
+    fn commit(mut self: Box<Self>, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
         // Either way `self` is dropped here, which removes the active dir.
         // Failing to remove it does not undo a commit: the layer and the
         // snapshot exist, and the next sweep removes what is left.
         self.commit_inner(opts)
     }
 
+    /// Throws the step's changes away: unmounts and removes everything.
+    fn discard(mut self: Box<Self>) -> Result<(), SnapshotError> {
+        self.slot.finish()
+    }
+}
+
+impl OverlayActive {
     fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
         // Nothing may change the upper dir while it is archived.
         self.slot.unmount()?;
@@ -286,22 +286,9 @@ impl ActiveSnapshot {
         }
 
         let store = self.snapshotter.store();
-        let mut compress = CompressOptions::new(opts.compression);
-        if let Some(level) = opts.level {
-            compress = compress.level(level);
-        }
-        let write_error = |source| SnapshotError::WriteLayer {
-            upper: upper.clone(),
-            source,
-        };
-        let mut blob = BlobWriter::new(store.ingest()?, &compress).map_err(write_error)?;
-        let mut write = WriteOptions::default();
-        write.exclude = Arc::new(diff.exclude);
-        let stats = layer::write(&upper, &mut blob, &write).map_err(write_error)?;
-        let (ingest, info) = blob.finish().map_err(write_error)?;
-        timings.archive = lap();
-        let stored = ingest.commit()?;
-        debug_assert_eq!(stored.digest, info.digest);
+        let (info, stats) = write_layer(store, &upper, diff.exclude, opts, || {
+            timings.archive = lap();
+        })?;
         timings.store = lap();
 
         let below = self.parents.last().map(Snapshot::chain_id);
@@ -325,27 +312,53 @@ impl ActiveSnapshot {
             chain,
         })
     }
+}
 
-    /// Throws the step's changes away: unmounts and removes everything.
-    pub fn discard(mut self) -> Result<(), SnapshotError> {
-        self.slot.finish()
+/// Writes the upper dir `upper` (less the `exclude`d names that changed
+/// nothing) as a layer blob into `store`: streamed, tar → diffID →
+/// compressor → digest → blob, no temp tar. `archived` is called when the
+/// blob is written and before it is committed to the store. Every
+/// snapshotter's commit ends here.
+pub(crate) fn write_layer(
+    store: &kiln_image::Store,
+    upper: &Path,
+    exclude: std::collections::HashSet<Vec<u8>>,
+    opts: &CommitOptions,
+    archived: impl FnOnce(),
+) -> Result<(kiln_image::compress::LayerBlob, LayerStats), SnapshotError> {
+    let mut compress = CompressOptions::new(opts.compression);
+    if let Some(level) = opts.level {
+        compress = compress.level(level);
     }
+    let write_error = |source| SnapshotError::WriteLayer {
+        upper: upper.to_path_buf(),
+        source,
+    };
+    let mut blob = BlobWriter::new(store.ingest()?, &compress).map_err(write_error)?;
+    let mut write = WriteOptions::default();
+    write.exclude = Arc::new(exclude);
+    let stats = layer::write(upper, &mut blob, &write).map_err(write_error)?;
+    let (ingest, info) = blob.finish().map_err(write_error)?;
+    archived();
+    let stored = ingest.commit()?;
+    debug_assert_eq!(stored.digest, info.digest);
+    Ok((info, stats))
 }
 
 /// A read-only overlay of a chain, unmounted and removed when dropped.
 #[derive(Debug)]
-pub struct ReadOnlyMount {
+pub(super) struct OverlayView {
     slot: Slot,
 }
 
-impl ReadOnlyMount {
+impl ReadOnlyMount for OverlayView {
     /// The root of the files.
-    pub fn root(&self) -> &Path {
+    fn root(&self) -> &Path {
         &self.slot.root
     }
 
     /// Unmounts and removes it, reporting errors (dropping ignores them).
-    pub fn release(mut self) -> Result<(), SnapshotError> {
+    fn release(mut self: Box<Self>) -> Result<(), SnapshotError> {
         self.slot.finish()
     }
 }
@@ -365,7 +378,7 @@ impl Slot {
     /// directory: a sweep that finds a directory without a live lock knows
     /// its owner is gone.
     fn create(
-        snapshotter: &Snapshotter,
+        snapshotter: &OverlaySnapshotter,
         key: &str,
         pins: &[Snapshot],
     ) -> Result<Slot, SnapshotError> {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use kiln_image::{Digest, SnapshotState};
 
 use super::sweep::entries;
-use super::{SnapshotError, Snapshotter, lock, remove_tree};
+use super::{OverlaySnapshotter, SnapshotError, lock, remove_tree};
 
 /// A snapshot in the store's index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub struct SnapshotInfo {
     pub used_by: Option<String>,
 }
 
-impl Snapshotter {
+impl OverlaySnapshotter {
     /// Every recorded snapshot, by chain ID, with who uses it.
     pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
         let records = self.store().read(|r| r.snapshots())?;

@@ -1,5 +1,12 @@
-//! The overlay snapshotter: layers unpacked once, stacked by overlayfs,
-//! and the upper dir of a step taken as its diff (DESIGN.md, "Snapshots").
+//! Snapshotters: the root filesystem of each step, made from the layers
+//! below it, and what the step changed made into a layer. The engine sees
+//! them through the [`Snapshotter`], [`ActiveSnapshot`] and
+//! [`ReadOnlyMount`] traits (`traits.rs`); tests use a fake made of plain
+//! directories (`fake.rs`, with the `testing` feature).
+//!
+//! The rest of this module is the real one, [`OverlaySnapshotter`]: layers
+//! unpacked once, stacked by overlayfs, and the upper dir of a step taken
+//! as its diff (DESIGN.md, "Snapshots").
 //!
 //! ```text
 //! <store root>/
@@ -20,18 +27,18 @@
 //! truth for "someone is working on it right now", because the kernel
 //! drops a flock when its holder dies. So:
 //!
-//! - [`Snapshotter::prepare`] takes a layer's lock, looks at the record,
-//!   and unpacks only if it is not `Ready`. Two processes (or threads)
-//!   preparing one chain serialise on the lock: the second finds `Ready`
-//!   and unpacks nothing. Unpacking into a temp dir and renaming it into
-//!   place would also be safe, but both would unpack a multi-GB layer.
-//!   A crash leaves an `Unpacking` record with a free lock: the next
-//!   preparer (or [`Snapshotter::sweep`]) removes it and starts over.
-//! - [`Snapshotter::activate`] records the snapshots it mounts in its own
-//!   lock file *before* it checks that they are `Ready`, and
-//!   [`Snapshotter::remove`] marks a snapshot `Removing` *before* it looks
-//!   for live lock files naming it: whichever comes second sees the other,
-//!   so a mounted lower dir is never deleted.
+//! - `prepare` takes a layer's lock, looks at the record, and unpacks
+//!   only if it is not `Ready`. Two processes (or threads) preparing one
+//!   chain serialise on the lock: the second finds `Ready` and unpacks
+//!   nothing. Unpacking into a temp dir and renaming it into place would
+//!   also be safe, but both would unpack a multi-GB layer. A crash leaves
+//!   an `Unpacking` record with a free lock: the next preparer (or
+//!   `sweep`) removes it and starts over.
+//! - `activate` records the snapshots it mounts in its own lock file
+//!   *before* it checks that they are `Ready`, and
+//!   [`OverlaySnapshotter::remove`] marks a snapshot `Removing` *before* it
+//!   looks for live lock files naming it: whichever comes second sees the
+//!   other, so a mounted lower dir is never deleted.
 //! - A mount outlives a killed process; sweep finds those under `active/`
 //!   in /proc/self/mountinfo and unmounts the ones whose owner's lock is
 //!   free.
@@ -54,10 +61,13 @@ mod active;
 mod chain;
 mod diff;
 mod error;
+#[cfg(feature = "testing")]
+pub(crate) mod fake;
 mod gc;
 mod lock;
 mod mount;
 mod sweep;
+mod traits;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -66,13 +76,12 @@ use std::sync::Arc;
 use kiln_image::document::Descriptor;
 use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
 
-pub use active::{
-    ActiveSnapshot, CommitOptions, CommitTimings, Committed, CommittedLayer, ReadOnlyMount,
-};
+pub use active::{CommitOptions, CommitTimings, Committed, CommittedLayer};
 pub use chain::{chain_id, chain_ids};
 pub use error::SnapshotError;
 pub use gc::SnapshotInfo;
 pub use sweep::SweepReport;
+pub use traits::{ActiveSnapshot, ReadOnlyMount, Snapshotter};
 pub use unpack::UnpackEvent;
 
 /// A layer to unpack: its diffID (from the image config) and its blob in
@@ -109,10 +118,10 @@ impl Snapshot {
     }
 }
 
-/// Unpacks layers into snapshots and mounts them; one per store, shared
-/// by the threads of a build (cheap to clone).
+/// The overlay snapshotter: unpacks layers into snapshots and mounts them;
+/// one per store, shared by the threads of a build (cheap to clone).
 #[derive(Debug, Clone)]
-pub struct Snapshotter {
+pub struct OverlaySnapshotter {
     inner: Arc<Inner>,
 }
 
@@ -123,10 +132,10 @@ struct Inner {
     active: PathBuf,
 }
 
-impl Snapshotter {
+impl OverlaySnapshotter {
     /// The snapshotter of `store`, keeping its directories under the
-    /// store's root. Call [`Snapshotter::sweep`] once at engine start.
-    pub fn new(store: &Store) -> Result<Snapshotter, SnapshotError> {
+    /// store's root. Call [`OverlaySnapshotter::sweep`] once at engine start.
+    pub fn new(store: &Store) -> Result<OverlaySnapshotter, SnapshotError> {
         // Canonical, because mount points are compared with the paths of
         // /proc/self/mountinfo, which the kernel resolves.
         let root = fs_err::canonicalize(store.root())
@@ -147,7 +156,7 @@ impl Snapshotter {
                 .create(dir)
                 .map_err(SnapshotError::io("creating", dir))?;
         }
-        Ok(Snapshotter {
+        Ok(OverlaySnapshotter {
             inner: Arc::new(inner),
         })
     }
@@ -199,6 +208,34 @@ impl Snapshotter {
         }
         let dir = self.record_dir(chain_id, record);
         dir.is_dir().then_some(dir)
+    }
+}
+
+/// Each method's work is in the file named after it: `unpack.rs`,
+/// `active.rs`, `sweep.rs`.
+impl Snapshotter for OverlaySnapshotter {
+    fn prepare_with(
+        &self,
+        layers: &[Layer],
+        on_event: &(dyn Fn(UnpackEvent<'_>) + Sync),
+    ) -> Result<Vec<Snapshot>, SnapshotError> {
+        self.unpack_missing(layers, on_event)
+    }
+
+    fn activate(
+        &self,
+        parents: &[Snapshot],
+        key: &str,
+    ) -> Result<Box<dyn ActiveSnapshot>, SnapshotError> {
+        Ok(Box::new(self.mount_active(parents, key)?))
+    }
+
+    fn mount_readonly(&self, chain: &[Snapshot]) -> Result<Box<dyn ReadOnlyMount>, SnapshotError> {
+        Ok(Box::new(self.mount_view(chain)?))
+    }
+
+    fn sweep(&self) -> Result<SweepReport, SnapshotError> {
+        self.sweep_dead()
     }
 }
 

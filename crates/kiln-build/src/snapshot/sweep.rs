@@ -8,10 +8,11 @@ use kiln_image::{Digest, SnapshotState};
 use rustix::io::Errno;
 
 use super::{
-    SnapshotError, Snapshotter, boot_id, lock, mount, mounts_under, remove_tree, sync_fs, unix_now,
+    OverlaySnapshotter, SnapshotError, boot_id, lock, mount, mounts_under, remove_tree, sync_fs,
+    unix_now,
 };
 
-/// What [`Snapshotter::sweep`] cleaned up.
+/// What [`Snapshotter::sweep`](super::Snapshotter::sweep) cleaned up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SweepReport {
@@ -38,13 +39,14 @@ pub struct SweepReport {
 /// costs next to nothing.
 const WRITEBACK_GRACE_SECS: u64 = 120;
 
-impl Snapshotter {
-    /// Cleans up after processes that died without doing it themselves
-    /// (kill -9, OOM kill, power loss): unmounts their mounts, removes
-    /// their active dirs and the snapshots they were unpacking. What a
-    /// live process (this one included) holds is left alone, so this is
-    /// safe while other builds run on the store. Call it at engine start.
-    pub fn sweep(&self) -> Result<SweepReport, SnapshotError> {
+impl OverlaySnapshotter {
+    /// `sweep`: cleans up after processes that died without doing it
+    /// themselves (kill -9, OOM kill, power loss): unmounts their mounts,
+    /// removes their active dirs and the snapshots they were unpacking.
+    /// What a live process (this one included) holds is left alone, so
+    /// this is safe while other builds run on the store. Call it at engine
+    /// start.
+    pub(super) fn sweep_dead(&self) -> Result<SweepReport, SnapshotError> {
         let mut report = SweepReport::default();
         self.sweep_active(&mut report)?;
         self.sweep_snapshots(&mut report)?;
@@ -164,8 +166,9 @@ impl Snapshotter {
     }
 
     /// Removes a snapshot an earlier boot left unsynced. No process of
-    /// this boot uses it ([`Snapshotter::usable`] refuses it), but one may
-    /// be making it again right now: then its lock is held and it is left.
+    /// this boot uses it ([`OverlaySnapshotter::usable`] refuses it), but
+    /// one may be making it again right now: then its lock is held and it
+    /// is left.
     fn remove_unsynced(
         &self,
         chain_id: &Digest,

@@ -8,12 +8,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kiln_image::compress;
 use kiln_image::layer::{self, ApplyStats, ExtractOptions, Whiteouts};
 use kiln_image::media::Compression;
-use kiln_image::{Digest, HashingReader, SnapshotState};
+use kiln_image::{Digest, HashingReader, SnapshotState, Store};
 
-use super::{Layer, Snapshot, SnapshotError, Snapshotter, chain_ids, lock, record, remove_tree};
+use super::{
+    Layer, OverlaySnapshotter, Snapshot, SnapshotError, chain_ids, lock, record, remove_tree,
+};
 
-/// What [`Snapshotter::prepare_with`] reports, from the thread doing
-/// the work. Layers found ready report nothing.
+/// What [`Snapshotter::prepare_with`](super::Snapshotter::prepare_with)
+/// reports, from the thread doing the work. Layers found ready report
+/// nothing.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum UnpackEvent<'a> {
@@ -30,10 +33,9 @@ pub enum UnpackEvent<'a> {
     },
 }
 
-impl Snapshotter {
-    /// Makes sure every layer of a stack (bottom first) is unpacked, and
-    /// returns their snapshots, bottom first (what [`Snapshotter::activate`]
-    /// takes).
+impl OverlaySnapshotter {
+    /// `prepare`: makes sure every layer of a stack (bottom first) is
+    /// unpacked, and returns their snapshots, bottom first.
     ///
     /// Layers already unpacked cost one index read. Missing ones are
     /// unpacked from their blob in the store, several at once: a layer's
@@ -43,16 +45,10 @@ impl Snapshotter {
     /// Another process or thread preparing the same layer is waited for,
     /// not duplicated.
     ///
-    /// The snapshots are not held: [`Snapshotter::activate`] checks that
-    /// they are still there (a removal in between makes it fail with
+    /// The snapshots are not held: `activate` checks that they are still
+    /// there (a removal in between makes it fail with
     /// [`SnapshotError::NotReady`], and preparing again brings them back).
-    pub fn prepare(&self, layers: &[Layer]) -> Result<Vec<Snapshot>, SnapshotError> {
-        self.prepare_with(layers, &|_| {})
-    }
-
-    /// [`Snapshotter::prepare`], telling `on_event` which layers it
-    /// unpacks (for progress reports).
-    pub fn prepare_with(
+    pub(super) fn unpack_missing(
         &self,
         layers: &[Layer],
         on_event: &(dyn Fn(UnpackEvent<'_>) + Sync),
@@ -112,7 +108,8 @@ impl Snapshotter {
             )
         })?;
         on_event(UnpackEvent::Started { chain_id, layer });
-        let unpacked = make_dir(&dir).and_then(|()| self.unpack(layer, &dir));
+        let unpacked =
+            make_dir(&dir).and_then(|()| unpack(self.store(), layer, &dir, Whiteouts::Overlay));
         let stats = match unpacked {
             Ok(stats) => stats,
             Err(e) => {
@@ -132,40 +129,46 @@ impl Snapshotter {
         });
         Ok(dir)
     }
+}
 
-    fn unpack(&self, layer: &Layer, dir: &Path) -> Result<ApplyStats, SnapshotError> {
-        let digest = &layer.blob.digest;
-        let compression =
-            Compression::from_media_type(&layer.blob.media_type).ok_or_else(|| {
-                SnapshotError::UnsupportedMediaType {
-                    blob: digest.clone(),
-                    media_type: layer.blob.media_type.clone(),
-                }
-            })?;
-        let blob = self.store().open_blob(digest)?;
-        let blob_path = blob.path().to_path_buf();
-        let unpack_error = |source| SnapshotError::Unpack {
+/// Extracts `layer`'s blob from `store` into `dir`, whiteouts kept as
+/// overlayfs's or carried out as `whiteouts` says, and checks the
+/// uncompressed bytes against the layer's diffID.
+pub(crate) fn unpack(
+    store: &Store,
+    layer: &Layer,
+    dir: &Path,
+    whiteouts: Whiteouts,
+) -> Result<ApplyStats, SnapshotError> {
+    let digest = &layer.blob.digest;
+    let compression = Compression::from_media_type(&layer.blob.media_type).ok_or_else(|| {
+        SnapshotError::UnsupportedMediaType {
             blob: digest.clone(),
-            dir: dir.to_path_buf(),
-            source,
-        };
-        let reader = compress::decompress(blob, compression).map_err(unpack_error)?;
-        let mut hashing = HashingReader::new(reader);
-        let stats = layer::extract(&mut hashing, dir, &ExtractOptions::new(Whiteouts::Overlay))
-            .map_err(unpack_error)?;
-        // Anything after the end-of-archive blocks is part of the diffID.
-        io::copy(&mut hashing, &mut io::sink())
-            .map_err(SnapshotError::io("reading", &blob_path))?;
-        let (_, actual, _) = hashing.finish();
-        if actual != layer.diff_id {
-            return Err(SnapshotError::DiffIdMismatch {
-                blob: digest.clone(),
-                expected: layer.diff_id.clone(),
-                actual,
-            });
+            media_type: layer.blob.media_type.clone(),
         }
-        Ok(stats)
+    })?;
+    let blob = store.open_blob(digest)?;
+    let blob_path = blob.path().to_path_buf();
+    let unpack_error = |source| SnapshotError::Unpack {
+        blob: digest.clone(),
+        dir: dir.to_path_buf(),
+        source,
+    };
+    let reader = compress::decompress(blob, compression).map_err(unpack_error)?;
+    let mut hashing = HashingReader::new(reader);
+    let stats =
+        layer::extract(&mut hashing, dir, &ExtractOptions::new(whiteouts)).map_err(unpack_error)?;
+    // Anything after the end-of-archive blocks is part of the diffID.
+    io::copy(&mut hashing, &mut io::sink()).map_err(SnapshotError::io("reading", &blob_path))?;
+    let (_, actual, _) = hashing.finish();
+    if actual != layer.diff_id {
+        return Err(SnapshotError::DiffIdMismatch {
+            blob: digest.clone(),
+            expected: layer.diff_id.clone(),
+            actual,
+        });
     }
+    Ok(stats)
 }
 
 /// A snapshot's root: 0755 as an image root is, unless the layer has a

@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, ValueEnum};
 use kiln_build::snapshot::{Layer, UnpackEvent};
-use kiln_build::{ActiveSnapshot, Snapshotter};
+use kiln_build::{ActiveSnapshot, OverlaySnapshotter, Snapshotter};
 use kiln_image::document::{ContainerConfig, Descriptor, ImageConfig, Manifest};
 use kiln_image::{Digest, Platform, Reference, Store, StoreError};
 use kiln_sandbox::{
@@ -130,7 +130,7 @@ fn run_image(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         })?;
     let layers = layers(&store, &name, &manifest, &config)?;
 
-    let snapshotter = Snapshotter::new(&store)?;
+    let snapshotter = OverlaySnapshotter::new(&store)?;
     if let Err(e) = snapshotter.sweep() {
         ctx.progress
             .note(None, format!("could not clean up after earlier runs: {e}"));
@@ -155,7 +155,7 @@ fn run_image(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
     // From here on a signal cancels the run, which then cleans up.
     let active =
         interrupts.while_active(|| snapshotter.activate(&parents, &format!("run-{id}")))?;
-    let result = run_in(ctx, args, &container, argv, &id, &active, &control);
+    let result = run_in(ctx, args, &container, argv, &id, &*active, &control);
     let discarded = active
         .discard()
         .context("removing the container's root filesystem");
@@ -175,7 +175,7 @@ fn run_in(
     container: &ContainerConfig,
     argv: Vec<String>,
     id: &str,
-    active: &ActiveSnapshot,
+    active: &dyn ActiveSnapshot,
     control: &RunControl,
 ) -> anyhow::Result<kiln_sandbox::ExitInfo> {
     let root = active.root();

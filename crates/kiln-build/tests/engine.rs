@@ -1,0 +1,680 @@
+//! The engine's decisions on fakes: which stages run when, what comes from
+//! the cache, how a failing RUN is retried, and how the watchdog ends a
+//! hung or endless one. The snapshotter is the FakeSnapshotter (plain
+//! directories, real layers and chain IDs), the executor a FakeExecutor
+//! (scripted RUN steps, no process), so these run as any user, with no
+//! runc, no mounts and no network, in milliseconds. tests/build.rs and
+//! tests/watchdog.rs run the real thing as root.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln_build::engine::{BuildError, BuildRequest, BuildResult, Engine};
+use kiln_build::events::{Event, EventSink, StepId};
+use kiln_build::testing::{FakeExecutor, FakeSnapshotter, Script};
+use kiln_image::document::{ContainerConfig, Document, ImageConfig, Manifest, RootFs};
+use kiln_image::media::{Compression, Format};
+use kiln_image::{Digest, Store};
+use kiln_registry::{ClientOptions, RegistryClient};
+
+// ---- support ---------------------------------------------------------------
+
+struct Harness {
+    tmp: tempfile::TempDir,
+    store: Store,
+    snapshotter: Arc<FakeSnapshotter>,
+    executor: Arc<FakeExecutor>,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// A build's outcome and everything it reported, in order.
+struct Built {
+    result: Result<BuildResult, BuildError>,
+    events: Vec<Event>,
+    took: Duration,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let snapshotter =
+            Arc::new(FakeSnapshotter::new(&store, &tmp.path().join("snapshots")).unwrap());
+        fs_err::create_dir_all(tmp.path().join("context")).unwrap();
+        // Only pulls and downloads would use it; these builds make none.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Harness {
+            tmp,
+            store,
+            snapshotter,
+            executor: Arc::new(FakeExecutor::new()),
+            runtime,
+        }
+    }
+
+    fn context(&self) -> PathBuf {
+        self.tmp.path().join("context")
+    }
+
+    /// Writes a file of the build context.
+    fn file(&self, name: &str, text: &str) {
+        fs_err::write(self.context().join(name), text).unwrap();
+    }
+
+    /// Builds `dockerfile` (watchdog sampling every 10 ms, retries 10 ms
+    /// apart), with `tweak` applied to the request.
+    fn build(&self, dockerfile: &str, tweak: impl FnOnce(&mut BuildRequest)) -> Built {
+        self.build_with(dockerfile, tweak, Arc::new(|_| {}))
+    }
+
+    /// [`Harness::build`], also telling `watch` each event as it happens
+    /// (on the thread of the stage that emits it).
+    fn build_with(
+        &self,
+        dockerfile: &str,
+        tweak: impl FnOnce(&mut BuildRequest),
+        watch: EventSink,
+    ) -> Built {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink: EventSink = {
+            let events = events.clone();
+            Arc::new(move |e: Event| {
+                watch(e.clone());
+                events.lock().unwrap().push(e);
+            })
+        };
+        let mut engine = Engine::with_snapshotter(
+            self.store.clone(),
+            self.snapshotter.clone(),
+            RegistryClient::new(ClientOptions::default()),
+            self.runtime.handle().clone(),
+            self.executor.clone(),
+            sink,
+        )
+        .unwrap();
+        engine.sample_every = Duration::from_millis(10);
+        let mut request = BuildRequest::new(
+            self.context(),
+            self.context().join("Dockerfile"),
+            dockerfile.as_bytes().to_vec(),
+        );
+        request.retry_backoff = Duration::from_millis(10);
+        tweak(&mut request);
+        let started = Instant::now();
+        let result = engine.build(&request);
+        let took = started.elapsed();
+        let events = events.lock().unwrap().clone();
+        assert_eq!(
+            self.snapshotter.leftovers(),
+            Vec::<PathBuf>::new(),
+            "every step root and view is gone"
+        );
+        Built {
+            result,
+            events,
+            took,
+        }
+    }
+
+    /// The layers' diffIDs of a built image.
+    fn diff_ids(&self, result: &BuildResult) -> Vec<Digest> {
+        self.config(result).rootfs.diff_ids
+    }
+
+    fn config(&self, result: &BuildResult) -> ImageConfig {
+        let manifest = self
+            .store
+            .read_document::<Manifest>(&result.images[0].manifest)
+            .unwrap();
+        self.store
+            .read_document::<ImageConfig>(&manifest.value().config)
+            .unwrap()
+            .into_value()
+    }
+
+    /// The files of a built image, its layers applied in order, as
+    /// `path → contents` (directories left out).
+    fn files(&self, result: &BuildResult) -> HashMap<String, String> {
+        let out = tempfile::tempdir().unwrap();
+        let manifest = self
+            .store
+            .read_document::<Manifest>(&result.images[0].manifest)
+            .unwrap();
+        for layer in &manifest.value().layers {
+            let c = Compression::from_media_type(&layer.media_type).unwrap();
+            let tar =
+                kiln_image::compress::decompress(self.store.open_blob(&layer.digest).unwrap(), c)
+                    .unwrap();
+            kiln_image::layer::extract(
+                tar,
+                out.path(),
+                &kiln_image::layer::ExtractOptions::new(kiln_image::layer::Whiteouts::Apply),
+            )
+            .unwrap();
+        }
+        let mut files = HashMap::new();
+        let mut dirs = vec![out.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in fs_err::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else {
+                    let rel = path.strip_prefix(out.path()).unwrap();
+                    let text = fs_err::read_to_string(&path).unwrap();
+                    files.insert(rel.to_string_lossy().into_owned(), text);
+                }
+            }
+        }
+        files
+    }
+
+    /// A one-layer base image (`/etc/os-release`) for the host's platform,
+    /// tagged `name` in the store; no registry involved.
+    fn base_image(&self, name: &str) -> String {
+        let tree = self.tmp.path().join("base-tree");
+        fs_err::create_dir_all(tree.join("etc")).unwrap();
+        fs_err::write(tree.join("etc/os-release"), "ID=fake\n").unwrap();
+        let ingest = self.store.ingest().unwrap();
+        let mut writer = kiln_image::compress::BlobWriter::new(
+            ingest,
+            &kiln_image::compress::CompressOptions::new(Compression::Gzip),
+        )
+        .unwrap();
+        kiln_image::layer::write(&tree, &mut writer, &Default::default()).unwrap();
+        let (ingest, layer) = writer.finish().unwrap();
+        let blob = ingest.commit().unwrap();
+        let platform = kiln_image::Platform::host();
+        let config = ImageConfig {
+            architecture: platform.architecture.clone(),
+            os: platform.os.clone(),
+            config: Some(ContainerConfig {
+                env: Some(vec!["PATH=/bin".into()]),
+                ..ContainerConfig::default()
+            }),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![layer.diff_id.clone()],
+            },
+            ..ImageConfig::default()
+        };
+        let config = self
+            .store
+            .put_document(&Document::with_media_type(Format::Oci.config(), config))
+            .unwrap();
+        let manifest = Document::new(Manifest::new(
+            Format::Oci,
+            config,
+            vec![blob.descriptor(Compression::Gzip.layer_media_type(Format::Oci))],
+        ));
+        let desc = self.store.put_document(&manifest).unwrap();
+        self.store
+            .tag(&kiln_image::Reference::parse(name).unwrap(), &desc)
+            .unwrap();
+        name.to_string()
+    }
+}
+
+/// `uid:gid` of this process, for `COPY --chown`: a copy from the context
+/// gives files root's owner unless told otherwise, which only root may;
+/// any user may give its own files to itself.
+fn me() -> String {
+    format!(
+        "{}:{}",
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw()
+    )
+}
+
+impl Built {
+    fn ok(&self) -> &BuildResult {
+        match &self.result {
+            Ok(r) => r,
+            Err(e) => panic!("{}\n{:#?}", e.message(), self.events),
+        }
+    }
+
+    fn err(&self) -> &BuildError {
+        match &self.result {
+            Ok(_) => panic!("the build succeeded:\n{:#?}", self.events),
+            Err(e) => e,
+        }
+    }
+
+    /// The step whose title contains `text`.
+    fn step(&self, text: &str) -> StepId {
+        self.events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepPlanned { step, text: t, .. } if t.contains(text) => Some(*step),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no step {text:?}"))
+    }
+
+    /// Where in the event list the first event `f` picks is.
+    fn position(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.events
+            .iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("no such event in {:#?}", self.events))
+    }
+
+    fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
+        self.events.iter().filter(|e| f(e)).count()
+    }
+
+    fn started(&self) -> usize {
+        self.count(|e| matches!(e, Event::StepStarted { .. }))
+    }
+
+    fn cached(&self) -> usize {
+        self.count(|e| matches!(e, Event::StepCached { .. }))
+    }
+}
+
+/// Lets `n` threads meet: each [`arrive`](Meeting::arrive)s and waits for
+/// the others, up to a bound.
+struct Meeting {
+    arrived: Mutex<usize>,
+    all_here: Condvar,
+    n: usize,
+}
+
+impl Meeting {
+    fn new(n: usize) -> Meeting {
+        Meeting {
+            arrived: Mutex::new(0),
+            all_here: Condvar::new(),
+            n,
+        }
+    }
+
+    /// True if everyone arrived within 5 s.
+    fn arrive(&self) -> bool {
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.all_here.notify_all();
+        let (arrived, _) = self
+            .all_here
+            .wait_timeout_while(arrived, Duration::from_secs(5), |a| *a < self.n)
+            .unwrap();
+        *arrived >= self.n
+    }
+}
+
+// ---- the scheduler ---------------------------------------------------------
+
+/// Two stages that read nothing of each other run at once: each one's RUN
+/// waits, as it starts, for the other's to start too, which a build that
+/// ran them one after the other would never get to. The last stage's
+/// COPY --from waits for the stage it reads and sees its files.
+#[test]
+fn independent_stages_run_at_once_and_a_reader_waits_for_its_source() {
+    let h = Harness::new();
+    h.executor
+        .script("make-a", [Script::success().write("/out/a", "made by a")])
+        .script("make-b", [Script::success().write("/out/b", "made by b")]);
+    let dockerfile = "FROM scratch AS a\nRUN make-a\n\n\
+                      FROM scratch AS b\nRUN make-b\n\n\
+                      FROM scratch\nCOPY --from=a /out/a /a\nCOPY --from=b /out/b /b\n";
+
+    let titles: Arc<Mutex<HashMap<StepId, String>>> = Arc::default();
+    let meeting = Arc::new(Meeting::new(2));
+    let met = Arc::new(Mutex::new(Vec::new()));
+    let watch: EventSink = {
+        let (titles, meeting, met) = (titles.clone(), meeting.clone(), met.clone());
+        Arc::new(move |e: Event| match e {
+            Event::StepPlanned { step, text, .. } => {
+                titles.lock().unwrap().insert(step, text);
+            }
+            Event::StepStarted { step } => {
+                let title = titles.lock().unwrap()[&step].clone();
+                if title.contains("RUN make-") {
+                    let ok = meeting.arrive();
+                    met.lock().unwrap().push(ok);
+                }
+            }
+            _ => {}
+        })
+    };
+    let built = h.build_with(dockerfile, |_| {}, watch);
+    let result = built.ok();
+    assert_eq!(*met.lock().unwrap(), [true, true], "both RUNs ran at once");
+
+    let files = h.files(result);
+    assert_eq!(files["a"], "made by a");
+    assert_eq!(files["b"], "made by b");
+    // The reader's step started only once its source stage was done.
+    let make_a = built.step("RUN make-a");
+    let copy_a = built.step("COPY --from=a");
+    let a_done = built.position(|e| matches!(e, Event::StepDone { step, .. } if *step == make_a));
+    let copy_started =
+        built.position(|e| matches!(e, Event::StepStarted { step } if *step == copy_a));
+    assert!(a_done < copy_started, "{:#?}", built.events);
+    assert!(built.took < Duration::from_secs(2), "{:?}", built.took);
+}
+
+/// `--target` builds the stages the target needs and no other.
+#[test]
+fn only_the_stages_the_target_needs_are_built() {
+    let h = Harness::new();
+    h.executor
+        .script("make-a", [Script::success().write("/a", "a")])
+        .script("make-b", [Script::success().write("/b", "b")]);
+    let dockerfile = "FROM scratch AS a\nRUN make-a\n\n\
+                      FROM scratch AS b\nRUN make-b\n\n\
+                      FROM a AS c\nRUN make-a\n";
+    let built = h.build(dockerfile, |r| r.target = Some("c".into()));
+    built.ok();
+    assert_eq!(h.executor.count("make-a"), 2);
+    assert_eq!(h.executor.count("make-b"), 0, "stage b is not needed");
+}
+
+// ---- the cache -------------------------------------------------------------
+
+/// The same Dockerfile and context again: every filesystem step is a cache
+/// hit, nothing runs, and (with SOURCE_DATE_EPOCH) the image is the same.
+#[test]
+fn a_second_build_is_all_cache_hits() {
+    let h = Harness::new();
+    h.file("app.txt", "app v1\n");
+    h.executor.script(
+        "make",
+        [Script::success()
+            .write("/app/bin", "binary")
+            .stdout("compiled")],
+    );
+    let dockerfile = format!(
+        "FROM scratch\nCOPY --chown={me} app.txt /app/\nRUN make\nENV MODE=prod\nWORKDIR /app\n",
+        me = me()
+    );
+    // SOURCE_DATE_EPOCH fixes the image's times, so two builds are one image.
+    let epoch = |r: &mut BuildRequest| {
+        r.build_args
+            .insert("SOURCE_DATE_EPOCH".into(), "1700000000".into());
+    };
+    let first = h.build(&dockerfile, epoch);
+    let first_result = first.ok();
+    assert_eq!(
+        (first_result.steps_run, first_result.steps_cached),
+        (3, 0),
+        "COPY, RUN and WORKDIR ran; ENV is config"
+    );
+    assert!(
+        first
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::StepLog { line, .. } if line == "compiled"))
+    );
+    let files = h.files(first_result);
+    assert_eq!(files["app/app.txt"], "app v1\n");
+    assert_eq!(files["app/bin"], "binary");
+
+    let second = h.build(&dockerfile, epoch);
+    let second_result = second.ok();
+    assert_eq!(
+        (second_result.steps_run, second_result.steps_cached),
+        (0, 3)
+    );
+    assert_eq!((second.started(), second.cached()), (0, 3));
+    assert_eq!(h.executor.count("make"), 1, "the RUN ran once");
+    assert_eq!(second_result.target, first_result.target, "the same image");
+}
+
+/// A base image's layers are unpacked only when a step needs their files:
+/// once in the first build, never in a build that is all cache hits.
+#[test]
+fn a_cached_build_unpacks_no_base_layer() {
+    let h = Harness::new();
+    let base = h.base_image("kiln.test/base:1");
+    h.executor.script(
+        "configure",
+        [Script::success().write("/etc/app.conf", "on")],
+    );
+    let dockerfile = format!("FROM {base}\nRUN configure\n");
+    let first = h.build(&dockerfile, |_| {});
+    let files = h.files(first.ok());
+    assert_eq!(files["etc/os-release"], "ID=fake\n");
+    assert_eq!(files["etc/app.conf"], "on");
+    assert_eq!(h.snapshotter.unpacked().len(), 1, "the base layer, once");
+
+    let second = h.build(&dockerfile, |_| {});
+    assert_eq!(second.ok().steps_cached, 1);
+    assert_eq!(h.snapshotter.unpacked().len(), 1, "nothing more unpacked");
+}
+
+/// A changed COPY source changes that step's key and, through the parent
+/// key, the key of every step after it: those run again, the ones before
+/// come from the cache, and their layers are the same.
+#[test]
+fn a_changed_copy_source_reruns_that_step_and_the_ones_after() {
+    let h = Harness::new();
+    h.file("a.txt", "a\n");
+    h.file("b.txt", "b v1\n");
+    h.executor
+        .script("step-one", [Script::success().write("/one", "1")])
+        .script("step-two", [Script::success().write("/two", "2")]);
+    let dockerfile = format!(
+        "FROM scratch\nCOPY --chown={me} a.txt /\nRUN step-one\n\
+         COPY --chown={me} b.txt /\nRUN step-two\n",
+        me = me()
+    );
+    let first = h.build(&dockerfile, |_| {});
+    let before = h.diff_ids(first.ok());
+    assert_eq!(before.len(), 4);
+
+    h.file("b.txt", "b v2\n");
+    let second = h.build(&dockerfile, |_| {});
+    let result = second.ok();
+    assert_eq!((result.steps_run, result.steps_cached), (2, 2));
+    assert_eq!(h.executor.count("step-one"), 1, "before the change: cached");
+    assert_eq!(h.executor.count("step-two"), 2, "after it: run again");
+    let after = h.diff_ids(result);
+    assert_eq!(after[..2], before[..2], "the cached layers are reused");
+    assert_ne!(after[2], before[2], "COPY b.txt made a new layer");
+    assert_eq!(h.files(result)["b.txt"], "b v2\n");
+    // The cache key of COPY a.txt did not change: the cached step is the
+    // same one in both builds.
+    let cached = second.step("COPY --chown");
+    assert!(
+        second
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::StepCached { step } if *step == cached))
+    );
+}
+
+/// `--no-cache` runs every step, and still records what they made: the
+/// build after it is all cache hits again.
+#[test]
+fn no_cache_runs_every_step_and_still_records_them() {
+    let h = Harness::new();
+    h.file("app.txt", "app\n");
+    h.executor
+        .script("make", [Script::success().write("/bin/app", "app")]);
+    let dockerfile = format!(
+        "FROM scratch\nCOPY --chown={me} app.txt /\nRUN make\n",
+        me = me()
+    );
+    h.build(&dockerfile, |_| {}).ok();
+    let uncached = h.build(&dockerfile, |r| r.no_cache = true);
+    assert_eq!(uncached.ok().steps_run, 2);
+    assert_eq!(uncached.cached(), 0);
+    assert_eq!(h.executor.count("make"), 2);
+    let again = h.build(&dockerfile, |_| {});
+    assert_eq!(again.ok().steps_cached, 2);
+    assert_eq!(h.executor.count("make"), 2);
+}
+
+// ---- retries ---------------------------------------------------------------
+
+/// A RUN that fails once is run again, after the backoff, on a fresh root
+/// of its clean parents: what the failed attempt wrote is not in the image.
+#[test]
+fn a_failing_run_is_retried_from_a_clean_root() {
+    let h = Harness::new();
+    h.executor.script(
+        "flaky",
+        [
+            Script::exit(1)
+                .write("/half-done", "x")
+                .stderr("network glitch"),
+            Script::success().write("/done", "ok"),
+        ],
+    );
+    let built = h.build("FROM scratch\nRUN flaky\n", |r| r.retries = 1);
+    let result = built.ok();
+    let step = built.step("RUN flaky");
+    assert_eq!(result.attempts.get(&step), Some(&2));
+    let retry = built
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepRetry {
+                attempt,
+                max,
+                reason,
+                ..
+            } => Some((*attempt, *max, reason.clone())),
+            _ => None,
+        })
+        .expect("a StepRetry event");
+    assert_eq!((retry.0, retry.1), (2, 2));
+    assert!(retry.2.contains("exit code: 1"), "{}", retry.2);
+    let files = h.files(result);
+    assert_eq!(files.get("done").map(String::as_str), Some("ok"));
+    assert!(!files.contains_key("half-done"), "{files:?}");
+}
+
+/// A RUN that fails every time fails the build after its last attempt,
+/// saying how many it had; nothing of it is left behind.
+#[test]
+fn a_run_failing_every_attempt_fails_after_its_retries() {
+    let h = Harness::new();
+    h.executor.script("broken", [Script::exit(3)]);
+    let built = h.build("FROM scratch\n\nRUN broken\n", |r| r.retries = 2);
+    let err = built.err();
+    assert!(
+        matches!(err, BuildError::Run { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(err.location().map(|l| l.start_line), Some(3));
+    let message = err.message();
+    assert!(message.contains("exit code: 3"), "{message}");
+    assert!(message.ends_with("(after 3 attempts)"), "{message}");
+    assert_eq!(h.executor.count("broken"), 3);
+    assert_eq!(built.count(|e| matches!(e, Event::StepRetry { .. })), 2);
+}
+
+/// Without `--retries` a failing RUN runs once, even if it would pass
+/// the second time.
+#[test]
+fn without_retries_a_failure_is_final() {
+    let h = Harness::new();
+    h.executor
+        .script("broken", [Script::exit(2), Script::success()]);
+    let built = h.build("FROM scratch\nRUN broken\n", |_| {});
+    assert!(matches!(built.err(), BuildError::Run { attempts: 1, .. }));
+    assert_eq!(h.executor.count("broken"), 1);
+}
+
+// ---- the watchdog ----------------------------------------------------------
+
+/// A RUN that hangs (no output, no CPU) is diagnosed and killed once the
+/// stall timeout passes, and the build fails as stalled (the CLI's exit 3).
+#[test]
+fn a_hanging_run_is_killed_as_stalled() {
+    let h = Harness::new();
+    h.executor.script("wait-forever", [Script::hang()]);
+    let built = h.build("FROM scratch\nRUN wait-forever\n", |r| {
+        r.stall_timeout = Some(Duration::from_millis(150));
+    });
+    let err = built.err();
+    assert!(
+        matches!(err, BuildError::Stalled { attempts: 1, limit, .. } if *limit == Duration::from_millis(150)),
+        "{err:?}"
+    );
+    let diagnosis = built
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepDiagnosis { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .expect("a diagnosis before the kill");
+    assert!(diagnosis.contains("stalled"), "{diagnosis}");
+    assert!(
+        diagnosis.contains("hrtimer_nanosleep"),
+        "the tree: {diagnosis}"
+    );
+    let runs = h.executor.runs();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].exit.cancelled, "killed: {:?}", runs[0].exit);
+    assert!(built.took < Duration::from_secs(2), "{:?}", built.took);
+}
+
+/// A stalled attempt is retried like a failed one, and a later attempt
+/// that finishes makes the step succeed.
+#[test]
+fn a_stalled_run_is_retried() {
+    let h = Harness::new();
+    h.executor.script(
+        "fetch",
+        [Script::hang(), Script::success().write("/fetched", "yes")],
+    );
+    let built = h.build("FROM scratch\nRUN fetch\n", |r| {
+        r.stall_timeout = Some(Duration::from_millis(100));
+        r.retries = 1;
+    });
+    let result = built.ok();
+    assert_eq!(result.attempts.get(&built.step("RUN fetch")), Some(&2));
+    assert_eq!(h.files(result)["fetched"], "yes");
+    let reason = built
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepRetry { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(reason.contains("stalled"), "{reason}");
+}
+
+/// A RUN busy on the CPU without printing anything is progress, not a
+/// stall; the step timeout still ends it (the CLI's exit 4).
+#[test]
+fn a_busy_run_is_not_stalled_but_the_step_timeout_ends_it() {
+    let h = Harness::new();
+    h.executor.script("crunch", [Script::busy()]);
+    let built = h.build("FROM scratch\nRUN crunch\n", |r| {
+        r.stall_timeout = Some(Duration::from_millis(100));
+        r.step_timeout = Some(Duration::from_millis(400));
+    });
+    let err = built.err();
+    assert!(
+        matches!(err, BuildError::TimedOut { limit, .. } if *limit == Duration::from_millis(400)),
+        "{err:?}"
+    );
+    assert!(built.took >= Duration::from_millis(400));
+    assert!(built.took < Duration::from_secs(2), "{:?}", built.took);
+}
+
+/// Nothing of the watchdog applies to a step that ends in time.
+#[test]
+fn a_quick_run_under_limits_is_left_alone() {
+    let h = Harness::new();
+    h.executor
+        .script("quick", [Script::success().stdout("done").write("/q", "q")]);
+    let built = h.build("FROM scratch\nRUN quick\n", |r| {
+        r.stall_timeout = Some(Duration::from_millis(200));
+        r.step_timeout = Some(Duration::from_secs(5));
+    });
+    built.ok();
+    assert_eq!(built.count(|e| matches!(e, Event::StepDiagnosis { .. })), 0);
+}
