@@ -2,6 +2,7 @@
 //!
 //! The engine never prints: it reports events, the CLI renders them.
 
+pub mod container;
 pub mod context;
 pub mod engine;
 pub mod events;
