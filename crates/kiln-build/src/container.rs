@@ -4,7 +4,7 @@
 //! the user and the working directory.
 //!
 //! The caller prepares the image's layers with a [`Snapshotter`], activates
-//! a writable root on them, builds the [`RunSpec`] with [`run_spec`] and
+//! a writable root on them, builds the [`RunSpec`] with [`container_spec`] and
 //! runs it with an [`Executor`](kiln_sandbox::Executor); the root is
 //! discarded afterwards, so running never changes an image.
 //!
@@ -18,10 +18,8 @@ use kiln_image::document::{ContainerConfig, Descriptor, ImageConfig, Manifest};
 use kiln_image::{Digest, Platform, Reference, Store, StoreError};
 use kiln_sandbox::{EtcFiles, NetworkMode, RunSpec, SandboxError};
 
+use crate::run::DEFAULT_PATH;
 use crate::snapshot::Layer;
-
-/// The PATH Docker gives a Linux container whose image sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Why an image cannot be run.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +158,7 @@ pub fn find_image(store: &Store, name: &str) -> Result<(String, Descriptor), Con
 
 /// The image for one platform, ready to run.
 #[derive(Debug, Clone)]
-pub struct Selected {
+pub struct RunnableImage {
     pub manifest: Manifest,
     pub config: ImageConfig,
     /// The binfmt_misc entry that runs it, when it is for another
@@ -175,7 +173,7 @@ pub fn select_image(
     name: &str,
     descriptor: &Descriptor,
     explicit: Option<&Platform>,
-) -> Result<Selected, ContainerError> {
+) -> Result<RunnableImage, ContainerError> {
     let host = Platform::host();
     let wanted = explicit.cloned().unwrap_or_else(|| host.clone());
     let store_err = |source| ContainerError::Store {
@@ -227,7 +225,7 @@ pub fn select_image(
             })?,
         )
     };
-    Ok(Selected {
+    Ok(RunnableImage {
         manifest,
         config,
         emulated_by,
@@ -276,7 +274,7 @@ fn binfmt_handler(architecture: &str) -> Option<String> {
 pub fn image_layers(
     store: &Store,
     name: &str,
-    image: &Selected,
+    image: &RunnableImage,
 ) -> Result<Vec<Layer>, ContainerError> {
     let diff_ids = &image.config.rootfs.diff_ids;
     let blobs = &image.manifest.layers;
@@ -312,7 +310,7 @@ pub fn image_layers(
 /// Docker's command line: the ENTRYPOINT, then the CMD, where
 /// `--entrypoint` replaces the first and drops the second, and arguments
 /// after the image replace the CMD. `None` if that leaves nothing.
-pub fn command_line(
+pub fn container_command(
     config: &ContainerConfig,
     entrypoint: Option<&str>,
     args: &[String],
@@ -347,7 +345,7 @@ pub struct ContainerOptions {
 /// The sandbox spec for `argv` in the container's mounted `root`: the
 /// user looked up in the image, the working directory made, Docker's
 /// environment. `lookup` reads the caller's environment for `-e KEY`.
-pub fn run_spec(
+pub fn container_spec(
     root: &Path,
     config: &ContainerConfig,
     argv: Vec<String>,
@@ -380,7 +378,7 @@ pub fn run_spec(
     spec.cwd = PathBuf::from(workdir);
     spec.hostname = opts.hostname.clone().unwrap_or_else(|| id.to_string());
     let home = home_dir(root, spec.user.uid);
-    spec.env = environment(
+    spec.env = container_environment(
         config.env.as_deref().unwrap_or_default(),
         &opts.env,
         &spec.hostname,
@@ -394,7 +392,7 @@ pub fn run_spec(
 
 /// The environment: Docker's PATH and HOSTNAME, then the image's, then
 /// `-e` (each replacing a variable of the same name), then HOME if unset.
-pub fn environment(
+pub fn container_environment(
     image: &[String],
     flags: &[String],
     hostname: &str,
@@ -530,37 +528,40 @@ mod tests {
     fn command_line_follows_docker() {
         let both = config(Some(&["/entry", "-x"]), Some(&["serve", "--port=80"]));
         assert_eq!(
-            command_line(&both, None, &[]).unwrap(),
+            container_command(&both, None, &[]).unwrap(),
             ["/entry", "-x", "serve", "--port=80"]
         );
         // Arguments replace CMD, not ENTRYPOINT.
         assert_eq!(
-            command_line(&both, None, &strings(&["check"])).unwrap(),
+            container_command(&both, None, &strings(&["check"])).unwrap(),
             ["/entry", "-x", "check"]
         );
         // --entrypoint replaces ENTRYPOINT and resets CMD.
         assert_eq!(
-            command_line(&both, Some("/bin/sh"), &[]).unwrap(),
+            container_command(&both, Some("/bin/sh"), &[]).unwrap(),
             ["/bin/sh"]
         );
         assert_eq!(
-            command_line(&both, Some("/bin/sh"), &strings(&["-c", "id"])).unwrap(),
+            container_command(&both, Some("/bin/sh"), &strings(&["-c", "id"])).unwrap(),
             ["/bin/sh", "-c", "id"]
         );
         // --entrypoint "" clears it: the arguments alone run.
         assert_eq!(
-            command_line(&both, Some(""), &strings(&["/bin/echo", "hi"])).unwrap(),
+            container_command(&both, Some(""), &strings(&["/bin/echo", "hi"])).unwrap(),
             ["/bin/echo", "hi"]
         );
-        assert_eq!(command_line(&both, Some(""), &[]), None);
+        assert_eq!(container_command(&both, Some(""), &[]), None);
         let cmd_only = config(None, Some(&["/bin/sh"]));
-        assert_eq!(command_line(&cmd_only, None, &[]).unwrap(), ["/bin/sh"]);
-        assert_eq!(command_line(&config(None, None), None, &[]), None);
+        assert_eq!(
+            container_command(&cmd_only, None, &[]).unwrap(),
+            ["/bin/sh"]
+        );
+        assert_eq!(container_command(&config(None, None), None, &[]), None);
     }
 
     #[test]
     fn environment_layers_as_docker_does() {
-        let env = environment(
+        let env = container_environment(
             &strings(&["PATH=/opt/bin:/bin", "LANG=C.UTF-8", "EMPTY="]),
             &strings(&["LANG=en_US.UTF-8", "NEW=1", "FROM_HOST", "UNSET_HERE"]),
             "abc123",
@@ -579,7 +580,7 @@ mod tests {
                 "HOME=/root",
             ]
         );
-        let env = environment(&[], &strings(&["HOME=/x"]), "h", "/", |_| None);
+        let env = container_environment(&[], &strings(&["HOME=/x"]), "h", "/", |_| None);
         assert_eq!(
             env,
             [

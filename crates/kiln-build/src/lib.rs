@@ -1,20 +1,59 @@
 //! kiln's build engine: a Dockerfile and a context in, an image out.
 //!
-//! The engine never prints: it reports events, the CLI renders them.
+//! - [`Engine::build`] runs a [`BuildRequest`]: stages in parallel, each
+//!   step keyed and cached or run on a [`Snapshotter`]'s root (RUN through
+//!   an executor, under the watchdog), and returns a [`BuildResult`]. The
+//!   engine never prints: it reports [`Event`]s, the CLI renders them.
+//! - Exporters: an [`Output`] asks for an [`Encoding`]; [`encode_image`]
+//!   applies it (layers cached in another encoding converted once), and
+//!   [`write_oci`], [`write_docker`] and [`write_local`] write the image.
+//! - [`find_image`], [`select_image`] and [`container_spec`] run a stored
+//!   image as a container (`kiln run`).
+//! - The parts the engine is made of, usable alone: the build context
+//!   ([`BuildContext`], [`HashMemo`]), COPY/ADD file operations
+//!   ([`copy_sources`]), RUN steps ([`run_step`]) and snapshotters
+//!   ([`OverlaySnapshotter`]); fakes of the snapshotter and executor for
+//!   tests behind the `testing` feature (`kiln_build::testing`).
 
-pub mod container;
-pub mod context;
-pub mod engine;
-pub mod events;
-pub mod export;
-pub mod ops;
-pub mod run;
-pub mod snapshot;
+mod container;
+mod context;
+mod engine;
+mod events;
+mod export;
+mod ops;
+mod run;
+mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod watchdog;
-pub use crate::context::{BuildContext, ContextError, HashMemo};
-pub use crate::run::{RunError, RunStep, run_step};
-pub use crate::snapshot::{
-    ActiveSnapshot, OverlaySnapshotter, ReadOnlyMount, Snapshot, SnapshotError, Snapshotter,
+mod watchdog;
+
+pub use crate::container::{
+    ContainerError, ContainerOptions, RunnableImage, StartFailure, container_command,
+    container_environment, container_id, container_spec, find_image, image_layers, select_image,
 };
+pub use crate::context::{
+    BuildContext, CONTEXT_DIGEST_VERSION, ContextEntry, ContextError, CopyFilter, EntryKind,
+    HashMemo, Selection,
+};
+pub use crate::engine::{
+    BuildError, BuildNetwork, BuildRequest, BuildResult, BuiltImage, Cause, Engine,
+    SOURCE_DATE_EPOCH, SecretSource, SecretSpec,
+};
+pub use crate::events::{Event, EventSink, StepId, Stream};
+pub use crate::export::{
+    Dest, Encoding, ExportError, Output, OutputKind, encode_image, record_layer_encoding,
+    stored_images, write_docker, write_local, write_oci,
+};
+pub use crate::ops::{
+    Chmod, CopyError, CopyOptions, CopyStats, Fetcher, FilterDecision, Owner, SourceItem,
+    copy_sources, expand_source, resolve_chown,
+};
+pub use crate::run::{
+    CacheMounts, ContentRef, DirSources, MountSources, RunError, RunStep, Secrets, cache_key_parts,
+    run_step, sweep_scratch,
+};
+pub use crate::snapshot::{
+    ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, ReadOnlyMount, Snapshot,
+    SnapshotError, Snapshotter, UnpackEvent, chain_id,
+};
+pub use crate::watchdog::TAIL_LINES;

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kiln_build::engine::{BuildError, BuildRequest, BuildResult, Engine};
-use kiln_build::events::Event;
-use kiln_build::export::{self, Encoding};
+use kiln_build::Encoding;
+use kiln_build::Event;
+use kiln_build::{BuildError, BuildRequest, BuildResult, Engine};
 use kiln_image::Store;
 use kiln_image::document::{ImageConfig, Manifest};
 use kiln_image::media::{self, Compression, Format};
@@ -439,12 +439,14 @@ fn the_same_inputs_give_the_same_image_with_source_date_epoch() {
             ..Encoding::default()
         };
         let (target, images) =
-            export::encode(&h.store, &result.target, &result.images, &encoding).unwrap();
+            kiln_build::encode_image(&h.store, &result.target, &result.images, &encoding).unwrap();
         // Encoding again converts nothing: the variants were recorded.
-        let again = export::encode(&h.store, &result.target, &result.images, &encoding).unwrap();
+        let again =
+            kiln_build::encode_image(&h.store, &result.target, &result.images, &encoding).unwrap();
         assert_eq!(again.0, target);
         encoding.rewrite_timestamps = false;
-        let plain = export::encode(&h.store, &result.target, &result.images, &encoding).unwrap();
+        let plain =
+            kiln_build::encode_image(&h.store, &result.target, &result.images, &encoding).unwrap();
         assert_eq!(plain.0, result.target, "the build's own encoding");
         digests.push((target.digest, images[0].config.rootfs.diff_ids.clone()));
     }
@@ -531,7 +533,8 @@ fn a_cached_layer_comes_out_in_the_encoding_asked_for() {
         force: true,
         ..Encoding::default()
     };
-    let (_, images) = export::encode(&h.store, &gzip.target, &gzip.images, &forced).unwrap();
+    let (_, images) =
+        kiln_build::encode_image(&h.store, &gzip.target, &gzip.images, &forced).unwrap();
     let forced_layers = h
         .store
         .read_document::<Manifest>(&images[0].manifest)

@@ -7,7 +7,7 @@ mod context_support;
 use std::path::Path;
 
 use context_support::{Tree, paths, walked, walked_with};
-use kiln_build::context::{BuildContext, ContextError, CopyFilter, EntryKind, Selection};
+use kiln_build::{BuildContext, ContextError, CopyFilter, EntryKind, Selection};
 
 fn not_found(err: ContextError) -> String {
     match err {

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use context_support::{Tree, age, memo, set_mtime, sources};
-use kiln_build::context::{BuildContext, CONTEXT_DIGEST_VERSION, HashMemo, Selection};
+use kiln_build::{BuildContext, CONTEXT_DIGEST_VERSION, HashMemo, Selection};
 use kiln_image::{Digest, Store};
 use kiln_testkit::need::{Root, need};
 use sha2::Digest as _;

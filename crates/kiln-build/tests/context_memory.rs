@@ -7,7 +7,7 @@
 mod context_support;
 
 use context_support::{Tree, sources};
-use kiln_build::context::HashMemo;
+use kiln_build::HashMemo;
 
 const SIZE: u64 = 200 << 20;
 const BOUND_KIB: u64 = 32 * 1024;

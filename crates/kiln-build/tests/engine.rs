@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_build::engine::{BuildError, BuildRequest, BuildResult, Engine};
-use kiln_build::events::{Event, EventSink, StepId};
 use kiln_build::testing::{FakeExecutor, FakeSnapshotter, Script};
-use kiln_image::document::{ContainerConfig, Document, ImageConfig, Manifest, RootFs};
-use kiln_image::media::{Compression, Format};
+use kiln_build::{BuildError, BuildRequest, BuildResult, Engine};
+use kiln_build::{Event, EventSink, StepId};
+use kiln_image::document::{ImageConfig, Manifest};
+use kiln_image::media::Compression;
 use kiln_image::{Digest, Store};
 use kiln_registry::{ClientOptions, RegistryClient};
 
@@ -180,43 +180,7 @@ impl Harness {
         let tree = self.tmp.path().join("base-tree");
         fs_err::create_dir_all(tree.join("etc")).unwrap();
         fs_err::write(tree.join("etc/os-release"), "ID=fake\n").unwrap();
-        let ingest = self.store.ingest().unwrap();
-        let mut writer = kiln_image::compress::BlobWriter::new(
-            ingest,
-            &kiln_image::compress::CompressOptions::new(Compression::Gzip),
-        )
-        .unwrap();
-        kiln_image::layer::write(&tree, &mut writer, &Default::default()).unwrap();
-        let (ingest, layer) = writer.finish().unwrap();
-        let blob = ingest.commit().unwrap();
-        let platform = kiln_image::Platform::host();
-        let config = ImageConfig {
-            architecture: platform.architecture.clone(),
-            os: platform.os.clone(),
-            config: Some(ContainerConfig {
-                env: Some(vec!["PATH=/bin".into()]),
-                ..ContainerConfig::default()
-            }),
-            rootfs: RootFs {
-                kind: "layers".into(),
-                diff_ids: vec![layer.diff_id.clone()],
-            },
-            ..ImageConfig::default()
-        };
-        let config = self
-            .store
-            .put_document(&Document::with_media_type(Format::Oci.config(), config))
-            .unwrap();
-        let manifest = Document::new(Manifest::new(
-            Format::Oci,
-            config,
-            vec![blob.descriptor(Compression::Gzip.layer_media_type(Format::Oci))],
-        ));
-        let desc = self.store.put_document(&manifest).unwrap();
-        self.store
-            .tag(&kiln_image::Reference::parse(name).unwrap(), &desc)
-            .unwrap();
-        name.to_string()
+        kiln_testkit::busybox::image_of_tree(&self.store, name, &tree)
     }
 }
 

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use kiln_build::snapshot::Snapshotter;
+use kiln_build::Snapshotter;
 use kiln_build::testing::FakeSnapshotter;
 use kiln_image::Store;
 

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kiln_build::ops::{
-    self, Chmod, CopyError, CopyOptions, Fetcher, FilterDecision, Owner, SourceItem,
-};
+use kiln_build::{self, Chmod, CopyError, CopyOptions, Fetcher, FilterDecision, Owner, SourceItem};
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
@@ -43,8 +41,8 @@ fn copy(
     root: &Path,
     dest: &str,
     opts: &CopyOptions,
-) -> Result<ops::CopyStats, CopyError> {
-    ops::copy(sources, root, dest, "/", opts)
+) -> Result<kiln_build::CopyStats, CopyError> {
+    kiln_build::copy_sources(sources, root, dest, "/", opts)
 }
 
 fn item(ctx: &Path, path: &str) -> SourceItem {
@@ -509,7 +507,7 @@ fn chown_by_name_from_the_destination_passwd() {
         ("1000", (1000, 1000)),
         ("7:staff", (7, 50)),
     ] {
-        let o = ops::resolve_chown(&root, spec).unwrap();
+        let o = kiln_build::resolve_chown(&root, spec).unwrap();
         let dest = format!("/{}/deep/f", spec.replace(':', "_"));
         copy(
             &[item(&ctx, "a.txt")],
@@ -526,18 +524,18 @@ fn chown_by_name_from_the_destination_passwd() {
     // As in BuildKit: a name /etc/passwd lacks is root, a group
     // /etc/group lacks keeps the user's; without the file it is an error.
     assert_eq!(
-        ops::resolve_chown(&root, "nobody").unwrap(),
+        kiln_build::resolve_chown(&root, "nobody").unwrap(),
         Owner { uid: 0, gid: 0 }
     );
     assert_eq!(
-        ops::resolve_chown(&root, "app:nogroup").unwrap(),
+        kiln_build::resolve_chown(&root, "app:nogroup").unwrap(),
         Owner {
             uid: 1000,
             gid: 1001
         }
     );
     let bare = tmp();
-    let err = ops::resolve_chown(bare.path(), "nobody").unwrap_err();
+    let err = kiln_build::resolve_chown(bare.path(), "nobody").unwrap_err();
     assert_eq!(err.to_string(), "invalid --chown=nobody");
     assert!(
         std::error::Error::source(&err)
@@ -599,7 +597,7 @@ fn error_texts() {
     // `COPY a b .` into WORKDIR).
     fs_err::create_dir(root.join("dir")).unwrap();
     copy(&two, &root, "/dir", &CopyOptions::copy()).unwrap();
-    ops::copy(&two, &root, ".", "/dir", &CopyOptions::copy()).unwrap();
+    kiln_build::copy_sources(&two, &root, ".", "/dir", &CopyOptions::copy()).unwrap();
     assert!(root.join("dir/b.txt").is_file());
 
     assert_eq!(
@@ -688,7 +686,7 @@ fn parents_keep_the_path_below_the_pivot() {
     }
 
     // COPY --parents a/b/c/d.txt /p/ : the whole path.
-    let items = ops::expand_source(&ctx, "a/b/c/d.txt", true).unwrap();
+    let items = kiln_build::expand_source(&ctx, "a/b/c/d.txt", true).unwrap();
     copy(&items, &root, "/p/", &CopyOptions::copy()).unwrap();
     assert_eq!(
         fs_err::read_to_string(root.join("p/a/b/c/d.txt")).unwrap(),
@@ -700,13 +698,13 @@ fn parents_keep_the_path_below_the_pivot() {
     assert_eq!(mtime(&root.join("p/a/b/c")), old as i64);
 
     // COPY --parents a/./b/c/d.txt /q/ : the path below the pivot.
-    let items = ops::expand_source(&ctx, "a/./b/c/d.txt", true).unwrap();
+    let items = kiln_build::expand_source(&ctx, "a/./b/c/d.txt", true).unwrap();
     copy(&items, &root, "/q/", &CopyOptions::copy()).unwrap();
     assert!(root.join("q/b/c/d.txt").is_file());
     assert!(!root.join("q/a").exists());
 
     // COPY --parents */pkg.json /app/
-    let items = ops::expand_source(&ctx, "*/pkg.json", true).unwrap();
+    let items = kiln_build::expand_source(&ctx, "*/pkg.json", true).unwrap();
     assert_eq!(items.len(), 2);
     copy(&items, &root, "/app/", &CopyOptions::copy()).unwrap();
     assert_eq!(
@@ -720,7 +718,7 @@ fn parents_keep_the_path_below_the_pivot() {
     assert!(!root.join("app/y/other").exists());
 
     // A directory keeps its name and contents.
-    let items = ops::expand_source(&ctx, "a/b", true).unwrap();
+    let items = kiln_build::expand_source(&ctx, "a/b", true).unwrap();
     copy(&items, &root, "/dirp", &CopyOptions::copy()).unwrap();
     assert!(root.join("dirp/a/b/c/d.txt").is_file());
     assert!(root.join("dirp/a/b/e.txt").is_file());
@@ -898,12 +896,12 @@ fn empty_wildcards_copy_nothing() {
     let root = work.path().join("root");
     fs_err::create_dir_all(&root).unwrap();
     write(&ctx, "a.txt", "a", 0o644);
-    let items = ops::expand_source(&ctx, "*.none", false).unwrap();
+    let items = kiln_build::expand_source(&ctx, "*.none", false).unwrap();
     assert!(items.is_empty());
     let stats = copy(&items, &root, "/x/", &CopyOptions::copy()).unwrap();
-    assert_eq!(stats, ops::CopyStats::default());
+    assert_eq!(stats, kiln_build::CopyStats::default());
     assert!(!root.join("x").exists());
-    let err = ops::expand_source(&ctx, "nodir/*.txt", false).unwrap_err();
+    let err = kiln_build::expand_source(&ctx, "nodir/*.txt", false).unwrap_err();
     assert!(matches!(err, CopyError::SourceNotFound { .. }), "{err}");
 }
 

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kiln_build::ops::{self, Chmod, CopyOptions, SourceItem};
+use kiln_build::{Chmod, CopyOptions, SourceItem};
 use kiln_dockerfile::instructions::{Command as Instr, SourcesAndDest, parse_dockerfile};
 use kiln_testkit::need::{Docker, Root, need};
 
@@ -322,7 +322,7 @@ impl Case {
         let mut items = Vec::new();
         for path in &sources.paths {
             let tree = from.map_or(self.ctx(), Path::to_path_buf);
-            for item in ops::expand_source(&tree, path, false).map_err(|e| e.to_string())? {
+            for item in kiln_build::expand_source(&tree, path, false).map_err(|e| e.to_string())? {
                 // The context's owners are reset by BuildKit's transfer.
                 items.push(if from.is_some() {
                     item
@@ -334,7 +334,7 @@ impl Case {
         for content in &sources.contents {
             items.push(SourceItem::inline(&content.path, content.data.clone()));
         }
-        ops::copy(&items, root, &sources.dest, workdir, opts)
+        kiln_build::copy_sources(&items, root, &sources.dest, workdir, opts)
             .map(drop)
             .map_err(|e| e.to_string())
     }
@@ -348,7 +348,7 @@ fn options(
 ) -> Result<CopyOptions, String> {
     let mut opts = opts;
     if let Some(c) = chown {
-        opts = opts.chown(ops::resolve_chown(root, c).map_err(|e| e.to_string())?);
+        opts = opts.chown(kiln_build::resolve_chown(root, c).map_err(|e| e.to_string())?);
     }
     if let Some(c) = chmod {
         opts = opts.chmod(Chmod::parse(c).map_err(|e| e.to_string())?);

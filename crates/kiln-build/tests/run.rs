@@ -14,12 +14,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_build::events::{Event, EventSink, Stream};
-use kiln_build::run::{
+use kiln_build::{
     CacheMounts, ContentRef, DirSources, MountSources, RunError, RunStep, Secrets, cache_key_parts,
     run_step, sweep_scratch,
 };
-use kiln_build::snapshot::{CommitOptions, OverlaySnapshotter, Snapshotter};
+use kiln_build::{CommitOptions, OverlaySnapshotter, Snapshotter};
+use kiln_build::{Event, EventSink, Stream};
 use kiln_dockerfile::instructions::{Command, Expander, RunCommand, parse_dockerfile};
 use kiln_image::Store;
 use kiln_image::compress;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Barrier, Mutex};
 
-use kiln_build::snapshot::{
+use kiln_build::{
     ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, ReadOnlyMount, Snapshot,
     SnapshotError, Snapshotter, UnpackEvent, chain_id,
 };
@@ -27,7 +27,7 @@ mod suite {
     use std::path::Path;
     use std::sync::Arc;
 
-    use kiln_build::snapshot::{OverlaySnapshotter, Snapshotter};
+    use kiln_build::{OverlaySnapshotter, Snapshotter};
     use kiln_image::Store;
 
     fn overlay(store: &Store, _dir: &Path) -> Option<Arc<dyn Snapshotter>> {

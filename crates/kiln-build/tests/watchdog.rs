@@ -16,8 +16,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kiln_build::engine::{BuildError, BuildRequest, BuildResult, Engine};
-use kiln_build::events::Event;
+use kiln_build::Event;
+use kiln_build::{BuildError, BuildRequest, BuildResult, Engine};
 use kiln_image::Store;
 use kiln_registry::{ClientOptions, RegistryClient};
 use kiln_sandbox::RuncExecutor;

@@ -67,10 +67,17 @@ pub fn rootfs(root: &Path, users: &[User<'_>]) {
 pub fn image(store: &Store, tag: &str, users: &[User<'_>]) -> String {
     let dir = tempfile::tempdir().unwrap();
     rootfs(dir.path(), users);
+    image_of_tree(store, tag, dir.path())
+}
+
+/// A one-layer image of the directory `tree` for the host's platform,
+/// with `PATH=/bin`, tagged `tag` in `store`, no registry involved.
+/// Returns the tag.
+pub fn image_of_tree(store: &Store, tag: &str, tree: &Path) -> String {
     let ingest = store.ingest().unwrap();
     let mut writer = BlobWriter::new(ingest, &CompressOptions::new(Compression::Gzip)).unwrap();
     kiln_image::layer::write(
-        dir.path(),
+        tree,
         &mut writer,
         &kiln_image::layer::WriteOptions::default(),
     )

@@ -12,7 +12,7 @@ use super::error::ContextError;
 use super::stat::FileKey;
 
 /// How recently changed a file may be and still have its hash remembered.
-pub const DEFAULT_RACY_WINDOW: Duration = Duration::from_secs(1);
+pub(crate) const DEFAULT_RACY_WINDOW: Duration = Duration::from_secs(1);
 
 /// Content hashes of context files, remembered across digests and, with a
 /// store, across builds. Share one per build (it is `Sync`); its

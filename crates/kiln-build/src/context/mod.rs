@@ -51,11 +51,12 @@ use kiln_image::Digest;
 
 pub use self::digest::CONTEXT_DIGEST_VERSION;
 pub use self::error::ContextError;
-pub use self::memo::{ContextStats, DEFAULT_RACY_WINDOW, HashMemo};
-pub use self::resolve::Entry;
-pub use self::select::{CopyFilter, Selected, Selection};
+pub use self::memo::HashMemo;
+pub use self::resolve::ContextEntry;
+pub(crate) use self::select::Selected;
+pub use self::select::{CopyFilter, Selection};
 pub use self::stat::EntryKind;
-pub use self::walk::{Walk, WalkEntry};
+pub(crate) use self::walk::Walk;
 
 use self::ignore::Ignore;
 
@@ -119,7 +120,7 @@ impl BuildContext {
     /// The entries a COPY/ADD source path names, in order. A path without
     /// wildcards names one entry or fails with [`ContextError::NotFound`];
     /// a wildcard names what it matches, possibly nothing.
-    pub fn resolve(&self, source: &str) -> Result<Vec<Entry>, ContextError> {
+    pub fn resolve(&self, source: &str) -> Result<Vec<ContextEntry>, ContextError> {
         self.resolve_source(source)
     }
 
@@ -135,13 +136,13 @@ impl BuildContext {
     /// sends and `filter` selects, depth first, names in byte order, a
     /// directory before its contents. Symlinks below the entry are entries,
     /// not followed.
-    pub fn walk<'a>(&'a self, entry: &'a Entry, filter: &'a CopyFilter) -> Walk<'a> {
+    pub fn walk<'a>(&'a self, entry: &'a ContextEntry, filter: &'a CopyFilter) -> Walk<'a> {
         Walk::new(self, entry, filter, None)
     }
 
     pub(crate) fn walk_counted<'a>(
         &'a self,
-        entry: &'a Entry,
+        entry: &'a ContextEntry,
         filter: &'a CopyFilter,
         walked: &'a AtomicU64,
     ) -> Walk<'a> {

@@ -21,7 +21,7 @@ use super::stat::{EntryKind, lstat, lstat_opt, slash_text};
 /// Paths relative to the context root are `/`-free at the start and empty
 /// for the root itself.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct ContextEntry {
     pub(crate) path: PathBuf,
     pub(crate) resolved: PathBuf,
     pub(crate) abs: PathBuf,
@@ -30,7 +30,7 @@ pub struct Entry {
     pub(crate) mark: Mark,
 }
 
-impl Entry {
+impl ContextEntry {
     /// The path as the source names it, cleaned, relative to the context
     /// root (`src/main.rs`; for a wildcard, the match). A symlink among its
     /// components is kept as named: the copy is named after this path.
@@ -76,7 +76,7 @@ struct Found {
 }
 
 impl BuildContext {
-    pub(crate) fn resolve_source(&self, pattern: &str) -> Result<Vec<Entry>, ContextError> {
+    pub(crate) fn resolve_source(&self, pattern: &str) -> Result<Vec<ContextEntry>, ContextError> {
         let components = clean_source(pattern);
         let named = |comps: &[String]| comps.iter().collect::<PathBuf>();
         let Some(first) = components.iter().position(glob::has_wildcards) else {
@@ -123,7 +123,7 @@ impl BuildContext {
         named: &Path,
         wild: &[String],
         pattern: &str,
-        out: &mut Vec<Entry>,
+        out: &mut Vec<ContextEntry>,
     ) -> Result<(), ContextError> {
         let (component, deeper) = wild.split_first().expect("a wildcard component");
         for name in read_names(&dir.abs)? {
@@ -266,8 +266,8 @@ impl BuildContext {
     }
 }
 
-fn entry(path: PathBuf, found: Found) -> Entry {
-    Entry {
+fn entry(path: PathBuf, found: Found) -> ContextEntry {
+    ContextEntry {
         path,
         kind: EntryKind::of(found.metadata.file_type()),
         resolved: found.rel,

@@ -9,7 +9,7 @@ use kiln_dockerfile::dockerignore::{MatchInfo, PatternMatcher};
 use super::BuildContext;
 use super::error::ContextError;
 use super::glob::has_wildcards;
-use super::resolve::{Entry, clean_source};
+use super::resolve::{ContextEntry, clean_source};
 use super::stat::slash_text;
 
 /// The context side of one COPY or ADD: its source paths (already expanded
@@ -67,7 +67,7 @@ impl Selection {
 #[derive(Debug, Clone)]
 pub struct Selected {
     source: String,
-    entries: Vec<Entry>,
+    entries: Vec<ContextEntry>,
     filter: CopyFilter,
 }
 
@@ -77,7 +77,7 @@ impl Selected {
         &self.source
     }
 
-    pub fn entries(&self) -> &[Entry] {
+    pub fn entries(&self) -> &[ContextEntry] {
         &self.entries
     }
 

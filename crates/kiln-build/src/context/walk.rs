@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::BuildContext;
 use super::error::ContextError;
 use super::ignore::{Mark, read_names};
-use super::resolve::Entry;
+use super::resolve::ContextEntry;
 use super::select::{Choice, CopyFilter};
 use super::stat::{EntryKind, lstat_opt};
 
@@ -77,7 +77,7 @@ impl WalkEntry {
 /// [`BuildContext::walk`]). Stops after the first error.
 pub struct Walk<'a> {
     ctx: &'a BuildContext,
-    entry: &'a Entry,
+    entry: &'a ContextEntry,
     filter: &'a CopyFilter,
     walked: Option<&'a AtomicU64>,
     started: bool,
@@ -104,7 +104,7 @@ struct Frame {
 impl<'a> Walk<'a> {
     pub(crate) fn new(
         ctx: &'a BuildContext,
-        entry: &'a Entry,
+        entry: &'a ContextEntry,
         filter: &'a CopyFilter,
         walked: Option<&'a AtomicU64>,
     ) -> Walk<'a> {

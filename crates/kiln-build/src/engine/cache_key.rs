@@ -15,17 +15,17 @@
 use kiln_image::{Digest, Sha256};
 
 /// The key format's version, part of every key.
-pub const VERSION: &str = "kiln-cache-v1";
+pub(crate) const VERSION: &str = "kiln-cache-v1";
 
 /// Builds one key.
-pub struct KeyBuilder {
+pub(crate) struct KeyBuilder {
     hash: Sha256,
 }
 
 impl KeyBuilder {
     /// Starts a key for an operation (`run`, `copy`, `workdir`, `base`...)
     /// on top of `parent` (the previous step's key, or the base's).
-    pub fn new(op: &str, parent: Option<&Digest>) -> KeyBuilder {
+    pub(crate) fn new(op: &str, parent: Option<&Digest>) -> KeyBuilder {
         let mut k = KeyBuilder {
             hash: Sha256::new(),
         };
@@ -39,7 +39,7 @@ impl KeyBuilder {
     }
 
     /// A named field: `tag`, then the value's length and bytes.
-    pub fn field(&mut self, tag: &str, value: &[u8]) -> &mut Self {
+    pub(crate) fn field(&mut self, tag: &str, value: &[u8]) -> &mut Self {
         for part in [tag.as_bytes(), value] {
             self.hash.update(&(part.len() as u64).to_be_bytes());
             self.hash.update(part);
@@ -47,23 +47,23 @@ impl KeyBuilder {
         self
     }
 
-    pub fn str(&mut self, tag: &str, value: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, tag: &str, value: &str) -> &mut Self {
         self.field(tag, value.as_bytes())
     }
 
-    pub fn opt(&mut self, tag: &str, value: Option<&str>) -> &mut Self {
+    pub(crate) fn opt(&mut self, tag: &str, value: Option<&str>) -> &mut Self {
         match value {
             Some(v) => self.field(tag, format!("some:{v}").as_bytes()),
             None => self.field(tag, b"none"),
         }
     }
 
-    pub fn bool(&mut self, tag: &str, value: bool) -> &mut Self {
+    pub(crate) fn bool(&mut self, tag: &str, value: bool) -> &mut Self {
         self.field(tag, if value { b"1" } else { b"0" })
     }
 
     /// An ordered list: its length, then each item.
-    pub fn list<S: AsRef<str>>(&mut self, tag: &str, items: &[S]) -> &mut Self {
+    pub(crate) fn list<S: AsRef<str>>(&mut self, tag: &str, items: &[S]) -> &mut Self {
         self.field(tag, &(items.len() as u64).to_be_bytes());
         for item in items {
             self.field("item", item.as_ref().as_bytes());
@@ -71,11 +71,11 @@ impl KeyBuilder {
         self
     }
 
-    pub fn digest(&mut self, tag: &str, d: &Digest) -> &mut Self {
+    pub(crate) fn digest(&mut self, tag: &str, d: &Digest) -> &mut Self {
         self.str(tag, &d.to_string())
     }
 
-    pub fn finish(&self) -> Digest {
+    pub(crate) fn finish(&self) -> Digest {
         self.hash.clone().finish()
     }
 }

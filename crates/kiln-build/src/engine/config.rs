@@ -11,14 +11,14 @@ use kiln_image::document::{
 };
 
 /// BuildKit's `historyComment`: every history entry it writes carries it.
-pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+pub(crate) const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
 
 /// The default shell of a Linux image (`withShell` when `SHELL` is unset).
-pub const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+pub(crate) const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
 /// An image config being built, plus what BuildKit tracks beside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigState {
+pub(crate) struct ConfigState {
     pub config: ImageConfig,
     /// Whether this stage set CMD itself (ENTRYPOINT resets an inherited one).
     cmd_set: bool,
@@ -27,7 +27,7 @@ pub struct ConfigState {
 impl ConfigState {
     /// Starts from the base image's config (or an empty one for scratch):
     /// history and layers are kept, as BuildKit inherits them.
-    pub fn from_base(base: ImageConfig) -> ConfigState {
+    pub(crate) fn from_base(base: ImageConfig) -> ConfigState {
         let mut config = base;
         if config.config.is_none() {
             config.config = Some(ContainerConfig::default());
@@ -40,19 +40,19 @@ impl ConfigState {
 
     /// Starts a stage built on the stage this config belongs to: its CMD
     /// becomes an inherited one.
-    pub fn new_stage(&mut self) {
+    pub(crate) fn new_stage(&mut self) {
         self.cmd_set = false;
     }
 
     /// The runtime part of the config.
-    pub fn container(&mut self) -> &mut ContainerConfig {
+    pub(crate) fn container(&mut self) -> &mut ContainerConfig {
         self.config
             .config
             .get_or_insert_with(ContainerConfig::default)
     }
 
     /// The shell for shell-form commands: `SHELL`, else `/bin/sh -c`.
-    pub fn shell(&self) -> Vec<String> {
+    pub(crate) fn shell(&self) -> Vec<String> {
         self.config
             .config
             .as_ref()
@@ -62,7 +62,7 @@ impl ConfigState {
     }
 
     /// The working directory (`/` when unset).
-    pub fn workdir(&self) -> String {
+    pub(crate) fn workdir(&self) -> String {
         self.config
             .config
             .as_ref()
@@ -72,7 +72,7 @@ impl ConfigState {
     }
 
     /// The user (`root` when unset).
-    pub fn user(&self) -> String {
+    pub(crate) fn user(&self) -> String {
         self.config
             .config
             .as_ref()
@@ -84,7 +84,7 @@ impl ConfigState {
     /// The user a RUN step gets: the config's as written, empty when unset
     /// (uid 0 without a passwd lookup, as BuildKit does, so a base without
     /// /etc/passwd runs; an explicit `USER root` is looked up).
-    pub fn run_user(&self) -> String {
+    pub(crate) fn run_user(&self) -> String {
         self.config
             .config
             .as_ref()
@@ -93,7 +93,7 @@ impl ConfigState {
     }
 
     /// A shell-form command line with the shell in front; exec form as is.
-    pub fn with_shell(&self, line: &CommandLine) -> Vec<String> {
+    pub(crate) fn with_shell(&self, line: &CommandLine) -> Vec<String> {
         if line.prepend_shell {
             let mut args = self.shell();
             args.extend(line.args.iter().cloned());
@@ -105,7 +105,7 @@ impl ConfigState {
 
     /// Adds a history entry (`# buildkit` marks steps that made a layer, as
     /// BuildKit writes them).
-    pub fn history(&mut self, created_by: &str, created: &str, empty_layer: bool) {
+    pub(crate) fn history(&mut self, created_by: &str, created: &str, empty_layer: bool) {
         let created_by = if empty_layer {
             created_by.to_string()
         } else {
@@ -124,7 +124,7 @@ impl ConfigState {
     /// environment after the instruction (the scope keeps it). Returns the
     /// history text, or `None` for instructions that are steps (RUN, COPY,
     /// ADD) or change nothing here (ARG keeps its own text).
-    pub fn apply(&mut self, command: &Command, config_env: &[String]) -> Option<String> {
+    pub(crate) fn apply(&mut self, command: &Command, config_env: &[String]) -> Option<String> {
         let text = match command {
             Command::Env(c) => {
                 self.container().env = Some(config_env.to_vec());

@@ -379,8 +379,8 @@ impl StageRunner<'_> {
             items.push(SourceItem::inline(&content.path, content.data.clone()));
         }
         let workdir = state.config.workdir();
-        let result =
-            ops::copy(&items, active.root(), &sources.dest, &workdir, &options).map_err(fail);
+        let result = ops::copy_sources(&items, active.root(), &sources.dest, &workdir, &options)
+            .map_err(fail);
         if let Some(view) = mount {
             view.release()?;
         }
@@ -391,7 +391,7 @@ impl StageRunner<'_> {
     /// rules applied with the parents' results, as BuildKit's transfer does).
     fn kept(
         &self,
-        entry: &crate::context::Entry,
+        entry: &crate::context::ContextEntry,
         filter: &CopyFilter,
         location: Location,
     ) -> Result<KeptEntries, BuildError> {

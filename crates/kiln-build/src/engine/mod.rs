@@ -34,8 +34,6 @@ use kiln_image::{Platform, Store};
 use kiln_registry::RegistryClient;
 use kiln_sandbox::{Executor, RunControl};
 
-pub use self::cache_key::{KeyBuilder, VERSION as CACHE_KEY_VERSION};
-pub use self::config::{ConfigState, DEFAULT_SHELL, HISTORY_COMMENT};
 pub use self::error::{BuildError, Cause};
 use self::stage::{StageOutcome, StageRunner, Step};
 use crate::events::{Event, EventSink, StepId, millis};
@@ -89,7 +87,7 @@ pub struct BuildRequest {
     /// How the layers the build makes are compressed, and at which level
     /// (`None`: the codec's default, see `kiln_image::compress`), and the
     /// media types of the image it returns. Outputs may ask for another
-    /// encoding ([`crate::export`]). `SOURCE_DATE_EPOCH` is a build arg,
+    /// encoding ([`Encoding`]). `SOURCE_DATE_EPOCH` is a build arg,
     /// as in BuildKit (see [`BuildRequest::source_date_epoch`]).
     pub compression: Compression,
     pub compression_level: Option<i32>,
@@ -100,7 +98,7 @@ pub struct BuildRequest {
     pub step_timeout: Option<Duration>,
     /// `--stall-timeout`: how long a RUN step's process tree may go
     /// without output, CPU or I/O before it is killed (see
-    /// [`crate::watchdog`]); [`BuildRequest::DEFAULT_STALL_TIMEOUT`] by
+    /// the watchdog); [`BuildRequest::DEFAULT_STALL_TIMEOUT`] by
     /// default, `None` or zero never.
     pub stall_timeout: Option<Duration>,
     /// `--retries`: how many more times a RUN step that stalled, timed
@@ -223,7 +221,7 @@ pub struct Engine {
     /// Set to stop the build: running steps are cancelled and cleaned up.
     pub cancel: Arc<AtomicBool>,
     /// How often the watchdog looks at a running RUN step
-    /// ([`SAMPLE_EVERY`]); tests with millisecond limits look more often.
+    /// (`SAMPLE_EVERY`); tests with millisecond limits look more often.
     pub sample_every: Duration,
     /// The sandbox runs in flight, so a cancel reaches them.
     pub(crate) running: Mutex<Vec<RunControl>>,
@@ -438,9 +436,11 @@ impl Engine {
         };
         // Layers cached from a build in another encoding come out in this
         // one (and SOURCE_DATE_EPOCH reaches cached history entries).
-        let (target, images) = export::encode(&self.store, &target, &images, &shared.encoding)
-            .map_err(|e| BuildError::Export {
-                source: Cause::new(e),
+        let (target, images) =
+            export::encode_image(&self.store, &target, &images, &shared.encoding).map_err(|e| {
+                BuildError::Export {
+                    source: Cause::new(e),
+                }
             })?;
         self.emit(Event::BuildDone {
             image: Some(target.digest.to_string()),

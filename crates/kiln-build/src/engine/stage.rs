@@ -563,7 +563,7 @@ impl StageRunner<'_> {
         }
         if let Some(l) = &committed.layer {
             // Exporting it in the build's encoding converts nothing.
-            crate::export::record_layer(
+            crate::export::record_layer_encoding(
                 &self.engine.store,
                 &l.diff_id,
                 &l.descriptor,

@@ -88,7 +88,7 @@ impl Encoding {
 
 /// Records that the layer `diff_id` was written as `descriptor` in
 /// `encoding` (by a commit, say), so that exporting it so converts nothing.
-pub fn record_layer(
+pub fn record_layer_encoding(
     store: &Store,
     diff_id: &Digest,
     descriptor: &Descriptor,
@@ -106,7 +106,7 @@ pub fn record_layer(
 /// them) in `encoding`: returns the new target and images, written to the
 /// store. Documents and layers already as asked are reused as they are, so
 /// an image encoded the way it was built comes back unchanged.
-pub fn encode(
+pub fn encode_image(
     store: &Store,
     target: &Descriptor,
     images: &[BuiltImage],
@@ -114,7 +114,7 @@ pub fn encode(
 ) -> Result<(Descriptor, Vec<BuiltImage>), ExportError> {
     let mut out = Vec::with_capacity(images.len());
     for image in images {
-        out.push(encode_image(store, image, encoding)?);
+        out.push(encode_platform(store, image, encoding)?);
     }
     if !media::is_index(&target.media_type) {
         let [only] = out.as_slice() else {
@@ -137,7 +137,7 @@ pub fn encode(
 
 /// The images a stored manifest or index holds, for exporting an image
 /// that was not just built: every layer counts as the image's own.
-pub fn images_of(store: &Store, target: &Descriptor) -> Result<Vec<BuiltImage>, ExportError> {
+pub fn stored_images(store: &Store, target: &Descriptor) -> Result<Vec<BuiltImage>, ExportError> {
     let manifests = match store.read_image(target)? {
         ImageDocument::Index(index) => index.value().manifests.clone(),
         ImageDocument::Manifest(_) => vec![target.clone()],
@@ -162,7 +162,7 @@ pub fn images_of(store: &Store, target: &Descriptor) -> Result<Vec<BuiltImage>, 
     Ok(images)
 }
 
-fn encode_image(
+fn encode_platform(
     store: &Store,
     image: &BuiltImage,
     encoding: &Encoding,

@@ -5,7 +5,7 @@
 //! archive, the image's files, a registry, the store) and the [`Encoding`]
 //! it asks for (compression and level, media types, `SOURCE_DATE_EPOCH`,
 //! rewritten timestamps). The encoding is applied here, at export, never
-//! at commit: [`encode`] gives the image in that encoding, converting the
+//! at commit: [`encode_image`] gives the image in that encoding, converting the
 //! layers whose blob is in another (a layer cached from a gzip build, for
 //! a zstd output) and recording each conversion in the store, so that
 //! what a user asks for is what comes out, whatever the cache holds, and
@@ -23,7 +23,7 @@ mod output;
 mod rewrite;
 mod write;
 
-pub use encode::{Encoding, encode, images_of, record_layer};
+pub use encode::{Encoding, encode_image, record_layer_encoding, stored_images};
 pub use error::ExportError;
 pub use output::{Dest, Output, OutputKind};
 pub use write::{write_docker, write_local, write_oci};

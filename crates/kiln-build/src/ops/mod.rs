@@ -26,7 +26,7 @@
 //! let opts = CopyOptions::copy()
 //!     .chown(ops::resolve_chown(merged, "app:staff")?)
 //!     .chmod(Chmod::parse("u+x")?);
-//! let stats = ops::copy(&sources, merged, "./tools/", "/app", &opts)?;
+//! let stats = ops::copy_sources(&sources, merged, "./tools/", "/app", &opts)?;
 //! println!("{} files, {} bytes", stats.files, stats.bytes);
 //! # Ok(()) }
 //! ```
@@ -84,8 +84,10 @@ use rustix::io::Errno;
 pub use chmod::Chmod;
 pub use chown::{Owner, resolve_chown};
 pub use error::CopyError;
-pub use fetch::{Download, Fetcher};
-pub use source::{EntryFilter, FilterDecision, SourceItem, expand_source};
+pub(crate) use fetch::Download;
+pub use fetch::Fetcher;
+pub(crate) use source::EntryFilter;
+pub use source::{FilterDecision, SourceItem, expand_source};
 pub use stats::CopyStats;
 
 use root::{NewDir, Root, TreeError, join, split};
@@ -179,7 +181,7 @@ impl CopyOptions {
 /// Copies `sources`, in order, to `dest` (as written in the Dockerfile,
 /// relative to `workdir` unless absolute) inside `dest_root`. See the
 /// module doc for the semantics.
-pub fn copy(
+pub fn copy_sources(
     sources: &[SourceItem],
     dest_root: &Path,
     dest: &str,
@@ -441,7 +443,12 @@ impl Cx<'_> {
 /// mode `mode`, owned by `owner` — BuildKit's `llb.Mkdir(dir, 0755,
 /// WithParents(true), WithUser(...))` for WORKDIR. Symlinks on the way
 /// resolve inside the tree; existing directories are left as they are.
-pub fn mkdir_all(root: &Path, dir: &str, mode: u32, owner: (u32, u32)) -> Result<(), CopyError> {
+pub(crate) fn mkdir_all(
+    root: &Path,
+    dir: &str,
+    mode: u32,
+    owner: (u32, u32),
+) -> Result<(), CopyError> {
     let tree = root::open(root)?;
     let rel = source::clean(dir.as_bytes());
     let new = root::NewDir {

@@ -176,7 +176,7 @@ impl fmt::Debug for SourceItem {
 /// items it names, as BuildKit's `copy.ResolveWildcards` does.
 ///
 /// Without a wildcard (`*`, `?`, `[`, not escaped with `\`), the path is
-/// one item, whether or not it exists ([`super::copy`] reports a missing
+/// one item, whether or not it exists ([`copy_sources`](super::copy_sources) reports a missing
 /// one). With one, the path is cut before its first component that has a
 /// wildcard; the part before it is resolved in the tree (symlinks
 /// followed), and the entries below it whose relative path matches the

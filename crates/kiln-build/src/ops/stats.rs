@@ -1,6 +1,6 @@
 //! What a copy did.
 
-/// Counts of what [`super::copy`] wrote.
+/// Counts of what [`copy_sources`](super::copy_sources) wrote.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CopyStats {

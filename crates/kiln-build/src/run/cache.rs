@@ -431,7 +431,7 @@ fn seed(tmp: &Path, req: &CacheRequest) -> Result<(), RunError> {
                 source,
             };
             let items = ops::expand_source(root, source, false).map_err(seed_err)?;
-            ops::copy(&items, tmp, "/", "/", &CopyOptions::copy()).map_err(seed_err)?;
+            ops::copy_sources(&items, tmp, "/", "/", &CopyOptions::copy()).map_err(seed_err)?;
             use std::os::unix::fs::MetadataExt;
             (meta.mode() & 0o7777, meta.uid(), meta.gid())
         }

@@ -7,13 +7,13 @@ use super::error::RunError;
 
 /// Where a heredoc script that starts with `#!` is mounted (BuildKit's
 /// `/dev/pipes/`): under the run's own /dev tmpfs, so never in the root.
-pub const SCRIPT_DIR: &str = "/dev/pipes";
+pub(crate) const SCRIPT_DIR: &str = "/dev/pipes";
 
 /// What a `RUN` executes: the process's `argv` and, for a lone heredoc
 /// with a shebang, the script file it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct CommandArgs {
+pub(crate) struct CommandArgs {
     /// `argv`, the shell included for the shell form. This is what
     /// BuildKit's messages and image history show.
     pub args: Vec<String>,
@@ -23,7 +23,7 @@ pub struct CommandArgs {
 
 /// A `RUN <<EOF` body that starts with `#!`: a 0755 file the shell runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InlineScript {
+pub(crate) struct InlineScript {
     /// The heredoc's name, which is the file's name.
     pub name: String,
     /// The body, tabs removed for `<<-`.
@@ -32,7 +32,7 @@ pub struct InlineScript {
 
 impl InlineScript {
     /// Where the step sees the script.
-    pub fn path(&self) -> String {
+    pub(crate) fn path(&self) -> String {
         format!("{SCRIPT_DIR}/{}", self.name)
     }
 }
@@ -50,7 +50,10 @@ impl InlineScript {
 ///
 /// `<<-` bodies lose their leading tabs in the first case; in the second
 /// the shell does that.
-pub fn command_args(command: &RunCommand, shell: &[String]) -> Result<CommandArgs, RunError> {
+pub(crate) fn command_args(
+    command: &RunCommand,
+    shell: &[String],
+) -> Result<CommandArgs, RunError> {
     let line = &command.command;
     let mut args = line.args.clone();
     let mut script = None;

@@ -74,7 +74,7 @@ enum Part<'a> {
 }
 
 /// The parts of `command`'s cache key that the engine cannot see in its
-/// command line (see [`command_args`]), environment, user and working
+/// command line (see `command_args`), environment, user and working
 /// directory: each mount (sorted by target, as BuildKit orders an exec's
 /// mounts; mounts on one target keep their order), a heredoc script's
 /// body, the effective network mode (`default` is `default_network`) and

@@ -71,19 +71,21 @@ use kiln_sandbox::{
 };
 
 pub use self::cache::CacheMounts;
-pub use self::command::{CommandArgs, InlineScript, SCRIPT_DIR, command_args};
+pub(crate) use self::command::{CommandArgs, SCRIPT_DIR, command_args};
 pub use self::error::RunError;
-pub use self::key::{ContentRef, KeyPart, cache_key_parts};
-pub use self::observer::StepObserver;
+pub use self::key::{ContentRef, cache_key_parts};
+pub(crate) use self::observer::StepObserver;
 pub use self::scratch::sweep_scratch;
 pub use self::secrets::Secrets;
-pub use self::sources::{DirSources, MountSource, MountSources};
+pub(crate) use self::sources::MountSource;
+pub use self::sources::{DirSources, MountSources};
 
 use crate::events::{Event, EventSink, StepId, Stream};
 
 /// BuildKit's `PATH` for a step whose environment has none
 /// (`utilsystem.DefaultPathEnvUnix`, added by its exec op).
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Everything one `RUN` step needs, as data.
 pub struct RunStep<'a> {
@@ -95,7 +97,7 @@ pub struct RunStep<'a> {
     /// The stage's `SHELL` (`["/bin/sh", "-c"]` by default).
     pub shell: Vec<String>,
     /// The step's environment in order: image `Env`, `ENV`, `ARG` values,
-    /// proxy build args. `PATH` defaults to [`DEFAULT_PATH`].
+    /// proxy build args. `PATH` defaults to `DEFAULT_PATH`.
     pub env: Vec<(String, String)>,
     /// `USER` as written (`name`, `uid`, `name:group`); empty is root.
     /// Names are looked up in the root's /etc/passwd and /etc/group.

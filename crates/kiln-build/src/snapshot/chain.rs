@@ -19,7 +19,7 @@ pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
 }
 
 /// The chain IDs of every prefix of a stack of layers, bottom first.
-pub fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Digest> {
+pub(crate) fn chain_ids<'a>(diff_ids: impl IntoIterator<Item = &'a Digest>) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::new();
     for diff_id in diff_ids {
         let next = chain_id(out.last(), diff_id);

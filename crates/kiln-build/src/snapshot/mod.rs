@@ -76,11 +76,11 @@ use std::sync::Arc;
 use kiln_image::document::Descriptor;
 use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
 
-pub use active::{CommitOptions, CommitTimings, Committed, CommittedLayer};
-pub use chain::{chain_id, chain_ids};
+pub use active::{CommitOptions, Committed};
+pub use chain::chain_id;
+pub(crate) use chain::chain_ids;
 pub use error::SnapshotError;
-pub use gc::SnapshotInfo;
-pub use sweep::SweepReport;
+pub(crate) use sweep::SweepReport;
 pub use traits::{ActiveSnapshot, ReadOnlyMount, Snapshotter};
 pub use unpack::UnpackEvent;
 

@@ -17,7 +17,7 @@ use crate::events::StepId;
 
 /// Everything a diagnosis shows.
 #[derive(Debug, Clone)]
-pub struct Diagnosis<'a> {
+pub(crate) struct Diagnosis<'a> {
     pub step: Option<StepId>,
     /// `Dockerfile:12`.
     pub place: &'a str,
@@ -41,7 +41,7 @@ pub struct Diagnosis<'a> {
 
 /// `step 7 (Dockerfile:12)`; a step without a number (an ONBUILD
 /// trigger) is `ONBUILD step (Dockerfile:3)`.
-pub fn step_label(step: Option<StepId>, place: &str) -> String {
+pub(crate) fn step_label(step: Option<StepId>, place: &str) -> String {
     match step {
         Some(n) => format!("step {n} ({place})"),
         None => format!("ONBUILD step ({place})"),
@@ -50,7 +50,7 @@ pub fn step_label(step: Option<StepId>, place: &str) -> String {
 
 /// `step 7 (Dockerfile:12) stalled: no output, CPU or I/O for 10m0s`, or
 /// `... timed out: still running after 20m0s`.
-pub fn headline(step: Option<StepId>, place: &str, breach: Breach) -> String {
+pub(crate) fn headline(step: Option<StepId>, place: &str, breach: Breach) -> String {
     let label = step_label(step, place);
     match breach {
         Breach::Stalled { limit } => format!(
@@ -68,7 +68,7 @@ pub fn headline(step: Option<StepId>, place: &str, breach: Breach) -> String {
 
 /// A duration as Go prints one (`10m0s`, `1h2m3s`, `2.5s`, `300ms`), the
 /// form BuildKit's users read; to the millisecond.
-pub fn go_duration(d: Duration) -> String {
+pub(crate) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         return "0s".into();
@@ -107,7 +107,7 @@ fn cpu(d: Duration) -> String {
 
 impl Diagnosis<'_> {
     /// The text, several lines, each ending in a newline.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "{}", headline(self.step, self.place, self.breach));
         let _ = writeln!(out, "  {}", self.command);

@@ -42,11 +42,10 @@ mod recorder;
 mod syscalls;
 mod watch;
 
-pub use self::diagnosis::{Diagnosis, go_duration, headline, step_label};
-pub use self::monitor::{Breach, Monitor};
-pub use self::policy::{
-    Backoff, IgnoredComment, Limits, OverrideError, Overrides, StepPolicy, StepSettings,
-};
-pub use self::progress::{MIN_CPU_SHARE, Observation, ProgressKind};
-pub use self::recorder::{StepRecorder, TAIL_LINES};
-pub use self::watch::{SAMPLE_EVERY, StepWatch};
+pub(crate) use self::diagnosis::headline;
+pub(crate) use self::monitor::Breach;
+pub(crate) use self::policy::StepSettings;
+pub(crate) use self::policy::{Backoff, Limits, OverrideError, Overrides, StepPolicy};
+pub(crate) use self::recorder::StepRecorder;
+pub use self::recorder::TAIL_LINES;
+pub(crate) use self::watch::{SAMPLE_EVERY, StepWatch};

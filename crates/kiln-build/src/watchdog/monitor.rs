@@ -8,25 +8,17 @@ use super::progress::{Activity, Observation, ProgressKind};
 
 /// A limit the step went past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Breach {
+pub(crate) enum Breach {
     /// No progress for `limit` (the stall timeout).
     Stalled { limit: Duration },
     /// Still running after `limit` (the step timeout).
     TimedOut { limit: Duration },
 }
 
-impl Breach {
-    pub fn limit(&self) -> Duration {
-        match self {
-            Breach::Stalled { limit } | Breach::TimedOut { limit } => *limit,
-        }
-    }
-}
-
 /// Tracks one attempt of one step: when it last made progress, and
 /// whether it is past a limit. Times are offsets from the attempt's start.
 #[derive(Debug, Clone)]
-pub struct Monitor {
+pub(crate) struct Monitor {
     limits: Limits,
     last: Activity,
     last_at: Duration,
@@ -37,7 +29,7 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor for an attempt that starts now (offset zero), before
     /// anything of it runs.
-    pub fn new(limits: Limits) -> Monitor {
+    pub(crate) fn new(limits: Limits) -> Monitor {
         Monitor {
             limits,
             last: Activity::default(),
@@ -47,14 +39,14 @@ impl Monitor {
         }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     /// Takes in a look at the step `at` after its start and says whether it
     /// is past a limit. The step timeout is checked first: a step past it
     /// is over, busy or not.
-    pub fn observe(&mut self, at: Duration, observation: &Observation<'_>) -> Option<Breach> {
+    pub(crate) fn observe(
+        &mut self,
+        at: Duration,
+        observation: &Observation<'_>,
+    ) -> Option<Breach> {
         let now = Activity::of(observation);
         let interval = at.saturating_sub(self.last_at);
         if let Some(kind) = now.progress_since(&self.last, interval) {
@@ -67,7 +59,7 @@ impl Monitor {
     }
 
     /// The limits against the clock alone, without a new look.
-    pub fn check(&self, at: Duration) -> Option<Breach> {
+    pub(crate) fn check(&self, at: Duration) -> Option<Breach> {
         if let Some(limit) = self.limits.timeout
             && at >= limit
         {
@@ -82,12 +74,12 @@ impl Monitor {
     }
 
     /// How long the step has gone without progress, `at` after its start.
-    pub fn idle(&self, at: Duration) -> Duration {
+    pub(crate) fn idle(&self, at: Duration) -> Duration {
         at.saturating_sub(self.last_progress)
     }
 
     /// What the last progress was, if there was any.
-    pub fn last_progress_kind(&self) -> Option<ProgressKind> {
+    pub(crate) fn last_progress_kind(&self) -> Option<ProgressKind> {
         self.last_kind
     }
 }

@@ -122,7 +122,7 @@ pub struct OverrideError {
 /// A `# kiln:` comment that applies to nothing, and why: it is not
 /// directly above a RUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IgnoredComment {
+pub(crate) struct IgnoredComment {
     /// The comment's line in the Dockerfile.
     pub line: usize,
     pub why: &'static str,
@@ -138,7 +138,7 @@ impl std::fmt::Display for IgnoredComment {
 /// starts: a bad comment fails the build before any step runs, and each
 /// step takes its settings from here, not from the text again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StepSettings {
+pub(crate) struct StepSettings {
     /// By stage, then by instruction (its index in the stage's commands);
     /// no settings for instructions other than RUN.
     stages: Vec<Vec<Overrides>>,
@@ -148,7 +148,7 @@ impl StepSettings {
     /// Reads the `# kiln:` comments of every instruction, in file order;
     /// `ignored` hears of each one that applies to nothing (above another
     /// instruction, or not directly above its RUN).
-    pub fn read(
+    pub(crate) fn read(
         dockerfile: &Dockerfile,
         mut ignored: impl FnMut(IgnoredComment),
     ) -> Result<StepSettings, OverrideError> {
@@ -187,7 +187,7 @@ impl StepSettings {
 
     /// The settings of instruction `command` of stage `stage` (none for
     /// one that is not a RUN).
-    pub fn get(&self, stage: usize, command: usize) -> Overrides {
+    pub(crate) fn get(&self, stage: usize, command: usize) -> Overrides {
         self.stages
             .get(stage)
             .and_then(|s| s.get(command))

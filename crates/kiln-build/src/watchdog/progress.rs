@@ -31,11 +31,11 @@ use kiln_sandbox::{ProcessInfo, ProcessTree, SocketState};
 /// housekeeping thread still gets a clock tick now and then (times are in
 /// 10 ms ticks); work that matters uses a good part of a CPU. At the
 /// default one-second sampling this is two ticks.
-pub const MIN_CPU_SHARE: f64 = 0.02;
+pub(crate) const MIN_CPU_SHARE: f64 = 0.02;
 
 /// What made a step count as progressing, for tests and for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProgressKind {
+pub(crate) enum ProgressKind {
     Output,
     Cpu,
     Io,
@@ -47,7 +47,7 @@ pub enum ProgressKind {
 /// One look at a step: its process tree, how many bytes it has printed so
 /// far, and how many milestones (cache locks granted) it has passed.
 #[derive(Debug, Clone, Copy)]
-pub struct Observation<'a> {
+pub(crate) struct Observation<'a> {
     pub tree: &'a ProcessTree,
     pub output_bytes: u64,
     pub milestones: u64,

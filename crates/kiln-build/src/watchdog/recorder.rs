@@ -19,7 +19,7 @@ const MAX_LINE: usize = 4096;
 /// Records a step for its watchdog; give it to the RUN executor as its
 /// [`StepObserver`]. One per attempt.
 #[derive(Debug, Default)]
-pub struct StepRecorder {
+pub(crate) struct StepRecorder {
     bytes: AtomicU64,
     milestones: AtomicU64,
     inner: Mutex<Inner>,
@@ -36,24 +36,24 @@ struct Inner {
 }
 
 impl StepRecorder {
-    pub fn new() -> StepRecorder {
+    pub(crate) fn new() -> StepRecorder {
         StepRecorder::default()
     }
 
     /// Bytes of output so far, both streams.
-    pub fn output_bytes(&self) -> u64 {
+    pub(crate) fn output_bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// Cache locks granted after a wait, so far.
-    pub fn milestones(&self) -> u64 {
+    pub(crate) fn milestones(&self) -> u64 {
         self.milestones.load(Ordering::Relaxed)
     }
 
     /// The last lines of output, oldest first, as a terminal would show
     /// them (a line redrawn with `\r` shows its last state); an unfinished
     /// last line (a prompt) is included.
-    pub fn tail(&self) -> Vec<String> {
+    pub(crate) fn tail(&self) -> Vec<String> {
         let inner = self.lock();
         let mut out: Vec<String> = inner.lines.iter().cloned().collect();
         for partial in &inner.partial {
@@ -68,7 +68,7 @@ impl StepRecorder {
     }
 
     /// Who holds the cache lock the step waits for, while it waits.
-    pub fn lock_note(&self) -> Option<String> {
+    pub(crate) fn lock_note(&self) -> Option<String> {
         self.lock().lock_wait.clone()
     }
 

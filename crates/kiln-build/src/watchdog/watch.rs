@@ -15,10 +15,10 @@ use crate::events::{Event, EventSink, StepId};
 
 /// How often a running step is looked at: /proc is cheap to read, and a
 /// limit is then met to within a second.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// One attempt of one step under watch.
-pub struct StepWatch<'a> {
+pub(crate) struct StepWatch<'a> {
     pub step: Option<StepId>,
     /// `Dockerfile:12`.
     pub place: &'a str,
@@ -39,7 +39,7 @@ impl StepWatch<'_> {
     /// while a thread watches it. When the step goes past a limit the
     /// thread emits the diagnosis and only then cancels the run; the
     /// breach is returned with the body's result.
-    pub fn run<T>(&self, body: impl FnOnce() -> T) -> (T, Option<Breach>) {
+    pub(crate) fn run<T>(&self, body: impl FnOnce() -> T) -> (T, Option<Breach>) {
         if self.limits.is_unlimited() {
             return (body(), None);
         }

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kiln_build::context::{BuildContext, CopyFilter, Entry, HashMemo};
+use kiln_build::{BuildContext, ContextEntry, CopyFilter, HashMemo};
 
 /// A context directory in a temp dir, with a Dockerfile at its root.
 pub struct Tree {
@@ -65,7 +65,7 @@ impl Tree {
 }
 
 /// The `path()`s of resolved entries, `/`-separated.
-pub fn paths(entries: &[Entry]) -> Vec<String> {
+pub fn paths(entries: &[ContextEntry]) -> Vec<String> {
     entries
         .iter()
         .map(|e| e.path().to_string_lossy().into_owned())

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
-use kiln_build::engine::{
+use kiln_build::TAIL_LINES;
+use kiln_build::{
     BuildError, BuildNetwork, BuildRequest, BuildResult, Engine, SOURCE_DATE_EPOCH, SecretSource,
     SecretSpec,
 };
-use kiln_build::export::{self, Encoding, Output, OutputKind};
-use kiln_build::watchdog::TAIL_LINES;
+use kiln_build::{Encoding, Output, OutputKind};
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
@@ -361,11 +361,13 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
         let encoding = output.encoding(&build_encoding);
         let (target, images) = encoded(&store, &result, &build_encoding, &encoding)?;
         match &output.kind {
-            OutputKind::Oci { dest } => export::write_oci(&store, dest, &export_name, &target)?,
+            OutputKind::Oci { dest } => kiln_build::write_oci(&store, dest, &export_name, &target)?,
             OutputKind::Docker { dest } => {
-                export::write_docker(&store, dest, &export_name, &target, &images[0].platform)?
+                kiln_build::write_docker(&store, dest, &export_name, &target, &images[0].platform)?
             }
-            OutputKind::Local { dir } => export::write_local(&store, &images, dir, encoding.epoch)?,
+            OutputKind::Local { dir } => {
+                kiln_build::write_local(&store, &images, dir, encoding.epoch)?
+            }
             OutputKind::Registry | OutputKind::Image { push: true } => {
                 let client = ctx.client();
                 for tag in &tags {
@@ -403,12 +405,12 @@ fn encoded(
     encoding: &Encoding,
 ) -> anyhow::Result<(
     kiln_image::document::Descriptor,
-    Vec<kiln_build::engine::BuiltImage>,
+    Vec<kiln_build::BuiltImage>,
 )> {
     if encoding == build {
         return Ok((result.target.clone(), result.images.clone()));
     }
-    Ok(export::encode(
+    Ok(kiln_build::encode_image(
         store,
         &result.target,
         &result.images,

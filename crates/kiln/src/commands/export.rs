@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
-use kiln_build::export::{self, Encoding, Output, OutputKind};
+use kiln_build::{Encoding, Output, OutputKind};
 use kiln_image::Platform;
 
 use super::resolve;
@@ -45,7 +45,7 @@ pub(crate) fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
         || output.oci_media_types.is_some()
         || output.rewrite_timestamp;
     let target = if asked {
-        let images = export::images_of(&store, &target)?;
+        let images = kiln_build::stored_images(&store, &target)?;
         let mut stored = Encoding::default();
         if let Some(first) = images.first() {
             stored.format = if first.manifest.media_type == kiln_image::media::DOCKER_MANIFEST {
@@ -59,14 +59,14 @@ pub(crate) fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
         if let Some(level) = encoding.level {
             kiln_image::compress::check_level(encoding.compression, level)?;
         }
-        export::encode(&store, &target, &images, &encoding)?.0
+        kiln_build::encode_image(&store, &target, &images, &encoding)?.0
     } else {
         target
     };
     match &output.kind {
-        OutputKind::Oci { dest } => export::write_oci(&store, dest, &reference, &target)?,
+        OutputKind::Oci { dest } => kiln_build::write_oci(&store, dest, &reference, &target)?,
         OutputKind::Docker { dest } => {
-            export::write_docker(&store, dest, &reference, &target, &platform)?
+            kiln_build::write_docker(&store, dest, &reference, &target, &platform)?
         }
         _ => unreachable!("checked above"),
     }

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use kiln_build::container::{self, ContainerOptions, StartFailure};
-use kiln_build::snapshot::UnpackEvent;
+use kiln_build::UnpackEvent;
 use kiln_build::{ActiveSnapshot, OverlaySnapshotter, Snapshotter};
+use kiln_build::{ContainerOptions, StartFailure};
 use kiln_image::document::ContainerConfig;
 use kiln_image::{Digest, Platform};
 use kiln_sandbox::{
@@ -116,8 +116,8 @@ fn run_image(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let interrupts = Interrupts::install(control.clone())?;
 
     let store = ctx.store()?;
-    let (name, descriptor) = container::find_image(&store, &args.image)?;
-    let image = container::select_image(&store, &name, &descriptor, args.platform.as_ref())?;
+    let (name, descriptor) = kiln_build::find_image(&store, &args.image)?;
+    let image = kiln_build::select_image(&store, &name, &descriptor, args.platform.as_ref())?;
     if image.emulated_by.is_some() {
         ctx.progress.note(
             None,
@@ -128,11 +128,11 @@ fn run_image(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let config = image.config.config.clone().unwrap_or_default();
-    let argv = container::command_line(&config, args.entrypoint.as_deref(), &args.command)
-        .ok_or_else(|| container::ContainerError::NoCommand {
+    let argv = kiln_build::container_command(&config, args.entrypoint.as_deref(), &args.command)
+        .ok_or_else(|| kiln_build::ContainerError::NoCommand {
             name: args.image.clone(),
         })?;
-    let layers = container::image_layers(&store, &name, &image)?;
+    let layers = kiln_build::image_layers(&store, &name, &image)?;
 
     let snapshotter = OverlaySnapshotter::new(&store)?;
     if let Err(e) = snapshotter.sweep() {
@@ -155,7 +155,7 @@ fn run_image(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .prepare_with(&layers, &on_unpack)
         .with_context(|| format!("unpacking the layers of {name}"))?;
 
-    let id = container::container_id();
+    let id = kiln_build::container_id();
     // From here on a signal cancels the run, which then cleans up.
     let active =
         interrupts.while_active(|| snapshotter.activate(&parents, &format!("run-{id}")))?;
@@ -192,7 +192,7 @@ fn run_in(
             Network::None => NetworkMode::None,
         },
     };
-    let spec = container::run_spec(active.root(), config, argv, &opts, id, |key| {
+    let spec = kiln_build::container_spec(active.root(), config, argv, &opts, id, |key| {
         std::env::var(key).ok()
     })?;
     // Where `kiln build` keeps its runs too, so each sweeps the other's.

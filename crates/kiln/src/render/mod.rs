@@ -42,7 +42,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kiln_build::events::{Event, EventSink};
+use kiln_build::{Event, EventSink};
 
 use self::steps::{Status, Step, Steps};
 use crate::progress::ProgressMode;

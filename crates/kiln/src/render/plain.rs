@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use kiln_build::events::{Event, StepId};
+use kiln_build::{Event, StepId};
 
 use super::steps::Steps;
 use super::{Output, text};

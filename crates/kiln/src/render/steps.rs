@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use kiln_build::events::StepId;
+use kiln_build::StepId;
 
 use super::text;
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln_build::events::{Event, Stream};
+use kiln_build::{Event, Stream};
 
 use super::*;
 

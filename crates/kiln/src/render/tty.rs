@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use kiln_build::events::{Event, StepId};
+use kiln_build::{Event, StepId};
 
 use super::steps::{Status, Step, Steps};
 use super::{Output, TermSize, failure_block, text};
