@@ -13,20 +13,20 @@
 //! tree as BuildKit does; [`Fetcher`] downloads `ADD` URLs.
 //!
 //! ```no_run
-//! use kiln_build::ops::{self, Chmod, CopyOptions, SourceItem};
+//! use kiln_build::{Chmod, CopyOptions, copy_sources, expand_source, resolve_chown};
 //!
-//! # fn main() -> Result<(), kiln_build::ops::CopyError> {
+//! # fn main() -> Result<(), kiln_build::CopyError> {
 //! let context = std::path::Path::new("/tmp/context");
 //! let merged = std::path::Path::new("/var/lib/kiln/steps/7/merged");
 //! // COPY --chown=app:staff --chmod=u+x bin/* ./tools/
 //! let mut sources = Vec::new();
-//! for item in ops::expand_source(context, "bin/*", false)? {
+//! for item in expand_source(context, "bin/*", false)? {
 //!     sources.push(item.reset_owners());
 //! }
 //! let opts = CopyOptions::copy()
-//!     .chown(ops::resolve_chown(merged, "app:staff")?)
+//!     .chown(resolve_chown(merged, "app:staff")?)
 //!     .chmod(Chmod::parse("u+x")?);
-//! let stats = ops::copy_sources(&sources, merged, "./tools/", "/app", &opts)?;
+//! let stats = copy_sources(&sources, merged, "./tools/", "/app", &opts)?;
 //! println!("{} files, {} bytes", stats.files, stats.bytes);
 //! # Ok(()) }
 //! ```

@@ -20,12 +20,11 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use kiln_build::events::EventSink;
-//! use kiln_build::run::{self, CacheMounts, DirSources, RunStep, Secrets};
+//! use kiln_build::{CacheMounts, DirSources, EventSink, RunError, RunStep, Secrets, run_step};
 //! use kiln_dockerfile::instructions::RunCommand;
 //! use kiln_sandbox::{NetworkMode, RunControl, RuncExecutor};
 //!
-//! # fn demo(command: &RunCommand) -> Result<(), run::RunError> {
+//! # fn demo(command: &RunCommand) -> Result<(), RunError> {
 //! let exec = RuncExecutor::new("/var/lib/kiln/sandbox");
 //! let events: EventSink = Arc::new(|event| println!("{event:?}"));
 //! let step = RunStep {
@@ -45,7 +44,7 @@
 //!     events: &events,
 //!     observer: None,
 //! };
-//! run::run_step(&exec, &step)?;
+//! run_step(&exec, &step)?;
 //! # Ok(()) }
 //! ```
 
