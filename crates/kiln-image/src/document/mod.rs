@@ -42,6 +42,49 @@ pub fn rfc3339(secs: i64) -> String {
     )
 }
 
+/// Unix seconds of `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`, the inverse of
+/// [`rfc3339`] (fractions dropped); `None` for anything else.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let mut rest = s.get(19..)?;
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        tz if tz.len() == 6 && matches!(tz.as_bytes()[0], b'+' | b'-') => {
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            sign * (tz.get(1..3)?.parse::<i64>().ok()? * 3600
+                + tz.get(4..6)?.parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (H. Hinnant), the inverse of `rfc3339`'s.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -342,6 +385,36 @@ impl ImageDocument {
         match self {
             ImageDocument::Manifest(d) => d.value().blobs().collect(),
             ImageDocument::Index(d) => d.value().manifests.iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_rfc3339, rfc3339};
+
+    #[test]
+    fn rfc3339_round_trips_and_reads_offsets_and_fractions() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_709_208_000), "2024-02-29T12:00:00Z");
+        for t in [0, 1, 951_782_400, 1_709_208_000, 4_102_444_800, -86_400] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:00:00.123456789Z"),
+            Some(1_709_208_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T14:00:00+02:00"),
+            Some(1_709_208_000)
+        );
+        for bad in [
+            "yesterday",
+            "2024-13-01T00:00:00Z",
+            "2024-02-29 12:00:00Z",
+            "2024-02-29T12:00:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 }

@@ -136,7 +136,7 @@ pub(crate) fn run(ctx: &Context, args: ImagesArgs) -> anyhow::Result<ExitCode> {
 
 /// "3 days ago" from an RFC 3339 time, as `docker images` shows it.
 fn ago(created: &str) -> String {
-    let Some(then) = parse_rfc3339(created) else {
+    let Some(then) = kiln_image::document::parse_rfc3339(created) else {
         return created.to_string();
     };
     let now = SystemTime::now()
@@ -153,61 +153,4 @@ fn ago(created: &str) -> String {
         s => (s / (86_400 * 365), "year"),
     };
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
-}
-
-/// Seconds since the epoch of `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
-pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        tz if tz.len() == 6 => {
-            let sign = if tz.starts_with('-') { -1 } else { 1 };
-            sign * (tz[1..3].parse::<i64>().ok()? * 3600 + tz[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2024-02-29T12:00:00.123456789Z"),
-            Some(1_709_208_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-02-29T14:00:00+02:00"),
-            Some(1_709_208_000)
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
 }
