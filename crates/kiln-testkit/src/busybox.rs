@@ -72,16 +72,14 @@ pub fn image(store: &Store, tag: &str, users: &[User<'_>]) -> String {
 
 /// A one-layer image of the directory `tree` for the host's platform,
 /// with `PATH=/bin`, tagged `tag` in `store`, no registry involved.
-/// Returns the tag.
+/// Returns the tag. File times are clamped to 1970: the same tree is the
+/// same image in every store, as a base pulled by digest would be.
 pub fn image_of_tree(store: &Store, tag: &str, tree: &Path) -> String {
     let ingest = store.ingest().unwrap();
     let mut writer = BlobWriter::new(ingest, &CompressOptions::new(Compression::Gzip)).unwrap();
-    kiln_image::layer::write(
-        tree,
-        &mut writer,
-        &kiln_image::layer::WriteOptions::default(),
-    )
-    .unwrap();
+    let mut options = kiln_image::layer::WriteOptions::default();
+    options.epoch = Some(0);
+    kiln_image::layer::write(tree, &mut writer, &options).unwrap();
     let (ingest, layer) = writer.finish().unwrap();
     let blob = ingest.commit().unwrap();
     let platform = kiln_image::Platform::host();
