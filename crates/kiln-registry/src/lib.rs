@@ -59,6 +59,6 @@ pub use crate::manifest::{Manifest, ManifestInfo};
 pub use crate::options::{ClientOptions, Credentials, RetryPolicy, UploadPolicy};
 pub use crate::push::PushOutcome;
 pub use crate::transfer::{
-    DEFAULT_CONCURRENCY, PullOptions, PulledImage, PushedImage, TransferError, pull_image,
-    push_descriptor, push_image,
+    DEFAULT_CONCURRENCY, PullOptions, PulledImage, PushedImage, TransferError, fetch_blob_into,
+    pull_image, push_descriptor, push_image,
 };

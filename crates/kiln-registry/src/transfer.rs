@@ -124,6 +124,26 @@ impl BlobSink for IngestSink {
     }
 }
 
+/// Downloads the blob `blob` of `repository` into `store` (verified, as
+/// every ingest is) unless the store has it; returns whether it was
+/// downloaded.
+pub async fn fetch_blob_into(
+    client: &RegistryClient,
+    store: &Store,
+    repository: &Repository,
+    blob: &Descriptor,
+) -> Result<bool, TransferError> {
+    if store.reuse(&blob.digest)?.is_some() {
+        return Ok(false);
+    }
+    let mut sink = IngestSink::new(store, &blob.digest, blob.size)?;
+    client
+        .fetch_blob(repository, &blob.digest, Some(blob.size), &mut sink)
+        .await?;
+    sink.commit()?;
+    Ok(true)
+}
+
 fn with_digest(reference: &Reference, digest: &Digest) -> Reference {
     Reference {
         tag: None,
@@ -239,11 +259,7 @@ pub async fn pull_image(
     stream::iter(missing.into_iter().map(|blob| {
         let repository = repository.clone();
         async move {
-            let mut sink = IngestSink::new(store, &blob.digest, blob.size)?;
-            client
-                .fetch_blob(&repository, &blob.digest, Some(blob.size), &mut sink)
-                .await?;
-            sink.commit()?;
+            fetch_blob_into(client, store, &repository, &blob).await?;
             Ok::<(), TransferError>(())
         }
     }))
