@@ -93,6 +93,9 @@ pub enum Event {
         reason: String,
         delay_ms: u64,
     },
+    /// What the build did outside its steps that a user wants to see (a
+    /// cache read or written), one line.
+    Note { message: String },
     /// A warning about the build (unused build args, undefined variables).
     Warning {
         message: String,

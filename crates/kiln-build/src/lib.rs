@@ -21,6 +21,7 @@ mod engine;
 mod events;
 mod export;
 mod ops;
+mod remote_cache;
 mod run;
 mod snapshot;
 #[cfg(feature = "testing")]
@@ -47,6 +48,10 @@ pub use crate::export::{
 pub use crate::ops::{
     Chmod, CopyError, CopyOptions, CopyStats, Fetcher, FilterDecision, Owner, SourceItem,
     copy_sources, expand_source, resolve_chown,
+};
+pub use crate::remote_cache::{
+    CACHE_MEDIA_TYPE, CacheConfig, CacheEntry, CacheError, CacheFrom, CacheLocation, CacheMode,
+    CacheTo, DEFAULT_CACHE_TTL,
 };
 pub use crate::run::{
     CacheMounts, ContentRef, DirSources, MountSources, RunError, RunStep, Secrets, cache_key_parts,

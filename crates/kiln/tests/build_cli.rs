@@ -336,3 +336,71 @@ fn a_missing_base_names_the_from_line() {
     let line = err.lines().find(|l| l.starts_with("error: ")).unwrap();
     assert_eq!(line.matches("manifest unknown").count(), 1, "{line}");
 }
+
+/// The CI job: one runner builds, pushes and writes the cache; a fresh
+/// runner (another store, the base pulled again) takes every step from it.
+#[test]
+fn a_fresh_runner_builds_from_the_registry_cache() {
+    let Some(OnPulledBase {
+        registry,
+        kiln,
+        ctx,
+        work: _work,
+    }) = on_pulled_base(|base| {
+        format!("FROM {base}\nCOPY app.txt /app/\nRUN cat /app/app.txt > /app/copy.txt\n")
+    })
+    else {
+        return;
+    };
+    let cache = format!("{}/built/app:cache", registry.host());
+    let image = format!("{}/built/app:1", registry.host());
+    let ctx = ctx.to_str().unwrap();
+    let out = kiln.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        &image,
+        "--push",
+        "--cache-to",
+        &format!("type=registry,ref={cache},mode=max"),
+        ctx,
+    ]);
+    let log = text(&out);
+    assert!(
+        log.contains(&format!("cache {cache}: 2 entries written, 2 layers uploaded")),
+        "{log}"
+    );
+    let fresh = Kiln::new();
+    let out = fresh.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        &image,
+        "--cache-from",
+        &cache,
+        ctx,
+    ]);
+    let log = text(&out);
+    assert!(log.contains(&format!("cache {cache}: 2 entries for linux/")), "{log}");
+    assert!(log.contains("2 steps: 0 run, 2 cached"), "{log}");
+
+    // A cache kiln cannot write to fails the build, naming it; a spec it
+    // cannot read fails before anything is built.
+    let err = fresh.fails(&[
+        "build",
+        "--cache-to",
+        "type=registry,ref=127.0.0.1:1/no/cache",
+        ctx,
+    ]);
+    assert!(
+        err.contains("writing the build cache to 127.0.0.1:1/no/cache"),
+        "{err}"
+    );
+    let err = fresh.fails(&["build", "--cache-to", "type=gha", ctx]);
+    assert!(
+        err.contains("cache type=gha: type=gha is not supported"),
+        "{err}"
+    );
+}

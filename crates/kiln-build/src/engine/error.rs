@@ -189,6 +189,13 @@ pub enum BuildError {
     /// The `SOURCE_DATE_EPOCH` build arg is not Unix seconds.
     #[error("invalid SOURCE_DATE_EPOCH {value:?}: not a number of seconds since 1970")]
     SourceDateEpoch { value: String },
+    /// A `--cache-to` could not be written (and `ignore-error` was not set).
+    #[error("writing the build cache to {cache}")]
+    CacheExport {
+        cache: String,
+        #[source]
+        source: Cause<crate::remote_cache::CacheError>,
+    },
     /// The built image could not be put in the encoding asked for.
     #[error("encoding the image")]
     Export {
@@ -249,6 +256,7 @@ impl BuildError {
             | BuildError::CompressionLevel { .. }
             | BuildError::SourceDateEpoch { .. }
             | BuildError::Export { .. }
+            | BuildError::CacheExport { .. }
             | BuildError::Scratch { .. }
             | BuildError::Sweep { .. }
             | BuildError::StageFailed { .. }
@@ -432,7 +440,7 @@ fn killed(step: Option<StepId>, place: &str, breach: Breach, attempts: u32) -> S
 
 /// `error: cause: its cause: ...`, as anyhow's `{:#}` writes a chain, but
 /// each cause once: some errors' messages already hold their cause's text.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut next = error.source();
     while let Some(e) = next {

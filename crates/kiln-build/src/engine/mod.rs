@@ -30,14 +30,19 @@ use kiln_dockerfile::instructions;
 use kiln_dockerfile::plan::{self, Base, BuildOptions, Plan};
 use kiln_image::document::{Descriptor, Document, ImageConfig, Index, Manifest};
 use kiln_image::media::{Compression, Format};
-use kiln_image::{Platform, Store};
+use kiln_image::{Digest, Platform, Store};
 use kiln_registry::RegistryClient;
 use kiln_sandbox::{Executor, RunControl};
 
+pub(crate) use self::cache_key::VERSION as CACHE_KEY_VERSION;
+pub(crate) use self::error::with_causes;
 pub use self::error::{BuildError, Cause};
 use self::stage::{StageOutcome, StageRunner, Step};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::export::{self, Encoding};
+use crate::remote_cache::{
+    self, CacheError, CacheFrom, CacheMode, CacheTo, Exported, Imported, StepRecord,
+};
 use crate::run::{CacheMounts, RunError, Secrets};
 use crate::watchdog::{Backoff, Limits, SAMPLE_EVERY, StepPolicy, StepSettings};
 use crate::{BuildContext, HashMemo, OverlaySnapshotter, Snapshotter};
@@ -107,6 +112,11 @@ pub struct BuildRequest {
     pub retries: u32,
     /// The wait before the first retry, doubled for each one after.
     pub retry_backoff: Duration,
+    /// `--cache-from`: caches whose entries answer what the store misses,
+    /// tried in order.
+    pub cache_from: Vec<CacheFrom>,
+    /// `--cache-to`: caches the build's entries are written to.
+    pub cache_to: Vec<CacheTo>,
 }
 
 impl BuildRequest {
@@ -129,6 +139,8 @@ impl BuildRequest {
             stall_timeout: Some(BuildRequest::DEFAULT_STALL_TIMEOUT),
             retries: BuildRequest::DEFAULT_RETRIES,
             retry_backoff: Backoff::DEFAULT.first,
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 
@@ -196,6 +208,8 @@ pub struct BuiltImage {
     /// How many of its layers, bottom first, are a base image's as pulled
     /// (kept in their compression unless an output forces another).
     pub base_layers: usize,
+    /// The cache keys of the steps behind its layers, base stages' included.
+    pub step_keys: Vec<Digest>,
 }
 
 /// What a build produced.
@@ -384,6 +398,20 @@ impl Engine {
                 source: Cause::new(e),
             })?;
         }
+        // `--no-cache` reads no cache, the store's or another's.
+        let cache_from: &[CacheFrom] = if request.no_cache {
+            &[]
+        } else {
+            &request.cache_from
+        };
+        let remote = remote_cache::import(
+            cache_from,
+            &platforms,
+            &self.client,
+            &self.runtime,
+            remote_cache::unix_now(),
+            |event| self.emit(event),
+        );
         let shared = Shared {
             request,
             encoding,
@@ -401,6 +429,8 @@ impl Engine {
             dockerfile_name: dockerfile_name(&request.dockerfile),
             attempts: Mutex::default(),
             pulls: Mutex::default(),
+            remote,
+            records: Mutex::default(),
         };
         let outcomes: Vec<Result<(BuiltImage, u32, u32), BuildError>> =
             std::thread::scope(|scope| {
@@ -442,6 +472,40 @@ impl Engine {
                     source: Cause::new(e),
                 }
             })?;
+        let records =
+            std::mem::take(&mut *shared.records.lock().unwrap_or_else(|e| e.into_inner()));
+        for to in &request.cache_to {
+            let began = Instant::now();
+            let done = self.export_cache(to, &records, &images, &shared.encoding);
+            match done {
+                Ok(exported) => self.emit(Event::Note {
+                    message: if exported.written {
+                        format!(
+                            "cache {}: {} entries written, {} layers uploaded, in {:.1}s",
+                            to.location,
+                            exported.entries,
+                            exported.uploaded,
+                            began.elapsed().as_secs_f64()
+                        )
+                    } else {
+                        format!(
+                            "cache {}: holds all {} entries already, not written",
+                            to.location, exported.entries
+                        )
+                    },
+                }),
+                Err(e) if to.ignore_error => self.emit(Event::Warning {
+                    message: format!("cache {} not written: {}", to.location, with_causes(&e)),
+                    line: None,
+                }),
+                Err(e) => {
+                    return Err(BuildError::CacheExport {
+                        cache: to.location.to_string(),
+                        source: Cause::new(e),
+                    });
+                }
+            }
+        }
         self.emit(Event::BuildDone {
             image: Some(target.digest.to_string()),
             duration_ms: millis(started.elapsed()),
@@ -455,6 +519,61 @@ impl Engine {
                 &mut *shared.attempts.lock().unwrap_or_else(|e| e.into_inner()),
             ),
         })
+    }
+
+    /// Writes one `--cache-to`: with `mode=min` the steps behind the
+    /// built images' layers, with `mode=max` every step; layers in the
+    /// cache's encoding (its own `compression=`, else the build's).
+    fn export_cache(
+        &self,
+        to: &CacheTo,
+        records: &[StepRecord],
+        images: &[BuiltImage],
+        build: &Encoding,
+    ) -> Result<Exported, CacheError> {
+        let wanted: Vec<StepRecord> = match to.mode {
+            CacheMode::Max => records.to_vec(),
+            CacheMode::Min => {
+                let keys: std::collections::HashSet<&Digest> =
+                    images.iter().flat_map(|i| &i.step_keys).collect();
+                records
+                    .iter()
+                    .filter(|r| keys.contains(&r.key))
+                    .cloned()
+                    .collect()
+            }
+        };
+        let mut encoding = Encoding {
+            epoch: None,
+            rewrite_timestamps: false,
+            format: Format::Oci,
+            ..*build
+        };
+        if let Some(c) = to.compression {
+            if c != encoding.compression {
+                encoding.level = None;
+            }
+            encoding.compression = c;
+        }
+        if to.level.is_some() {
+            encoding.level = to.level;
+        }
+        let encode = |d: &Descriptor, diff: &Digest| {
+            export::encode_layer(&self.store, d, diff, &encoding, true).map_err(|e| {
+                CacheError::Encode {
+                    source: Box::new(e),
+                }
+            })
+        };
+        remote_cache::export(
+            to,
+            &wanted,
+            &self.store,
+            &self.client,
+            &self.runtime,
+            remote_cache::unix_now(),
+            &encode,
+        )
     }
 
     /// Runs every stage the target needs for one platform, each on its own
@@ -513,6 +632,7 @@ impl Engine {
                         plan,
                         stage: i,
                         platform: &stage_platforms[&i],
+                        target_platform: platform,
                         shared,
                         board,
                         steps,
@@ -537,6 +657,7 @@ impl Engine {
                 manifest,
                 config,
                 base_layers: target.base_layers,
+                step_keys: target.keys.clone(),
             },
             run,
             cached,
@@ -620,6 +741,10 @@ pub(crate) struct Shared<'a> {
     /// Base images pulled by this build, by reference and platform: stages
     /// on one base wait for one pull instead of each pulling it.
     pub(crate) pulls: Mutex<HashMap<String, PullCell>>,
+    /// What `--cache-from` gave.
+    pub(crate) remote: Imported,
+    /// Every filesystem step's result, for `--cache-to`.
+    pub(crate) records: Mutex<Vec<StepRecord>>,
 }
 
 /// One pull's outcome (the pulled descriptor, or the error).

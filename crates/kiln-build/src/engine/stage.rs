@@ -16,8 +16,9 @@ use super::cache_key::KeyBuilder;
 use super::config::ConfigState;
 use super::error::Cause;
 use super::{Board, BuildError, Engine, Shared};
-use crate::events::{Event, millis};
+use crate::events::{Event, StepId, millis};
 use crate::ops::Download;
+use crate::remote_cache::StepRecord;
 use crate::run::DEFAULT_PATH;
 use crate::snapshot::{ActiveSnapshot, CommitOptions, Layer, Snapshot};
 use crate::watchdog::Overrides;
@@ -37,6 +38,9 @@ pub(crate) struct StageOutcome {
     pub(crate) layers: Vec<LayerRef>,
     /// How many of `layers`, bottom first, are a base image's.
     pub(crate) base_layers: usize,
+    /// The keys of the filesystem steps behind `layers` (this stage's and
+    /// its base stages'), for a cache export of the image's steps only.
+    pub(crate) keys: Vec<Digest>,
     /// The snapshots of `layers`, when they were prepared (a fully cached
     /// stage never prepares any).
     pub(crate) chain: Option<Vec<Snapshot>>,
@@ -62,6 +66,9 @@ pub(crate) struct StageRunner<'a> {
     pub(crate) plan: &'a Plan,
     pub(crate) stage: usize,
     pub(crate) platform: &'a Platform,
+    /// The platform of the image being built (the stage's may differ:
+    /// `FROM --platform`), which cache records are filed under.
+    pub(crate) target_platform: &'a Platform,
     pub(crate) shared: &'a Shared<'a>,
     pub(crate) board: &'a Board,
     /// The stage's instructions, by index.
@@ -215,6 +222,7 @@ impl StageRunner<'_> {
         StageOutcome {
             key,
             base_layers: layers.len(),
+            keys: Vec::new(),
             layers,
             chain,
             config: ConfigState::from_base(config),
@@ -400,19 +408,15 @@ impl StageRunner<'_> {
     ) -> Result<(), BuildError> {
         let (key, history) = self.step_key(command, state, scope)?;
         let key_text = key.to_string();
+        let parent = state.key.clone();
         let id = step.id;
         let emit = |event: Event| self.engine.emit(event);
-        if !self.shared.request.no_cache
-            && let Some(record) = self
-                .engine
-                .store
-                .read(|r| r.cache(&key_text))
-                .map_err(BuildError::store("reading the build cache"))?
-            && record
-                .layer
-                .as_ref()
-                .is_none_or(|l| self.engine.store.contains(&l.digest).unwrap_or(false))
-        {
+        let cached = if self.shared.request.no_cache {
+            None
+        } else {
+            self.cached(&key, &key_text, id)?
+        };
+        if let Some(record) = cached {
             let layer = match (&record.layer, &record.diff_id) {
                 (Some(d), Some(diff)) => Some(LayerRef {
                     descriptor: d.clone(),
@@ -427,6 +431,13 @@ impl StageRunner<'_> {
                 state.layers.push(layer);
                 state.chain = None;
             }
+            self.record(
+                state,
+                &key,
+                parent,
+                size.is_some(),
+                (command, created, started),
+            );
             state.key = key;
             state.config.history(&history, created, size.is_none());
             state.steps_cached += 1;
@@ -471,6 +482,13 @@ impl StageRunner<'_> {
         if let Some(layer) = layer {
             state.layers.push(layer);
         }
+        self.record(
+            state,
+            &key,
+            parent,
+            size.is_some(),
+            (command, created, started),
+        );
         state.chain = chain;
         state.key = key;
         state.config.history(&history, created, size.is_none());
@@ -485,6 +503,87 @@ impl StageRunner<'_> {
             });
         }
         Ok(())
+    }
+
+    /// The cache record of `key`: the store's, else one a `--cache-from`
+    /// has (its layer fetched now, and the record kept in the store). A
+    /// record whose layer blob is gone is no record: the step runs.
+    fn cached(
+        &self,
+        key: &Digest,
+        key_text: &str,
+        step: Option<StepId>,
+    ) -> Result<Option<CacheRecord>, BuildError> {
+        let store = &self.engine.store;
+        if let Some(record) = store
+            .read(|r| r.cache(key_text))
+            .map_err(BuildError::store("reading the build cache"))?
+            && record
+                .layer
+                .as_ref()
+                .is_none_or(|l| store.contains(&l.digest).unwrap_or(false))
+        {
+            return Ok(Some(record));
+        }
+        let Some(hit) = self.shared.remote.get(key) else {
+            return Ok(None);
+        };
+        let remote = &self.shared.remote;
+        if let Err(e) = remote.fetch(hit, store, &self.engine.client, &self.engine.runtime) {
+            self.engine.emit(Event::Warning {
+                message: format!(
+                    "{}: the cached layer could not be read ({}); running the step",
+                    step.map_or_else(|| "a trigger".to_string(), |s| format!("step {s}")),
+                    super::with_causes(&e)
+                ),
+                line: None,
+            });
+            return Ok(None);
+        }
+        let record = CacheRecord {
+            layer: hit.layer.as_ref().map(|(d, _)| d.clone()),
+            diff_id: hit.layer.as_ref().map(|(_, diff)| diff.clone()),
+            config: None,
+        };
+        store
+            .update(|w| w.put_cache(key_text, &record))
+            .map_err(BuildError::store("recording the build cache"))?;
+        Ok(Some(record))
+    }
+
+    /// Notes a step's key among the stage's, and its result (its layer:
+    /// the stage's top one when `made_layer`) for `--cache-to`.
+    fn record(
+        &self,
+        state: &mut StageOutcome,
+        key: &Digest,
+        parent: Digest,
+        made_layer: bool,
+        (command, created, started): (&Command, &str, Instant),
+    ) {
+        state.keys.push(key.clone());
+        if self.shared.request.cache_to.is_empty() {
+            return;
+        }
+        let record = StepRecord {
+            platform: self.target_platform.to_string(),
+            key: key.clone(),
+            parent,
+            layer: state
+                .layers
+                .last()
+                .filter(|_| made_layer)
+                .map(|l| (l.descriptor.clone(), l.diff_id.clone())),
+            stage: self.plan.stages[self.stage].display_name(),
+            instruction: super::one_line(&command.origin().code),
+            created: created.to_string(),
+            millis: millis(started.elapsed()),
+        };
+        self.shared
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
     }
 
     /// The snapshots of the stage's layers, unpacking what is missing.

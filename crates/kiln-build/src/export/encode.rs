@@ -157,6 +157,7 @@ pub fn stored_images(store: &Store, target: &Descriptor) -> Result<Vec<BuiltImag
             manifest,
             config,
             base_layers: 0,
+            step_keys: Vec::new(),
         });
     }
     Ok(images)
@@ -225,13 +226,14 @@ fn encode_platform(
         manifest: manifest_desc,
         config,
         base_layers: image.base_layers,
+        step_keys: image.step_keys.clone(),
     })
 }
 
 /// One layer in `encoding`: as it is when it already is, else a recorded
 /// variant, else converted now (and recorded). `own`: a layer the build
 /// made, whose timestamps are rewritten when asked.
-fn encode_layer(
+pub(crate) fn encode_layer(
     store: &Store,
     layer: &Descriptor,
     diff_id: &Digest,

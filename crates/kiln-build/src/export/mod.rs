@@ -23,6 +23,7 @@ mod output;
 mod rewrite;
 mod write;
 
+pub(crate) use encode::encode_layer;
 pub use encode::{Encoding, encode_image, record_layer_encoding, stored_images};
 pub use error::ExportError;
 pub use output::{Dest, Output, OutputKind};

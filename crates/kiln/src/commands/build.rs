@@ -14,7 +14,7 @@ use kiln_build::{
     BuildError, BuildNetwork, BuildRequest, BuildResult, Engine, SOURCE_DATE_EPOCH, SecretSource,
     SecretSpec,
 };
-use kiln_build::{Encoding, Output, OutputKind};
+use kiln_build::{CacheFrom, CacheTo, Encoding, Output, OutputKind};
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
@@ -116,6 +116,14 @@ pub(crate) struct BuildArgs {
     /// backoff, each time from its clean parent.
     #[arg(long, value_name = "N", default_value_t = BuildRequest::DEFAULT_RETRIES)]
     retries: u32,
+    /// Read cache entries from `type=registry,ref=REF` or `type=local,src=DIR` (repeatable,
+    /// tried in order; see docs/CACHE.md).
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
+    /// Write the build's cache entries to `type=registry,ref=REF` or `type=local,dest=DIR`
+    /// [`mode=min|max`, `ttl=`, `ignore-error=true`, `compression=`] (repeatable).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Vec<String>,
 }
 
 /// The exit status of a build that a step's watchdog ended.
@@ -293,6 +301,24 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     request.step_timeout = args.step_timeout;
     request.stall_timeout = Some(args.stall_timeout.into());
     request.retries = args.retries;
+    request.cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| CacheFrom::parse(s))
+        .collect::<Result<_, _>>()?;
+    request.cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| CacheTo::parse(s))
+        .collect::<Result<_, _>>()?;
+    for to in &request.cache_to {
+        if let Some(level) = to.level {
+            kiln_image::compress::check_level(
+                to.compression.unwrap_or(build_encoding.compression),
+                level,
+            )?;
+        }
+    }
 
     let store = ctx.store()?;
     let runtime = ctx.runtime()?;

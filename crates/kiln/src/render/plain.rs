@@ -55,6 +55,18 @@ impl Plain {
         if self.current == Some(id) {
             return;
         }
+        self.leave_step(lines);
+        lines.push(format!(
+            "#{id} {}",
+            text::truncate(&steps.label(id), HEADER_WIDTH)
+        ));
+        self.current = Some(id);
+    }
+
+    /// Another step's lines, or a line of the build's own (a warning, a
+    /// note), follow: the current step's stop (`#N ...` if it goes on),
+    /// then a blank line.
+    fn leave_step(&mut self, lines: &mut Vec<String>) {
         if let Some(previous) = self.current.take()
             && !self.ended.contains(&previous)
         {
@@ -63,11 +75,6 @@ impl Plain {
         if self.wrote || !lines.is_empty() {
             lines.push(String::new());
         }
-        lines.push(format!(
-            "#{id} {}",
-            text::truncate(&steps.label(id), HEADER_WIDTH)
-        ));
-        self.current = Some(id);
     }
 
     /// The step ended: its last line, then no current step.
@@ -205,18 +212,15 @@ pub(super) fn event(
             ));
         }
         Event::Warning { message, line } => {
-            if let Some(previous) = plain.current.take()
-                && !plain.ended.contains(&previous)
-            {
-                lines.push(format!("#{previous} ..."));
-            }
-            if plain.wrote || !lines.is_empty() {
-                lines.push(String::new());
-            }
+            plain.leave_step(&mut lines);
             match line {
                 Some(n) => lines.push(format!("WARNING: {message} (line {n})")),
                 None => lines.push(format!("WARNING: {message}")),
             }
+        }
+        Event::Note { message } => {
+            plain.leave_step(&mut lines);
+            lines.push(text::printable(message));
         }
         _ => {}
     }

@@ -125,6 +125,10 @@ impl Screen {
                 self.commit(vec![paint(color, YELLOW, &text)]);
                 true
             }
+            Event::Note { message } => {
+                self.commit(vec![text::printable(message)]);
+                true
+            }
             _ => false,
         }
     }
