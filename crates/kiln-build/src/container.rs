@@ -287,8 +287,9 @@ pub fn image_layers(
     }
     let mut layers = Vec::new();
     for (blob, diff_id) in blobs.iter().zip(diff_ids) {
+        // A layer still in its registry is fetched when it is unpacked.
         let present = store
-            .contains(&blob.digest)
+            .available(&blob.digest)
             .map_err(|source| ContainerError::Store {
                 name: name.to_string(),
                 source,

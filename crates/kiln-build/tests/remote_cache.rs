@@ -519,14 +519,15 @@ fn a_cache_behind_a_faulty_proxy_still_gives_the_right_image() {
         r.cache_from = vec![from(&format!("type=registry,ref={}/{path}", proxy.host()))];
     });
     let read = read.unwrap();
-    assert!(proxy.fired(0) > 0 && proxy.fired(1) > 0 && proxy.fired(2) > 0);
     assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
     assert_eq!(started_steps(&events), 0);
+    // The layers come through the proxy as the image's files are read.
     assert_eq!(made(&fresh, &read), made(&first, &written));
     assert_eq!(
         first.config(&written).rootfs.diff_ids,
         fresh.config(&read).rootfs.diff_ids
     );
+    assert!(proxy.fired(0) > 0 && proxy.fired(1) > 0 && proxy.fired(2) > 0);
 }
 
 /// `mode=min` keeps the steps behind the image's layers; `mode=max` every
@@ -666,4 +667,128 @@ fn a_cache_that_holds_every_entry_is_not_written_again() {
         after.iter().any(|e| e.contains("/manifests/same")),
         "{after:?}"
     );
+}
+
+/// The blob digests a run of requests fetched (`GET .../blobs/sha256:...`).
+fn blob_gets(exchanges: &[kiln_testkit::Exchange]) -> Vec<String> {
+    exchanges
+        .iter()
+        .filter(|e| e.method == "GET")
+        .filter_map(|e| e.target.split("/blobs/").nth(1))
+        .map(|d| d.split('?').next().unwrap_or(d).to_string())
+        .collect()
+}
+
+/// Lazy layers: a fresh runner whose every step hits the registry cache
+/// fetches no layer to build, none to push to the same registry (base and
+/// cached layers are linked from their repositories), and exactly the
+/// image's layers, once each, to write an OCI layout.
+#[test]
+fn a_fully_cached_build_fetches_no_layer_until_an_export_reads_it() {
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let (Some(first), Some(fresh)) = (Harness::new(), Harness::new()) else {
+        return;
+    };
+    let proxy = FaultProxy::start(&registry.host(), Faults::new());
+    let host = proxy.host();
+    // The base lives in the registry, as a CI runner's base does.
+    busybox_image(&first.store);
+    let base = format!("{host}/base/busybox:1");
+    first
+        .runtime
+        .block_on(kiln_registry::push_image(
+            &first.client,
+            &first.store,
+            &Reference::parse("kiln.test/busybox:1").unwrap(),
+            &Reference::parse(&base).unwrap(),
+            4,
+        ))
+        .unwrap();
+    let dockerfile = APP.replace("kiln.test/busybox:1", &base);
+    let cache = format!("{host}/app/cache:main");
+    let ctx = context("a\n", "b\n");
+    let (written, _) = first.build(ctx.path(), &dockerfile, |r| {
+        r.cache_to = vec![to(&format!("type=registry,ref={cache},mode=max"))];
+    });
+    let written = written.unwrap();
+
+    let before = proxy.exchanges().len();
+    let (read, events) = fresh.build(ctx.path(), &dockerfile, |r| {
+        r.cache_from = vec![from(&format!("type=registry,ref={cache}"))];
+    });
+    let read = read.unwrap();
+    assert_eq!(started_steps(&events), 0);
+    let manifest = fresh
+        .store
+        .read_document::<Manifest>(&read.images[0].manifest)
+        .unwrap()
+        .into_value();
+    let layers: Vec<String> = manifest
+        .layers
+        .iter()
+        .map(|l| l.digest.to_string())
+        .collect();
+    assert_eq!(layers.len(), 4, "the base's and three steps'");
+    let fetched = blob_gets(&proxy.exchanges()[before..]);
+    assert!(
+        fetched.iter().all(|d| !layers.contains(d)),
+        "the build fetched layers: {fetched:?}"
+    );
+
+    // Pushed to the same registry: every layer linked, none fetched.
+    let before = proxy.exchanges().len();
+    let image = format!("{host}/app/image:1");
+    let pushed = fresh
+        .runtime
+        .block_on(kiln_registry::push_descriptor(
+            &fresh.client,
+            &fresh.store,
+            &read.target,
+            &Reference::parse(&image).unwrap(),
+            &Reference::parse(&image).unwrap(),
+            4,
+        ))
+        .unwrap();
+    assert_eq!((pushed.uploaded, pushed.mounted), (1, 4), "{pushed:?}");
+    let fetched = blob_gets(&proxy.exchanges()[before..]);
+    assert!(
+        fetched.iter().all(|d| !layers.contains(d)),
+        "the push fetched layers: {fetched:?}"
+    );
+    // What was pushed is whole: a third machine pulls and reads it.
+    let Some(puller) = Harness::new() else {
+        return;
+    };
+    let pulled = puller
+        .runtime
+        .block_on(kiln_registry::pull_image(
+            &puller.client,
+            &puller.store,
+            &Reference::parse(&image).unwrap(),
+            &kiln_registry::PullOptions::default(),
+        ))
+        .unwrap();
+    assert_eq!(pulled.target.digest, read.images[0].manifest.digest);
+
+    // An OCI layout needs the bytes: each layer fetched once, then read
+    // from the store.
+    let before = proxy.exchanges().len();
+    let out = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        kiln_build::write_oci(
+            &fresh.store,
+            &kiln_build::Dest::Dir(out.path().join("layout")),
+            &Reference::parse("app:1").unwrap(),
+            &read.target,
+        )
+        .unwrap();
+    }
+    let mut fetched = blob_gets(&proxy.exchanges()[before..]);
+    fetched.sort();
+    let mut expected = layers.clone();
+    expected.sort();
+    assert_eq!(fetched, expected);
+    assert_eq!(made(&fresh, &read), made(&first, &written));
 }

@@ -92,7 +92,7 @@ pub fn write_dir(store: &Store, dir: &Path, images: &[LayoutImage]) -> Result<()
     let mut done = HashSet::new();
     for image in images {
         for d in store.image_blobs(&image.target)? {
-            if !done.insert(d.digest.clone()) || !store.contains(&d.digest)? {
+            if !done.insert(d.digest.clone()) || !store.available(&d.digest)? {
                 continue;
             }
             let dest = blobs.join(d.digest.hex());

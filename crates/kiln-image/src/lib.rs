@@ -28,9 +28,9 @@ pub use crate::digest::{Digest, DigestError, HashingReader, HashingWriter, Sha25
 pub use crate::layer::LayerError;
 pub use crate::reference::{DOCKER_HUB, Reference, ReferenceError, is_loopback_host};
 pub use crate::store::{
-    Blob, BlobInfo, CacheRecord, ContextHashRecord, DOCUMENT_LIMIT, ImageRecord, IndexReader,
-    IndexWriter, Ingest, LayerVariant, LockWait, LockWaitHook, Problem, PruneReport,
-    SCHEMA_VERSION, SnapshotRecord, SnapshotState, Store, StoreError, StoreOptions, Unsynced,
-    VerifyReport,
+    Blob, BlobFetcher, BlobInfo, BlobSource, BlobSources, CacheRecord, ContextHashRecord,
+    DOCUMENT_LIMIT, ImageRecord, IndexReader, IndexWriter, Ingest, LayerVariant, LockWait,
+    LockWaitHook, Problem, PruneReport, SCHEMA_VERSION, SnapshotRecord, SnapshotState, Store,
+    StoreError, StoreOptions, Unsynced, VerifyReport,
 };
 pub use kiln_platform::Platform;

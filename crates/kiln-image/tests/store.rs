@@ -787,3 +787,138 @@ fn child_process_entry() {
         other => panic!("unknown role {other:?}"),
     }
 }
+
+// ---- blob sources: layers fetched when read ------------------------------
+
+/// A fetcher that copies from another store (standing in for a registry:
+/// kiln-registry's fetcher is tested against a real one), counting calls.
+struct CopyFrom {
+    store: Store,
+    corrupt: bool,
+    calls: Mutex<Vec<(Digest, Vec<String>)>>,
+}
+
+impl kiln_image::BlobFetcher for CopyFrom {
+    fn fetch(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        sources: &[kiln_image::BlobSource],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.calls.lock().unwrap().push((
+            blob.digest.clone(),
+            sources
+                .iter()
+                .map(|s| format!("{}/{}", s.registry, s.repository))
+                .collect(),
+        ));
+        let mut bytes = self.store.read_blob(&blob.digest)?;
+        if self.corrupt {
+            bytes[0] ^= 1;
+        }
+        let mut ingest = store.ingest_expected(&blob.digest, Some(blob.size))?;
+        ingest.write_all(&bytes)?;
+        ingest.commit()?;
+        Ok(())
+    }
+}
+
+/// An image whose layers only a "registry" (another store) has: the store
+/// knows where they are, opens them by fetching, verifies and prunes
+/// around them.
+#[test]
+fn a_layer_with_a_known_source_is_fetched_when_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Store::open(dir.path().join("registry")).unwrap();
+    let (image, _) = make_image(&registry, "remote", 2, &amd64(), true);
+    let store = Store::open(dir.path().join("runner")).unwrap();
+    let layers = registry
+        .read_document::<kiln_image::document::Manifest>(&image)
+        .unwrap()
+        .into_value()
+        .layers;
+    assert_eq!(layers.len(), 2);
+    // The documents come over; the layers stay where they are.
+    for d in registry.image_blobs(&image).unwrap() {
+        if !layers.contains(&d) {
+            store
+                .write_blob(&registry.read_blob(&d.digest).unwrap())
+                .unwrap();
+        }
+    }
+    store
+        .update(|w| {
+            for d in &layers {
+                w.add_blob_source(d, "old.example", "base")?;
+                w.add_blob_source(d, "reg.example", "base")?;
+                w.add_blob_source(d, "reg.example", "base")?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    store.tag(&reference("reg.example/base:1"), &image).unwrap();
+    let first = &layers[0].digest;
+    assert!(!store.contains(first).unwrap());
+    assert!(store.available(first).unwrap());
+    let known = store.read(|r| r.blob_sources(first)).unwrap().unwrap();
+    assert_eq!(known.size, layers[0].size);
+    let names: Vec<&str> = known.sources.iter().map(|s| s.registry.as_str()).collect();
+    assert_eq!(
+        names,
+        ["reg.example", "old.example"],
+        "newest first, once each"
+    );
+
+    // Nothing set to fetch: an error that says where the blob is.
+    let err = store.open_blob(first).unwrap_err();
+    assert!(matches!(err, StoreError::NotFetched { .. }), "{err}");
+    assert!(err.to_string().contains("reg.example/base"), "{err}");
+    // Verify counts a remote layer as no problem.
+    let report = store.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // A fetcher that brings bad bytes: the ingest refuses them, nothing
+    // is left under the digest.
+    store.set_fetcher(Arc::new(CopyFrom {
+        store: registry.clone(),
+        corrupt: true,
+        calls: Mutex::default(),
+    }));
+    let err = store.open_blob(first).unwrap_err();
+    assert!(matches!(err, StoreError::Fetch { .. }), "{err}");
+    assert!(!store.contains(first).unwrap());
+
+    let fetcher = Arc::new(CopyFrom {
+        store: registry.clone(),
+        corrupt: false,
+        calls: Mutex::default(),
+    });
+    store.set_fetcher(fetcher.clone());
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut store.open_blob(first).unwrap(), &mut read).unwrap();
+    assert_eq!(read, registry.read_blob(first).unwrap());
+    store.ensure_blob(&layers[1].digest).unwrap();
+    store.ensure_blob(&layers[1].digest).unwrap();
+    let calls = fetcher.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "each blob fetched once: {calls:?}");
+    assert_eq!(calls[0].1, ["reg.example/base", "old.example/base"]);
+
+    // Prune keeps the sources of what a tag reaches and forgets the rest.
+    store
+        .update(|w| {
+            w.add_blob_source(
+                &Descriptor::new(kiln_image::media::OCI_LAYER, Digest::of(b"gone"), 4),
+                "reg.example",
+                "x",
+            )
+        })
+        .unwrap();
+    store.prune().unwrap();
+    assert!(
+        store
+            .read(|r| r.blob_sources(&Digest::of(b"gone")))
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.read(|r| r.blob_sources(first)).unwrap().is_some());
+}

@@ -59,6 +59,6 @@ pub use crate::manifest::{Manifest, ManifestInfo};
 pub use crate::options::{ClientOptions, Credentials, RetryPolicy, UploadPolicy};
 pub use crate::push::PushOutcome;
 pub use crate::transfer::{
-    DEFAULT_CONCURRENCY, PullOptions, PulledImage, PushedImage, TransferError, fetch_blob_into,
-    pull_image, push_descriptor, push_image,
+    DEFAULT_CONCURRENCY, PullOptions, PulledImage, PushedImage, RegistryFetcher, TransferError,
+    fetch_blob_into, fetch_from_sources, pull_image, push_descriptor, push_image, push_store_blob,
 };

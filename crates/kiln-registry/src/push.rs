@@ -227,6 +227,72 @@ impl RegistryClient {
         }
     }
 
+    /// Asks the registry to link the blob `digest` from `from`, another
+    /// repository of the same registry, into `repository` without sending
+    /// its bytes: `Mounted`, or `Existed` if the repository had it; `None`
+    /// if the registry would rather have the bytes (the upload session it
+    /// opened instead is cancelled).
+    pub async fn mount_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        from: &str,
+    ) -> Result<Option<PushOutcome>, Error> {
+        let inner = &self.inner;
+        let operation = Operation::new(
+            OperationKind::PushBlob,
+            &repository.registry,
+            Some(&repository.name),
+            Some(digest.to_string()),
+        );
+        if from == repository.name {
+            return Ok(None);
+        }
+        let scopes = vec![
+            repository_scope(&repository.name, true),
+            repository_scope(from, false),
+        ];
+        if self
+            .blob_exists_as(&operation, repository, digest, &scopes)
+            .await?
+            .is_some()
+        {
+            inner.emit(Event::BlobExists {
+                operation: operation.clone(),
+            });
+            return Ok(Some(PushOutcome::Existed));
+        }
+        let endpoint = inner.endpoint(&repository.registry).await?;
+        let mut retrier = inner.retrier(&operation);
+        let ctx = Ctx {
+            endpoint: &endpoint,
+            operation: &operation,
+            repository,
+            digest,
+            scopes: &scopes,
+        };
+        match self.start_upload(&ctx, Some(from), &mut retrier).await? {
+            Started::Mounted(from) => {
+                inner.emit(Event::Mounted {
+                    operation: operation.clone(),
+                    from: from.clone(),
+                });
+                Ok(Some(PushOutcome::Mounted { from }))
+            }
+            Started::Session(session) => {
+                // Best effort: a session left open expires on its own.
+                let call = Call::new(
+                    ctx.operation,
+                    Method::DELETE,
+                    session.location.clone(),
+                    ctx.scopes,
+                );
+                let _ = inner.send(ctx.endpoint, &call).await;
+                Ok(None)
+            }
+        }
+    }
+
     /// Reports why the upload starts over and opens a new session.
     async fn restart_upload(
         &self,

@@ -2,14 +2,15 @@
 //! manifest or index → platform → config and layers, in parallel) and
 //! push (blobs, then manifests, then the index).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use kiln_image::document::{Descriptor, ImageDocument};
-use kiln_image::{Digest, Ingest, Platform, Reference, Store, StoreError};
+use kiln_image::{BlobFetcher, BlobSource, Digest, Ingest, Platform, Reference, Store, StoreError};
 
-use crate::{BlobSink, Error, FileSource, RegistryClient, Repository};
+use crate::{BlobSink, Error, FileSource, PushOutcome, RegistryClient, Repository};
 
 /// How many blobs move at once.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -46,6 +47,10 @@ pub struct PullOptions {
     /// Pull every platform of an index (and tag the index), instead of one.
     pub all_platforms: bool,
     pub concurrency: usize,
+    /// Leave the layers in the registry: only the manifests and configs
+    /// are stored, with the layers' source recorded, and a layer is
+    /// fetched when something reads it (see [`RegistryFetcher`]).
+    pub lazy_layers: bool,
 }
 
 impl Default for PullOptions {
@@ -54,6 +59,7 @@ impl Default for PullOptions {
             platform: Platform::host(),
             all_platforms: false,
             concurrency: DEFAULT_CONCURRENCY,
+            lazy_layers: false,
         }
     }
 }
@@ -142,6 +148,106 @@ pub async fn fetch_blob_into(
         .await?;
     sink.commit()?;
     Ok(true)
+}
+
+/// Pushes the store's blob `blob` to `repository`. `sources` are the
+/// repositories the store knows hold it (its `blob_sources`): one of the
+/// same registry is asked to link it (else `mount_from`, if given), and a
+/// blob the store never fetched is downloaded from them only when the
+/// registry will not link it.
+pub async fn push_store_blob(
+    client: &RegistryClient,
+    store: &Store,
+    repository: &Repository,
+    blob: &Descriptor,
+    sources: &[BlobSource],
+    mount_from: Option<&str>,
+) -> Result<PushOutcome, TransferError> {
+    let mount_from = sources
+        .iter()
+        .find(|s| s.registry == repository.registry && s.repository != repository.name)
+        .map(|s| s.repository.as_str())
+        .or(mount_from);
+    if !store.contains(&blob.digest)? {
+        if let Some(from) = mount_from
+            && let Some(done) = client.mount_blob(repository, &blob.digest, from).await?
+        {
+            return Ok(done);
+        }
+        fetch_from_sources(client, store, blob, sources).await?;
+    }
+    let path = store.blob_path(&blob.digest);
+    let src = FileSource::open(&path).map_err(|e| StoreError::Io { path, source: e })?;
+    Ok(client
+        .push_blob(repository, &blob.digest, &src, mount_from)
+        .await?)
+}
+
+/// Downloads `blob` into `store` from the first of `sources` that gives
+/// it; the error of the first source if none does.
+pub async fn fetch_from_sources(
+    client: &RegistryClient,
+    store: &Store,
+    blob: &Descriptor,
+    sources: &[BlobSource],
+) -> Result<(), TransferError> {
+    let mut first = None;
+    for source in sources {
+        let repository = Repository::new(&source.registry, &source.repository);
+        match fetch_blob_into(client, store, &repository, blob).await {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| {
+        TransferError::Store(StoreError::BlobNotFound {
+            digest: blob.digest.clone(),
+            path: store.blob_path(&blob.digest),
+        })
+    }))
+}
+
+/// The store's [`BlobFetcher`]: a blob it lacks but knows sources of is
+/// downloaded with this client, on this runtime, when something reads it.
+/// Set it with [`Store::set_fetcher`].
+pub struct RegistryFetcher {
+    client: RegistryClient,
+    runtime: tokio::runtime::Handle,
+}
+
+impl RegistryFetcher {
+    pub fn new(client: RegistryClient, runtime: tokio::runtime::Handle) -> RegistryFetcher {
+        RegistryFetcher { client, runtime }
+    }
+}
+
+impl BlobFetcher for RegistryFetcher {
+    fn fetch(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        sources: &[BlobSource],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let fetch = || {
+            self.runtime
+                .block_on(fetch_from_sources(&self.client, store, blob, sources))
+        };
+        // Outside the runtime the caller's thread waits for the download;
+        // inside it (an async task reading a blob), a thread of its own
+        // does, as a runtime's thread may not block on it.
+        let done = if tokio::runtime::Handle::try_current().is_err() {
+            fetch()
+        } else {
+            std::thread::scope(|s| {
+                s.spawn(fetch)
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        };
+        done.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+    }
 }
 
 fn with_digest(reference: &Reference, digest: &Digest) -> Reference {
@@ -239,23 +345,37 @@ pub async fn pull_image(
         }
     };
 
-    // Config and layers of every manifest, the ones missing, in parallel.
+    // Config and layers of every manifest, the ones missing, in parallel;
+    // with lazy layers the configs only.
     let mut blobs: Vec<Descriptor> = Vec::new();
+    let mut layers: Vec<Descriptor> = Vec::new();
     for m in &manifests {
+        if let ImageDocument::Manifest(manifest) = m {
+            layers.extend(manifest.value().layers.iter().cloned());
+        }
         for child in m.children() {
             if !blobs.iter().any(|b| b.digest == child.digest) {
                 blobs.push(child.clone());
             }
         }
     }
+    // Where each layer came from: a push to this registry links it from
+    // here, and a lazy one is fetched from here.
+    store.update(|w| {
+        for layer in &layers {
+            w.add_blob_source(layer, &reference.registry, &reference.repository)?;
+        }
+        Ok(())
+    })?;
     let mut missing = Vec::new();
     for blob in &blobs {
-        if store.reuse(&blob.digest)?.is_none() {
+        let lazy = options.lazy_layers && layers.iter().any(|l| l.digest == blob.digest);
+        if !lazy && store.reuse(&blob.digest)?.is_none() {
             missing.push(blob.clone());
         }
     }
-    let reused = blobs.len() - missing.len();
     let downloaded = missing.len();
+    let reused = blobs.len() - downloaded;
     stream::iter(missing.into_iter().map(|blob| {
         let repository = repository.clone();
         async move {
@@ -343,30 +463,43 @@ pub async fn push_descriptor(
     let counts = Arc::new(std::sync::Mutex::new((0usize, 0usize, 0usize)));
     for manifest in &manifests {
         let blobs: Vec<Descriptor> = manifest.children().into_iter().cloned().collect();
+        // Where each blob came from: one of the destination's registry is
+        // linked from there, and a blob the store never fetched is fetched
+        // only if it cannot be.
+        let mut sources = HashMap::new();
         for blob in &blobs {
-            if !store.contains(&blob.digest)? {
+            let known = store.read(|r| r.blob_sources(&blob.digest))?;
+            if !store.contains(&blob.digest)? && known.is_none() {
                 return Err(TransferError::MissingBlob {
                     reference: source.familiar(),
                     digest: blob.digest.clone(),
                 });
             }
+            sources.insert(
+                blob.digest.clone(),
+                known.map(|k| k.sources).unwrap_or_default(),
+            );
         }
         stream::iter(blobs.into_iter().map(|blob| {
             let repository = repository.clone();
+            let known = sources.remove(&blob.digest).unwrap_or_default();
             let mount_from = mount_from.clone();
             let counts = Arc::clone(&counts);
             async move {
-                let path = store.blob_path(&blob.digest);
-                let src =
-                    FileSource::open(&path).map_err(|e| StoreError::Io { path, source: e })?;
-                let outcome = client
-                    .push_blob(&repository, &blob.digest, &src, mount_from.as_deref())
-                    .await?;
+                let outcome = push_store_blob(
+                    client,
+                    store,
+                    &repository,
+                    &blob,
+                    &known,
+                    mount_from.as_deref(),
+                )
+                .await?;
                 let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
                 match outcome {
-                    crate::PushOutcome::Uploaded => c.0 += 1,
-                    crate::PushOutcome::Existed => c.1 += 1,
-                    crate::PushOutcome::Mounted { .. } => c.2 += 1,
+                    PushOutcome::Uploaded => c.0 += 1,
+                    PushOutcome::Existed => c.1 += 1,
+                    PushOutcome::Mounted { .. } => c.2 += 1,
                 }
                 Ok::<(), TransferError>(())
             }

@@ -116,6 +116,16 @@ impl Context {
         options
     }
 
+    /// Lets `store` fetch the layers it knows only the registry of (a
+    /// build's base layers and cache hits) when a command reads them, with
+    /// a client whose transfers show as progress.
+    pub(crate) fn fetch_layers(&self, store: &Store, runtime: &tokio::runtime::Runtime) {
+        store.set_fetcher(Arc::new(kiln_registry::RegistryFetcher::new(
+            self.client(),
+            runtime.handle().clone(),
+        )));
+    }
+
     pub(crate) fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

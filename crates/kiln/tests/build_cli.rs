@@ -368,7 +368,9 @@ fn a_fresh_runner_builds_from_the_registry_cache() {
     ]);
     let log = text(&out);
     assert!(
-        log.contains(&format!("cache {cache}: 2 entries written, 2 layers uploaded")),
+        log.contains(&format!(
+            "cache {cache}: 2 entries written, 2 layers uploaded"
+        )),
         "{log}"
     );
     let fresh = Kiln::new();
@@ -383,7 +385,10 @@ fn a_fresh_runner_builds_from_the_registry_cache() {
         ctx,
     ]);
     let log = text(&out);
-    assert!(log.contains(&format!("cache {cache}: 2 entries for linux/")), "{log}");
+    assert!(
+        log.contains(&format!("cache {cache}: 2 entries for linux/")),
+        "{log}"
+    );
     assert!(log.contains("2 steps: 0 run, 2 cached"), "{log}");
 
     // A cache kiln cannot write to fails the build, naming it; a spec it

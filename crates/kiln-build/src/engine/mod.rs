@@ -282,6 +282,13 @@ impl Engine {
             .map_err(BuildError::sweep("removing stale secrets"))?;
         kiln_fs::sweep(store.root(), DOWNLOAD_PREFIX)
             .map_err(BuildError::sweep("removing stale downloads"))?;
+        // Base layers and cache hits stay in their registry until a step
+        // or an export reads them: the store fetches them then, with this
+        // client.
+        store.set_fetcher(Arc::new(kiln_registry::RegistryFetcher::new(
+            client.clone(),
+            runtime.clone(),
+        )));
         Ok(Engine {
             store,
             snapshotter,

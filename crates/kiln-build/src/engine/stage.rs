@@ -18,7 +18,7 @@ use super::error::Cause;
 use super::{Board, BuildError, Engine, Shared};
 use crate::events::{Event, StepId, millis};
 use crate::ops::Download;
-use crate::remote_cache::StepRecord;
+use crate::remote_cache::{self, StepRecord};
 use crate::run::DEFAULT_PATH;
 use crate::snapshot::{ActiveSnapshot, CommitOptions, Layer, Snapshot};
 use crate::watchdog::Overrides;
@@ -262,8 +262,12 @@ impl StageRunner<'_> {
                 };
                 // The first stage to get here pulls; the others wait for it.
                 let pulled = cell.get_or_init(|| {
+                    // The layers stay in the registry until a step or an
+                    // export reads them (a build whose steps are all
+                    // cached, pushed to the base's registry, fetches none).
                     let options = PullOptions {
                         platform: self.platform.clone(),
+                        lazy_layers: true,
                         ..PullOptions::default()
                     };
                     self.engine
@@ -518,10 +522,9 @@ impl StageRunner<'_> {
         if let Some(record) = store
             .read(|r| r.cache(key_text))
             .map_err(BuildError::store("reading the build cache"))?
-            && record
-                .layer
-                .as_ref()
-                .is_none_or(|l| store.contains(&l.digest).unwrap_or(false))
+            && record.layer.as_ref().is_none_or(|l| {
+                remote_cache::reachable(store, &self.engine.client, &self.engine.runtime, &l.digest)
+            })
         {
             return Ok(Some(record));
         }
@@ -529,7 +532,7 @@ impl StageRunner<'_> {
             return Ok(None);
         };
         let remote = &self.shared.remote;
-        if let Err(e) = remote.fetch(hit, store, &self.engine.client, &self.engine.runtime) {
+        if let Err(e) = remote.claim(hit, store, &self.engine.client, &self.engine.runtime) {
             self.engine.emit(Event::Warning {
                 message: format!(
                     "{}: the cached layer could not be read ({}); running the step",

@@ -65,6 +65,10 @@ pub enum CacheError {
         source: std::io::Error,
     },
 
+    /// An entry's layer blob that the cache no longer has.
+    #[error("cache {cache}: blob {digest} is gone")]
+    BlobGone { cache: String, digest: Digest },
+
     /// Other writers kept replacing the cache's index.
     #[error("cache {cache}: other writers replaced its index {attempts} times in a row")]
     Contended { cache: String, attempts: u32 },
@@ -111,8 +115,10 @@ impl Imported {
         self.hits.get(key)
     }
 
-    /// Puts a hit's layer blob into the store (fetched from its cache).
-    pub(crate) fn fetch(
+    /// Makes a hit's layer available to the store: from a registry, its
+    /// source recorded after a check that the blob is there (it is fetched
+    /// only when a step or an export reads it); from a directory, copied.
+    pub(crate) fn claim(
         &self,
         hit: &Hit,
         store: &Store,
@@ -122,8 +128,31 @@ impl Imported {
         let Some((layer, _)) = &hit.layer else {
             return Ok(());
         };
-        Place::new(&self.sources[hit.source], client, runtime).fetch_into(store, layer)
+        Place::new(&self.sources[hit.source], client, runtime).claim(store, layer)
     }
+}
+
+/// Whether the store has the blob, or one of the registries it came from
+/// still does (asked, as a registry may have dropped it since).
+pub(crate) fn reachable(
+    store: &Store,
+    client: &RegistryClient,
+    runtime: &tokio::runtime::Handle,
+    digest: &Digest,
+) -> bool {
+    if store.contains(digest).unwrap_or(false) {
+        return true;
+    }
+    let Ok(Some(known)) = store.read(|r| r.blob_sources(digest)) else {
+        return false;
+    };
+    known.sources.iter().any(|s| {
+        let repository = kiln_registry::Repository::new(&s.registry, &s.repository);
+        matches!(
+            runtime.block_on(client.blob_exists(&repository, digest)),
+            Ok(Some(_))
+        )
+    })
 }
 
 /// Reads the entries of `sources` for `platforms`, in order: the first

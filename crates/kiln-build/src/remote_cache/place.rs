@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use kiln_image::document::{ANNOTATION_REF_NAME, Descriptor, Document, Index};
 use kiln_image::media::{self, Format};
-use kiln_image::{Digest, HashingReader, Reference, Store};
-use kiln_registry::{FileSource, PushOutcome, RegistryClient, Repository, fetch_blob_into};
+use kiln_image::{Digest, HashingReader, Reference, Store, StoreError};
+use kiln_registry::{PushOutcome, RegistryClient, Repository, push_store_blob};
 
 use super::{CacheError, CacheLocation};
 
@@ -171,25 +171,30 @@ impl<'a> Place<'a> {
         Ok(bytes)
     }
 
-    /// Puts the layer blob `d` into `store` (verified), unless it has it.
-    pub(crate) fn fetch_into(&self, store: &Store, d: &Descriptor) -> Result<(), CacheError> {
+    /// Makes the layer blob `d` available to `store`: a registry's is
+    /// checked to be there and its source recorded (the store fetches it
+    /// when it is read); a directory's is copied in (verified).
+    pub(crate) fn claim(&self, store: &Store, d: &Descriptor) -> Result<(), CacheError> {
         match self {
             Place::Registry {
                 client,
                 runtime,
                 reference,
             } => {
-                runtime
-                    .block_on(fetch_blob_into(
-                        client,
-                        store,
-                        &Repository::of(reference),
-                        d,
-                    ))
-                    .map_err(|e| CacheError::Registry {
+                if store.contains(&d.digest)? {
+                    return Ok(());
+                }
+                let repository = Repository::of(reference);
+                let found = runtime
+                    .block_on(client.blob_exists(&repository, &d.digest))
+                    .map_err(|e| self.registry_err(e))?;
+                if found.is_none() {
+                    return Err(CacheError::BlobGone {
                         cache: self.name(),
-                        source: Box::new(e),
-                    })?;
+                        digest: d.digest.clone(),
+                    });
+                }
+                store.update(|w| w.add_blob_source(d, &repository.registry, &repository.name))?;
             }
             Place::Local { dir, .. } => {
                 if store.reuse(&d.digest)?.is_some() {
@@ -212,26 +217,39 @@ impl<'a> Place<'a> {
         store: &Store,
         d: &Descriptor,
     ) -> Result<bool, CacheError> {
-        let path = store.blob_path(&d.digest);
         match self {
             Place::Registry {
                 client,
                 runtime,
                 reference,
             } => {
-                let source = FileSource::open(&path).map_err(Self::io_err(&path))?;
+                // A hit's layer the store never fetched is linked from
+                // where it came from (often this very cache), not fetched.
+                let sources = store
+                    .read(|r| r.blob_sources(&d.digest))?
+                    .map(|k| k.sources)
+                    .unwrap_or_default();
                 let outcome = runtime
-                    .block_on(client.push_blob(
+                    .block_on(push_store_blob(
+                        client,
+                        store,
                         &Repository::of(reference),
-                        &d.digest,
-                        &source,
+                        d,
+                        &sources,
                         None,
                     ))
-                    .map_err(|e| self.registry_err(e))?;
+                    .map_err(|e| CacheError::Registry {
+                        cache: self.name(),
+                        source: Box::new(e),
+                    })?;
                 Ok(outcome == PushOutcome::Uploaded)
             }
             Place::Local { dir, .. } => {
-                let input = fs_err::File::open(&path).map_err(Self::io_err(&path))?;
+                let path = store.blob_path(&d.digest);
+                let input = store.open_blob(&d.digest).map_err(|e| match e {
+                    StoreError::Io { source, .. } => Self::io_err(&path)(source),
+                    other => CacheError::Store(other),
+                })?;
                 write_local_blob(dir, &d.digest, input)
             }
         }

@@ -40,6 +40,18 @@ pub enum StoreError {
     #[error("blob {digest} is not in the store ({})", path.display())]
     BlobNotFound { digest: Digest, path: PathBuf },
 
+    /// A blob the store knows a source of, with nothing set to fetch it.
+    #[error("blob {digest} is not in the store, only in {sources}, and nothing here may fetch it")]
+    NotFetched { digest: Digest, sources: String },
+
+    #[error("fetching blob {digest} from {sources}")]
+    Fetch {
+        digest: Digest,
+        sources: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error("{digest}: {source}")]
     Document {
         digest: Digest,

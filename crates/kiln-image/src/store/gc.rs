@@ -125,6 +125,27 @@ pub(crate) fn prune(store: &Store) -> Result<PruneReport, StoreError> {
             })
         })?;
     }
+
+    // Where a blob can be fetched from matters while something reaches it.
+    let sources = store.with_index("prune: blob sources", |db| {
+        db.read(|r| r.all_blob_sources())
+    })?;
+    let marked_names: HashSet<String> = marked.iter().map(Digest::to_string).collect();
+    let unreached: Vec<String> = sources
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !marked_names.contains(k))
+        .collect();
+    if !unreached.is_empty() {
+        store.with_index("prune: blob sources", |db| {
+            db.write(|w| {
+                for key in &unreached {
+                    w.remove_blob_sources(key)?;
+                }
+                Ok(())
+            })
+        })?;
+    }
     Ok(report)
 }
 

@@ -14,8 +14,10 @@
 //! | `cache`     | cache key                             | [`CacheRecord`]  |
 //! | `context_hashes` | (device, inode) as `(u64, u64)`  | [`ContextHashRecord`], binary |
 //! | `layer_variants` | `<diffID> <encoding>`            | [`LayerVariant`] |
+//! | `blob_sources` | blob digest                        | [`BlobSources`]  |
 //!
-//! `context_hashes` and `layer_variants` were added within schema 1: an
+//! `context_hashes`, `layer_variants` and `blob_sources` were added within
+//! schema 1: an
 //! index written before them has no such table, and reads it as empty; the
 //! first write creates it.
 //! Its values are a small fixed binary record, not JSON, because a build
@@ -49,6 +51,7 @@ const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots"
 const CACHE: TableDefinition<&str, &[u8]> = TableDefinition::new("cache");
 const CONTEXT_HASHES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("context_hashes");
 const LAYER_VARIANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("layer_variants");
+const BLOB_SOURCES: TableDefinition<&str, &[u8]> = TableDefinition::new("blob_sources");
 
 type Table = TableDefinition<'static, &'static str, &'static [u8]>;
 
@@ -129,6 +132,40 @@ pub struct CacheRecord {
 pub struct LayerVariant {
     pub diff_id: Digest,
     pub descriptor: Descriptor,
+}
+
+/// Where a blob can be fetched from (table `blob_sources`): the
+/// repositories that hold it. A blob with sources may be absent from the
+/// store (a layer a build has not needed yet: it is fetched when it is
+/// read, by the store's [`BlobFetcher`](crate::store::BlobFetcher)); a
+/// push to one of these registries links it from there instead of
+/// uploading it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobSources {
+    /// The blob's media type and size, as its manifest gave them.
+    pub media_type: String,
+    pub size: u64,
+    /// Newest first.
+    pub sources: Vec<BlobSource>,
+}
+
+/// One repository that holds a blob.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlobSource {
+    /// The registry's name as references spell it (`docker.io`,
+    /// `localhost:5000`).
+    pub registry: String,
+    pub repository: String,
+}
+
+/// How many sources a blob keeps: the newest ones.
+const MAX_SOURCES: usize = 8;
+
+impl BlobSources {
+    /// The blob as a descriptor.
+    pub fn descriptor(&self, digest: &Digest) -> Descriptor {
+        Descriptor::new(self.media_type.clone(), digest.clone(), self.size)
+    }
 }
 
 /// The key of a layer variant.
@@ -384,7 +421,7 @@ macro_rules! read_methods {
     };
 }
 
-macro_rules! variant_read_methods {
+macro_rules! optional_read_methods {
     () => {
         /// The layer with this diffID in the named encoding, if one was
         /// recorded (its blob may have been pruned since).
@@ -393,7 +430,7 @@ macro_rules! variant_read_methods {
             diff_id: &Digest,
             encoding: &str,
         ) -> Result<Option<LayerVariant>, StoreError> {
-            match self.variant_table()? {
+            match self.optional_table(LAYER_VARIANTS)? {
                 Some(t) => get(
                     self.path,
                     &t,
@@ -406,8 +443,24 @@ macro_rules! variant_read_methods {
 
         /// Every recorded layer variant, by key.
         pub fn layer_variants(&self) -> Result<Vec<(String, LayerVariant)>, StoreError> {
-            match self.variant_table()? {
+            match self.optional_table(LAYER_VARIANTS)? {
                 Some(t) => all(self.path, &t, "layer_variants"),
+                None => Ok(Vec::new()),
+            }
+        }
+
+        /// The repositories a blob can be fetched from, if any are known.
+        pub fn blob_sources(&self, digest: &Digest) -> Result<Option<BlobSources>, StoreError> {
+            match self.optional_table(BLOB_SOURCES)? {
+                Some(t) => get(self.path, &t, "blob_sources", &digest.to_string()),
+                None => Ok(None),
+            }
+        }
+
+        /// Every blob with known sources, by digest.
+        pub fn all_blob_sources(&self) -> Result<Vec<(String, BlobSources)>, StoreError> {
+            match self.optional_table(BLOB_SOURCES)? {
+                Some(t) => all(self.path, &t, "blob_sources"),
                 None => Ok(Vec::new()),
             }
         }
@@ -441,13 +494,14 @@ impl IndexReader<'_> {
     }
 
     read_methods!();
-    variant_read_methods!();
+    optional_read_methods!();
 
-    /// The layer-variant table, `None` in an index written before it.
-    fn variant_table(
+    /// A table added within schema 1, `None` in an index written before it.
+    fn optional_table(
         &self,
+        def: Table,
     ) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StoreError> {
-        match self.tx.open_table(LAYER_VARIANTS) {
+        match self.tx.open_table(def) {
             Ok(t) => Ok(Some(t)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
             Err(e) => Err(redb_error(self.path, e)),
@@ -533,13 +587,52 @@ impl IndexWriter<'_> {
     }
 
     read_methods!();
-    variant_read_methods!();
+    optional_read_methods!();
 
     /// In a write transaction the table is made when first opened.
-    fn variant_table(
+    fn optional_table(
         &self,
+        def: Table,
     ) -> Result<Option<redb::Table<'_, &'static str, &'static [u8]>>, StoreError> {
-        self.table(LAYER_VARIANTS).map(Some)
+        self.table(def).map(Some)
+    }
+
+    /// Notes that `repository` of `registry` holds the blob `blob` (the
+    /// newest source first; the oldest forgotten past a few).
+    pub fn add_blob_source(
+        &mut self,
+        blob: &Descriptor,
+        registry: &str,
+        repository: &str,
+    ) -> Result<(), StoreError> {
+        let key = blob.digest.to_string();
+        let source = BlobSource {
+            registry: registry.to_string(),
+            repository: repository.to_string(),
+        };
+        let mut sources = match self.blob_sources(&blob.digest)? {
+            Some(known) => known.sources,
+            None => Vec::new(),
+        };
+        if sources.first() == Some(&source) {
+            return Ok(());
+        }
+        sources.retain(|s| *s != source);
+        sources.insert(0, source);
+        sources.truncate(MAX_SOURCES);
+        let record = BlobSources {
+            media_type: blob.media_type.clone(),
+            size: blob.size,
+            sources,
+        };
+        self.put(BLOB_SOURCES, "blob_sources", &key, &record)
+            .map(drop)
+    }
+
+    /// Forgets where a blob can be fetched from.
+    pub fn remove_blob_sources(&mut self, digest: &str) -> Result<(), StoreError> {
+        self.delete::<BlobSources>(BLOB_SOURCES, "blob_sources", digest)
+            .map(drop)
     }
 
     /// Records the layer with this diffID in the named encoding.

@@ -35,8 +35,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use error::StoreError;
 pub use gc::PruneReport;
 pub use index::{
-    CacheRecord, ContextHashRecord, ImageRecord, IndexReader, IndexWriter, LayerVariant,
-    SCHEMA_VERSION, SnapshotRecord, SnapshotState, Unsynced,
+    BlobSource, BlobSources, CacheRecord, ContextHashRecord, ImageRecord, IndexReader, IndexWriter,
+    LayerVariant, SCHEMA_VERSION, SnapshotRecord, SnapshotState, Unsynced,
 };
 pub use ingest::{BlobInfo, Ingest};
 pub use verify::{Problem, VerifyReport};
@@ -110,6 +110,32 @@ struct Inner {
     root: PathBuf,
     options: StoreOptions,
     lease: lease::Lease,
+    fetcher: FetcherSlot,
+}
+
+/// Fetches a blob the store lacks from one of the repositories its
+/// `blob_sources` record names (kiln-registry has the real one). The store
+/// calls it from [`Store::open_blob`] and [`Store::ensure_blob`], in
+/// synchronous code.
+pub trait BlobFetcher: Send + Sync {
+    /// Puts `blob` into `store` (verified, as every ingest is), from the
+    /// first of `sources` that gives it.
+    fn fetch(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        sources: &[BlobSource],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
+#[derive(Default)]
+struct FetcherSlot(std::sync::RwLock<Option<Arc<dyn BlobFetcher>>>);
+
+impl std::fmt::Debug for FetcherSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.read().map(|s| s.is_some()).unwrap_or(false);
+        f.debug_tuple("FetcherSlot").field(&set).finish()
+    }
 }
 
 /// An open blob: a file you can read and seek.
@@ -178,6 +204,7 @@ impl Store {
                 root: root.into(),
                 options,
                 lease: lease::Lease::default(),
+                fetcher: FetcherSlot::default(),
             }),
         };
         for dir in [store.blobs_dir(), store.ingest_dir(), store.leases_dir()] {
@@ -326,20 +353,87 @@ impl Store {
         Ok(self.blob_size(digest)?.is_some())
     }
 
+    /// Opens a blob; one the store lacks but knows a source of is fetched
+    /// first (see [`set_fetcher`](Self::set_fetcher)).
     pub fn open_blob(&self, digest: &Digest) -> Result<Blob, StoreError> {
         let path = self.blob_path(digest);
         let file = match fs_err::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::BlobNotFound {
-                    digest: digest.clone(),
-                    path,
-                });
+                self.fetch_missing(digest)?;
+                fs_err::File::open(&path).map_err(StoreError::io(&path))?
             }
             Err(e) => return Err(StoreError::io(path)(e)),
         };
         let size = file.metadata().map_err(StoreError::io(&path))?.len();
         Ok(Blob { file, size })
+    }
+
+    /// Makes sure the store has the blob, fetching it from a known source
+    /// if it does not. For readers that open [`blob_path`](Self::blob_path)
+    /// themselves.
+    pub fn ensure_blob(&self, digest: &Digest) -> Result<(), StoreError> {
+        if self.contains(digest)? {
+            return Ok(());
+        }
+        self.fetch_missing(digest)
+    }
+
+    /// Whether the store has the blob, or knows where to fetch it from.
+    pub fn available(&self, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.contains(digest)? || self.read(|r| r.blob_sources(digest))?.is_some())
+    }
+
+    /// Who fetches the blobs the store lacks but knows sources of. Set by
+    /// whoever holds a registry client (kiln-registry's `RegistryFetcher`);
+    /// shared by every clone of this handle.
+    pub fn set_fetcher(&self, fetcher: Arc<dyn BlobFetcher>) {
+        *self
+            .inner
+            .fetcher
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fetcher);
+    }
+
+    fn fetch_missing(&self, digest: &Digest) -> Result<(), StoreError> {
+        let not_found = || StoreError::BlobNotFound {
+            digest: digest.clone(),
+            path: self.blob_path(digest),
+        };
+        let Some(known) = self.read(|r| r.blob_sources(digest))? else {
+            return Err(not_found());
+        };
+        let fetcher = self
+            .inner
+            .fetcher
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let where_from = known
+            .sources
+            .iter()
+            .map(|s| format!("{}/{}", s.registry, s.repository))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let Some(fetcher) = fetcher else {
+            return Err(StoreError::NotFetched {
+                digest: digest.clone(),
+                sources: where_from,
+            });
+        };
+        fetcher
+            .fetch(self, &known.descriptor(digest), &known.sources)
+            .map_err(|source| StoreError::Fetch {
+                digest: digest.clone(),
+                sources: where_from,
+                source,
+            })?;
+        if !self.contains(digest)? {
+            return Err(not_found());
+        }
+        Ok(())
     }
 
     /// A small blob's bytes, checked against its digest.
@@ -443,7 +537,9 @@ impl Store {
 
     /// Every blob an image needs, each once: the documents first (index,
     /// manifests), each followed by what it references. Blobs with `urls`
-    /// (foreign layers) may be absent; any other missing blob is an error.
+    /// (foreign layers) may be absent and are left out; layers with a
+    /// known source may be absent and are listed (they are fetched when
+    /// read); any other missing blob is an error.
     pub fn image_blobs(&self, root: &Descriptor) -> Result<Vec<Descriptor>, StoreError> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
@@ -461,6 +557,12 @@ impl Store {
             return Ok(());
         }
         if !self.contains(&d.digest)? {
+            let is_document = media::is_manifest(&d.media_type) || media::is_index(&d.media_type);
+            if !is_document && self.read(|r| r.blob_sources(&d.digest))?.is_some() {
+                // In its registry: fetched when it is read.
+                out.push(d.clone());
+                return Ok(());
+            }
             if d.urls.is_empty() {
                 return Err(StoreError::BlobNotFound {
                     digest: d.digest.clone(),

@@ -117,10 +117,18 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     // The index: redb's page checksums, then every record decoded.
     let index = store.with_index("verify", |db| {
         let intact = db.check_integrity()?;
-        let records = db.read(|r| Ok((r.tags()?, r.images()?, r.snapshots()?, r.cache_entries()?)));
+        let records = db.read(|r| {
+            Ok((
+                r.tags()?,
+                r.images()?,
+                r.snapshots()?,
+                r.cache_entries()?,
+                r.all_blob_sources()?,
+            ))
+        });
         Ok((intact, records))
     });
-    let (tags, images, snapshots, cache) = match index {
+    let (tags, images, snapshots, cache, sources) = match index {
         Ok((intact, records)) => {
             if !intact {
                 report.problems.push(Problem::Index {
@@ -186,10 +194,12 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     }
 
     // Everything the index points at.
+    let remote: HashSet<String> = sources.into_iter().map(|(k, _)| k).collect();
     let mut checker = Checker {
         store,
         good: &good,
         corrupt: &corrupt,
+        remote: &remote,
         walked: HashSet::new(),
         problems: &mut report.problems,
     };
@@ -220,6 +230,9 @@ struct Checker<'a> {
     store: &'a Store,
     good: &'a HashMap<Digest, u64>,
     corrupt: &'a HashSet<Digest>,
+    /// Blobs with a known source: a layer among them may be absent (it is
+    /// fetched when read).
+    remote: &'a HashSet<String>,
     walked: HashSet<Digest>,
     problems: &'a mut Vec<Problem>,
 }
@@ -244,6 +257,14 @@ impl Checker<'_> {
         if !self.good.contains_key(&d.digest) && !d.urls.is_empty() {
             return; // a foreign layer, fetched from its URLs when needed
         }
+        let is_document = media::is_manifest(&d.media_type) || media::is_index(&d.media_type);
+        if !self.good.contains_key(&d.digest)
+            && !self.corrupt.contains(&d.digest)
+            && !is_document
+            && self.remote.contains(&d.digest.to_string())
+        {
+            return; // in a registry, fetched when it is read
+        }
         if !self.digest(&d.digest, referenced_by) {
             return;
         }
@@ -258,7 +279,6 @@ impl Checker<'_> {
             });
             return;
         }
-        let is_document = media::is_manifest(&d.media_type) || media::is_index(&d.media_type);
         if !is_document || !self.walked.insert(d.digest.clone()) {
             return;
         }

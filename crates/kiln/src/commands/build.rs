@@ -379,6 +379,9 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     for tag in &tags {
         store.tag(tag, &stored_target)?;
     }
+    // The outputs read layers the build left in their registry: fetched
+    // now with a client whose transfers show as progress.
+    ctx.fetch_layers(&store, &runtime);
     let export_name = tags
         .first()
         .cloned()

@@ -35,6 +35,8 @@ pub(crate) fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
         bail!("kiln export writes type=oci or type=docker outputs");
     }
     let store = ctx.store()?;
+    let runtime = ctx.runtime()?;
+    ctx.fetch_layers(&store, &runtime);
     let (reference, target) = resolve(&store, &args.image)?;
     let platform = args.platform.unwrap_or_else(Platform::host);
     // Layers stay as they are stored unless the output asks otherwise: an

@@ -37,6 +37,8 @@ pub(crate) fn run(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
         platform: args.platform.unwrap_or_else(Platform::host),
         all_platforms: args.all_platforms,
         concurrency: args.concurrency,
+        // `kiln pull` is asked for the layers.
+        lazy_layers: false,
     };
     let pulled = ctx
         .runtime()?

@@ -116,6 +116,8 @@ fn run_image(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let interrupts = Interrupts::install(control.clone())?;
 
     let store = ctx.store()?;
+    let runtime = ctx.runtime()?;
+    ctx.fetch_layers(&store, &runtime);
     let (name, descriptor) = kiln_build::find_image(&store, &args.image)?;
     let image = kiln_build::select_image(&store, &name, &descriptor, args.platform.as_ref())?;
     if image.emulated_by.is_some() {
