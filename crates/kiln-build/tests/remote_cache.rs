@@ -792,3 +792,61 @@ fn a_fully_cached_build_fetches_no_layer_until_an_export_reads_it() {
     assert_eq!(fetched, expected);
     assert_eq!(made(&fresh, &read), made(&first, &written));
 }
+
+/// `--cache-to type=inline`: the entries ride in the pushed image's config;
+/// `--cache-from` the image's ref reads them; an image built on it does not
+/// inherit them; and a registry cache written over an image is refused.
+#[test]
+fn an_inline_cache_in_a_pushed_image_serves_a_fresh_runner() {
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+        return;
+    };
+    let ctx = context("a\n", "b\n");
+    let (written, events) = first.build(ctx.path(), APP, |r| {
+        r.cache_to = vec![to("type=inline")];
+    });
+    let written = written.unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Note { message } if message == "cache inline: 3 entries in the image's config")),
+        "{events:?}"
+    );
+    let config = first.config(&written);
+    let inline =
+        CacheConfig::parse(&serde_json::to_vec(config.inline_cache.as_ref().unwrap()).unwrap())
+            .unwrap();
+    assert_eq!(inline.entries.len(), 3);
+    let image = format!("{}/app/image:1", registry.host());
+    first
+        .runtime
+        .block_on(kiln_registry::push_descriptor(
+            &first.client,
+            &first.store,
+            &written.target,
+            &Reference::parse(&image).unwrap(),
+            &Reference::parse(&image).unwrap(),
+            4,
+        ))
+        .unwrap();
+
+    let (read, events) = fresh.build(ctx.path(), APP, |r| {
+        r.cache_from = vec![from(&format!("type=registry,ref={image}"))];
+    });
+    let read = read.unwrap();
+    assert_eq!(started_steps(&events), 0);
+    assert_eq!(made(&fresh, &read), made(&first, &written));
+
+    // Built on the image: the base's inline cache is not the child's.
+    let child = format!("FROM {image}\nCOPY b.txt /c.txt\n");
+    let (built, _) = fresh.build(ctx.path(), &child, |_| {});
+    assert_eq!(fresh.config(&built.unwrap()).inline_cache, None);
+
+    // A registry cache aimed at the image's ref would replace the image.
+    let (result, _) = fresh.build(ctx.path(), APP, |r| {
+        r.cache_to = vec![to(&format!("type=registry,ref={image}"))];
+    });
+    let error = result.unwrap_err().message();
+    assert!(error.contains("is an image, not a kiln cache"), "{error}");
+}

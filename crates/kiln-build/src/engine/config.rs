@@ -29,6 +29,8 @@ impl ConfigState {
     /// history and layers are kept, as BuildKit inherits them.
     pub(crate) fn from_base(base: ImageConfig) -> ConfigState {
         let mut config = base;
+        // The base's inline cache describes the base's steps, not ours.
+        config.inline_cache = None;
         if config.config.is_none() {
             config.config = Some(ContainerConfig::default());
         }

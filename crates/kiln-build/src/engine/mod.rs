@@ -41,7 +41,7 @@ use self::stage::{StageOutcome, StageRunner, Step};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::export::{self, Encoding};
 use crate::remote_cache::{
-    self, CacheError, CacheFrom, CacheMode, CacheTo, Exported, Imported, StepRecord,
+    self, CacheError, CacheFrom, CacheLocation, CacheMode, CacheTo, Exported, Imported, StepRecord,
 };
 use crate::run::{CacheMounts, RunError, Secrets};
 use crate::watchdog::{Backoff, Limits, SAMPLE_EVERY, StepPolicy, StepSettings};
@@ -462,6 +462,20 @@ impl Engine {
             run += r;
             cached += c;
         }
+        let records =
+            std::mem::take(&mut *shared.records.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(inline) = request
+            .cache_to
+            .iter()
+            .find(|to| to.location == CacheLocation::Inline)
+        {
+            for image in &mut images {
+                let entries = self.inline_cache(image, &records, inline, request.format)?;
+                self.emit(Event::Note {
+                    message: format!("cache inline: {entries} entries in the image's config"),
+                });
+            }
+        }
         let target = if multi {
             let manifests: Vec<Descriptor> = images.iter().map(|i| i.manifest.clone()).collect();
             let index = Document::new(Index::new(request.format, manifests));
@@ -479,9 +493,11 @@ impl Engine {
                     source: Cause::new(e),
                 }
             })?;
-        let records =
-            std::mem::take(&mut *shared.records.lock().unwrap_or_else(|e| e.into_inner()));
-        for to in &request.cache_to {
+        for to in request
+            .cache_to
+            .iter()
+            .filter(|to| to.location != CacheLocation::Inline)
+        {
             let began = Instant::now();
             let done = self.export_cache(to, &records, &images, &shared.encoding);
             match done {
@@ -526,6 +542,49 @@ impl Engine {
                 &mut *shared.attempts.lock().unwrap_or_else(|e| e.into_inner()),
             ),
         })
+    }
+
+    /// Puts the inline cache (`--cache-to type=inline`) into `image`'s
+    /// config: a new config and manifest; returns how many entries.
+    fn inline_cache(
+        &self,
+        image: &mut BuiltImage,
+        records: &[StepRecord],
+        to: &CacheTo,
+        format: Format,
+    ) -> Result<usize, BuildError> {
+        let cache = remote_cache::inline_cache(records, image, remote_cache::unix_now(), to.ttl);
+        let entries = cache.entries.len();
+        let mut config = image.config.clone();
+        config.inline_cache =
+            Some(
+                serde_json::to_value(&cache).map_err(|e| BuildError::CacheExport {
+                    cache: to.location.to_string(),
+                    source: Cause::new(CacheError::Format {
+                        reason: e.to_string(),
+                    }),
+                })?,
+            );
+        let store_err = BuildError::store("storing the image with its inline cache");
+        let config_desc = self
+            .store
+            .put_document(&Document::with_media_type(format.config(), config.clone()))
+            .map_err(store_err)?;
+        let mut manifest = self
+            .store
+            .read_document::<Manifest>(&image.manifest)
+            .map_err(BuildError::store("reading the built image"))?
+            .into_value();
+        manifest.config = config_desc;
+        let mut desc = self
+            .store
+            .put_document(&Document::new(manifest))
+            .map_err(BuildError::store("storing the image with its inline cache"))?;
+        desc.platform = image.manifest.platform.clone();
+        desc.annotations = image.manifest.annotations.clone();
+        image.manifest = desc;
+        image.config = config;
+        Ok(entries)
     }
 
     /// Writes one `--cache-to`: with `mode=min` the steps behind the

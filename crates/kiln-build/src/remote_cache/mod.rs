@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use kiln_image::document::{Descriptor, Document, Index, Manifest};
+use kiln_image::document::{Descriptor, Document, ImageConfig, Index, Manifest};
 use kiln_image::media::{self, Format};
 use kiln_image::{Digest, Platform, Store, StoreError};
 use kiln_registry::RegistryClient;
@@ -64,6 +64,10 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+
+    /// A `--cache-to` ref that names something else (an image).
+    #[error("{cache} is an image, not a kiln cache: writing the cache there would replace it")]
+    NotACache { cache: String },
 
     /// An entry's layer blob that the cache no longer has.
     #[error("cache {cache}: blob {digest} is gone")]
@@ -128,7 +132,7 @@ impl Imported {
         let Some((layer, _)) = &hit.layer else {
             return Ok(());
         };
-        Place::new(&self.sources[hit.source], client, runtime).claim(store, layer)
+        Place::new(&self.sources[hit.source], client, runtime)?.claim(store, layer)
     }
 }
 
@@ -173,7 +177,13 @@ pub(crate) fn import(
     };
     let mut notes = Vec::new();
     for (i, source) in sources.iter().enumerate() {
-        let place = Place::new(&source.location, client, runtime);
+        let place = match Place::new(&source.location, client, runtime) {
+            Ok(place) => place,
+            Err(e) => {
+                warn(with_causes(&e));
+                continue;
+            }
+        };
         let index = match place.read_index() {
             Ok(Some(index)) => index,
             Ok(None) => {
@@ -254,7 +264,11 @@ fn read_child(
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| CacheError::Format {
         reason: format!("cache manifest {}: {e}", child.digest),
     })?;
-    if manifest.config.media_type != CACHE_MEDIA_TYPE {
+    let config_bytes = place.read_blob(&manifest.config)?;
+    if manifest.config.media_type == CACHE_MEDIA_TYPE {
+        return Ok((manifest, CacheConfig::parse(&config_bytes)?));
+    }
+    if !media::is_config(&manifest.config.media_type) {
         return Err(CacheError::Format {
             reason: format!(
                 "manifest {} has a {} config",
@@ -262,8 +276,74 @@ fn read_child(
             ),
         });
     }
-    let config = CacheConfig::parse(&place.read_blob(&manifest.config)?)?;
-    Ok((manifest, config))
+    // An image: its inline cache, whose layers are the image's own.
+    let image: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|e| CacheError::Format {
+            reason: format!("image config {}: {e}", manifest.config.digest),
+        })?;
+    let Some(inline) = image.inline_cache else {
+        return Err(CacheError::Format {
+            reason: format!("image {} has no inline kiln cache", child.digest),
+        });
+    };
+    let config = CacheConfig::parse(&serde_json::to_vec(&inline).unwrap_or_default())?;
+    // An entry must name the layer the image has at its index.
+    let entries = config
+        .entries
+        .iter()
+        .filter(|e| match (e.layer, &e.diff_id) {
+            (Some(i), Some(diff)) => image.rootfs.diff_ids.get(i) == Some(diff),
+            (None, _) => true,
+            (Some(_), None) => false,
+        })
+        .cloned()
+        .collect();
+    Ok((manifest, CacheConfig { entries, ..config }))
+}
+
+/// The entries of the steps behind `image`'s layers, as an inline cache
+/// (`--cache-to type=inline`): each layer named by its index among the
+/// image's.
+pub(crate) fn inline_cache(
+    records: &[StepRecord],
+    image: &crate::BuiltImage,
+    now: i64,
+    ttl: Duration,
+) -> CacheConfig {
+    let platform = image.platform.to_string();
+    let expires = format::expiry(now, ttl);
+    let keys: HashSet<&Digest> = image.step_keys.iter().collect();
+    let diff_ids = &image.config.rootfs.diff_ids;
+    let mut entries = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| r.platform == platform && keys.contains(&r.key))
+    {
+        let (layer, diff_id) = match &r.layer {
+            Some((_, diff)) => match diff_ids
+                .iter()
+                .enumerate()
+                .skip(image.base_layers)
+                .find(|(_, d)| *d == diff)
+            {
+                Some((i, _)) => (Some(i), Some(diff.clone())),
+                None => continue,
+            },
+            None => (None, None),
+        };
+        entries.push(CacheEntry {
+            key: r.key.clone(),
+            parent: Some(r.parent.clone()),
+            layer,
+            diff_id,
+            stage: r.stage.clone(),
+            instruction: r.instruction.clone(),
+            created: r.created.clone(),
+            expires: expires.clone(),
+            build_millis: r.millis,
+        });
+    }
+    CacheConfig::new(platform, format::merge(entries, Vec::new(), now))
 }
 
 /// What a cache export did.
@@ -304,7 +384,7 @@ pub(crate) fn export(
     now: i64,
     encode: &EncodeLayer<'_>,
 ) -> Result<Exported, CacheError> {
-    let place = Place::new(&to.location, client, runtime);
+    let place = Place::new(&to.location, client, runtime)?;
     let expires = format::expiry(now, to.ttl);
     // Entries that still have more than half their time are not rewritten.
     let fresh_until = now.saturating_add((to.ttl / 2).as_secs().min(i64::MAX as u64) as i64);
@@ -342,7 +422,7 @@ pub(crate) fn export(
         uploaded: 0,
         written: false,
     };
-    let first = place.read_index()?.map(|i| i.manifests).unwrap_or_default();
+    let first = cache_children(&place)?;
     let mut all_held = true;
     for (platform, entries) in &ours {
         let parsed = Platform::parse(platform).map_err(|reason| CacheError::Format { reason })?;
@@ -362,8 +442,7 @@ pub(crate) fn export(
     exported.written = true;
     for _ in 0..ATTEMPTS {
         let began = Instant::now();
-        let mut children: Vec<Descriptor> =
-            place.read_index()?.map(|i| i.manifests).unwrap_or_default();
+        let mut children = cache_children(&place)?;
         let mut written = Vec::new();
         let mut changed = false;
         for (platform, entries) in &ours {
@@ -421,6 +500,21 @@ pub(crate) fn export(
         cache: to.location.to_string(),
         attempts: ATTEMPTS,
     })
+}
+
+/// The children of the cache index at `place` (none if there is none). A
+/// ref that names an image is refused: writing the cache would replace it.
+fn cache_children(place: &Place<'_>) -> Result<Vec<Descriptor>, CacheError> {
+    let children = place.read_index()?.map(|i| i.manifests).unwrap_or_default();
+    if children
+        .iter()
+        .any(|d| d.artifact_type.as_deref() != Some(CACHE_MEDIA_TYPE))
+    {
+        return Err(CacheError::NotACache {
+            cache: place.name(),
+        });
+    }
+    Ok(children)
 }
 
 /// Pushes the layers of `entries` not pushed yet; how many were sent (the

@@ -5,7 +5,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use kiln_image::document::{ANNOTATION_REF_NAME, Descriptor, Document, Index};
+use kiln_image::document::{
+    ANNOTATION_REF_NAME, Descriptor, Document, ImageConfig, Index, Manifest,
+};
 use kiln_image::media::{self, Format};
 use kiln_image::{Digest, HashingReader, Reference, Store, StoreError};
 use kiln_registry::{PushOutcome, RegistryClient, Repository, push_store_blob};
@@ -34,14 +36,20 @@ impl<'a> Place<'a> {
         location: &'a CacheLocation,
         client: &'a RegistryClient,
         runtime: &'a tokio::runtime::Handle,
-    ) -> Place<'a> {
+    ) -> Result<Place<'a>, CacheError> {
         match location {
-            CacheLocation::Registry(reference) => Place::Registry {
+            CacheLocation::Registry(reference) => Ok(Place::Registry {
                 client,
                 runtime,
                 reference,
-            },
-            CacheLocation::Local { dir, tag } => Place::Local { dir, tag },
+            }),
+            CacheLocation::Local { dir, tag } => Ok(Place::Local { dir, tag }),
+            // The image's own config: written by the engine, read through
+            // the image's registry ref.
+            CacheLocation::Inline => Err(CacheError::Spec {
+                spec: "type=inline".into(),
+                reason: "an inline cache lives in the image, not in a place of its own".into(),
+            }),
         }
     }
 
@@ -62,7 +70,7 @@ impl<'a> Place<'a> {
         Ok(Some(handle))
     }
 
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Place::Registry { reference, .. } => reference.to_string(),
             Place::Local { dir, tag } => format!("{}:{tag}", dir.display()),
@@ -115,6 +123,21 @@ impl<'a> Place<'a> {
                 (entry.media_type.clone(), self.read_blob(entry)?)
             }
         };
+        if media::is_manifest(&media_type) {
+            // An image of one platform, whose config may hold an inline
+            // cache: read as an index of that one manifest.
+            let manifest: Manifest =
+                serde_json::from_slice(&bytes).map_err(|e| CacheError::Format {
+                    reason: format!("{}: not a manifest: {e}", self.name()),
+                })?;
+            let config: ImageConfig = serde_json::from_slice(&self.read_blob(&manifest.config)?)
+                .map_err(|e| CacheError::Format {
+                    reason: format!("{}: not an image config: {e}", self.name()),
+                })?;
+            let child = Descriptor::new(media_type, Digest::of(&bytes), bytes.len() as u64)
+                .with_platform(&config.platform());
+            return Ok(Some(Index::new(Format::Oci, vec![child])));
+        }
         if !media::is_index(&media_type) {
             return Err(CacheError::Format {
                 reason: format!("{} is a {media_type}, not a cache index", self.name()),

@@ -16,6 +16,9 @@ pub enum CacheLocation {
     /// `type=local,dest=DIR` / `src=DIR`: an OCI layout directory, the
     /// index named `tag` (default `latest`) in its `index.json`.
     Local { dir: PathBuf, tag: String },
+    /// `--cache-to type=inline`: in the built image's config, read back
+    /// with `--cache-from type=registry,ref=IMAGE`.
+    Inline,
 }
 
 /// Which steps a cache export keeps.
@@ -95,9 +98,12 @@ fn location(
                 .into(),
             tag: tag.unwrap_or("latest").to_string(),
         }),
+        Some("inline") if dir_key == "dest" => Ok(CacheLocation::Inline),
         Some("inline") => Err(bad(
             spec,
-            "type=inline is not supported yet: use type=registry with a ref of its own".into(),
+            "type=inline is for --cache-to; read an image's inline cache with \
+             --cache-from type=registry,ref=IMAGE"
+                .into(),
         )),
         Some(other @ ("gha" | "s3" | "azblob")) => Err(bad(
             spec,
@@ -177,6 +183,14 @@ impl CacheTo {
             }
         }
         to.location = location(spec, kind, reference, dest, "dest", tag)?;
+        if to.location == CacheLocation::Inline && to.mode == CacheMode::Max {
+            return Err(bad(
+                spec,
+                "type=inline holds the image's own steps (mode=min); \
+                 use type=registry for mode=max"
+                    .into(),
+            ));
+        }
         Ok(to)
     }
 }
@@ -206,6 +220,7 @@ impl std::fmt::Display for CacheLocation {
         match self {
             CacheLocation::Registry(r) => write!(f, "{r}"),
             CacheLocation::Local { dir, tag } => write!(f, "{}:{tag}", dir.display()),
+            CacheLocation::Inline => write!(f, "inline"),
         }
     }
 }
@@ -254,13 +269,22 @@ mod tests {
             "type=registry",
             "type=local",
             "type=registry,ref=x,mode=all",
+            "type=inline,mode=max",
             "type=registry,ref=x,ttl=soon",
             "type=gha",
-            "type=inline",
             "type=registry,ref=x,bogus=1",
         ] {
             let err = CacheTo::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with(&format!("cache {bad}: ")), "{err}");
         }
+        assert_eq!(
+            CacheTo::parse("type=inline").unwrap().location,
+            CacheLocation::Inline
+        );
+        let err = CacheFrom::parse("type=inline").unwrap_err().to_string();
+        assert!(
+            err.contains("--cache-from type=registry,ref=IMAGE"),
+            "{err}"
+        );
     }
 }

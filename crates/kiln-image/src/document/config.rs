@@ -37,6 +37,16 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// `kiln.cache`: the cache entries of the steps behind the image's
+    /// layers, written with `--cache-to type=inline` (kiln-build's cache
+    /// config, docs/CACHE.md). Never inherited by an image built on this
+    /// one.
+    #[serde(
+        rename = "kiln.cache",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 impl ImageConfig {

@@ -116,11 +116,13 @@ pub(crate) struct BuildArgs {
     /// backoff, each time from its clean parent.
     #[arg(long, value_name = "N", default_value_t = BuildRequest::DEFAULT_RETRIES)]
     retries: u32,
-    /// Read cache entries from `type=registry,ref=REF` or `type=local,src=DIR` (repeatable,
+    /// Read cache entries from `type=registry,ref=REF` (a cache, or an image with an inline
+    /// cache) or `type=local,src=DIR` (repeatable,
     /// tried in order; see docs/CACHE.md).
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
-    /// Write the build's cache entries to `type=registry,ref=REF` or `type=local,dest=DIR`
+    /// Write the build's cache entries to `type=registry,ref=REF`, `type=local,dest=DIR` or
+    /// `type=inline` (the image's config)
     /// [`mode=min|max`, `ttl=`, `ignore-error=true`, `compression=`] (repeatable).
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
