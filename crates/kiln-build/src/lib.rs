@@ -4,6 +4,9 @@
 //!   step keyed and cached or run on a [`Snapshotter`]'s root (RUN through
 //!   an executor, under the watchdog), and returns a [`BuildResult`]. The
 //!   engine never prints: it reports [`Event`]s, the CLI renders them.
+//!   [`Engine::stage_keys`] keys a stage without building it; with a
+//!   [`StageImage`] a build takes the stage from `REPO:<that key>`, or
+//!   pushes it there.
 //! - Exporters: an [`Output`] asks for an [`Encoding`]; [`encode_image`]
 //!   applies it (layers cached in another encoding converted once), and
 //!   [`write_oci`], [`write_docker`] and [`write_local`] write the image.
@@ -38,7 +41,7 @@ pub use crate::context::{
 };
 pub use crate::engine::{
     BuildError, BuildNetwork, BuildRequest, BuildResult, BuiltImage, Cause, Engine,
-    SOURCE_DATE_EPOCH, SecretSource, SecretSpec,
+    SOURCE_DATE_EPOCH, SecretSource, SecretSpec, StageImage,
 };
 pub use crate::events::{Event, EventSink, StepId, Stream};
 pub use crate::export::{

@@ -275,6 +275,12 @@ fn target_selects_stages_and_orders_dependencies_first() {
     o.target = Some("DEPS".into());
     let p = plan(src, &o);
     assert_eq!((p.target, p.order.clone()), (1, vec![0, 1]));
+
+    // Any stage's order, the target's args kept (what `kiln stage-key` keys).
+    let p = plan(src, &opts(&[]));
+    assert_eq!(p.order_for(1).unwrap(), vec![0, 1]);
+    assert_eq!(p.order_for(3).unwrap(), vec![3]);
+    assert_eq!(p.order_for(4).unwrap(), p.order);
 }
 
 /// testTargetMistype.

@@ -25,6 +25,7 @@ struct Cli {
 enum Command {
     Parse(commands::parse::ParseArgs),
     Build(commands::build::BuildArgs),
+    StageKey(commands::stage_key::StageKeyArgs),
     Pull(commands::pull::PullArgs),
     Push(commands::push::PushArgs),
     Import(commands::import::ImportArgs),
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),
         Command::Build(args) => commands::build::run(&ctx, args),
+        Command::StageKey(args) => commands::stage_key::run(&ctx, args),
         Command::Pull(args) => commands::pull::run(&ctx, args),
         Command::Push(args) => commands::push::run(&ctx, args),
         Command::Import(args) => commands::import::run(&ctx, args),

@@ -409,3 +409,119 @@ fn a_fresh_runner_builds_from_the_registry_cache() {
         "{err}"
     );
 }
+
+/// A pre-built base stage in CI: `kiln stage-key` gives the tag without
+/// building (the base not even pulled), a first runner builds the stage
+/// and pushes it under that tag, a fresh runner takes it instead of
+/// running the stage. An app edit keeps the key, a requirements edit
+/// changes it.
+#[test]
+fn stage_key_and_stage_images_from_the_command_line() {
+    let Some(OnPulledBase {
+        registry,
+        kiln,
+        work,
+        ctx,
+    }) = on_pulled_base(|base| {
+        format!(
+            "FROM {base} AS deps\nCOPY requirements.txt /req/\nRUN cat /req/requirements.txt > /req/installed\n\
+             FROM deps AS app\nCOPY app.txt /app/\n"
+        )
+    })
+    else {
+        return;
+    };
+    fs_err::write(ctx.join("requirements.txt"), "numpy==2.0\n").unwrap();
+    let ctx_arg = ctx.to_str().unwrap();
+    let stage_key = |kiln: &Kiln| {
+        let out = kiln.ok(&["stage-key", "deps", ctx_arg]);
+        let key = support::stdout(&out);
+        assert_eq!(key.lines().count(), 1, "{key}");
+        let key = key.trim_end().to_string();
+        assert!(
+            key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+        key
+    };
+    let key = stage_key(&kiln);
+
+    let repo = format!("{}/built/deps", registry.host());
+    let image = format!("{repo}:{key}");
+    let flag = format!("deps={repo}");
+    let out = kiln.ok(&[
+        "build",
+        "--stage-image",
+        &flag,
+        "-t",
+        "kiln.local/app:1",
+        ctx_arg,
+    ]);
+    let log = text(&out);
+    assert!(
+        log.contains(&format!(
+            "stage deps: no image {image} yet, building the stage"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("stage deps: pushed image {image}")),
+        "{log}"
+    );
+    assert!(log.contains("3 steps: 3 run, 0 cached"), "{log}");
+
+    // A fresh runner: the same key, and the image instead of the stage.
+    let fresh = Kiln::new();
+    assert_eq!(stage_key(&fresh), key);
+    let out = fresh.ok(&["build", "--stage-image", &flag, ctx_arg]);
+    let log = text(&out);
+    assert!(
+        log.contains(&format!(
+            "stage deps: using image {image}; its steps do not run"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("1 step: 1 run, 0 cached"), "{log}");
+    assert!(!log.contains("/req/installed"), "{log}");
+
+    fs_err::write(ctx.join("app.txt"), "app v2\n").unwrap();
+    assert_eq!(stage_key(&fresh), key);
+    fs_err::write(ctx.join("requirements.txt"), "numpy==2.1\n").unwrap();
+    assert_ne!(stage_key(&fresh), key);
+
+    // One line per platform with several (FROM scratch: any platform).
+    let scratch = work.path().join("scratch.Dockerfile");
+    fs_err::write(&scratch, "FROM scratch AS deps\nCOPY requirements.txt /\n").unwrap();
+    let out = fresh.ok(&[
+        "stage-key",
+        "deps",
+        "-f",
+        scratch.to_str().unwrap(),
+        "--platform",
+        "linux/amd64,linux/arm64",
+        ctx_arg,
+    ]);
+    let lines: Vec<String> = support::stdout(&out).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("linux/amd64 "), "{lines:?}");
+    assert!(lines[1].starts_with("linux/arm64 "), "{lines:?}");
+
+    // Errors name the flag, and the stages there are.
+    let err = fresh.fails(&["build", "--stage-image", &format!("dpes={repo}"), ctx_arg]);
+    assert!(
+        err.contains(&format!(
+            r#"--stage-image dpes={repo}: the Dockerfile has no stage named "dpes" (its stages: deps, app)"#
+        )),
+        "{err}"
+    );
+    let err = fresh.fails(&["build", "--stage-image", &format!("deps={repo}:1"), ctx_arg]);
+    assert!(
+        err.contains("give a repository without a tag or digest"),
+        "{err}"
+    );
+    let err = fresh.fails(&["stage-key", "nope", ctx_arg]);
+    assert!(
+        err.contains(r#"the Dockerfile has no stage named "nope""#),
+        "{err}"
+    );
+}

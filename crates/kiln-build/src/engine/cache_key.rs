@@ -71,6 +71,14 @@ impl KeyBuilder {
         self
     }
 
+    /// A list that may be absent (`None` and an empty list differ).
+    pub(crate) fn opt_list<S: AsRef<str>>(&mut self, tag: &str, items: Option<&[S]>) -> &mut Self {
+        match items {
+            Some(items) => self.field(tag, b"some").list(tag, items),
+            None => self.field(tag, b"none"),
+        }
+    }
+
     pub(crate) fn digest(&mut self, tag: &str, d: &Digest) -> &mut Self {
         self.str(tag, &d.to_string())
     }
@@ -100,6 +108,13 @@ mod tests {
             .list("args", &["a", "b"])
             .finish();
         assert_ne!(c, d);
+        let none = KeyBuilder::new("stage", None)
+            .opt_list::<&str>("cmd", None)
+            .finish();
+        let empty = KeyBuilder::new("stage", None)
+            .opt_list::<&str>("cmd", Some(&[]))
+            .finish();
+        assert_ne!(none, empty, "ENTRYPOINT [] is not an unset one");
     }
 
     #[test]

@@ -196,6 +196,21 @@ pub enum BuildError {
         #[source]
         source: Cause<crate::remote_cache::CacheError>,
     },
+    /// A `--stage-image` that cannot be read, or names no stage of the
+    /// Dockerfile.
+    #[error("--stage-image {spec}: {reason}")]
+    StageImage { spec: String, reason: String },
+    /// `kiln stage-key` names no stage of the Dockerfile.
+    #[error("{reason}")]
+    NoSuchStage { reason: String },
+    /// A stage's image could not be pushed (`--stage-image`).
+    #[error("pushing the image of stage {stage} to {image}")]
+    StageImagePush {
+        stage: String,
+        image: String,
+        #[source]
+        source: Cause<TransferError>,
+    },
     /// The built image could not be put in the encoding asked for.
     #[error("encoding the image")]
     Export {
@@ -257,6 +272,9 @@ impl BuildError {
             | BuildError::SourceDateEpoch { .. }
             | BuildError::Export { .. }
             | BuildError::CacheExport { .. }
+            | BuildError::StageImage { .. }
+            | BuildError::NoSuchStage { .. }
+            | BuildError::StageImagePush { .. }
             | BuildError::Scratch { .. }
             | BuildError::Sweep { .. }
             | BuildError::StageFailed { .. }

@@ -19,8 +19,9 @@ mod copy;
 mod error;
 mod run;
 mod stage;
+mod stage_image;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -38,6 +39,8 @@ pub(crate) use self::cache_key::VERSION as CACHE_KEY_VERSION;
 pub(crate) use self::error::with_causes;
 pub use self::error::{BuildError, Cause};
 use self::stage::{StageOutcome, StageRunner, Step};
+pub use self::stage_image::StageImage;
+use self::stage_image::{StagePush, find_stage, needed_stages, stage_key};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::export::{self, Encoding};
 use crate::remote_cache::{
@@ -117,6 +120,9 @@ pub struct BuildRequest {
     pub cache_from: Vec<CacheFrom>,
     /// `--cache-to`: caches the build's entries are written to.
     pub cache_to: Vec<CacheTo>,
+    /// `--stage-image`: stages taken from their image when it exists,
+    /// else built and pushed as one (docs/CACHE.md).
+    pub stage_images: Vec<StageImage>,
 }
 
 impl BuildRequest {
@@ -141,6 +147,7 @@ impl BuildRequest {
             retry_backoff: Backoff::DEFAULT.first,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            stage_images: Vec::new(),
         }
     }
 
@@ -336,52 +343,9 @@ impl Engine {
                 .map_err(|source| BuildError::CompressionLevel { source })?;
         }
         let encoding = request.encoding()?;
-        let ast = kiln_dockerfile::parse(&request.dockerfile_text)?;
-        for w in &ast.warnings {
-            self.emit(Event::Warning {
-                message: w.message.clone(),
-                line: Some(w.start_line),
-            });
-        }
-        let dockerfile =
-            instructions::parse_dockerfile(&ast).map_err(kiln_dockerfile::Error::from)?;
-        // Every RUN's `# kiln:` settings, read once: a bad comment on line
-        // 90 fails now, not after the steps above it ran.
-        let settings = StepSettings::read(&dockerfile, |ignored| {
-            self.emit(Event::Warning {
-                message: ignored.to_string(),
-                line: Some(ignored.line),
-            });
-        })
-        .map_err(BuildError::step_settings)?;
-        let context = BuildContext::open(&request.context, &request.dockerfile)?;
-        let memo = HashMemo::new(self.store.clone());
-        let platforms = if request.platforms.is_empty() {
-            vec![Platform::host()]
-        } else {
-            request.platforms.clone()
-        };
-        let multi = platforms.len() > 1;
-
-        let mut plans = Vec::new();
-        for platform in &platforms {
-            let options = BuildOptions {
-                build_args: request.build_args.clone(),
-                target: request.target.clone(),
-                target_platform: platform.clone(),
-                build_platform: Platform::host(),
-            };
-            let plan = plan::plan(&dockerfile, ast.escape, &options)
-                .map_err(kiln_dockerfile::Error::from)?;
-            plans.push(plan);
-        }
-        // Warnings are the same for every platform: report them once.
-        for w in &plans[0].warnings {
-            self.emit(Event::Warning {
-                message: w.message.clone(),
-                line: w.location.map(|l| l.start_line),
-            });
-        }
+        let prepared = self.prepare(request)?;
+        let (plans, platforms) = (&prepared.plans, &prepared.platforms);
+        self.check_stage_images(request, &plans[0])?;
         let target_name = plans[0].stages[plans[0].target].display_name();
         self.emit(Event::BuildStarted {
             target: target_name,
@@ -413,54 +377,37 @@ impl Engine {
         };
         let remote = remote_cache::import(
             cache_from,
-            &platforms,
+            platforms,
             &self.client,
             &self.runtime,
             remote_cache::unix_now(),
             |event| self.emit(event),
         );
-        let shared = Shared {
-            request,
-            encoding,
-            context: &context,
-            memo: &memo,
-            settings,
-            step_counter: &counter,
-            multi,
-            secrets,
-            caches: CacheMounts::new(self.store.root())
-                // Waiters read "held by build <this> (pid N)": the
-                // Dockerfile tells two builds apart, the pid is added.
-                .with_build(request.dockerfile.display().to_string()),
-            scratch: self.scratch_dir(),
-            dockerfile_name: dockerfile_name(&request.dockerfile),
-            attempts: Mutex::default(),
-            pulls: Mutex::default(),
-            remote,
-            records: Mutex::default(),
-        };
-        let outcomes: Vec<Result<(BuiltImage, u32, u32), BuildError>> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = plans
-                    .iter()
-                    .zip(&platforms)
-                    .map(|(plan, platform)| {
-                        let shared = &shared;
-                        scope.spawn(move || self.build_platform(plan, platform, shared))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| Err(BuildError::Panicked)))
-                    .collect()
-            });
+        let shared = self.shared(request, encoding, &prepared, &counter, secrets, remote);
+        let multi = shared.multi;
+        let outcomes: Vec<Result<Built, BuildError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plans
+                .iter()
+                .zip(platforms)
+                .map(|(plan, platform)| {
+                    let shared = &shared;
+                    scope.spawn(move || self.build_platform(plan, platform, shared))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err(BuildError::Panicked)))
+                .collect()
+        });
         let mut images = Vec::new();
         let (mut run, mut cached) = (0, 0);
+        let mut stage_pushes = Vec::new();
         for outcome in outcomes {
-            let (image, r, c) = outcome?;
-            images.push(image);
-            run += r;
-            cached += c;
+            let built = outcome?;
+            images.push(built.image);
+            run += built.run;
+            cached += built.cached;
+            stage_pushes.extend(built.stage_pushes);
         }
         let records =
             std::mem::take(&mut *shared.records.lock().unwrap_or_else(|e| e.into_inner()));
@@ -529,6 +476,7 @@ impl Engine {
                 }
             }
         }
+        self.push_stage_images(&stage_pushes, &shared.encoding)?;
         self.emit(Event::BuildDone {
             image: Some(target.digest.to_string()),
             duration_ms: millis(started.elapsed()),
@@ -587,6 +535,157 @@ impl Engine {
         Ok(entries)
     }
 
+    /// Reads a request: the Dockerfile parsed, its `# kiln:` settings read
+    /// and it planned for each platform (warnings reported), the context
+    /// opened.
+    fn prepare(&self, request: &BuildRequest) -> Result<Prepared, BuildError> {
+        let ast = kiln_dockerfile::parse(&request.dockerfile_text)?;
+        for w in &ast.warnings {
+            self.emit(Event::Warning {
+                message: w.message.clone(),
+                line: Some(w.start_line),
+            });
+        }
+        let dockerfile =
+            instructions::parse_dockerfile(&ast).map_err(kiln_dockerfile::Error::from)?;
+        // Every RUN's `# kiln:` settings, read once: a bad comment on line
+        // 90 fails now, not after the steps above it ran.
+        let settings = StepSettings::read(&dockerfile, |ignored| {
+            self.emit(Event::Warning {
+                message: ignored.to_string(),
+                line: Some(ignored.line),
+            });
+        })
+        .map_err(BuildError::step_settings)?;
+        let context = BuildContext::open(&request.context, &request.dockerfile)?;
+        let memo = HashMemo::new(self.store.clone());
+        let platforms = if request.platforms.is_empty() {
+            vec![Platform::host()]
+        } else {
+            request.platforms.clone()
+        };
+        let mut plans = Vec::new();
+        for platform in &platforms {
+            let options = BuildOptions {
+                build_args: request.build_args.clone(),
+                target: request.target.clone(),
+                target_platform: platform.clone(),
+                build_platform: Platform::host(),
+            };
+            let plan = plan::plan(&dockerfile, ast.escape, &options)
+                .map_err(kiln_dockerfile::Error::from)?;
+            plans.push(plan);
+        }
+        // Warnings are the same for every platform: report them once.
+        for w in &plans[0].warnings {
+            self.emit(Event::Warning {
+                message: w.message.clone(),
+                line: w.location.map(|l| l.start_line),
+            });
+        }
+        Ok(Prepared {
+            settings,
+            context,
+            memo,
+            platforms,
+            plans,
+        })
+    }
+
+    /// What every stage of a build of `request` shares.
+    fn shared<'a>(
+        &self,
+        request: &'a BuildRequest,
+        encoding: Encoding,
+        prepared: &'a Prepared,
+        counter: &'a AtomicU32,
+        secrets: Secrets,
+        remote: Imported,
+    ) -> Shared<'a> {
+        Shared {
+            request,
+            encoding,
+            context: &prepared.context,
+            memo: &prepared.memo,
+            settings: prepared.settings.clone(),
+            step_counter: counter,
+            multi: prepared.platforms.len() > 1,
+            secrets,
+            caches: CacheMounts::new(self.store.root())
+                // Waiters read "held by build <this> (pid N)": the
+                // Dockerfile tells two builds apart, the pid is added.
+                .with_build(request.dockerfile.display().to_string()),
+            scratch: self.scratch_dir(),
+            dockerfile_name: dockerfile_name(&request.dockerfile),
+            attempts: Mutex::default(),
+            pulls: Mutex::default(),
+            remote,
+            records: Mutex::default(),
+        }
+    }
+
+    /// `--stage-image` names stages of the Dockerfile, each once; one the
+    /// target does not need is a warning.
+    fn check_stage_images(&self, request: &BuildRequest, plan: &Plan) -> Result<(), BuildError> {
+        let mut seen = HashSet::new();
+        for spec in &request.stage_images {
+            let named = format!("{}={}", spec.stage, spec.repository.name());
+            let stage = find_stage(plan, &spec.stage).map_err(|reason| BuildError::StageImage {
+                spec: named.clone(),
+                reason,
+            })?;
+            if !seen.insert(stage) {
+                return Err(BuildError::StageImage {
+                    spec: named,
+                    reason: format!("stage {} is given twice", spec.stage),
+                });
+            }
+            if !plan.order.contains(&stage) {
+                self.emit(Event::Warning {
+                    message: format!(
+                        "--stage-image {named}: the target {} does not need stage {}; no image is read or pushed",
+                        plan.stages[plan.target].display_name(),
+                        spec.stage
+                    ),
+                    line: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The key of stage `name` for each platform of `request`: the tag of
+    /// its image under `--stage-image` (see [`StageImage::reference`]),
+    /// computed without building anything.
+    pub fn stage_keys(
+        &self,
+        request: &BuildRequest,
+        name: &str,
+    ) -> Result<Vec<(Platform, Digest)>, BuildError> {
+        let prepared = self.prepare(request)?;
+        let stage = find_stage(&prepared.plans[0], name)
+            .map_err(|reason| BuildError::NoSuchStage { reason })?;
+        let counter = AtomicU32::new(1);
+        let shared = self.shared(
+            request,
+            request.encoding()?,
+            &prepared,
+            &counter,
+            Secrets::new(),
+            Imported::default(),
+        );
+        let mut keys = Vec::new();
+        for (plan, platform) in prepared.plans.iter().zip(&prepared.platforms) {
+            let platforms = stage_platforms(plan, platform);
+            let keyed = self.key_stages(plan, platform, &platforms, &shared, &[stage])?;
+            keys.push((
+                platform.clone(),
+                stage_key(&keyed[&stage], &platforms[&stage]),
+            ));
+        }
+        Ok(keys)
+    }
+
     /// Writes one `--cache-to`: with `mode=min` the steps behind the
     /// built images' layers, with `mode=max` every step; layers in the
     /// cache's encoding (its own `compression=`, else the build's).
@@ -643,16 +742,28 @@ impl Engine {
     }
 
     /// Runs every stage the target needs for one platform, each on its own
-    /// thread as soon as the stages it reads are done.
+    /// thread as soon as the stages it reads are done; a `--stage-image`
+    /// stage whose image exists is that image, and the stages only it
+    /// needed are not built.
     fn build_platform(
         &self,
         plan: &Plan,
         platform: &Platform,
         shared: &Shared<'_>,
-    ) -> Result<(BuiltImage, u32, u32), BuildError> {
+    ) -> Result<Built, BuildError> {
+        let stage_platforms = &stage_platforms(plan, platform);
+        let stage_images = self.stage_images(plan, platform, stage_platforms, shared)?;
+        let reused = &stage_images.reused;
+        let order: Vec<usize> = needed_stages(plan, &reused.keys().copied().collect())
+            .into_iter()
+            .filter(|i| !reused.contains_key(i))
+            .collect();
         let board = Board::default();
-        let steps = plan_steps(plan, &shared.settings, shared.step_counter);
-        for &i in &plan.order {
+        for (&i, outcome) in reused {
+            board.finish(i, Ok(outcome.clone()));
+        }
+        let steps = plan_steps(plan, &order, &shared.settings, shared.step_counter);
+        for &i in &order {
             let stage = &plan.stages[i];
             let total = stage.stage.commands.len();
             for (position, (c, step)) in stage.stage.commands.iter().zip(&steps[&i]).enumerate() {
@@ -671,25 +782,8 @@ impl Engine {
                 });
             }
         }
-        // Each stage's platform: its `FROM --platform`, else its base
-        // stage's, else the build's (BuildKit's dispatch inherits a base
-        // stage's platform). TARGETPLATFORM stays the build's.
-        let mut stage_platforms: HashMap<usize, Platform> = HashMap::new();
-        for &i in &plan.order {
-            let stage = &plan.stages[i];
-            let p = match (&stage.platform, &stage.base) {
-                (Some(p), _) => p.clone(),
-                (None, Base::Stage(b)) => stage_platforms
-                    .get(b)
-                    .cloned()
-                    .unwrap_or_else(|| platform.clone()),
-                (None, _) => platform.clone(),
-            };
-            stage_platforms.insert(i, p);
-        }
-        let stage_platforms = &stage_platforms;
         let result = std::thread::scope(|scope| {
-            for &i in &plan.order {
+            for &i in &order {
                 let board = &board;
                 let steps = steps.get(&i).cloned().unwrap_or_default();
                 scope.spawn(move || {
@@ -704,6 +798,7 @@ impl Engine {
                         steps,
                         downloads: Mutex::default(),
                         scratch_dirs: Mutex::default(),
+                        keys_only: false,
                     };
                     let outcome = runner.run();
                     board.finish(i, outcome);
@@ -712,13 +807,35 @@ impl Engine {
             board.wait(plan.target)
         });
         let target = result?;
+        // The stage images this build made, each an image of its stage's
+        // platform, to push once the build is done.
+        let mut stage_pushes = Vec::new();
+        for (i, spec) in stage_images.to_push {
+            if !order.contains(&i) {
+                continue;
+            }
+            let outcome = board.get(i)?;
+            let platform = &stage_platforms[&i];
+            let (manifest, config) = self.write_image(&outcome, platform, shared)?;
+            stage_pushes.push(StagePush {
+                stage: plan.stages[i].display_name(),
+                reference: spec.reference(&stage_key(&outcome, platform)),
+                image: BuiltImage {
+                    platform: platform.clone(),
+                    manifest,
+                    config,
+                    base_layers: outcome.base_layers,
+                    step_keys: outcome.keys.clone(),
+                },
+            });
+        }
         // The image is for its target stage's platform (`FROM
         // --platform=linux/arm64` gives an arm64 image, as in BuildKit).
         let platform = &stage_platforms[&plan.target];
         let (manifest, config) = self.write_image(&target, platform, shared)?;
         let (run, cached) = board.counts();
-        Ok((
-            BuiltImage {
+        Ok(Built {
+            image: BuiltImage {
                 platform: platform.clone(),
                 manifest,
                 config,
@@ -727,7 +844,8 @@ impl Engine {
             },
             run,
             cached,
-        ))
+            stage_pushes,
+        })
     }
 
     /// The target stage's final config and manifest, in the store.
@@ -764,16 +882,18 @@ impl Engine {
     }
 }
 
-/// The steps of every stage `plan` runs, numbered in plan order (so the
-/// output lists them that way; `counter` numbers across platforms), each
-/// RUN with its `# kiln:` settings.
+/// The steps of the stages in `order` (the stages a platform's build
+/// runs, in plan order), numbered in that order (so the output lists them
+/// that way; `counter` numbers across platforms), each RUN with its
+/// `# kiln:` settings.
 fn plan_steps(
     plan: &Plan,
+    order: &[usize],
     settings: &StepSettings,
     counter: &AtomicU32,
 ) -> HashMap<usize, Vec<Step>> {
     let mut steps = HashMap::new();
-    for &i in &plan.order {
+    for &i in order {
         let stage: Vec<Step> = (0..plan.stages[i].stage.commands.len())
             .map(|c| Step {
                 id: Some(counter.fetch_add(1, Ordering::SeqCst)),
@@ -783,6 +903,46 @@ fn plan_steps(
         steps.insert(i, stage);
     }
     steps
+}
+
+/// Each stage's platform: its `FROM --platform`, else its base stage's,
+/// else the build's (BuildKit's dispatch inherits a base stage's
+/// platform). TARGETPLATFORM stays the build's. Every stage of the
+/// Dockerfile, as `kiln stage-key` may key one the target does not need.
+fn stage_platforms(plan: &Plan, platform: &Platform) -> HashMap<usize, Platform> {
+    let mut platforms: HashMap<usize, Platform> = HashMap::new();
+    // A base stage comes before the stages built on it.
+    for (i, stage) in plan.stages.iter().enumerate() {
+        let p = match (&stage.platform, &stage.base) {
+            (Some(p), _) => p.clone(),
+            (None, Base::Stage(b)) => platforms
+                .get(b)
+                .cloned()
+                .unwrap_or_else(|| platform.clone()),
+            (None, _) => platform.clone(),
+        };
+        platforms.insert(i, p);
+    }
+    platforms
+}
+
+/// A request read: the Dockerfile parsed and planned for each platform,
+/// its `# kiln:` settings, the context.
+struct Prepared {
+    settings: StepSettings,
+    context: BuildContext,
+    memo: HashMemo,
+    platforms: Vec<Platform>,
+    plans: Vec<Plan>,
+}
+
+/// One platform's build: its image, its step counts, the stage images
+/// it made.
+struct Built {
+    image: BuiltImage,
+    run: u32,
+    cached: u32,
+    stage_pushes: Vec<StagePush>,
 }
 
 /// What every stage of a build shares.
@@ -934,7 +1094,7 @@ mod tests {
             build_platform: Platform::host(),
         };
         let plan = plan::plan(&dockerfile, ast.escape, &options).unwrap();
-        let steps = plan_steps(&plan, &settings, &AtomicU32::new(1));
+        let steps = plan_steps(&plan, &plan.order, &settings, &AtomicU32::new(1));
 
         let ids = |stage: usize| steps[&stage].iter().map(|s| s.id).collect::<Vec<_>>();
         assert_eq!(ids(0), [Some(1), Some(2)]);

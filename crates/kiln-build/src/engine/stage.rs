@@ -77,19 +77,24 @@ pub(crate) struct StageRunner<'a> {
     /// the copy their file), and the temp dirs holding them.
     pub(crate) downloads: Mutex<HashMap<String, Arc<Download>>>,
     pub(crate) scratch_dirs: Mutex<Vec<kiln_fs::OwnedDir>>,
+    /// Key the stage without building it (the key pass of stage images,
+    /// `engine/stage_image.rs`): instructions expanded and applied to the
+    /// config, every filesystem step keyed; nothing looked up in the
+    /// cache, run or reported.
+    pub(crate) keys_only: bool,
 }
 
 /// A resolved base image.
-struct BaseImage {
-    manifest_digest: Digest,
-    layers: Vec<LayerRef>,
-    config: ImageConfig,
+pub(super) struct BaseImage {
+    pub(super) manifest_digest: Digest,
+    pub(super) layers: Vec<LayerRef>,
+    pub(super) config: ImageConfig,
 }
 
 impl StageRunner<'_> {
     pub(crate) fn run(&self) -> Result<StageOutcome, BuildError> {
         let result = self.run_inner();
-        if result.is_err() {
+        if result.is_err() && !self.keys_only {
             // First failure stops the whole build, as BuildKit does.
             self.engine.cancel();
         }
@@ -234,7 +239,11 @@ impl StageRunner<'_> {
     }
 
     /// The base image: from the store, or pulled (always with `--pull`).
-    fn base_image(&self, name: &str, location: Location) -> Result<BaseImage, BuildError> {
+    pub(super) fn base_image(
+        &self,
+        name: &str,
+        location: Location,
+    ) -> Result<BaseImage, BuildError> {
         let store = &self.engine.store;
         let reference = Reference::parse(name)
             .map_err(|source| BuildError::Reference {
@@ -348,6 +357,10 @@ impl StageRunner<'_> {
                 source: Cause::new(e),
             })?;
         for w in scope.take_warnings() {
+            if self.keys_only {
+                // The build that follows the key pass reports them.
+                continue;
+            }
             self.engine.emit(Event::Warning {
                 message: w.message,
                 line: w.location.map(|l| l.start_line),
@@ -411,6 +424,11 @@ impl StageRunner<'_> {
         started: Instant,
     ) -> Result<(), BuildError> {
         let (key, history) = self.step_key(command, state, scope)?;
+        if self.keys_only {
+            state.keys.push(key.clone());
+            state.key = key;
+            return Ok(());
+        }
         let key_text = key.to_string();
         let parent = state.key.clone();
         let id = step.id;

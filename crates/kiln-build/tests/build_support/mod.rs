@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use kiln_build::Event;
 use kiln_build::{BuildError, BuildRequest, BuildResult, Engine};
-use kiln_image::Store;
 use kiln_image::document::{ImageConfig, Manifest};
+use kiln_image::{Digest, Platform, Store};
 use kiln_registry::{ClientOptions, RegistryClient};
 use kiln_sandbox::RuncExecutor;
 use kiln_testkit::need::{Runc, need};
@@ -54,6 +54,34 @@ impl Harness {
         dockerfile: &str,
         tweak: impl FnOnce(&mut BuildRequest),
     ) -> (Result<BuildResult, BuildError>, Vec<Event>) {
+        self.with_engine(context, dockerfile, tweak, |engine, request| {
+            engine.build(request)
+        })
+    }
+
+    /// `kiln stage-key`: the key of `stage` for each platform.
+    pub(crate) fn stage_keys(
+        &self,
+        context: &Path,
+        dockerfile: &str,
+        stage: &str,
+        tweak: impl FnOnce(&mut BuildRequest),
+    ) -> Result<Vec<(Platform, Digest)>, BuildError> {
+        self.with_engine(context, dockerfile, tweak, |engine, request| {
+            engine.stage_keys(request, stage)
+        })
+        .0
+    }
+
+    /// `work` done on an engine of this machine, for the request `tweak`
+    /// makes; the events it reported.
+    fn with_engine<T>(
+        &self,
+        context: &Path,
+        dockerfile: &str,
+        tweak: impl FnOnce(&mut BuildRequest),
+        work: impl FnOnce(&Engine, &BuildRequest) -> T,
+    ) -> (T, Vec<Event>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink_events = Arc::clone(&events);
         let sink = Arc::new(move |e: Event| sink_events.lock().unwrap().push(e));
@@ -72,7 +100,7 @@ impl Harness {
             dockerfile.as_bytes().to_vec(),
         );
         tweak(&mut request);
-        let result = engine.build(&request);
+        let result = work(&engine, &request);
         let events = events.lock().unwrap().clone();
         (result, events)
     }

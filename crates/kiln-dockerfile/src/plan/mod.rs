@@ -170,6 +170,13 @@ impl Plan {
     pub fn scope(&self, stage: usize, base_env: &[(String, String)]) -> StageScope<'_> {
         StageScope::new(self, stage, base_env)
     }
+
+    /// The stages `stage` needs, each after the stages it reads, `stage`
+    /// last: [`Plan::order`] as if it were the target (the args stay the
+    /// build's; `TARGETSTAGE` names the build's target).
+    pub fn order_for(&self, stage: usize) -> Result<Vec<usize>, PlanError> {
+        build_order(&self.stages, stage)
+    }
 }
 
 /// Resolves the stages, args and target of a build.

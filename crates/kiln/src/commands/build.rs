@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use kiln_build::TAIL_LINES;
 use kiln_build::{
     BuildError, BuildNetwork, BuildRequest, BuildResult, Engine, SOURCE_DATE_EPOCH, SecretSource,
-    SecretSpec,
+    SecretSpec, StageImage,
 };
 use kiln_build::{CacheFrom, CacheTo, Encoding, Output, OutputKind};
 use kiln_image::media::{Compression, Format};
@@ -126,6 +126,10 @@ pub(crate) struct BuildArgs {
     /// [`mode=min|max`, `ttl=`, `ignore-error=true`, `compression=`] (repeatable).
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
+    /// Take stage NAME from the image `REPO:<its stage key>` when the registry has it, else
+    /// build it and push it there (repeatable; see `kiln stage-key` and docs/CACHE.md).
+    #[arg(long = "stage-image", value_name = "NAME=REPO")]
+    stage_images: Vec<String>,
 }
 
 /// The exit status of a build that a step's watchdog ended.
@@ -209,7 +213,19 @@ fn parse_secret(s: &str) -> anyhow::Result<SecretSpec> {
     Ok(SecretSpec { id, source })
 }
 
-pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
+/// A `kiln build` command line read: the request, and where its result goes.
+pub(crate) struct Parsed {
+    pub(crate) request: BuildRequest,
+    pub(crate) dockerfile: PathBuf,
+    pub(crate) dockerfile_text: Vec<u8>,
+    tags: Vec<Reference>,
+    outputs: Vec<Output>,
+    build_encoding: Encoding,
+}
+
+/// Reads the flags into a request, checking all of them before anything
+/// is built.
+pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
     let dockerfile = args
         .file
         .clone()
@@ -321,6 +337,31 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             )?;
         }
     }
+    request.stage_images = args
+        .stage_images
+        .iter()
+        .map(|s| StageImage::parse(s))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::Error::msg(e.message()))?;
+    Ok(Parsed {
+        request,
+        dockerfile,
+        dockerfile_text,
+        tags,
+        outputs,
+        build_encoding,
+    })
+}
+
+pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let Parsed {
+        request,
+        dockerfile,
+        dockerfile_text,
+        tags,
+        outputs,
+        build_encoding,
+    } = parse(&args)?;
 
     let store = ctx.store()?;
     let runtime = ctx.runtime()?;
@@ -474,7 +515,7 @@ fn install_signal_handlers(
 /// A build error with the Dockerfile lines it is about. Its message has
 /// every cause once (anyhow's `{:#}` would repeat the ones an error's own
 /// text already holds).
-fn build_error(dockerfile: &Path, text: &[u8], e: BuildError) -> anyhow::Error {
+pub(crate) fn build_error(dockerfile: &Path, text: &[u8], e: BuildError) -> anyhow::Error {
     match e.location() {
         Some(location) => SourceError::new(
             dockerfile,

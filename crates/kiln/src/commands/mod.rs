@@ -10,6 +10,7 @@ pub(crate) mod parse;
 pub(crate) mod pull;
 pub(crate) mod push;
 pub(crate) mod run;
+pub(crate) mod stage_key;
 pub(crate) mod store;
 pub(crate) mod tag;
 
