@@ -222,7 +222,7 @@ pub(crate) fn parse_duration(orig: &str) -> Result<i64, String> {
 /// suffix (`k`, `m`, `g`, `t`, `p`, each optionally followed by `b` or `ib`,
 /// any case; or just `b`), optionally separated by one space. `None` when
 /// the text is not such a size.
-pub(crate) fn ram_in_bytes(s: &str) -> Option<i64> {
+pub fn ram_in_bytes(s: &str) -> Option<i64> {
     let sep = s.rfind(|c: char| c.is_ascii_digit() || c == '.' || c == ' ')?;
     let (num, suffix) = if s.as_bytes()[sep] == b' ' {
         (&s[..sep], &s[sep + 1..])
