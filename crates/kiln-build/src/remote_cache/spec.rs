@@ -43,6 +43,12 @@ pub struct CacheTo {
     /// The layers' compression and level in the cache; `None`: as built.
     pub compression: Option<Compression>,
     pub level: Option<i32>,
+    /// `mounts=true`: the contents of the build's `RUN --mount=type=cache`
+    /// directories are written too (docs/CACHE.md).
+    pub mounts: bool,
+    /// `mounts-max-size=`: the most bytes of files the written mounts may
+    /// hold together; the biggest are left out until the rest fit.
+    pub mounts_max_size: u64,
 }
 
 /// One `--cache-from`.
@@ -53,6 +59,10 @@ pub struct CacheFrom {
 
 /// A week: what a CI branch's cache is worth keeping for.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// 2 GiB of cache mounts: a pip or apt download cache of a large ML image,
+/// not a copy of every wheel ever built.
+pub const DEFAULT_MOUNTS_MAX_SIZE: u64 = 2 << 30;
 
 /// The fields of a spec, `key=value` comma separated; a spec without `=`
 /// is a registry reference (buildx's shorthand).
@@ -130,7 +140,10 @@ impl CacheTo {
             ignore_error: false,
             compression: None,
             level: None,
+            mounts: false,
+            mounts_max_size: DEFAULT_MOUNTS_MAX_SIZE,
         };
+        let mut max_size_given = false;
         let flag = |k: &str, v: &str| match v {
             "true" => Ok(true),
             "false" => Ok(false),
@@ -174,6 +187,20 @@ impl CacheTo {
                         bad(spec, format!("compression-level {v:?} is not a number"))
                     })?)
                 }
+                "mounts" => to.mounts = flag(k, v)?,
+                // Docker's sizes (`--memory`, tmpfs `size=`): binary units
+                // whatever the spelling, 500MB = 500m = 500MiB.
+                "mounts-max-size" => {
+                    to.mounts_max_size = kiln_dockerfile::go::ram_in_bytes(v)
+                        .and_then(|n| u64::try_from(n).ok())
+                        .ok_or_else(|| {
+                            bad(
+                                spec,
+                                format!("mounts-max-size {v:?} is not a size (2GiB, 500m, 1024)"),
+                            )
+                        })?;
+                    max_size_given = true;
+                }
                 // buildx's, for its own cache format; kiln's is always an
                 // OCI image manifest with OCI media types.
                 "oci-mediatypes" | "image-manifest" | "force-compression" => {
@@ -181,6 +208,12 @@ impl CacheTo {
                 }
                 other => return Err(bad(spec, format!("unknown key {other:?}"))),
             }
+        }
+        if max_size_given && !to.mounts {
+            return Err(bad(
+                spec,
+                "mounts-max-size= without mounts=true: no mounts are written".into(),
+            ));
         }
         to.location = location(spec, kind, reference, dest, "dest", tag)?;
         if to.location == CacheLocation::Inline && to.mode == CacheMode::Max {
@@ -265,7 +298,23 @@ mod tests {
         // A ref without a tag is `latest`.
         let from = CacheFrom::parse("type=registry,ref=reg.test/app").unwrap();
         assert_eq!(from.location.to_string(), "reg.test/app:latest");
+        assert!(!to.mounts);
+        let to = CacheTo::parse("type=local,dest=/tmp/c,mounts=true").unwrap();
+        assert!(to.mounts);
+        assert_eq!(to.mounts_max_size, DEFAULT_MOUNTS_MAX_SIZE);
+        for (size, bytes) in [("500MB", 500 << 20), ("2GiB", 2 << 30), ("1.5g", 3 << 29)] {
+            let to = CacheTo::parse(&format!(
+                "type=local,dest=/tmp/c,mounts=true,mounts-max-size={size}"
+            ))
+            .unwrap();
+            assert_eq!(to.mounts_max_size, bytes, "{size}");
+        }
         for bad in [
+            "type=registry,ref=x,mounts=yes",
+            "type=registry,ref=x,mounts=true,mounts-max-size=lots",
+            "type=registry,ref=x,mounts=true,mounts-max-size=-1",
+            "type=registry,ref=x,mounts-max-size=1g",
+            "type=registry,ref=x,mounts=false,mounts-max-size=1g",
             "type=registry",
             "type=local",
             "type=registry,ref=x,mode=all",
