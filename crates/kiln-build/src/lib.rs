@@ -53,8 +53,9 @@ pub use crate::ops::{
     copy_sources, expand_source, resolve_chown,
 };
 pub use crate::remote_cache::{
-    CACHE_MEDIA_TYPE, CacheConfig, CacheEntry, CacheError, CacheFrom, CacheLocation, CacheMode,
-    CacheTo, DEFAULT_CACHE_TTL,
+    CACHE_MEDIA_TYPE, CACHE_MOUNTS_MEDIA_TYPE, CacheConfig, CacheEntry, CacheError, CacheFrom,
+    CacheLocation, CacheMode, CacheMount, CacheMountsConfig, CacheTo, DEFAULT_CACHE_TTL,
+    DEFAULT_MOUNTS_MAX_SIZE,
 };
 pub use crate::run::{
     CacheMounts, ContentRef, DirSources, MountSources, RunError, RunStep, Secrets, cache_key_parts,

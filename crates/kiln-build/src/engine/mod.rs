@@ -44,7 +44,8 @@ use self::stage_image::{StagePush, find_stage, needed_stages, stage_key};
 use crate::events::{Event, EventSink, StepId, millis};
 use crate::export::{self, Encoding};
 use crate::remote_cache::{
-    self, CacheError, CacheFrom, CacheLocation, CacheMode, CacheTo, Exported, Imported, StepRecord,
+    self, CacheError, CacheFrom, CacheLocation, CacheMode, CacheTo, Exported, Imported,
+    MountsExport, StepRecord,
 };
 use crate::run::{CacheMounts, RunError, Secrets};
 use crate::watchdog::{Backoff, Limits, SAMPLE_EVERY, StepPolicy, StepSettings};
@@ -446,21 +447,35 @@ impl Engine {
             .filter(|to| to.location != CacheLocation::Inline)
         {
             let began = Instant::now();
-            let done = self.export_cache(to, &records, &images, &shared.encoding);
+            let done = self.export_cache(to, &records, &images, &shared.encoding, &shared.caches);
             match done {
                 Ok(exported) => self.emit(Event::Note {
                     message: if exported.written {
                         format!(
-                            "cache {}: {} entries written, {} layers uploaded, in {:.1}s",
+                            "cache {}: {} entries written, {} layers uploaded{}, in {:.1}s",
                             to.location,
                             exported.entries,
                             exported.uploaded,
+                            if to.mounts {
+                                format!(
+                                    "; {} cache mounts, {} uploaded",
+                                    exported.mounts, exported.mounts_uploaded
+                                )
+                            } else {
+                                String::new()
+                            },
                             began.elapsed().as_secs_f64()
                         )
                     } else {
                         format!(
-                            "cache {}: holds all {} entries already, not written",
-                            to.location, exported.entries
+                            "cache {}: holds all {} entries{} already, not written",
+                            to.location,
+                            exported.entries,
+                            if to.mounts {
+                                format!(" and {} cache mounts", exported.mounts)
+                            } else {
+                                String::new()
+                            }
                         )
                     },
                 }),
@@ -602,6 +617,14 @@ impl Engine {
         secrets: Secrets,
         remote: Imported,
     ) -> Shared<'a> {
+        // Waiters read "held by build <this> (pid N)": the Dockerfile
+        // tells two builds apart, the pid is added.
+        let mut caches = CacheMounts::new(self.store.root())
+            .with_build(request.dockerfile.display().to_string());
+        // A cache mount a --cache-from has starts from its contents.
+        if let Some(source) = remote.mount_source(&self.store, &self.client, &self.runtime) {
+            caches = caches.with_source(source);
+        }
         Shared {
             request,
             encoding,
@@ -611,10 +634,7 @@ impl Engine {
             step_counter: counter,
             multi: prepared.platforms.len() > 1,
             secrets,
-            caches: CacheMounts::new(self.store.root())
-                // Waiters read "held by build <this> (pid N)": the
-                // Dockerfile tells two builds apart, the pid is added.
-                .with_build(request.dockerfile.display().to_string()),
+            caches,
             scratch: self.scratch_dir(),
             dockerfile_name: dockerfile_name(&request.dockerfile),
             attempts: Mutex::default(),
@@ -688,13 +708,15 @@ impl Engine {
 
     /// Writes one `--cache-to`: with `mode=min` the steps behind the
     /// built images' layers, with `mode=max` every step; layers in the
-    /// cache's encoding (its own `compression=`, else the build's).
+    /// cache's encoding (its own `compression=`, else the build's); with
+    /// `mounts=true` the contents of the cache mounts the build took.
     fn export_cache(
         &self,
         to: &CacheTo,
         records: &[StepRecord],
         images: &[BuiltImage],
         build: &Encoding,
+        caches: &CacheMounts,
     ) -> Result<Exported, CacheError> {
         let wanted: Vec<StepRecord> = match to.mode {
             CacheMode::Max => records.to_vec(),
@@ -730,6 +752,15 @@ impl Engine {
                 }
             })
         };
+        let report = |event| self.emit(event);
+        let scratch = self.scratch_dir();
+        let mounts = to.mounts.then(|| MountsExport {
+            caches,
+            max_size: to.mounts_max_size,
+            encoding: &encoding,
+            scratch: &scratch,
+            report: &report,
+        });
         remote_cache::export(
             to,
             &wanted,
@@ -738,6 +769,7 @@ impl Engine {
             &self.runtime,
             remote_cache::unix_now(),
             &encode,
+            mounts.as_ref(),
         )
     }
 

@@ -13,8 +13,12 @@
 //! - [`export`] merges the build's entries into the cache (other platforms'
 //!   children kept, expired entries dropped) and checks, after writing, that
 //!   no concurrent writer's index replaced its own.
+//! - With `mounts=true`, the contents of the build's cache mounts go along,
+//!   as one more child of the index (`mounts` module); `--cache-from`
+//!   restores them into cache mounts that are new or empty.
 
 mod format;
+mod mounts;
 mod place;
 mod spec;
 
@@ -31,9 +35,12 @@ use crate::engine::with_causes;
 use crate::events::Event;
 
 pub use self::format::{CACHE_MEDIA_TYPE, CacheConfig, CacheEntry};
+pub(crate) use self::mounts::MountsExport;
+pub use self::mounts::{CACHE_MOUNTS_MEDIA_TYPE, CacheMount, CacheMountsConfig};
 use self::place::Place;
 pub use self::spec::{
-    CacheFrom, CacheLocation, CacheMode, CacheTo, DEFAULT_TTL as DEFAULT_CACHE_TTL,
+    CacheFrom, CacheLocation, CacheMode, CacheTo, DEFAULT_MOUNTS_MAX_SIZE,
+    DEFAULT_TTL as DEFAULT_CACHE_TTL,
 };
 
 /// Why a cache could not be read or written.
@@ -112,6 +119,8 @@ pub(crate) struct Hit {
 pub(crate) struct Imported {
     sources: Vec<CacheLocation>,
     hits: HashMap<Digest, Hit>,
+    /// Cache mounts' contents, by key (`mounts` module).
+    mounts: HashMap<String, mounts::MountHit>,
 }
 
 impl Imported {
@@ -173,7 +182,7 @@ pub(crate) fn import(
     let mut warn = |message| report_warning(&mut report, message);
     let mut imported = Imported {
         sources: sources.iter().map(|s| s.location.clone()).collect(),
-        hits: HashMap::new(),
+        ..Imported::default()
     };
     let mut notes = Vec::new();
     for (i, source) in sources.iter().enumerate() {
@@ -202,6 +211,18 @@ pub(crate) fn import(
                 continue;
             }
         };
+        match mounts::read(&place, &index.manifests) {
+            Ok(Some(found)) => {
+                let n = mounts::add_hits(&mut imported.mounts, i, found, now);
+                notes.push(format!("cache {}: {n} cache mounts", source.location));
+            }
+            Ok(None) => {}
+            Err(e) => warn(format!(
+                "cache {}: cache mounts not used: {}",
+                source.location,
+                with_causes(&e)
+            )),
+        }
         for platform in platforms {
             let Some(child) = index
                 .manifests
@@ -355,6 +376,10 @@ pub(crate) struct Exported {
     pub(crate) uploaded: usize,
     /// False when the cache already held every entry: nothing was written.
     pub(crate) written: bool,
+    /// With `mounts=true`: the build's cache mounts the cache holds, and
+    /// how many of their blobs were sent.
+    pub(crate) mounts: usize,
+    pub(crate) mounts_uploaded: usize,
 }
 
 /// Gives a layer (its descriptor and diffID) in the cache's encoding.
@@ -374,7 +399,9 @@ const SETTLE_MAX: Duration = Duration::from_secs(5);
 /// Writes `records` (grouped by platform) into the cache `to`, merged with
 /// what is there. `encode` gives each layer in the cache's encoding. A
 /// cache that already holds every record (not near its expiry) is left
-/// as it is.
+/// as it is. With `mounts`, the build's cache mounts go into the cache's
+/// mounts child the same way (`mounts` module).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn export(
     to: &CacheTo,
     records: &[StepRecord],
@@ -383,6 +410,7 @@ pub(crate) fn export(
     runtime: &tokio::runtime::Handle,
     now: i64,
     encode: &EncodeLayer<'_>,
+    mounts: Option<&MountsExport<'_>>,
 ) -> Result<Exported, CacheError> {
     let place = Place::new(&to.location, client, runtime)?;
     let expires = format::expiry(now, to.ttl);
@@ -421,9 +449,19 @@ pub(crate) fn export(
         entries: records.len(),
         uploaded: 0,
         written: false,
+        mounts: 0,
+        mounts_uploaded: 0,
     };
     let first = cache_children(&place)?;
+    let mounts = mounts.map(|m| mounts::prepare(m, &place, &first, store, now, to.ttl));
     let mut all_held = true;
+    if let Some(m) = &mounts {
+        exported.mounts = m.len();
+        if !m.held(&place, &first, now, fresh_until) {
+            all_held = false;
+            exported.mounts_uploaded += m.push(&place, store, &mut pushed)?;
+        }
+    }
     for (platform, entries) in &ours {
         let parsed = Platform::parse(platform).map_err(|reason| CacheError::Format { reason })?;
         let held = first
@@ -474,6 +512,15 @@ pub(crate) fn export(
             written.push(child.digest.clone());
             children.push(child);
         }
+        if let Some(m) = &mounts {
+            let (wrote, sent) =
+                m.merge_into(&place, store, &mut children, &mut pushed, now, fresh_until)?;
+            exported.mounts_uploaded += sent;
+            if wrote {
+                changed = true;
+                written.extend(mounts::Prepared::child(&children).cloned());
+            }
+        }
         if !changed {
             return Ok(exported);
         }
@@ -504,18 +551,29 @@ pub(crate) fn export(
 
 /// The children of the cache index at `place` (none if there is none). A
 /// ref that names an image is refused: writing the cache would replace it.
+/// Every kiln cache child counts, not only the platforms' entries: the
+/// mounts child, and any kind a later kiln adds, are put back as they were.
 fn cache_children(place: &Place<'_>) -> Result<Vec<Descriptor>, CacheError> {
     let children = place.read_index()?.map(|i| i.manifests).unwrap_or_default();
-    if children
-        .iter()
-        .any(|d| d.artifact_type.as_deref() != Some(CACHE_MEDIA_TYPE))
-    {
+    if !children.iter().all(is_kiln_child) {
         return Err(CacheError::NotACache {
             cache: place.name(),
         });
     }
     Ok(children)
 }
+
+/// Whether a cache index's child is one of kiln's: its `artifactType` is
+/// a kiln cache media type (`application/vnd.kiln.cache.v1+json`, the
+/// mounts', or one a later kiln adds).
+fn is_kiln_child(d: &Descriptor) -> bool {
+    d.artifact_type
+        .as_deref()
+        .is_some_and(|t| t.starts_with(KILN_CACHE_TYPES))
+}
+
+/// The prefix every kiln cache media type shares.
+const KILN_CACHE_TYPES: &str = "application/vnd.kiln.cache.";
 
 /// Pushes the layers of `entries` not pushed yet; how many were sent (the
 /// cache did not have them).

@@ -10,7 +10,10 @@
 //!     0.lock 1.lock ...     flock of each instance: shared by `shared`
 //!                           users, exclusive for `private` and `locked`
 //!     0.holders/<pid>-<n>.json   who holds instance 0 (build, pid, step, since)
-//!     tmp-<pid>-<n>/        an instance being made (seeded), renamed into place
+//!     0.contents            instance 0's fingerprint when its tar last had a
+//!                           known diffID (see `contents`)
+//!     tmp-<pid>-<n>/        an instance being made (seeded or restored),
+//!                           renamed into place
 //! ```
 //!
 //! The key follows BuildKit's (`solver/llbsolver/mounts/mount.go`): the
@@ -29,20 +32,37 @@
 //! - `locked`: an instance nobody holds; if every one is held, wait (polled,
 //!   as BuildKit polls) and say who holds it in a `StepNote` every few
 //!   seconds, until it is free or the step is cancelled.
+//!
+//! Outside the store (`--cache-to ...,mounts=true`, docs/CACHE.md): the
+//! build notes which caches it took ([`CacheMounts::used`]). The first time
+//! it takes one that its [`CacheSource`] (a `--cache-from`) has, into an
+//! instance that is new, or empty and held by this step alone, it fills the
+//! instance from there first: a new one in its temp dir before the rename,
+//! an empty one in a temp dir renamed over it, so no step ever sees a
+//! half-restored cache, and one that holds anything is never touched. An
+//! export reads an instance while holding it alone, not waiting for it
+//! ([`CacheMounts::contents`]).
 
+mod contents;
+
+use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kiln_dockerfile::instructions::ShareMode;
+use kiln_image::Digest;
 use kiln_sandbox::RunControl;
 use rustix::fs::{CWD, Gid, Mode, RenameFlags, Uid};
 use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+pub(crate) use self::contents::{CacheSource, CacheTar};
+use self::contents::{Memo, Tree};
 use super::error::{RunError, io_at};
 use super::observer::StepObserver;
 use super::rootpath;
@@ -50,8 +70,8 @@ use crate::events::{Event, EventSink, StepId};
 use crate::ops::{self, CopyOptions};
 
 /// The version of the cache directory key: bump it when what goes into
-/// the key changes meaning.
-const KEY_VERSION: &str = "kiln-cache-mount-v1";
+/// the key changes meaning. A remote cache names its mounts by these keys.
+pub(crate) const KEY_VERSION: &str = "kiln-cache-mount-v1";
 
 /// How long a waiter sleeps between two tries of a `locked` cache
 /// (BuildKit: 100ms). A cancel ends the sleep at once.
@@ -64,6 +84,37 @@ pub struct CacheMounts {
     dir: PathBuf,
     build: String,
     note_every: Duration,
+    /// The caches this build took, by key (shared by the clones).
+    used: Arc<Mutex<BTreeMap<String, UsedCache>>>,
+    /// Where a cache's contents may come from the first time it is taken.
+    source: Option<Arc<dyn CacheSource>>,
+    /// The keys whose first taking is over (restored or not).
+    restored: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A cache the build took: which one, and the instance its last user held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UsedCache {
+    /// The directory name under `cache-mounts/` (see [`CacheRequest::key`]).
+    pub(crate) key: String,
+    pub(crate) id: String,
+    /// Where its first user mounted it, for messages.
+    pub(crate) target: String,
+    instance: u32,
+}
+
+/// What a used cache holds, as an export reads it.
+#[derive(Debug)]
+pub(crate) enum Contents {
+    /// Unchanged since a tar of it had this diffID (made by an export, or
+    /// restored): nothing was read.
+    Known { diff_id: Digest, size: u64 },
+    /// Read into `tar` (uncompressed, rewound) while nobody else held it.
+    Read {
+        diff_id: Digest,
+        size: u64,
+        tar: std::fs::File,
+    },
 }
 
 impl CacheMounts {
@@ -76,7 +127,17 @@ impl CacheMounts {
             dir: store_root.as_ref().join(Self::DIR),
             build: format!("kiln pid {}", std::process::id()),
             note_every: Duration::from_secs(5),
+            used: Arc::default(),
+            source: None,
+            restored: Arc::default(),
         }
+    }
+
+    /// Caches first taken by this build start from what `source` has for
+    /// them when they are new or empty (a `--cache-from`'s mounts).
+    pub(crate) fn with_source(mut self, source: Arc<dyn CacheSource>) -> CacheMounts {
+        self.source = Some(source);
+        self
     }
 
     /// How this build names itself to the builds that wait for a cache it
@@ -154,14 +215,27 @@ impl CacheRequest {
 #[derive(Debug)]
 pub(crate) struct CacheLease {
     path: PathBuf,
+    instance: u32,
     holder: Option<PathBuf>,
-    _lock: fs_err::File,
+    lock: fs_err::File,
 }
 
 impl CacheLease {
     /// The instance directory.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Turns an exclusive hold into a shared one. flock(2) does not promise
+    /// that a conversion is atomic (a waiter may be granted the lock in
+    /// between); Linux swaps the lock under one spinlock, so from exclusive
+    /// to shared nothing conflicts. Should a waiter slip in elsewhere, this
+    /// blocks until it is done rather than fail the step.
+    fn share(&self) -> Result<(), RunError> {
+        self.lock
+            .file()
+            .lock_shared()
+            .map_err(|e| io_at("locking", self.lock.path())(e).into())
     }
 }
 
@@ -219,7 +293,8 @@ impl CacheMounts {
             // instance through its bind mount, whatever its parents' modes.
             fs_err::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let cache = self.dir.join(req.key());
+        let key = req.key();
+        let cache = self.dir.join(&key);
         fs_err::create_dir_all(&cache)?;
         let id_file = cache.join("id");
         if !id_file.exists() {
@@ -227,12 +302,33 @@ impl CacheMounts {
             let _ = fs_err::write(&id_file, format!("{}\n", req.id));
         }
         remove_stale_temps(&cache);
+        // The first taking of a cache the source has may fill it. Two
+        // steps of the build taking it at once may both try: one rename
+        // wins, and both use the winner's.
+        let restore = self
+            .source
+            .as_deref()
+            .filter(|source| {
+                source.has(&key)
+                    && !self
+                        .restored
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(&key)
+            })
+            .map(|source| Restore {
+                source,
+                key: &key,
+                req,
+                step,
+                events,
+            });
         let mut last_note: Option<Instant> = None;
         let result = loop {
             if control.is_cancelled() {
                 break Err(RunError::Cancelled);
             }
-            match self.try_acquire(&cache, req, step) {
+            match self.try_acquire(&cache, req, step, restore.as_ref()) {
                 Ok(Some(lease)) => break Ok(lease),
                 Ok(None) => {}
                 Err(e) => break Err(e),
@@ -254,7 +350,23 @@ impl CacheMounts {
         {
             observer.lock_done();
         }
-        result
+        let lease = result?;
+        if restore.is_some() {
+            self.restored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone());
+        }
+        self.used.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            key.clone(),
+            UsedCache {
+                key,
+                id: req.id.clone(),
+                target: req.target.clone(),
+                instance: lease.instance,
+            },
+        );
+        Ok(lease)
     }
 
     /// One pass over the instances; `None` when a `locked` cache is busy.
@@ -263,13 +375,28 @@ impl CacheMounts {
         cache: &Path,
         req: &CacheRequest,
         step: StepId,
+        restore: Option<&Restore<'_>>,
     ) -> Result<Option<CacheLease>, RunError> {
         loop {
             let existing = instances(cache)?;
             for &n in &existing {
                 let lock = open_lock(&lock_path(cache, n), false)?;
+                // An empty instance to fill: a shared user takes it alone
+                // if nobody else holds it, fills it, then shares it.
+                if restore.is_some()
+                    && req.sharing == ShareMode::Shared
+                    && contents::is_empty_dir(&cache.join(n.to_string()))
+                    && try_lock(&lock, ShareMode::Locked)?
+                {
+                    let lease = self.lease(cache, n, lock, req, step, restore, true)?;
+                    lease.share()?;
+                    return Ok(Some(lease));
+                }
                 if try_lock(&lock, req.sharing)? {
-                    return self.lease(cache, n, lock, req, step).map(Some);
+                    let alone = req.sharing != ShareMode::Shared;
+                    return self
+                        .lease(cache, n, lock, req, step, restore, alone)
+                        .map(Some);
                 }
             }
             if req.sharing == ShareMode::Locked && !existing.is_empty() {
@@ -285,12 +412,17 @@ impl CacheMounts {
                 Err(e) => return Err(e),
             };
             if try_lock(&lock, req.sharing)? {
-                return self.lease(cache, n, lock, req, step).map(Some);
+                let alone = req.sharing != ShareMode::Shared;
+                return self
+                    .lease(cache, n, lock, req, step, restore, alone)
+                    .map(Some);
             }
         }
     }
 
-    /// Makes sure instance `n` exists, then says who holds it.
+    /// Makes sure instance `n` exists (filled by `restore` when it is new,
+    /// or empty and held `alone`), then says who holds it.
+    #[allow(clippy::too_many_arguments)]
     fn lease(
         &self,
         cache: &Path,
@@ -298,8 +430,33 @@ impl CacheMounts {
         lock: fs_err::File,
         req: &CacheRequest,
         step: StepId,
+        restore: Option<&Restore<'_>>,
+        alone: bool,
     ) -> Result<CacheLease, RunError> {
-        let path = ensure_instance(cache, n, req)?;
+        let path = ensure_instance(cache, n, req, restore, alone)?;
+        self.hold(
+            cache,
+            n,
+            path,
+            lock,
+            step,
+            &req.target,
+            req.sharing.as_str(),
+        )
+    }
+
+    /// Notes this build as a holder of instance `n` (whose `lock` it holds).
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &self,
+        cache: &Path,
+        n: u32,
+        path: PathBuf,
+        lock: fs_err::File,
+        step: StepId,
+        target: &str,
+        sharing: &str,
+    ) -> Result<CacheLease, RunError> {
         let holders = cache.join(format!("{n}.holders"));
         fs_err::create_dir_all(&holders)?;
         let holder = holders.join(format!("{}-{}.json", std::process::id(), next_seq()));
@@ -307,8 +464,8 @@ impl CacheMounts {
             build: self.build.clone(),
             pid: std::process::id(),
             step,
-            target: req.target.clone(),
-            sharing: req.sharing.as_str().to_string(),
+            target: target.to_string(),
+            sharing: sharing.to_string(),
             since: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -317,9 +474,149 @@ impl CacheMounts {
         fs_err::File::create(&holder)?.write_all(&json)?;
         Ok(CacheLease {
             path,
+            instance: n,
             holder: Some(holder),
-            _lock: lock,
+            lock,
         })
+    }
+}
+
+/// For `--cache-to ...,mounts=true`.
+impl CacheMounts {
+    /// The caches this build took, in key order.
+    pub(crate) fn used(&self) -> Vec<UsedCache> {
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn instance_dir(&self, used: &UsedCache) -> PathBuf {
+        self.dir.join(&used.key).join(used.instance.to_string())
+    }
+
+    /// The bytes of a used cache's files, read without a lock (another
+    /// build may be changing them: an estimate, for `mounts-max-size`).
+    pub(crate) fn measure(&self, used: &UsedCache) -> Result<u64, RunError> {
+        Ok(contents::tree(&self.instance_dir(used))?.size)
+    }
+
+    /// What a used cache holds, read while this build holds it alone;
+    /// `None` if another build holds it (not waited for: an export must
+    /// not stall on a step, nor a step on an export). The hold lasts only
+    /// as long as the reading: its fingerprint, and, unless it is `Known`
+    /// from its note (and `trust_note`), its tar, written to a temporary
+    /// file under `scratch`.
+    pub(crate) fn contents(
+        &self,
+        used: &UsedCache,
+        trust_note: bool,
+        scratch: &Path,
+    ) -> Result<Option<Contents>, RunError> {
+        let cache = self.dir.join(&used.key);
+        let n = used.instance;
+        let lock = open_lock(&lock_path(&cache, n), false)?;
+        if !try_lock(&lock, ShareMode::Locked)? {
+            return Ok(None);
+        }
+        // Waiters read "held by build B (pid N), writing it to a cache".
+        let dir = self.instance_dir(used);
+        let _held = self.hold(&cache, n, dir.clone(), lock, 0, &used.target, "export")?;
+        let Tree { fingerprint, size } = contents::tree(&dir)?;
+        if trust_note
+            && let Some(memo) = contents::read_memo(&cache, n)
+            && memo.tree == fingerprint
+        {
+            return Ok(Some(Contents::Known {
+                diff_id: memo.diff_id,
+                size,
+            }));
+        }
+        let (tar, diff_id, _) = contents::archive(&dir, &used.id, scratch)?;
+        let memo = Memo {
+            tree: fingerprint,
+            diff_id: diff_id.clone(),
+            size,
+        };
+        contents::write_memo(&cache, n, &memo)?;
+        Ok(Some(Contents::Read { diff_id, size, tar }))
+    }
+
+    /// Who holds a used cache now, for a message; empty if nobody.
+    pub(crate) fn holders(&self, used: &UsedCache) -> String {
+        holder_notes(&self.dir.join(&used.key)).join("; ")
+    }
+}
+
+/// The step for which a cache is taken the first time, and where its
+/// contents may come from.
+struct Restore<'a> {
+    source: &'a dyn CacheSource,
+    key: &'a str,
+    req: &'a CacheRequest,
+    step: StepId,
+    events: &'a EventSink,
+}
+
+impl Restore<'_> {
+    /// Fills `dir` (empty, seen by no step) from the source; says so, or
+    /// warns why not (the caller then starts the cache as if new).
+    fn fill(&self, dir: &Path) -> Option<Memo> {
+        let warn = |reason: String| {
+            (self.events)(Event::Warning {
+                message: format!(
+                    "cache mount {} (id {:?}) not restored: {reason}; it starts empty",
+                    self.req.target, self.req.id
+                ),
+                line: None,
+            });
+        };
+        let tar = match self.source.open(self.key) {
+            Ok(tar) => tar,
+            Err(reason) => {
+                warn(reason);
+                return None;
+            }
+        };
+        (self.events)(Event::StepNote {
+            step: self.step,
+            text: format!(
+                "restoring cache mount {} (id {:?}) from {}",
+                self.req.target, self.req.id, tar.from
+            ),
+        });
+        let from = tar.from.clone();
+        match contents::fill(tar, dir) {
+            Ok(memo) => Some(memo),
+            Err(reason) => {
+                warn(format!("{from}: {reason}"));
+                None
+            }
+        }
+    }
+
+    /// Fills the existing, empty instance `dir` (held by this step alone):
+    /// in a temp dir with its mode and owner, renamed over it.
+    fn refill(&self, cache: &Path, n: u32, dir: &Path) -> Result<(), RunError> {
+        let meta = fs_err::metadata(dir)?;
+        let tmp = temp_dir(cache);
+        fs_err::create_dir(&tmp)?;
+        let filled = set_owner_mode(&tmp, meta.uid(), meta.gid(), meta.mode() & 0o7777)
+            .map(|()| self.fill(&tmp));
+        let result = match filled {
+            // A rename onto an empty directory replaces it (rename(2)).
+            Ok(Some(memo)) => fs_err::rename(&tmp, dir)
+                .map_err(RunError::from)
+                .and_then(|()| contents::write_memo(cache, n, &memo)),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if tmp.exists() {
+            let _ = fs_err::remove_dir_all(&tmp);
+        }
+        result
     }
 }
 
@@ -370,28 +667,47 @@ fn try_lock(file: &fs_err::File, sharing: ShareMode) -> Result<bool, RunError> {
     }
 }
 
-/// The directory of instance `n`, made (and seeded) if it is new: in a
-/// temp dir first, renamed into place without replacing, so that a user
-/// never sees a half-seeded cache and two makers cannot both win.
-fn ensure_instance(cache: &Path, n: u32, req: &CacheRequest) -> Result<PathBuf, RunError> {
+/// The directory of instance `n`, made (seeded, or filled by `restore`) if
+/// it is new: in a temp dir first, renamed into place without replacing,
+/// so that a user never sees a half-made cache and two makers cannot both
+/// win. An existing one is filled by `restore` only if it is empty and
+/// held `alone`.
+fn ensure_instance(
+    cache: &Path,
+    n: u32,
+    req: &CacheRequest,
+    restore: Option<&Restore<'_>>,
+    alone: bool,
+) -> Result<PathBuf, RunError> {
     let dir = cache.join(n.to_string());
     if dir.is_dir() {
+        if let Some(restore) = restore
+            && alone
+            && contents::is_empty_dir(&dir)
+        {
+            restore.refill(cache, n, &dir)?;
+        }
         return Ok(dir);
     }
-    let tmp = cache.join(format!("tmp-{}-{}", std::process::id(), next_seq()));
-    let made = seed(&tmp, req).and_then(|()| {
-        match rustix::fs::renameat_with(CWD, &tmp, CWD, &dir, RenameFlags::NOREPLACE) {
-            Ok(()) => Ok(()),
+    let tmp = temp_dir(cache);
+    let made = make(&tmp, req, restore).and_then(|memo| {
+        let won = match rustix::fs::renameat_with(CWD, &tmp, CWD, &dir, RenameFlags::NOREPLACE) {
+            Ok(()) => true,
             // Another shared user made it first: theirs is as good.
-            Err(Errno::EXIST | Errno::NOTEMPTY) => Ok(()),
+            Err(Errno::EXIST | Errno::NOTEMPTY) => false,
             // A filesystem without RENAME_NOREPLACE (renameat2(2)): a
             // plain rename, which only replaces an empty directory.
             Err(Errno::INVAL) if !dir.exists() => match fs_err::rename(&tmp, &dir) {
-                Ok(()) => Ok(()),
-                Err(_) if dir.is_dir() => Ok(()),
-                Err(e) => Err(e.into()),
+                Ok(()) => true,
+                Err(_) if dir.is_dir() => false,
+                Err(e) => return Err(e.into()),
             },
-            Err(e) => Err(io_at("renaming into place", &tmp)(e.into()).into()),
+            Err(e) => return Err(io_at("renaming into place", &tmp)(e.into()).into()),
+        };
+        match memo {
+            // The note is the winner's to write: the loser's tree is gone.
+            Some(memo) if won => contents::write_memo(cache, n, &memo),
+            _ => Ok(()),
         }
     });
     if tmp.exists() {
@@ -400,7 +716,34 @@ fn ensure_instance(cache: &Path, n: u32, req: &CacheRequest) -> Result<PathBuf, 
     made.map(|()| dir)
 }
 
-fn seed(tmp: &Path, req: &CacheRequest) -> Result<(), RunError> {
+/// `<cache>/tmp-<pid>-<n>`: where an instance is made; a dead maker's is
+/// removed by the next taker ([`remove_stale_temps`]).
+fn temp_dir(cache: &Path) -> PathBuf {
+    cache.join(format!("tmp-{}-{}", std::process::id(), next_seq()))
+}
+
+/// A new instance in `tmp`: filled by `restore` when it can (the restored
+/// tree replaces the seed's copy: it is what the seeded cache became), else
+/// seeded. The restored tree's note, if it was restored.
+fn make(
+    tmp: &Path,
+    req: &CacheRequest,
+    restore: Option<&Restore<'_>>,
+) -> Result<Option<Memo>, RunError> {
+    if let Some(restore) = restore {
+        seed(tmp, req, false)?;
+        if let Some(memo) = restore.fill(tmp) {
+            return Ok(Some(memo));
+        }
+        fs_err::remove_dir_all(tmp)?;
+    }
+    seed(tmp, req, true)?;
+    Ok(None)
+}
+
+/// Makes `tmp` with the mode and owner the seed gives it, and with its
+/// files when `copy` (a `from=` source's; an empty seed has none).
+fn seed(tmp: &Path, req: &CacheRequest, copy: bool) -> Result<(), RunError> {
     fs_err::create_dir(tmp)?;
     let (mode, uid, gid) = match &req.seed {
         Seed::Empty { mode, uid, gid } => (*mode, *uid, *gid),
@@ -424,22 +767,27 @@ fn seed(tmp: &Path, req: &CacheRequest) -> Result<(), RunError> {
                     source_path: source.clone(),
                 });
             }
-            // Owners, modes, links and times as in the source (what
-            // BuildKit's mutable ref on top of the source shows).
-            let seed_err = |source| RunError::CacheSeed {
-                id: req.id.clone(),
-                source,
-            };
-            let items = ops::expand_source(root, source, false).map_err(seed_err)?;
-            ops::copy_sources(&items, tmp, "/", "/", &CopyOptions::copy()).map_err(seed_err)?;
-            use std::os::unix::fs::MetadataExt;
+            if copy {
+                // Owners, modes, links and times as in the source (what
+                // BuildKit's mutable ref on top of the source shows).
+                let seed_err = |source| RunError::CacheSeed {
+                    id: req.id.clone(),
+                    source,
+                };
+                let items = ops::expand_source(root, source, false).map_err(seed_err)?;
+                ops::copy_sources(&items, tmp, "/", "/", &CopyOptions::copy()).map_err(seed_err)?;
+            }
             (meta.mode() & 0o7777, meta.uid(), meta.gid())
         }
     };
-    rustix::fs::chown(tmp, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
-        .map_err(|e| io_at("chown", tmp)(e.into()))?;
+    set_owner_mode(tmp, uid, gid, mode)
+}
+
+fn set_owner_mode(dir: &Path, uid: u32, gid: u32, mode: u32) -> Result<(), RunError> {
+    rustix::fs::chown(dir, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .map_err(|e| io_at("chown", dir)(e.into()))?;
     // After chown, which clears setuid/setgid bits.
-    rustix::fs::chmod(tmp, Mode::from_raw_mode(mode)).map_err(|e| io_at("chmod", tmp)(e.into()))?;
+    rustix::fs::chmod(dir, Mode::from_raw_mode(mode)).map_err(|e| io_at("chmod", dir)(e.into()))?;
     Ok(())
 }
 
@@ -476,6 +824,22 @@ fn next_seq() -> u64 {
 /// `waiting for cache mount /root/.cache (id "/root/.cache", sharing=locked):
 /// held by build B (pid 12), step #4, since <date> (31s)`.
 fn waiting_note(cache: &Path, req: &CacheRequest) -> String {
+    let holders = holder_notes(cache);
+    let who = if holders.is_empty() {
+        "held by another step (no holder information yet)".to_string()
+    } else {
+        format!("held by {}", holders.join("; "))
+    };
+    format!(
+        "waiting for cache mount {} (id {:?}, sharing={}): {who}",
+        req.target, req.id, req.sharing
+    )
+}
+
+/// What the live holders of a cache's instances wrote: `build B (pid 12),
+/// step #4, shared at /root/.cache, since <date> (31s)`. Notes of dead
+/// holders are removed.
+fn holder_notes(cache: &Path) -> Vec<String> {
     let mut holders: Vec<String> = Vec::new();
     for n in instances(cache).unwrap_or_default() {
         let dir = cache.join(format!("{n}.holders"));
@@ -498,32 +862,26 @@ fn waiting_note(cache: &Path, req: &CacheRequest) -> String {
             let ago = SystemTime::now()
                 .duration_since(since)
                 .map_or(0, |d| d.as_secs());
+            // Steps are numbered from 1: step 0 is a cache export.
+            let what = if h.step == 0 {
+                "writing it to a cache".to_string()
+            } else {
+                format!("step #{}, {} at {}", h.step, h.sharing, h.target)
+            };
             holders.push(format!(
-                "build {} (pid {}), step #{}, {} at {}, since {} ({ago}s)",
+                "build {} (pid {}), {what}, since {} ({ago}s)",
                 h.build,
                 h.pid,
-                h.step,
-                h.sharing,
-                h.target,
                 httpdate::fmt_http_date(since),
             ));
         }
     }
-    let who = if holders.is_empty() {
-        "held by another step (no holder information yet)".to_string()
-    } else {
-        format!("held by {}", holders.join("; "))
-    };
-    format!(
-        "waiting for cache mount {} (id {:?}, sharing={}): {who}",
-        req.target, req.id, req.sharing
-    )
+    holders
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn request(id: &str, sharing: ShareMode) -> CacheRequest {
         CacheRequest {
@@ -636,5 +994,223 @@ mod tests {
                 .to_string_lossy()
                 .starts_with("tmp-"))
         );
+    }
+
+    /// A `--cache-from` with one cache's contents: the tree of `dir`.
+    #[derive(Debug)]
+    struct Holding {
+        key: String,
+        tar: PathBuf,
+        diff_id: Digest,
+    }
+
+    impl Holding {
+        fn of(req: &CacheRequest, dir: &Path, scratch: &Path) -> Arc<Holding> {
+            let (mut file, diff_id, _) = contents::archive(dir, &req.id, scratch).unwrap();
+            let tar = scratch.join("held.tar");
+            io::copy(&mut file, &mut fs_err::File::create(&tar).unwrap()).unwrap();
+            Arc::new(Holding {
+                key: req.key(),
+                tar,
+                diff_id,
+            })
+        }
+    }
+
+    impl CacheSource for Holding {
+        fn has(&self, key: &str) -> bool {
+            key == self.key
+        }
+
+        fn open(&self, _: &str) -> Result<CacheTar, String> {
+            let file = fs_err::File::open(&self.tar).map_err(|e| e.to_string())?;
+            Ok(CacheTar {
+                tar: Box::new(file),
+                diff_id: self.diff_id.clone(),
+                from: "cache test".into(),
+            })
+        }
+    }
+
+    /// Another build's caches on the same store, with a source holding
+    /// `f` = "restored" for `req`.
+    fn restoring(tmp: &Path, req: &CacheRequest) -> CacheMounts {
+        let tree = tmp.join("tree");
+        fs_err::create_dir_all(tree.join("sub")).unwrap();
+        fs_err::write(tree.join("sub/f"), "restored").unwrap();
+        CacheMounts::new(tmp.join("store")).with_source(Holding::of(req, &tree, tmp))
+    }
+
+    fn events() -> (EventSink, Arc<Mutex<Vec<Event>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        (Arc::new(move |e| sink.lock().unwrap().push(e)), seen)
+    }
+
+    #[test]
+    fn a_new_cache_starts_from_its_source_and_is_noted_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let req = request("x", ShareMode::Shared);
+        let caches = restoring(tmp.path(), &req);
+        let (sink, seen) = events();
+        let lease = caches.acquire(&req, 1, &sink, &RunControl::new()).unwrap();
+        assert_eq!(
+            fs_err::read_to_string(lease.path().join("sub/f")).unwrap(),
+            "restored"
+        );
+        let notes = seen.lock().unwrap();
+        assert!(
+            notes
+                .iter()
+                .any(|e| matches!(e, Event::StepNote { text, .. }
+                if text.contains("restoring cache mount /cache") && text.contains("cache test"))),
+            "{notes:?}"
+        );
+        drop(lease);
+        // Its note makes it known: an export reads nothing.
+        let used = caches.used();
+        assert_eq!(used.len(), 1);
+        let contents = caches
+            .contents(&used[0], true, tmp.path())
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(contents, Contents::Known { size: 8, .. }),
+            "{contents:?}"
+        );
+    }
+
+    #[test]
+    fn a_cache_that_holds_anything_is_never_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let req = request("x", ShareMode::Private);
+        // This runner's own contents, from an earlier build.
+        let earlier = CacheMounts::new(tmp.path().join("store"));
+        let lease = earlier
+            .acquire(&req, 1, &quiet(), &RunControl::new())
+            .unwrap();
+        fs_err::write(lease.path().join("mine"), "local").unwrap();
+        drop(lease);
+
+        let caches = restoring(tmp.path(), &req);
+        let lease = caches
+            .acquire(&req, 1, &quiet(), &RunControl::new())
+            .unwrap();
+        assert_eq!(
+            fs_err::read_to_string(lease.path().join("mine")).unwrap(),
+            "local"
+        );
+        assert!(!lease.path().join("sub").exists());
+    }
+
+    #[test]
+    fn an_empty_cache_is_filled_only_by_a_step_that_holds_it_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let req = request("x", ShareMode::Shared);
+        let earlier = CacheMounts::new(tmp.path().join("store"));
+        let other = earlier
+            .acquire(&req, 1, &quiet(), &RunControl::new())
+            .unwrap();
+
+        // Another build shares it, empty: it is not ours to fill.
+        let caches = restoring(tmp.path(), &req);
+        let lease = caches
+            .acquire(&req, 2, &quiet(), &RunControl::new())
+            .unwrap();
+        assert_eq!(lease.path(), other.path());
+        assert!(contents::is_empty_dir(lease.path()));
+        drop((lease, other));
+
+        // Nobody holds it: the first taking of a new build fills it (in a
+        // temp dir renamed over it), and then shares it.
+        let caches = restoring(tmp.path(), &req);
+        let lease = caches
+            .acquire(&req, 3, &quiet(), &RunControl::new())
+            .unwrap();
+        assert_eq!(
+            fs_err::read_to_string(lease.path().join("sub/f")).unwrap(),
+            "restored"
+        );
+        let shared = earlier
+            .acquire(&req, 4, &quiet(), &RunControl::new())
+            .unwrap();
+        assert_eq!(shared.path(), lease.path(), "shared after the fill");
+    }
+
+    #[test]
+    fn a_source_that_fails_is_a_warning_and_an_empty_cache() {
+        let tmp = tempfile::tempdir().unwrap();
+        let req = request("x", ShareMode::Shared);
+        let caches = restoring(tmp.path(), &req);
+        fs_err::write(tmp.path().join("held.tar"), b"not a tar at all").unwrap();
+        let (sink, seen) = events();
+        let lease = caches.acquire(&req, 1, &sink, &RunControl::new()).unwrap();
+        assert!(contents::is_empty_dir(lease.path()));
+        let warnings: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                Event::Warning { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("not restored"), "{warnings:?}");
+        // The mode and owner are the seed's, as for any new cache.
+        let mode = fs_err::metadata(lease.path()).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+    }
+
+    #[test]
+    fn an_export_reads_a_cache_alone_or_not_at_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let caches = CacheMounts::new(tmp.path().join("store"));
+        let req = request("x", ShareMode::Shared);
+        let lease = caches
+            .acquire(&req, 1, &quiet(), &RunControl::new())
+            .unwrap();
+        fs_err::write(lease.path().join("f"), "one").unwrap();
+        let used = caches.used();
+        // A step (another build's, say) holds it: not read, not waited for.
+        assert!(
+            caches
+                .contents(&used[0], true, tmp.path())
+                .unwrap()
+                .is_none()
+        );
+        drop(lease);
+
+        let first = caches
+            .contents(&used[0], true, tmp.path())
+            .unwrap()
+            .unwrap();
+        let Contents::Read { diff_id, size, .. } = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(size, 3);
+        // Unchanged: known from the note, nothing read.
+        let again = caches
+            .contents(&used[0], true, tmp.path())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&again, Contents::Known { diff_id: d, .. } if *d == diff_id));
+        // Not trusting the note reads it again, to the same tar.
+        let reread = caches
+            .contents(&used[0], false, tmp.path())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&reread, Contents::Read { diff_id: d, .. } if *d == diff_id));
+        // Changed: read again.
+        let lease = caches
+            .acquire(&req, 2, &quiet(), &RunControl::new())
+            .unwrap();
+        fs_err::write(lease.path().join("f"), "two").unwrap();
+        drop(lease);
+        let changed = caches
+            .contents(&used[0], true, tmp.path())
+            .unwrap()
+            .unwrap();
+        assert!(matches!(&changed, Contents::Read { diff_id: d, .. } if *d != diff_id));
     }
 }

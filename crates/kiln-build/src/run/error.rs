@@ -85,6 +85,15 @@ pub enum RunError {
         source: CopyError,
     },
 
+    /// A cache mount's contents could not be archived for a `--cache-to`
+    /// (a file that changed while it was read, a name a tar cannot hold).
+    #[error("archiving cache mount {id:?}")]
+    CacheArchive {
+        id: String,
+        #[source]
+        source: kiln_image::LayerError,
+    },
+
     /// A mount kiln makes itself (the throwaway overlay of a `rw` bind)
     /// failed.
     #[error("mounting {what} at {}", target.display())]

@@ -70,6 +70,9 @@ use kiln_sandbox::{
 };
 
 pub use self::cache::CacheMounts;
+pub(crate) use self::cache::{
+    CacheSource, CacheTar, Contents, KEY_VERSION as CACHE_MOUNT_KEY_VERSION, UsedCache,
+};
 pub(crate) use self::command::{CommandArgs, SCRIPT_DIR, command_args};
 pub use self::error::RunError;
 pub use self::key::{ContentRef, cache_key_parts};

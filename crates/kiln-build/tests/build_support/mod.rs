@@ -187,3 +187,13 @@ pub(crate) fn started_steps(events: &[Event]) -> usize {
         .filter(|e| matches!(e, Event::StepStarted { .. }))
         .count()
 }
+
+pub(crate) fn warnings(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}

@@ -123,7 +123,8 @@ pub(crate) struct BuildArgs {
     cache_from: Vec<String>,
     /// Write the build's cache entries to `type=registry,ref=REF`, `type=local,dest=DIR` or
     /// `type=inline` (the image's config)
-    /// [`mode=min|max`, `ttl=`, `ignore-error=true`, `compression=`] (repeatable).
+    /// [`mode=min|max`, `ttl=`, `ignore-error=true`, `compression=`, `mounts=true` (and
+    /// `mounts-max-size=2GiB`): RUN cache mounts' contents too] (repeatable).
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Vec<String>,
     /// Take stage NAME from the image `REPO:<its stage key>` when the registry has it, else
