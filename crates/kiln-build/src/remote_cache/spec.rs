@@ -224,6 +224,13 @@ impl CacheTo {
                     .into(),
             ));
         }
+        // An image's config has no room for files.
+        if to.location == CacheLocation::Inline && to.mounts {
+            return Err(bad(
+                spec,
+                "type=inline cannot hold cache mounts; use type=registry for mounts=true".into(),
+            ));
+        }
         Ok(to)
     }
 }
@@ -319,6 +326,7 @@ mod tests {
             "type=local",
             "type=registry,ref=x,mode=all",
             "type=inline,mode=max",
+            "type=inline,mounts=true",
             "type=registry,ref=x,ttl=soon",
             "type=gha",
             "type=registry,ref=x,bogus=1",
