@@ -525,3 +525,62 @@ fn stage_key_and_stage_images_from_the_command_line() {
         "{err}"
     );
 }
+
+/// A download cache that outlives the runner: with `mounts=true` a RUN
+/// cache mount's contents go into the registry cache, and a fresh runner's
+/// step (another one: its argument differs) finds them in its mount.
+#[test]
+fn a_fresh_runner_finds_what_the_last_one_left_in_a_cache_mount() {
+    let Some(OnPulledBase {
+        registry,
+        kiln,
+        ctx,
+        work: _work,
+    }) = on_pulled_base(|base| {
+        format!(
+            "FROM {base}\nARG RUNNER\n\
+             RUN --mount=type=cache,id=dl,target=/dl sh -c \
+             'echo \"found: $(cat /dl/f 2>/dev/null || echo nothing)\"; echo \"left by $RUNNER\" > /dl/f'\n"
+        )
+    })
+    else {
+        return;
+    };
+    let cache = format!("{}/built/app:mounts", registry.host());
+    let ctx = ctx.to_str().unwrap();
+    let out = kiln.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--build-arg",
+        "RUNNER=a",
+        "--cache-to",
+        &format!("type=registry,ref={cache},mounts=true"),
+        ctx,
+    ]);
+    let log = text(&out);
+    assert!(log.contains("found: nothing"), "{log}");
+    assert!(log.contains("; 1 cache mounts, 1 uploaded"), "{log}");
+
+    let fresh = Kiln::new();
+    let out = fresh.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--build-arg",
+        "RUNNER=b",
+        "--cache-from",
+        &cache,
+        ctx,
+    ]);
+    let log = text(&out);
+    assert!(
+        log.contains(&format!("cache {cache}: 1 cache mounts")),
+        "{log}"
+    );
+    assert!(
+        log.contains("restoring cache mount /dl (id \"dl\")"),
+        "{log}"
+    );
+    assert!(log.contains("found: left by a"), "{log}");
+}
