@@ -7,9 +7,10 @@
 //! - [`import`] reads each source's entries for one platform, in order
 //!   (the first source with a key wins); a source that is missing or
 //!   unreadable is a warning, never a failure.
-//! - A hit's layer blob is fetched from its source when the step is taken
-//!   from the cache ([`Imported::fetch`]); a blob that is gone makes the
-//!   step run instead.
+//! - A hit's layer blob is checked to be in its source when the step is
+//!   taken from the cache, and recorded as the blob's source
+//!   ([`Imported::claim`]): it is fetched when a later step or an output
+//!   reads it; a blob that is gone makes the step run instead.
 //! - [`export`] merges the build's entries into the cache (other platforms'
 //!   children kept, expired entries dropped) and checks, after writing, that
 //!   no concurrent writer's index replaced its own.
