@@ -11,11 +11,20 @@
 //! A [`Document`] keeps the exact bytes it was parsed from: kiln never
 //! re-serialises a document it did not write, since that would change its
 //! digest.
+//!
+//! [`combine`] makes one index of several manifests and indexes (`kiln
+//! imagetools create`), with [`Annotation`]s as buildx spells them.
 
+mod annotation;
+mod combine;
 mod config;
 mod descriptor;
 mod manifest;
 
+pub use annotation::{Annotation, AnnotationError, AnnotationKind};
+pub use combine::{
+    ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE, CombineError, IndexSource, combine,
+};
 pub use config::{ContainerConfig, Empty, Healthcheck, History, ImageConfig, RootFs};
 pub use descriptor::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, ImagePlatform};
 pub use manifest::{Index, Manifest};
