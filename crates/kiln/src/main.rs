@@ -2,6 +2,7 @@
 
 mod commands;
 mod context;
+mod metadata;
 mod progress;
 mod render;
 mod report;

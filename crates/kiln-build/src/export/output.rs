@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use kiln_image::Reference;
 use kiln_image::media::{Compression, Format};
 
 use super::{Encoding, ExportError};
@@ -35,6 +36,14 @@ pub enum Dest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     pub kind: OutputKind,
+    /// `name=a,b` (quoted as a CSV field: `"name=a,b"`): the names an image
+    /// or registry output gets when the build has no `-t` (buildx puts the
+    /// tags in place of these when there are some). Checked to be
+    /// references, kept as written.
+    pub names: Vec<String>,
+    /// `push-by-digest=true`: pushed without a tag, to each name's
+    /// repository by digest.
+    pub push_by_digest: bool,
     pub compression: Option<Compression>,
     pub level: Option<i32>,
     pub force_compression: bool,
@@ -48,6 +57,8 @@ impl Output {
     pub fn new(kind: OutputKind) -> Output {
         Output {
             kind,
+            names: Vec::new(),
+            push_by_digest: false,
             compression: None,
             level: None,
             force_compression: false,
@@ -58,7 +69,8 @@ impl Output {
 
     /// Parses `type=oci,dest=out.tar,compression=zstd` (a bare path means
     /// `type=local,dest=PATH`, `-` a docker archive on stdout, as buildx
-    /// takes them).
+    /// takes them). The spec is one CSV record, as buildx reads it, so a
+    /// field with commas is quoted whole: `type=image,"name=a:1,b:1"`.
     pub fn parse(spec: &str) -> Result<Output, ExportError> {
         let bad = |reason: String| ExportError::Spec {
             spec: spec.to_owned(),
@@ -81,7 +93,7 @@ impl Output {
             "false" => Ok(false),
             other => Err(bad(format!("{k} {other:?} is not true or false"))),
         };
-        for field in spec.split(',') {
+        for field in csv_fields(spec).map_err(|reason| bad(reason.into()))? {
             let (k, v) = field
                 .split_once('=')
                 .ok_or_else(|| bad(format!("{field:?} is not key=value")))?;
@@ -91,6 +103,13 @@ impl Output {
                 "dest" => dest = Some(v.to_string()),
                 "tar" => tar = Some(flag(k, v)?),
                 "push" => push = flag(k, v)?,
+                "push-by-digest" => out.push_by_digest = flag(k, v)?,
+                "name" => {
+                    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                        Reference::parse(name).map_err(|e| bad(e.to_string()))?;
+                        out.names.push(name.to_string());
+                    }
+                }
                 "compression" => {
                     out.compression = Some(match v {
                         "gzip" => Compression::Gzip,
@@ -117,9 +136,8 @@ impl Output {
                 "force-compression" => out.force_compression = flag(k, v)?,
                 "oci-mediatypes" => out.oci_media_types = Some(flag(k, v)?),
                 "rewrite-timestamp" => out.rewrite_timestamp = flag(k, v)?,
-                // Accepted for compatibility with buildx; kiln names images
-                // with -t.
-                "name" | "annotation" => {}
+                // Accepted for compatibility with buildx.
+                "annotation" => {}
                 k if k.starts_with("annotation.") || k.starts_with("annotation[") => {}
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
@@ -194,6 +212,55 @@ impl Output {
     }
 }
 
+/// The fields of one CSV record as Go's `encoding/csv` reads it (what
+/// buildx parses `--output` with): a field that starts with `"` runs to
+/// the closing `"` (`""` is a quote inside it), commas included; a quote
+/// anywhere else is an error.
+fn csv_fields(record: &str) -> Result<Vec<String>, &'static str> {
+    let mut fields = Vec::new();
+    let mut chars = record.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("a quoted field has no closing quote"),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(_) => return Err("a quoted field goes on after its closing quote"),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some('"') => {
+                        return Err("a quote inside a field (quote the whole field: \"name=a,b\")");
+                    }
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +318,39 @@ mod tests {
             "type=oci,dest=o,compression=estargz",
             "type=oci,dest=o,compression-level=high",
             "type=oci,dest=o,rewrite-timestamp=yes",
+        ] {
+            let err = Output::parse(bad).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("--output {bad}: ")), "{err}");
+        }
+    }
+
+    #[test]
+    fn names_and_push_by_digest_parse_like_buildx() {
+        let o = Output::parse("type=registry,name=localhost:5000/app,push-by-digest=true").unwrap();
+        assert_eq!(o.kind, OutputKind::Registry);
+        assert_eq!(o.names, ["localhost:5000/app"]);
+        assert!(o.push_by_digest && o.pushes());
+        let o = Output::parse(
+            r#"type=image,"name=r.example/a:1,r.example/b",push=true,push-by-digest=false"#,
+        )
+        .unwrap();
+        assert_eq!(o.kind, OutputKind::Image { push: true });
+        assert_eq!(o.names, ["r.example/a:1", "r.example/b"]);
+        assert!(!o.push_by_digest);
+        // A quote inside a quoted field is doubled, as in CSV.
+        assert_eq!(
+            csv_fields(r#"a=1,"b=x""y",c"#).unwrap(),
+            ["a=1", "b=x\"y", "c"]
+        );
+        assert_eq!(csv_fields("").unwrap(), [""]);
+        assert!(!Output::parse("type=registry").unwrap().push_by_digest);
+        for bad in [
+            // buildx reads one CSV record: the quotes go around the field.
+            r#"type=registry,name="a,b""#,
+            r#"type=registry,"name=a,b"#,
+            r#"type=registry,"name=a"x"#,
+            "type=registry,name=r/UPPER",
+            "type=registry,push-by-digest=yes",
         ] {
             let err = Output::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with(&format!("--output {bad}: ")), "{err}");

@@ -21,6 +21,7 @@ use kiln_registry::push_descriptor;
 use kiln_sandbox::RuncExecutor;
 
 use crate::context::Context;
+use crate::metadata::{Metadata, PlatformImage};
 use crate::progress::ProgressMode;
 use crate::report::SourceError;
 
@@ -77,7 +78,8 @@ pub(crate) struct BuildArgs {
     /// Network for RUN steps.
     #[arg(long, value_enum, default_value_t = NetworkArg::Default)]
     network: NetworkArg,
-    /// Where the result goes: `type=oci|docker|local|registry|image,...` (repeatable).
+    /// Where the result goes: `type=oci|docker|local|registry|image,...` (repeatable);
+    /// `type=registry,name=REPO,push-by-digest=true` pushes without a tag.
     #[arg(short, long = "output", value_name = "SPEC")]
     outputs: Vec<String>,
     /// Push the image to its registry (`--output type=registry`).
@@ -95,6 +97,10 @@ pub(crate) struct BuildArgs {
     /// Write the image digest to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    /// Write what was built and pushed as buildx does (`containerimage.digest`,
+    /// `containerimage.descriptor`, `image.name`, ...; see docs/CI.md).
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
     /// Print only the image digest.
     #[arg(short, long)]
     quiet: bool,
@@ -214,12 +220,78 @@ fn parse_secret(s: &str) -> anyhow::Result<SecretSpec> {
     Ok(SecretSpec { id, source })
 }
 
+/// An image name as given (`-t`, or `name=` of an output): the text, for
+/// `image.name` in the metadata file, and the reference.
+#[derive(Clone)]
+struct Name {
+    written: String,
+    reference: Reference,
+}
+
+impl Name {
+    fn parse(s: &str) -> anyhow::Result<Name> {
+        Ok(Name {
+            written: s.trim().to_string(),
+            reference: super::parse_reference(s.trim())?,
+        })
+    }
+}
+
+/// The names a pushing or `type=image` output gives the image: the `-t`
+/// tags when there are some (buildx puts them in place of `name=`), else
+/// its own `name=`.
+fn output_names(tags: &[Name], output: &Output) -> anyhow::Result<Vec<Name>> {
+    if !tags.is_empty() {
+        return Ok(tags.to_vec());
+    }
+    output.names.iter().map(|n| Name::parse(n)).collect()
+}
+
+/// Where an output pushing by digest goes: each name's repository (once),
+/// at the image's digest, untagged.
+fn digest_destinations(names: &[Name], digest: &kiln_image::Digest) -> Vec<Reference> {
+    let mut out: Vec<Reference> = Vec::new();
+    for name in names {
+        let destination = Reference {
+            tag: None,
+            digest: Some(digest.clone()),
+            ..name.reference.clone()
+        };
+        if !out.contains(&destination) {
+            out.push(destination);
+        }
+    }
+    out
+}
+
+/// `image.name` of the metadata file: the names as written, comma-joined;
+/// pushed by digest, the repositories they name (as BuildKit pushes them).
+fn image_name(names: &[Name], by_digest: bool) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for name in names {
+        let n = if by_digest {
+            Reference {
+                tag: None,
+                digest: None,
+                ..name.reference.clone()
+            }
+            .familiar()
+        } else {
+            name.written.clone()
+        };
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out.join(",")
+}
+
 /// A `kiln build` command line read: the request, and where its result goes.
 pub(crate) struct Parsed {
     pub(crate) request: BuildRequest,
     pub(crate) dockerfile: PathBuf,
     pub(crate) dockerfile_text: Vec<u8>,
-    tags: Vec<Reference>,
+    tags: Vec<Name>,
     outputs: Vec<Output>,
     build_encoding: Encoding,
 }
@@ -245,10 +317,10 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
             args.context.display()
         );
     }
-    let tags: Vec<Reference> = args
+    let tags: Vec<Name> = args
         .tags
         .iter()
-        .map(|t| super::parse_reference(t))
+        .map(|t| Name::parse(t))
         .collect::<anyhow::Result<_>>()?;
     let mut outputs = args
         .outputs
@@ -259,8 +331,11 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
     if args.push {
         outputs.push(Output::new(OutputKind::Registry));
     }
-    if outputs.iter().any(Output::pushes) && tags.is_empty() {
-        bail!("pushing needs a name: give one with -t/--tag");
+    if outputs
+        .iter()
+        .any(|o| o.pushes() && tags.is_empty() && o.names.is_empty())
+    {
+        bail!("pushing needs a name: give one with -t/--tag or name= in --output");
     }
 
     let mut request = BuildRequest::new(
@@ -419,16 +494,29 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .find(|o| matches!(o.kind, OutputKind::Image { .. }))
         .map_or(build_encoding, |o| o.encoding(&build_encoding));
-    let (stored_target, _) = encoded(&store, &result, &build_encoding, &stored)?;
-    for tag in &tags {
-        store.tag(tag, &stored_target)?;
+    let (stored_target, stored_images) = encoded(&store, &result, &build_encoding, &stored)?;
+    // `-t`, else the names of `type=image` outputs (not those pushed by
+    // digest only: they name repositories, not tags).
+    let mut store_names = tags.clone();
+    if tags.is_empty() {
+        for output in &outputs {
+            if matches!(output.kind, OutputKind::Image { .. }) && !output.push_by_digest {
+                store_names.extend(output_names(&tags, output)?);
+            }
+        }
     }
+    for name in &store_names {
+        store.tag(&name.reference, &stored_target)?;
+    }
+    // What --metadata-file describes: the first pushed image, else the
+    // store's.
+    let mut described = None;
     // The outputs read layers the build left in their registry: fetched
     // now with a client whose transfers show as progress.
     ctx.fetch_layers(&store, &runtime);
-    let export_name = tags
+    let export_name = store_names
         .first()
-        .cloned()
+        .map(|n| n.reference.clone())
         .unwrap_or_else(|| Reference::parse("kiln.local/build:latest").expect("a valid reference"));
     for output in &outputs {
         let encoding = output.encoding(&build_encoding);
@@ -443,21 +531,57 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             }
             OutputKind::Registry | OutputKind::Image { push: true } => {
                 let client = ctx.client();
-                for tag in &tags {
+                let names = output_names(&tags, output)?;
+                let destinations = if output.push_by_digest {
+                    digest_destinations(&names, &target.digest)
+                } else {
+                    names.iter().map(|n| n.reference.clone()).collect()
+                };
+                for destination in &destinations {
                     runtime.block_on(push_descriptor(
                         &client,
                         &store,
                         &target,
-                        tag,
-                        tag,
+                        destination,
+                        destination,
                         kiln_registry::DEFAULT_CONCURRENCY,
                     ))?;
                     ctx.progress
-                        .note(None, format!("pushed {}", tag.familiar()));
+                        .note(None, format!("pushed {}", destination.familiar()));
+                }
+                if described.is_none() {
+                    described = Some((
+                        target.clone(),
+                        images.clone(),
+                        Some(image_name(&names, output.push_by_digest)),
+                    ));
                 }
             }
             OutputKind::Image { push: false } => {}
         }
+    }
+    if let Some(path) = &args.metadata_file {
+        let (target, images, names) = match described {
+            Some(pushed) => pushed,
+            None => (
+                stored_target.clone(),
+                stored_images,
+                (!store_names.is_empty()).then(|| image_name(&store_names, false)),
+            ),
+        };
+        let images = images
+            .iter()
+            .map(|image| {
+                let manifest =
+                    store.read_document::<kiln_image::document::Manifest>(&image.manifest)?;
+                Ok(PlatformImage {
+                    platform: image.platform.clone(),
+                    manifest: image.manifest.clone(),
+                    config: manifest.value().config.digest.clone(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Metadata::of_build(&target, &images, names).write(path)?;
     }
     let result_digest = &stored_target.digest;
     if let Some(path) = &args.iidfile {
@@ -526,5 +650,61 @@ pub(crate) fn build_error(dockerfile: &Path, text: &[u8], e: BuildError) -> anyh
         )
         .into(),
         None => anyhow::Error::msg(e.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<Name> {
+        list.iter().map(|n| Name::parse(n).unwrap()).collect()
+    }
+
+    fn written(list: &[Name]) -> Vec<&str> {
+        list.iter().map(|n| n.written.as_str()).collect()
+    }
+
+    #[test]
+    fn tags_take_the_place_of_an_outputs_names_as_in_buildx() {
+        let output = Output::parse(r#"type=registry,"name=r.example/a:1,r.example/b""#).unwrap();
+        let own = output_names(&[], &output).unwrap();
+        assert_eq!(written(&own), ["r.example/a:1", "r.example/b"]);
+        let tags = names(&["r.example/t:2"]);
+        assert_eq!(
+            written(&output_names(&tags, &output).unwrap()),
+            ["r.example/t:2"]
+        );
+    }
+
+    #[test]
+    fn a_push_by_digest_goes_to_each_repository_once_untagged() {
+        let digest = kiln_image::Digest::of(b"image");
+        let list = names(&[
+            "localhost:5000/app:1",
+            "localhost:5000/app:2",
+            "localhost:5000/other",
+        ]);
+        let to: Vec<String> = digest_destinations(&list, &digest)
+            .iter()
+            .map(Reference::to_string)
+            .collect();
+        assert_eq!(
+            to,
+            [
+                format!("localhost:5000/app@{digest}"),
+                format!("localhost:5000/other@{digest}")
+            ]
+        );
+        // image.name: the names as written, or the repositories.
+        assert_eq!(
+            image_name(&list, false),
+            "localhost:5000/app:1,localhost:5000/app:2,localhost:5000/other"
+        );
+        assert_eq!(
+            image_name(&list, true),
+            "localhost:5000/app,localhost:5000/other"
+        );
+        assert_eq!(image_name(&names(&["alpine:3"]), true), "alpine");
     }
 }
