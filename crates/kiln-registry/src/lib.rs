@@ -17,6 +17,10 @@
 //!   the registry reports. Each retry, resume and restart is reported as an
 //!   [`Event`].
 //! - Digests are verified: manifests fetched by digest, every pulled blob.
+//! - Whole images move between the registry and a content store
+//!   ([`pull_image`], [`push_descriptor`]) or between repositories
+//!   ([`copy_manifest`], with cross-repository mounts on one registry), and
+//!   [`read_index_source`] reads what `kiln imagetools create` combines.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kiln_registry::Error> {
@@ -40,6 +44,7 @@
 
 mod auth;
 mod client;
+mod combine;
 mod error;
 mod event;
 mod http;
@@ -52,6 +57,7 @@ mod retry;
 mod transfer;
 
 pub use crate::client::{RegistryClient, Repository};
+pub use crate::combine::{Copied, copy_manifest, read_index_source};
 pub use crate::error::{Error, Operation, OperationKind};
 pub use crate::event::{Event, EventHandler, PROGRESS_STEP};
 pub use crate::io::{BlobSink, BlobSource, FileSink, FileSource};

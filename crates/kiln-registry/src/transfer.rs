@@ -37,6 +37,14 @@ pub enum TransferError {
     MissingBlob { reference: String, digest: Digest },
     #[error("{reference}: {reason}")]
     Invalid { reference: String, reason: String },
+    #[error("{reference}: lists the manifest {digest}, which the registry does not have")]
+    MissingManifest { reference: String, digest: Digest },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What to pull.
@@ -250,7 +258,7 @@ impl BlobFetcher for RegistryFetcher {
     }
 }
 
-fn with_digest(reference: &Reference, digest: &Digest) -> Reference {
+pub(crate) fn with_digest(reference: &Reference, digest: &Digest) -> Reference {
     Reference {
         tag: None,
         digest: Some(digest.clone()),

@@ -40,6 +40,8 @@ enum Command {
     Prune(commands::store::PruneArgs),
     #[command(subcommand)]
     Store(commands::store::StoreCommand),
+    #[command(subcommand)]
+    Imagetools(commands::imagetools::ImagetoolsCommand),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Run(args) => commands::run::run(&ctx, args),
         Command::Prune(args) => commands::store::run_prune(&ctx, args),
         Command::Store(cmd) => commands::store::run(&ctx, cmd),
+        Command::Imagetools(cmd) => commands::imagetools::run(&ctx, cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,4 @@
-//! `--metadata-file`: what a build made, in the
+//! `--metadata-file`: what a build or `kiln imagetools create` made, in the
 //! keys buildx writes (BuildKit's exporter response), so that CI steps
 //! written for buildx read kiln's file unchanged:
 //!
@@ -83,6 +83,20 @@ impl Metadata {
         if let Some(names) = names {
             m.text(IMAGE_NAME, names);
         }
+        m
+    }
+
+    /// An index `kiln imagetools create` pushed to the repositories
+    /// `repositories` (buildx writes the descriptor and the names; the
+    /// digest is kiln's, for the same jq line as after a build).
+    pub(crate) fn of_index(index: &Descriptor, repositories: &[String]) -> Metadata {
+        let mut m = Metadata::default();
+        m.text(IMAGE_DIGEST, index.digest.to_string());
+        m.0.insert(
+            IMAGE_DESCRIPTOR.into(),
+            Value::Descriptor(Box::new(bare(index))),
+        );
+        m.text(IMAGE_NAME, repositories.join(","));
         m
     }
 
@@ -206,12 +220,24 @@ mod tests {
     }
 
     #[test]
+    fn an_index_has_its_descriptor_and_repositories() {
+        let index = Descriptor::new(media::OCI_INDEX, digest("i"), 900);
+        let v = json(&Metadata::of_index(
+            &index,
+            &["localhost:5000/a".into(), "localhost:5000/b".into()],
+        ));
+        assert_eq!(v["image.name"], "localhost:5000/a,localhost:5000/b");
+        assert_eq!(v["containerimage.descriptor"]["size"], 900);
+        assert_eq!(v["containerimage.digest"], digest("i").to_string());
+    }
+
+    #[test]
     fn the_file_is_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("meta.json");
         fs_err::write(&path, "old").unwrap();
         let index = Descriptor::new(media::OCI_INDEX, digest("i"), 900);
-        let m = Metadata::of_build(&index, &[], Some("r/a".into()));
+        let m = Metadata::of_index(&index, &["r/a".into()]);
         m.write(&path).unwrap();
         assert_eq!(fs_err::read(&path).unwrap(), m.to_json());
         use std::os::unix::fs::PermissionsExt as _;

@@ -3,6 +3,7 @@
 pub(crate) mod build;
 pub(crate) mod export;
 pub(crate) mod images;
+pub(crate) mod imagetools;
 pub(crate) mod import;
 pub(crate) mod inspect;
 pub(crate) mod load;
