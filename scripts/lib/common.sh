@@ -55,6 +55,23 @@ ensure_dockerfile_oracle() {
   export KILN_DOCKERFILE_ORACLE=$venv/bin/python
 }
 
+# ensure_pipeline_validators: the offline validators of what `kiln ci`
+# prints: check-jsonschema (GitHub and GitLab, with the schemas vendored
+# in the package: `--builtin-schema vendor.github-workflows|vendor.gitlab-ci`)
+# and kubernetes-validate (the Kubernetes OpenAPI schemas it ships).
+# Exports KILN_PIPELINE_VALIDATORS (the venv's bin directory).
+ensure_pipeline_validators() {
+  local venv=$KILN_TOOLS/pipeline-venv
+  if ! { [ -x "$venv/bin/check-jsonschema" ] && [ -x "$venv/bin/kubernetes-validate" ]; }; then
+    log "installing the pipeline validators (PyPI check-jsonschema, kubernetes-validate) into $venv"
+    command -v python3 >/dev/null || ensure_apt_packages python3 python3-venv
+    python3 -m venv "$venv" 2>/dev/null || { ensure_apt_packages python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      'check-jsonschema==0.39.0' 'kubernetes-validate==1.37.0'
+  fi
+  export KILN_PIPELINE_VALIDATORS=$venv/bin
+}
+
 # ensure_trixie_suite: Debian trixie as a low-priority source, for the
 # peers bookworm has too old (Docker 26 with BuildKit 0.13 and buildx).
 ensure_trixie_suite() {

@@ -1,6 +1,6 @@
 //! The one rule for tests that need what a machine may lack: root, runc, a
 //! docker daemon, a program, the conformance vectors, BuildKit's parser
-//! oracle.
+//! oracle, the pipeline validators.
 //!
 //! A test asks with [`need`] and returns when it gets `None`:
 //!
@@ -278,6 +278,36 @@ impl Need for Oracle {
                  (scripts/test makes one in target/ci-tools/oracle-venv)",
             ))
         }
+    }
+}
+
+/// The validators of `kiln ci`'s pipelines (PyPI `check-jsonschema` and
+/// `kubernetes-validate`), both in one directory: `$KILN_PIPELINE_VALIDATORS`,
+/// else `target/ci-tools/pipeline-venv/bin` where scripts/test puts them.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineValidators;
+
+impl Need for PipelineValidators {
+    /// The directory with both programs.
+    type Found = PathBuf;
+
+    fn find(&self) -> Result<PathBuf, Missing> {
+        let dir = match std::env::var_os("KILN_PIPELINE_VALIDATORS") {
+            Some(dir) => PathBuf::from(dir),
+            // crates/kiln-testkit → the checkout's target/ci-tools.
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/ci-tools/pipeline-venv/bin"),
+        };
+        for tool in ["check-jsonschema", "kubernetes-validate"] {
+            if !succeeds(Command::new(dir.join(tool)).arg("--version")) {
+                return Err(Missing::new(
+                    format!("{tool} does not run from {}", dir.display()),
+                    "run scripts/test (its ensure_pipeline_validators installs both) \
+                     or set KILN_PIPELINE_VALIDATORS to a directory with both",
+                ));
+            }
+        }
+        Ok(dir)
     }
 }
 
