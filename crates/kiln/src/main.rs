@@ -3,6 +3,7 @@
 mod commands;
 mod context;
 mod metadata;
+mod pipeline;
 mod progress;
 mod render;
 mod report;
@@ -42,6 +43,8 @@ enum Command {
     Store(commands::store::StoreCommand),
     #[command(subcommand)]
     Imagetools(commands::imagetools::ImagetoolsCommand),
+    #[command(subcommand)]
+    Ci(commands::ci::CiCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => commands::store::run_prune(&ctx, args),
         Command::Store(cmd) => commands::store::run(&ctx, cmd),
         Command::Imagetools(cmd) => commands::imagetools::run(&ctx, cmd),
+        Command::Ci(cmd) => commands::ci::run(cmd),
     };
     match result {
         Ok(code) => code,
