@@ -39,9 +39,14 @@ KILN = REPO / "target" / "release" / "kiln"
 BASE_REPO = "bench/python"
 BASE_TAG = "bookworm"
 PUSH_REPO = "bench/ml"
+# Scenario 8: each tool pushes its image to bench/fresh-<tool> and its
+# registry cache to bench/fresh-<tool>-cache.
+FRESH_REPO = "bench/fresh"
 MIRROR = os.environ.get("KILN_BENCH_MIRROR", "http://deb.debian.org/debian")
 BEGIN = "<!-- bench:results begin -->"
 END = "<!-- bench:results end -->"
+FRESH_BEGIN = "<!-- bench:fresh-runner begin -->"
+FRESH_END = "<!-- bench:fresh-runner end -->"
 TOOLS = ("kiln", "buildkit", "buildah")
 # kiln_image::compress::DEFAULT_GZIP_LEVEL: scenario 4's floor is measured
 # at it too, so that kiln is compared with the same work.
@@ -87,12 +92,24 @@ def free_port(preferred: int) -> int:
 # ---------------------------------------------------------------- registry
 
 
-class Registry:
-    """A Distribution registry on loopback, as the tests start one."""
+# A blob download in the registry's access log (Apache combined format,
+# written by the registry when it has served the request): the repository,
+# the status and the bytes of the response body. Manifests are not blobs.
+BLOB_GET = re.compile(
+    r'"GET /v2/(?P<repo>[^ ]+?)/blobs/(?P<digest>[a-z0-9]+:[0-9a-f]+)(?:\?[^ ]*)? HTTP/[0-9.]+" '
+    r'(?P<status>[0-9]{3}) (?P<size>[0-9]+|-)'
+)
 
-    def __init__(self, root: Path, preferred_port: int):
+
+class Registry:
+    """A Distribution registry on loopback, as the tests start one. With
+    `access_log`, it logs every request with its response size, which is
+    how scenario 8 counts the blob bytes each tool pulls."""
+
+    def __init__(self, root: Path, preferred_port: int, access_log: bool = False):
         self.root = root
         self.port = free_port(preferred_port)
+        self.access_log = access_log
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -106,7 +123,7 @@ class Registry:
         config = self.root / "config.yml"
         config.write_text(
             "version: 0.1\n"
-            "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"log:\n  level: warn\n  accesslog:\n    disabled: {'false' if self.access_log else 'true'}\n"
             f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
             "  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"http:\n  addr: {self.host}\n  secret: kiln-bench\n"
@@ -136,6 +153,32 @@ class Registry:
     def restart_empty(self) -> None:
         self.stop()
         self.start(wipe=True)
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "registry.log"
+
+    def log_offset(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def blob_bytes_since(self, offset: int) -> dict[str, int]:
+        """The blob bytes the registry served since `offset` of its log,
+        by repository (responses 200 and 206 to `GET /v2/<repo>/blobs/<digest>`)."""
+        # The registry writes a request's line once its handler returns,
+        # which can be just after the client has read the last byte and
+        # exited: wait until the log stops growing.
+        size = -1
+        while (now := self.log_offset()) != size:
+            size = now
+            time.sleep(0.3)
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        pulled: dict[str, int] = {}
+        for m in BLOB_GET.finditer(text):
+            if m["status"] in ("200", "206") and m["size"] != "-":
+                pulled[m["repo"]] = pulled.get(m["repo"], 0) + int(m["size"])
+        return pulled
 
     def has_manifest(self, repo: str, tag: str) -> bool:
         req = urllib.request.Request(
@@ -304,6 +347,7 @@ class Sample:
     kiln_rss_mib: float | None = None  # VmHWM of the kiln process itself
     tree_rss_mib: float | None = None  # ru_maxrss over kiln and its reaped children
     load: float = 0.0
+    pulled: dict | None = None  # scenario 8: blob bytes served by the registry, by repository
 
 
 def timed(cmds: list[list], env: dict, logf, watch_rss: bool = False) -> Sample:
@@ -391,6 +435,17 @@ class Tool:
     def push_cmds(self, ref: str) -> list[list]:
         raise NotImplementedError
 
+    def fresh_reset(self) -> None:
+        """Everything the tool keeps between builds gone, as on a new CI
+        runner (scenario 8)."""
+        self.reset()
+
+    def fresh_cmds(self, ctx: Path, dockerfile: Path, args: dict, ref: str, cache_repo: str) -> list[list]:
+        """Build with the registry cache in `cache_repo` read and written
+        (all steps: mode=max), then push the image to `ref`, as a CI job
+        does (scenario 8)."""
+        raise NotImplementedError
+
     def version(self) -> str:
         raise NotImplementedError
 
@@ -432,6 +487,12 @@ class Kiln(Tool):
     def push_cmds(self, ref):
         return [self.base_cmd() + ["push", ref]]
 
+    def fresh_cmds(self, ctx, dockerfile, args, ref, cache_repo):
+        cache = f"{cache_repo}:cache"
+        return [self.base_cmd() + ["build", "-f", dockerfile, *build_args(args), "-t", ref, "--push",
+                                   "--cache-from", f"type=registry,ref={cache}",
+                                   "--cache-to", f"type=registry,ref={cache},mode=max", ctx]]
+
     def version(self) -> str:
         rev = output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
         dirty = output(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"])
@@ -464,6 +525,17 @@ class BuildKit(Tool):
     def push_cmds(self, ref):
         return [["docker", "push", "--quiet", ref]]
 
+    def fresh_cmds(self, ctx, dockerfile, args, ref, cache_repo):
+        # The docker driver exports through the daemon's containerd image
+        # store: it unpacks the image there before pushing, so it fetches
+        # every layer, cache hits included (a standalone buildkitd, the
+        # docker-container driver, would not; its image cannot be pulled
+        # here).
+        cache = f"{cache_repo}:cache"
+        return [self.common(dockerfile, args) + [
+            "--cache-from", f"type=registry,ref={cache}",
+            "--cache-to", f"type=registry,ref={cache},mode=max", "-t", ref, "--push", ctx]]
+
     def version(self) -> str:
         inspect = output(["docker", "buildx", "inspect", "default"])
         m = re.search(r"BuildKit( version)?:\s*(\S+)", inspect, re.IGNORECASE)
@@ -482,18 +554,26 @@ class Buildah(Tool):
 
     name = "buildah"
 
+    # Which blobs Buildah (containers/image) has seen in which repositories,
+    # kept across builds to skip uploads and mount blobs.
+    BLOB_INFO_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
+
     def reset(self) -> None:
         run(["buildah", "rm", "--all"], quiet=True)
         run(["buildah", "rmi", "--all", "--force"], quiet=True, check=False)
 
-    def bud(self, ctx, dockerfile, args, tag, keep=False):
+    def fresh_reset(self) -> None:
+        self.reset()
+        remove(self.BLOB_INFO_CACHE)
+
+    def bud(self, ctx, dockerfile, args, tag, keep=False, extra=()):
         # --rm=false keeps the working container of each step. By default
         # Buildah copies a RUN step's files into a new layer and deletes
         # the container's copy: in scenario 5, 400,000 inodes allocated and
         # 200,000 freed per build (perf stat, ext4:ext4_free_inode).
         return ["buildah", "bud", "--quiet", "--layers", *(["--rm=false"] if keep else []),
                 "--network", "host", "--jobs", "2",
-                "--tls-verify=false", "-f", dockerfile, *build_args(args), "-t", tag, ctx]
+                "--tls-verify=false", *extra, "-f", dockerfile, *build_args(args), "-t", tag, ctx]
 
     def build_cmds(self, ctx, dockerfile, args, tag, keep=False):
         return [self.bud(ctx, dockerfile, args, tag, keep),
@@ -505,11 +585,29 @@ class Buildah(Tool):
     def push_cmds(self, ref):
         return [["buildah", "push", "--quiet", "--tls-verify=false", ref, f"docker://{ref}"]]
 
+    def fresh_cmds(self, ctx, dockerfile, args, ref, cache_repo):
+        # Buildah's registry cache (since 1.27): each step's layer is pushed
+        # to `cache_repo` as an image tagged with the step's cache key, and
+        # looked up by that tag. It has no mode: every step is cached.
+        return [self.bud(ctx, dockerfile, args, ref, extra=["--cache-from", cache_repo, "--cache-to", cache_repo]),
+                *self.push_cmds(ref)]
+
     def version(self) -> str:
         return output(["buildah", "--version"])
 
 
 # ---------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Phase:
+    """One timed build of a scenario that has several (scenario 8): its
+    row in the report is the scenario's id and this suffix."""
+
+    suffix: str
+    title: str
+    mutate: bool = False  # change one line of the app before the build
+    pull_target_mb: float | None = None  # kiln pulls less than this many MB (10^6 bytes)
 
 
 @dataclass
@@ -523,7 +621,9 @@ class Scenario:
     # afresh, and nothing is deleted from the first run to the last (see
     # SETTLE_SECONDS); warm: the
     # same build done once (untimed) before the runs; push: the image built
-    # into the tool's store once, the registry emptied before each run.
+    # into the tool's store once, the registry emptied before each run;
+    # fresh: a previous CI run (untimed) built and pushed the image and its
+    # registry cache, and each build starts with the tool's state wiped.
     state: str
     context: Path
     dockerfile: Path
@@ -531,9 +631,15 @@ class Scenario:
     target: float | None = None
     target_text: str = ""
     mutate: bool = False  # scenario 3: change one line before each run
+    # Several timed builds per run, one after the other for the same tool
+    # (scenario 8: an edit, then the unchanged tree), each its own row.
+    phases: tuple[Phase, ...] = ()
+
+    def phase_list(self) -> tuple[Phase, ...]:
+        return self.phases or (Phase("", self.title, self.mutate),)
 
 
-def scenarios(ctx_ml: Path, base_ref: str, quick: bool) -> list[Scenario]:
+def scenarios(ctx_ml: Path, base_ref: str, fresh_base_ref: str, quick: bool) -> list[Scenario]:
     base = {"BASE": base_ref}
     big = dict(base, MIB=256 if quick else 2048)
     small = dict(base, FILES=20000 if quick else 200000)
@@ -553,6 +659,11 @@ def scenarios(ctx_ml: Path, base_ref: str, quick: bool) -> list[Scenario]:
         Scenario("6′", "one of those stages alone (reference)", "base",
                  SCENARIOS / "6-stages", SCENARIOS / "6-stages" / "Dockerfile.one", stages, None, "—"),
         Scenario("7", "push of the scenario-1 image", "push", ctx_ml, ml_df, base, 0.9, "≤ 0.9×"),
+        # The base image is in the same registry as the caches, so that a
+        # tool that pulls it is seen to.
+        Scenario("8", "fresh CI runner with a registry cache", "fresh", ctx_ml, ml_df, {"BASE": fresh_base_ref},
+                 0.3, "≤ 0.3×", phases=(Phase("a", "one-line app edit", mutate=True),
+                                       Phase("b", "unchanged tree", pull_target_mb=5.0))),
     ]
 
 
@@ -569,6 +680,8 @@ class Bench:
         self.tools = [all_tools[t](work) for t in opts.tools]
         self.results: dict = {}
         self.push_registry: Registry | None = None
+        self.cache_registry: Registry | None = None  # scenario 8's, with its access log
+        self.base_layout: Path | None = None
         self.prime_ctx = work / "ctx" / "prime"
         self.prime_ctx.mkdir(parents=True, exist_ok=True)
         (self.prime_ctx / "Dockerfile").write_text(PRIME_DOCKERFILE)
@@ -584,6 +697,8 @@ class Bench:
             self.prime(scn, tool, base_ref)
         elif scn.state == "push":
             self.push_registry.restart_empty()
+        elif scn.state == "fresh":
+            tool.fresh_reset()
         remove(tool.oci_out())
         subprocess.run(["sync"])
 
@@ -604,12 +719,22 @@ class Bench:
         elif scn.state == "push":
             with self.logfile(scn, tool, "setup") as f:
                 timed(tool.store_cmds(scn.context, scn.dockerfile, scn.args, self.push_ref()), tool.env(), f)
+        elif scn.state == "fresh":
+            # The previous CI run: on an empty runner, the unchanged tree
+            # built (nothing in the cache yet) and pushed, with its cache.
+            tool.fresh_reset()
+            with self.logfile(scn, tool, "setup") as f:
+                timed(self.fresh_cmds(scn, tool, scn.args), tool.env(), f)
 
     def tag(self, scn: Scenario) -> str:
         return f"bench/s{scn.id.replace('′', 'p')}:latest"
 
     def push_ref(self) -> str:
         return f"{self.push_registry.host}/{PUSH_REPO}:latest"
+
+    def fresh_cmds(self, scn: Scenario, tool: Tool, args: dict) -> list[list]:
+        repo = f"{self.cache_registry.host}/{FRESH_REPO}-{tool.name}"
+        return tool.fresh_cmds(scn.context, scn.dockerfile, args, f"{repo}:latest", f"{repo}-cache")
 
     def mutate(self, scn: Scenario, tool: Tool, label: str) -> None:
         main = scn.context / "app" / "main.py"
@@ -619,9 +744,15 @@ class Bench:
 
     def run_scenario(self, scn: Scenario, base_ref: str) -> None:
         log(f"scenario {scn.id}: {scn.title}")
-        samples: dict[str, list[Sample]] = {t.name: [] for t in self.tools}
+        phases = scn.phase_list()
+        rows = {ph.suffix: f"{scn.id}{ph.suffix}" for ph in phases}
+        samples: dict[str, dict[str, list[Sample]]] = {row: {t.name: [] for t in self.tools} for row in rows.values()}
         failed: dict[str, str] = {}
-        retried: dict[str, list[tuple[str, str]]] = {}  # tool: (label, error)
+        retried: dict[str, dict[str, list[tuple[str, str]]]] = {row: {} for row in rows.values()}  # tool: (label, error)
+        if scn.state == "fresh":
+            # The caches, images and base of earlier runs of the bench gone.
+            self.cache_registry.restart_empty()
+            push_base(self.cache_registry, self.base_layout)
         for tool in self.tools:
             try:
                 self.setup(scn, tool, base_ref)
@@ -635,51 +766,69 @@ class Bench:
             warm_up = r < self.opts.warmups
             order = self.tools[r % len(self.tools):] + self.tools[: r % len(self.tools)]
             for tool in order:
-                if tool.name in failed:
-                    continue
-                label = f"warmup{r}" if warm_up else f"run{r - self.opts.warmups}"
-                # A run that fails is tried once more (runc now and then fails
-                # to start a container: "read init-p: connection reset by
-                # peer"); the report says so. Failing twice drops the tool
-                # from the scenario.
-                try:
-                    sample = self.run_once(scn, tool, base_ref, label)
-                except RuntimeError as e:
-                    retried.setdefault(tool.name, []).append((label, str(e)))
-                    log(f"  {tool.name}: failed, trying once more: {e}")
+                for ph in phases:
+                    # A tool that failed a phase twice leaves the next one
+                    # (in scenario 8, its registry cache) in no known state.
+                    if tool.name in failed:
+                        break
+                    row = rows[ph.suffix]
+                    label = (f"warmup{r}" if warm_up else f"run{r - self.opts.warmups}") + ph.suffix
+                    # A run that fails is tried once more (runc now and then fails
+                    # to start a container: "read init-p: connection reset by
+                    # peer"); the report says so. Failing twice drops the tool
+                    # from the scenario.
                     try:
-                        sample = self.run_once(scn, tool, base_ref, f"{label}-retry")
+                        sample = self.run_once(scn, tool, base_ref, label, ph)
                     except RuntimeError as e:
-                        failed[tool.name] = str(e)
-                        log(f"  {tool.name}: failed again: {e}")
-                        continue
-                extra = f", kiln RSS {sample.kiln_rss_mib:.0f} MiB" if sample.kiln_rss_mib else ""
-                log(f"  {tool.name:8} {label:8} {sample.seconds:7.2f} s{extra}")
-                if not warm_up:
-                    samples[tool.name].append(sample)
-        self.results[scn.id] = {
-            "title": scn.title,
-            "target": scn.target,
-            "target_text": scn.target_text,
-            "samples": {k: [s.__dict__ for s in v] for k, v in samples.items()},
-            "failed": failed,
-            "retried": retried,
-        }
-        if scn.mutate:
+                        retried[row].setdefault(tool.name, []).append((label, str(e)))
+                        log(f"  {tool.name}: failed, trying once more: {e}")
+                        try:
+                            sample = self.run_once(scn, tool, base_ref, f"{label}-retry", ph)
+                        except RuntimeError as e:
+                            failed[tool.name] = str(e)
+                            log(f"  {tool.name}: failed again: {e}")
+                            continue
+                    extra = f", kiln RSS {sample.kiln_rss_mib:.0f} MiB" if sample.kiln_rss_mib else ""
+                    if sample.pulled is not None:
+                        extra += f", pulled {sum(sample.pulled.values()) / 1e6:.1f} MB"
+                    log(f"  {tool.name:8} {label:8} {sample.seconds:7.2f} s{extra}")
+                    if not warm_up:
+                        samples[row][tool.name].append(sample)
+        for ph in phases:
+            row = rows[ph.suffix]
+            self.results[row] = {
+                "title": ph.title if scn.phases else scn.title,
+                "target": scn.target,
+                "target_text": scn.target_text,
+                "samples": {k: [s.__dict__ for s in v] for k, v in samples[row].items()},
+                "failed": failed,
+                "retried": retried[row],
+            }
+            if scn.state == "fresh":
+                self.results[row] |= {"fresh": True, "scenario": scn.title, "pull_target_mb": ph.pull_target_mb}
+        if any(ph.mutate for ph in phases):
             main = scn.context / "app" / "main.py"
             main.write_text(re.sub(r'^BUILD_STAMP = .*$', 'BUILD_STAMP = "original"', main.read_text(), flags=re.M))
 
-    def run_once(self, scn: Scenario, tool: Tool, base_ref: str, label: str) -> Sample:
+    def run_once(self, scn: Scenario, tool: Tool, base_ref: str, label: str, phase: Phase) -> Sample:
         self.prepare(scn, tool, base_ref)
-        if scn.mutate:
+        if phase.mutate:
             self.mutate(scn, tool, label)
         args, primed = scn.args, scn.state == "primed"
         if primed:
             args = dict(args, RUN_ID=f"{tool.name}-{label}-{time.time_ns()}")
-        cmds = (tool.push_cmds(self.push_ref()) if scn.state == "push"
-                else tool.build_cmds(scn.context, scn.dockerfile, args, self.tag(scn), keep=primed))
+        if scn.state == "push":
+            cmds = tool.push_cmds(self.push_ref())
+        elif scn.state == "fresh":
+            cmds = self.fresh_cmds(scn, tool, args)
+        else:
+            cmds = tool.build_cmds(scn.context, scn.dockerfile, args, self.tag(scn), keep=primed)
+        offset = self.cache_registry.log_offset() if scn.state == "fresh" else None
         with self.logfile(scn, tool, label) as f:
-            return timed(cmds, tool.env(), f, watch_rss=tool.name == "kiln")
+            sample = timed(cmds, tool.env(), f, watch_rss=tool.name == "kiln")
+        if offset is not None:
+            sample.pulled = self.cache_registry.blob_bytes_since(offset)
+        return sample
 
     def settle(self) -> None:
         """Waits out ext4's hold on recently deleted inodes, where the tools
@@ -834,9 +983,7 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
     lines.append("")
     lines.append("| # | scenario | kiln | BuildKit | Buildah | kiln / faster peer | target | holds | kiln peak RSS |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
-    for sid, r in results.items():
-        if sid == "floor4":
-            continue
+    for sid, r in main_rows(results).items():
         cells = {}
         meds = {}
         for tool in TOOLS:
@@ -866,16 +1013,7 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
         lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
                      f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | {rss_cell} |")
     lines.append("")
-    notes = []
-    for sid, r in results.items():
-        if sid == "floor4":
-            continue
-        for t, msg in r["failed"].items():
-            notes.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed: `{msg.splitlines()[0][:200]}`")
-        for t, errors in r.get("retried", {}).items():
-            for label, msg in errors:
-                notes.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed {label} and ran it again: "
-                             f"`{msg.splitlines()[0][:200]}`")
+    notes = failure_notes(main_rows(results))
     if notes:
         lines += notes + [""]
     f4 = results.get("floor4")
@@ -903,13 +1041,135 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
     return "\n".join(lines)
 
 
-def write_report(path: Path, body: str) -> None:
-    block = f"{BEGIN}\n{body}\n{END}"
+def main_rows(results: dict) -> dict:
+    """The rows of the main table: all but scenario 8's and the floor."""
+    return {sid: r for sid, r in results.items() if sid != "floor4" and not r.get("fresh")}
+
+
+def failure_notes(rows: dict) -> list[str]:
+    notes = []
+    for sid, r in rows.items():
+        for t, msg in r["failed"].items():
+            notes.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed: `{msg.splitlines()[0][:200]}`")
+        for t, errors in r.get("retried", {}).items():
+            for label, msg in errors:
+                notes.append(f"- scenario {sid}, {TOOL_NAMES[t]} failed {label} and ran it again: "
+                             f"`{msg.splitlines()[0][:200]}`")
+    # Scenario 8's rows share one list of failures.
+    return list(dict.fromkeys(notes))
+
+
+def fmt_mb(n: float | None) -> str:
+    if n is None:
+        return "—"
+    if 0 < n < 0.01:
+        return "< 0.01"
+    return f"{n:.2f}" if n < 10 else f"{n:.0f}"
+
+
+def pulled_kind(repo: str) -> str:
+    if repo == BASE_REPO:
+        return "base image"
+    return "cache" if repo.endswith("-cache") else "image"
+
+
+def report_fresh(results: dict, machine: dict, opts, started: str, duration: float) -> str | None:
+    """Scenario 8's block: wall times, and the blob bytes each tool pulled."""
+    rows = {sid: r for sid, r in results.items() if r.get("fresh")}
+    if not rows:
+        return None
+    lines = []
+    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+                 f"({opts.warmups} warm-up and {opts.runs} timed run{'s' if opts.runs != 1 else ''} of each build "
+                 f"per tool, tools alternating; the whole run took {duration / 60:.0f} min), on "
+                 f"{machine['cores']} cores ({machine['cpu']}), {machine['disk']}.")
+    lines.append("")
+    for k in TOOLS:
+        if k in machine["versions"]:
+            lines.append(f"- {TOOL_NAMES[k]}: {machine['versions'][k]}")
+    lines.append(f"- registry: {machine['versions'].get('registry', '?')}")
+    lines.append("")
+    lines.append("Median wall time in seconds (min–max of the timed runs) of the build, with the cache read "
+                 "and written and the image pushed, on a runner whose tool kept nothing. Ratio: kiln's median "
+                 "over the faster peer's median in the same run.")
+    lines.append("")
+    lines.append("| # | fresh runner | kiln | BuildKit | Buildah | kiln / faster peer | target | holds |")
+    lines.append("|---|---|---|---|---|---|---|---|")
+    pulled: dict[str, dict[str, list[dict]]] = {}
+    for sid, r in rows.items():
+        cells, meds = {}, {}
+        pulled[sid] = {}
+        for tool in TOOLS:
+            s = r["samples"].get(tool)
+            if tool in r["failed"]:
+                cells[tool] = "failed"
+                continue
+            if not s:
+                cells[tool] = "—"
+                continue
+            secs = [x["seconds"] for x in s]
+            meds[tool] = median(secs)
+            rng = f" ({fmt_s(min(secs))}–{fmt_s(max(secs))})" if len(secs) > 1 else ""
+            cells[tool] = fmt_s(meds[tool]) + rng
+            pulled[sid][tool] = [x["pulled"] for x in s if x.get("pulled") is not None]
+        peers = [meds[p] for p in PEERS if p in meds]
+        ratio = meds["kiln"] / min(peers) if "kiln" in meds and peers else None
+        holds = "—" if ratio is None else ("yes" if ratio <= r["target"] else "**no**")
+        lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
+                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} |")
+    lines.append("")
+    lines.append("Blob bytes each tool pulled from the registry during the build, in MB (10⁶ bytes; median of "
+                 "the timed runs, min–max if they differ): every `GET /v2/…/blobs/…` the registry served, "
+                 "base image included, manifests not.")
+    lines.append("")
+    lines.append("| # | fresh runner | kiln | BuildKit | Buildah | target | holds |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for sid, r in rows.items():
+        cells = {}
+        kiln_mb = None
+        for tool in TOOLS:
+            runs = pulled[sid].get(tool)
+            if tool in r["failed"] or not runs:
+                cells[tool] = "failed" if tool in r["failed"] else "—"
+                continue
+            totals = [sum(p.values()) / 1e6 for p in runs]
+            m = median(totals)
+            kiln_mb = m if tool == "kiln" else kiln_mb
+            rng = f" ({fmt_mb(min(totals))}–{fmt_mb(max(totals))})" if fmt_mb(min(totals)) != fmt_mb(max(totals)) else ""
+            cells[tool] = fmt_mb(m) + rng
+        target = r.get("pull_target_mb")
+        target_text = f"kiln < {target:g} MB" if target is not None else "—"
+        holds = "—" if target is None or kiln_mb is None else ("yes" if kiln_mb < target else "**no**")
+        lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
+                     f"{target_text} | {holds} |")
+    lines.append("")
+    lines.append("By the repository they were pulled from (the run with the median total, MB):")
+    lines.append("")
+    for sid in rows:
+        for tool in TOOLS:
+            runs = pulled[sid].get(tool)
+            if not runs:
+                continue
+            mid = sorted(runs, key=lambda p: sum(p.values()))[(len(runs) - 1) // 2]
+            kinds: dict[str, int] = {}
+            for repo, n in mid.items():
+                kinds[pulled_kind(repo)] = kinds.get(pulled_kind(repo), 0) + n
+            parts = ", ".join(f"{k} {fmt_mb(v / 1e6)}" for k, v in sorted(kinds.items())) or "nothing"
+            lines.append(f"- {sid}, {TOOL_NAMES[tool]}: {parts}")
+    lines.append("")
+    notes = failure_notes(rows)
+    if notes:
+        lines += notes + [""]
+    return "\n".join(lines)
+
+
+def write_report(path: Path, body: str, begin: str = BEGIN, end: str = END) -> None:
+    block = f"{begin}\n{body}\n{end}"
     if path.exists():
         text = path.read_text()
-        if BEGIN in text and END in text:
-            pre, rest = text.split(BEGIN, 1)
-            _, post = rest.split(END, 1)
+        if begin in text and end in text:
+            pre, rest = text.split(begin, 1)
+            _, post = rest.split(end, 1)
             path.write_text(pre + block + post)
             return
         path.write_text(text.rstrip() + "\n\n" + block + "\n")
@@ -926,7 +1186,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, help="timed runs per tool and scenario (default 3; --quick: 1)")
     p.add_argument("--warmups", type=int, help="untimed runs first (default 1; --quick: 0)")
     p.add_argument("--quick", action="store_true", help="each scenario once, with smaller sizes: a smoke test")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,6′,7", help="comma-separated (6′ or 6p: one stage)")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,6′,7,8", help="comma-separated (6′ or 6p: one stage)")
     p.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of kiln,buildkit,buildah")
     p.add_argument("--work", type=Path, default=REPO / "target" / "bench", help="work dir (default target/bench)")
     p.add_argument("--output", type=Path, help="report file (default docs/BENCHMARKS.md; --quick: WORK/BENCHMARKS-quick.md)")
@@ -958,12 +1218,16 @@ def main() -> int:
     base_registry = Registry(work / "registry" / "base", 5105)
     bench = Bench(opts, work)
     bench.push_registry = Registry(work / "registry" / "push", 5106)
+    # Scenario 8's: started (empty) by the scenario, with its access log.
+    bench.cache_registry = Registry(work / "registry" / "cache", 5107, access_log=True)
+    bench.base_layout = layout
     try:
         base_registry.start()
         bench.push_registry.start(wipe=True)
         base_ref = push_base(base_registry, layout)
         ctx_ml = prepare_ml_context(work, wheels, opts.quick)
-        all_scenarios = {s.id: s for s in scenarios(ctx_ml, base_ref, opts.quick)}
+        fresh_base_ref = f"{bench.cache_registry.host}/{BASE_REPO}:{BASE_TAG}"
+        all_scenarios = {s.id: s for s in scenarios(ctx_ml, base_ref, fresh_base_ref, opts.quick)}
         for sid in wanted:
             if sid not in all_scenarios:
                 p.error(f"unknown scenario {sid}")
@@ -974,13 +1238,22 @@ def main() -> int:
             if sid == "4" and not opts.no_floor:
                 bench.floor(scn)
             (work / "results.json").write_text(json.dumps({"machine": machine, "results": bench.results}, indent=1))
-        body = report(bench.results, machine, opts, started, time.perf_counter() - t_start)
-        write_report(output_path, body)
-        print(body)
+        duration = time.perf_counter() - t_start
+        # Each block is written only by a run that measured it, so that
+        # `--scenarios 8` leaves the others' results as they are.
+        if main_rows(bench.results):
+            body = report(bench.results, machine, opts, started, duration)
+            write_report(output_path, body)
+            print(body)
+        fresh = report_fresh(bench.results, machine, opts, started, duration)
+        if fresh:
+            write_report(output_path, fresh, FRESH_BEGIN, FRESH_END)
+            print(fresh)
         log(f"wrote {output_path}")
     finally:
         base_registry.stop()
         bench.push_registry.stop()
+        bench.cache_registry.stop()
     return 0
 
 
