@@ -681,6 +681,7 @@ class Bench:
         self.results: dict = {}
         self.push_registry: Registry | None = None
         self.cache_registry: Registry | None = None  # scenario 8's, with its access log
+        self.edited: dict[str, str] = {}  # the app's main.py as each tool's last edit left it
         self.base_layout: Path | None = None
         self.prime_ctx = work / "ctx" / "prime"
         self.prime_ctx.mkdir(parents=True, exist_ok=True)
@@ -741,6 +742,7 @@ class Bench:
         text = re.sub(r'^BUILD_STAMP = .*$', f'BUILD_STAMP = "{tool.name}-{label}-{time.time_ns()}"',
                       main.read_text(), flags=re.M)
         main.write_text(text)
+        self.edited[tool.name] = text
 
     def run_scenario(self, scn: Scenario, base_ref: str) -> None:
         log(f"scenario {scn.id}: {scn.title}")
@@ -761,24 +763,42 @@ class Bench:
                 log(f"  {tool.name}: setup failed: {e}")
         if scn.state == "primed":
             self.settle()
-        rounds = self.opts.warmups + self.opts.runs
+        # Scenario 8's setup build (the previous CI run) is its warm-up:
+        # each round there costs two settles.
+        warmups = 0 if scn.state == "fresh" else self.opts.warmups
+        rounds = warmups + self.opts.runs
         for r in range(rounds):
-            warm_up = r < self.opts.warmups
+            warm_up = r < warmups
             order = self.tools[r % len(self.tools):] + self.tools[: r % len(self.tools)]
-            for tool in order:
-                for ph in phases:
+            # Scenario 8 wipes each tool before each build. On an ext4
+            # without a journal, files deleted then slow every file created
+            # for minutes after (SETTLE_SECONDS), whichever tool creates
+            # them, where a new CI runner's disk has nothing deleted. So
+            # there, phase by phase, every tool is wiped, the inodes settle,
+            # then each tool builds, deleting nothing between the builds.
+            if scn.state == "fresh":
+                steps = [(ph, [tool for tool in order]) for ph in phases]
+            else:
+                steps = [(ph, [tool]) for tool in order for ph in phases]
+            for ph, tools in steps:
+                tools = [t for t in tools if t.name not in failed]
+                if scn.state == "fresh" and tools:
+                    for tool in tools:
+                        tool.fresh_reset()
+                    self.settle()
+                for tool in tools:
                     # A tool that failed a phase twice leaves the next one
                     # (in scenario 8, its registry cache) in no known state.
                     if tool.name in failed:
-                        break
+                        continue
                     row = rows[ph.suffix]
-                    label = (f"warmup{r}" if warm_up else f"run{r - self.opts.warmups}") + ph.suffix
+                    label = (f"warmup{r}" if warm_up else f"run{r - warmups}") + ph.suffix
                     # A run that fails is tried once more (runc now and then fails
                     # to start a container: "read init-p: connection reset by
                     # peer"); the report says so. Failing twice drops the tool
                     # from the scenario.
                     try:
-                        sample = self.run_once(scn, tool, base_ref, label, ph)
+                        sample = self.run_once(scn, tool, base_ref, label, ph, reset=scn.state != "fresh")
                     except RuntimeError as e:
                         retried[row].setdefault(tool.name, []).append((label, str(e)))
                         log(f"  {tool.name}: failed, trying once more: {e}")
@@ -810,10 +830,18 @@ class Bench:
             main = scn.context / "app" / "main.py"
             main.write_text(re.sub(r'^BUILD_STAMP = .*$', 'BUILD_STAMP = "original"', main.read_text(), flags=re.M))
 
-    def run_once(self, scn: Scenario, tool: Tool, base_ref: str, label: str, phase: Phase) -> Sample:
-        self.prepare(scn, tool, base_ref)
+    def run_once(self, scn: Scenario, tool: Tool, base_ref: str, label: str, phase: Phase,
+                 reset: bool = True) -> Sample:
+        if reset:
+            self.prepare(scn, tool, base_ref)
+        else:
+            remove(tool.oci_out())
         if phase.mutate:
             self.mutate(scn, tool, label)
+        elif scn.state == "fresh" and tool.name in self.edited:
+            # The tree as this tool's last build left it (the other tools
+            # have edited it since).
+            (scn.context / "app" / "main.py").write_text(self.edited[tool.name])
         args, primed = scn.args, scn.state == "primed"
         if primed:
             args = dict(args, RUN_ID=f"{tool.name}-{label}-{time.time_ns()}")
@@ -1080,8 +1108,9 @@ def report_fresh(results: dict, machine: dict, opts, started: str, duration: flo
         return None
     lines = []
     lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
-                 f"({opts.warmups} warm-up and {opts.runs} timed run{'s' if opts.runs != 1 else ''} of each build "
-                 f"per tool, tools alternating; the whole run took {duration / 60:.0f} min), on "
+                 f"(after one untimed build with each tool, {opts.runs} timed run{'s' if opts.runs != 1 else ''} "
+                 f"of each build per tool, tools alternating; before each build every tool wiped and, on an ext4 "
+                 f"without a journal, its inodes let settle; the whole run took {duration / 60:.0f} min), on "
                  f"{machine['cores']} cores ({machine['cpu']}), {machine['disk']}.")
     lines.append("")
     for k in TOOLS:
