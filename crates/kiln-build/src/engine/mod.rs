@@ -124,6 +124,10 @@ pub struct BuildRequest {
     /// `--stage-image`: stages taken from their image when it exists,
     /// else built and pushed as one (docs/CACHE.md).
     pub stage_images: Vec<StageImage>,
+    /// `--label`: labels set on the built image's config, over the
+    /// Dockerfile's own (buildx's rule: the image the build returns, not
+    /// the stages it read, nor stage images).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl BuildRequest {
@@ -149,6 +153,7 @@ impl BuildRequest {
             cache_from: Vec::new(),
             cache_to: Vec::new(),
             stage_images: Vec::new(),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -848,7 +853,8 @@ impl Engine {
             }
             let outcome = board.get(i)?;
             let platform = &stage_platforms[&i];
-            let (manifest, config) = self.write_image(&outcome, platform, shared)?;
+            let (manifest, config) =
+                self.write_image(&outcome, platform, &BTreeMap::new(), shared)?;
             stage_pushes.push(StagePush {
                 stage: plan.stages[i].display_name(),
                 reference: spec.reference(&stage_key(&outcome, platform)),
@@ -864,7 +870,8 @@ impl Engine {
         // The image is for its target stage's platform (`FROM
         // --platform=linux/arm64` gives an arm64 image, as in BuildKit).
         let platform = &stage_platforms[&plan.target];
-        let (manifest, config) = self.write_image(&target, platform, shared)?;
+        let (manifest, config) =
+            self.write_image(&target, platform, &shared.request.labels, shared)?;
         let (run, cached) = board.counts();
         Ok(Built {
             image: BuiltImage {
@@ -880,15 +887,22 @@ impl Engine {
         })
     }
 
-    /// The target stage's final config and manifest, in the store.
+    /// The target stage's final config and manifest, in the store, with
+    /// `labels` over the stage's own.
     fn write_image(
         &self,
         outcome: &StageOutcome,
         platform: &Platform,
+        labels: &BTreeMap<String, String>,
         shared: &Shared<'_>,
     ) -> Result<(Descriptor, ImageConfig), BuildError> {
         let request = shared.request;
         let mut config = outcome.config.config.clone();
+        if !labels.is_empty() {
+            let container = config.config.get_or_insert_with(Default::default);
+            let own = container.labels.get_or_insert_with(BTreeMap::new);
+            own.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         config.created = Some(stage::created_time(shared.encoding.epoch));
         config.architecture = platform.architecture.clone();
         config.os = platform.os.clone();

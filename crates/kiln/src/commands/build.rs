@@ -65,6 +65,9 @@ pub(crate) struct BuildArgs {
     /// A build argument (`KEY=VALUE`, or `KEY` to take it from the environment).
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     build_args: Vec<String>,
+    /// Set a label on the image (`KEY=VALUE`, repeatable), over the Dockerfile's.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
     /// Target platforms, comma-separated or repeated [default: this machine's].
     #[arg(
         long = "platform",
@@ -344,6 +347,15 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         dockerfile_text.clone(),
     );
     request.target = args.target.clone();
+    request.labels = args
+        .labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            // buildx: a label without `=` has an empty value.
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.to_string(), String::new()),
+        })
+        .collect();
     request.build_args = args
         .build_args
         .iter()
