@@ -248,7 +248,7 @@ impl Inner {
         self.options
             .insecure_registries
             .iter()
-            .any(|r| r == host || api_host(r) == host)
+            .any(|r| r == "*" || r == host || api_host(r) == host)
     }
 
     /// The client for `trust`, built on first use.

@@ -55,7 +55,8 @@ impl ClientOptions {
     /// Speak HTTPS to `registry` (`host[:port]`, as in image references)
     /// without verifying its certificate, falling back to plain HTTP, as
     /// Docker's `--insecure-registry` does. Loopback registries always use
-    /// plain HTTP and need no entry.
+    /// plain HTTP and need no entry. `*` means every registry (Kaniko's
+    /// `--insecure-pull`, whose registries are the Dockerfile's to name).
     pub fn insecure_registry(mut self, registry: impl Into<String>) -> Self {
         self.insecure_registries.push(registry.into());
         self

@@ -135,6 +135,18 @@ async fn an_insecure_registry_is_not_verified() {
     round_trip(&client, &host).await;
 }
 
+/// `*` (Kaniko's `--insecure-pull`, which names no registry) is every one.
+#[tokio::test]
+async fn the_insecure_wildcard_is_every_registry() {
+    let Some(registry) = tls_registry() else {
+        return;
+    };
+    let host = format!("{NAME}:{}", registry.port());
+    let config = tempfile::tempdir().unwrap();
+    let client = RegistryClient::new(options(&Recorder::default(), &config).insecure_registry("*"));
+    round_trip(&client, &host).await;
+}
+
 #[tokio::test]
 async fn an_insecure_registry_falls_back_to_plain_http() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
