@@ -102,7 +102,7 @@ const NANOS_PER: &[(&str, u64)] = &[
 /// `time.ParseDuration`: a signed sequence of decimal numbers, each with an
 /// optional fraction and a unit (`300ms`, `-1.5h`, `2h45m`). Returns
 /// nanoseconds, or Go's error text.
-pub(crate) fn parse_duration(orig: &str) -> Result<i64, String> {
+pub fn parse_duration(orig: &str) -> Result<i64, String> {
     let invalid = || format!("time: invalid duration {}", time_quote(orig));
     const LIMIT: u64 = 1 << 63;
 

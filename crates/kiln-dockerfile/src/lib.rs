@@ -24,7 +24,7 @@ pub mod dockerignore;
 /// accepts or says: one implementation each, for the frontend and the
 /// engine.
 pub mod go {
-    pub use crate::goconv::{quote, ram_in_bytes};
+    pub use crate::goconv::{parse_duration, quote, ram_in_bytes};
     pub use crate::gomatch::{path_match, valid_path_pattern};
 }
 pub mod instructions;

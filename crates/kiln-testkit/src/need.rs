@@ -177,6 +177,8 @@ pub enum Tool {
     /// The zstd command line.
     Zstd,
     Go,
+    /// The git command line (`kiln executor`'s git contexts).
+    Git,
 }
 
 impl Tool {
@@ -188,6 +190,7 @@ impl Tool {
             Tool::Htpasswd => (&["htpasswd"], "apache2-utils"),
             Tool::Zstd => (&["zstd"], "zstd"),
             Tool::Go => (&["go"], "golang-go"),
+            Tool::Git => (&["git"], "git"),
         }
     }
 }
