@@ -441,7 +441,24 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
     })
 }
 
+/// How a build ended without an error: built (the digest of the image
+/// `--metadata-file` describes: the first pushed, else the store's), or
+/// stopped with an exit status of its own (the watchdog's, a signal's).
+pub(crate) enum Finished {
+    Built(kiln_image::Digest),
+    Stopped(ExitCode),
+}
+
 pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    Ok(match execute(ctx, &args)? {
+        Finished::Built(_) => ExitCode::SUCCESS,
+        Finished::Stopped(code) => code,
+    })
+}
+
+/// Builds and exports what `args` ask for (`kiln build`, and `kiln
+/// executor` through the same flags).
+pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finished> {
     let Parsed {
         request,
         dockerfile,
@@ -449,7 +466,7 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
         tags,
         outputs,
         build_encoding,
-    } = parse(&args)?;
+    } = parse(args)?;
 
     let store = ctx.store()?;
     let runtime = ctx.runtime()?;
@@ -475,7 +492,9 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             let signal = stop.load(Ordering::SeqCst);
             if signal != 0 {
                 eprintln!("error: build cancelled");
-                return Ok(ExitCode::from(128u8.saturating_add(signal as u8)));
+                return Ok(Finished::Stopped(ExitCode::from(
+                    128u8.saturating_add(signal as u8),
+                )));
             }
             // The watchdog's own exit codes; its diagnosis is already out.
             let code = match &e {
@@ -491,7 +510,7 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
                     SourceError::new(&dockerfile, &text, location, String::new()).excerpt()
                 );
             }
-            return Ok(ExitCode::from(code));
+            return Ok(Finished::Stopped(ExitCode::from(code)));
         }
     };
     if !matches!(ctx.args.progress, ProgressMode::Json | ProgressMode::Quiet) {
@@ -572,6 +591,10 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
             OutputKind::Image { push: false } => {}
         }
     }
+    let described_digest = described
+        .as_ref()
+        .map_or(&stored_target.digest, |(target, _, _)| &target.digest)
+        .clone();
     if let Some(path) = &args.metadata_file {
         let (target, images, names) = match described {
             Some(pushed) => pushed,
@@ -602,7 +625,7 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if args.quiet {
         println!("{result_digest}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Finished::Built(described_digest))
 }
 
 /// The build's image in `encoding`: as it is when that is the build's own,
