@@ -40,6 +40,10 @@ pub(crate) struct GlobalArgs {
         env = "KILN_REGISTRY_ATTEMPTS"
     )]
     pub(crate) registry_attempts: u32,
+    /// CA certificates trusted besides the system's, for every registry
+    /// (`kiln executor --registry-certificate`).
+    #[arg(skip)]
+    pub(crate) ca_files: Vec<PathBuf>,
 }
 
 pub(crate) struct Context {
@@ -112,6 +116,9 @@ impl Context {
             });
         for host in &self.args.insecure_registries {
             options = options.insecure_registry(host.clone());
+        }
+        for file in &self.args.ca_files {
+            options = options.ca_file(file.clone());
         }
         options
     }

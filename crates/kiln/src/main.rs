@@ -28,6 +28,7 @@ enum Command {
     Parse(commands::parse::ParseArgs),
     Build(commands::build::BuildArgs),
     StageKey(commands::stage_key::StageKeyArgs),
+    Executor(Box<commands::executor::ExecutorArgs>),
     Pull(commands::pull::PullArgs),
     Push(commands::push::PushArgs),
     Import(commands::import::ImportArgs),
@@ -48,12 +49,25 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Installed as `/kaniko/executor`: Kaniko's command line.
+    if commands::executor::invoked_as_executor(argv.first()) {
+        return commands::executor::main_as_executor();
+    }
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(cli) => cli,
+        // `kiln executor` fails as Kaniko does (1, "did you mean").
+        Err(e) if argv.iter().skip(1).any(|a| a == "executor") => {
+            return commands::executor::usage_error(e);
+        }
+        Err(e) => e.exit(),
+    };
     let ctx = Context::new(cli.global);
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),
         Command::Build(args) => commands::build::run(&ctx, args),
         Command::StageKey(args) => commands::stage_key::run(&ctx, args),
+        Command::Executor(args) => commands::executor::run(&ctx, *args),
         Command::Pull(args) => commands::pull::run(&ctx, args),
         Command::Push(args) => commands::push::run(&ctx, args),
         Command::Import(args) => commands::import::run(&ctx, args),

@@ -2,6 +2,7 @@
 
 pub(crate) mod build;
 pub(crate) mod ci;
+pub(crate) mod executor;
 pub(crate) mod export;
 pub(crate) mod images;
 pub(crate) mod imagetools;
