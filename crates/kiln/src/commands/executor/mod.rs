@@ -275,7 +275,7 @@ pub(crate) fn usage_error(e: clap::Error) -> ExitCode {
         }
         let _ = writeln!(
             std::io::stderr(),
-            "{line}\nsee `executor --help` (docs/KANIKO.md maps every Kaniko flag)"
+            "{line}\nsee --help (docs/KANIKO.md maps every Kaniko flag)"
         );
     } else {
         let _ = e.print();
