@@ -48,6 +48,29 @@ enum Command {
     Ci(commands::ci::CiCommand),
 }
 
+/// Whether the subcommand of a kiln command line that did not parse is
+/// `executor`: the first argument that is neither a global option nor the
+/// value of one.
+fn subcommand_is_executor(argv: &[std::ffi::OsString]) -> bool {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let takes_value = |long: &str| {
+        cli.get_arguments()
+            .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+    };
+    let mut args = argv.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if let Some(long) = arg.strip_prefix("--") {
+            if !long.contains('=') && takes_value(long) {
+                args.next();
+            }
+        } else if !arg.starts_with('-') {
+            return arg == "executor";
+        }
+    }
+    false
+}
+
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Installed as `/kaniko/executor`: Kaniko's command line.
@@ -57,7 +80,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
         // `kiln executor` fails as Kaniko does (1, "did you mean").
-        Err(e) if argv.iter().skip(1).any(|a| a == "executor") => {
+        Err(e) if subcommand_is_executor(&argv) => {
             return commands::executor::usage_error(e);
         }
         Err(e) => e.exit(),

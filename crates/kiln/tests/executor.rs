@@ -519,6 +519,30 @@ fn an_unknown_flag_suggests_the_closest() {
     );
 }
 
+/// Only the `executor` subcommand fails as Kaniko does: after global
+/// options too, and not when the word is another command's argument.
+#[test]
+fn only_the_executor_subcommand_exits_as_kaniko() {
+    let kiln = Kiln::new();
+    let out = kiln
+        .cmd()
+        .args(["--progress", "plain", "executor", "--destinaton", D])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean --destination?"),
+        "{}",
+        text(&out)
+    );
+    let out = kiln
+        .cmd()
+        .args(["build", "--bogus", "-t", "executor", "."])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
 /// kiln installed as `/kaniko/executor`: a link named `executor` takes
 /// Kaniko's command line with no subcommand.
 fn as_executor(dir: &Path) -> PathBuf {
