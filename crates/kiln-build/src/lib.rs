@@ -10,6 +10,8 @@
 //! - Exporters: an [`Output`] asks for an [`Encoding`]; [`encode_image`]
 //!   applies it (layers cached in another encoding converted once), and
 //!   [`write_oci`], [`write_docker`] and [`write_local`] write the image.
+//! - [`sweep_after_crash`]: what killed kiln processes left (containers,
+//!   mounts, temporary dirs), cleaned up; the engine runs it at start.
 //! - [`find_image`], [`select_image`] and [`container_spec`] run a stored
 //!   image as a container (`kiln run`).
 //! - The parts the engine is made of, usable alone: the build context
@@ -41,7 +43,7 @@ pub use crate::context::{
 };
 pub use crate::engine::{
     BuildError, BuildNetwork, BuildRequest, BuildResult, BuiltImage, Cause, Engine,
-    SOURCE_DATE_EPOCH, SecretSource, SecretSpec, StageImage,
+    SOURCE_DATE_EPOCH, SecretSource, SecretSpec, StageImage, sweep_after_crash,
 };
 pub use crate::events::{Event, EventSink, StepId, Stream};
 pub use crate::export::{

@@ -65,6 +65,14 @@ pub enum SandboxError {
         stderr: String,
     },
 
+    /// The guardian that ends the run if kiln dies could not be started.
+    #[error("failed to start the guardian {program}")]
+    Guardian {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// A runc subcommand (state, kill, delete, list) failed.
     #[error("runc {command} {id} failed: {stderr}")]
     Runc {

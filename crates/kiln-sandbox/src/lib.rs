@@ -7,6 +7,8 @@
 //!   point); the sandbox never mounts it and never leaves a file in it.
 //! - [`Executor`]: the one side-effecting interface; [`RuncExecutor`] is the
 //!   real one. A run blocks its thread until every process of the run is gone.
+//! - [`run_guardian`]: the main of the process that ends a run's container
+//!   when its caller dies, however it dies ([`RuncExecutor::with_guardian`]).
 //! - [`RunControl`]: the caller's handle on a run, usable from any thread:
 //!   [`RunControl::cancel`] ends it, [`RunControl::snapshot`] lists its
 //!   processes ([`ProcessTree`]) with their CPU time, I/O, wait channel and
@@ -75,7 +77,7 @@ pub use crate::output::{Collect, Lines, OutputSink, Stream};
 pub use crate::proctree::{
     IoCounters, ProcessInfo, ProcessState, ProcessTree, Protocol, SocketInfo, SocketState, Totals,
 };
-pub use crate::runc::RuncExecutor;
+pub use crate::runc::{RuncExecutor, run_guardian};
 pub use crate::spec::{
     DEFAULT_CAPABILITIES, DEFAULT_HOSTNAME, DEFAULT_NOFILE, EtcFiles, Mount, MountKind,
     NetworkMode, Rlimit, RunSpec, Seccomp, SecurityMode, User,

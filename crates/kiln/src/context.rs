@@ -10,8 +10,13 @@ use anyhow::Context as _;
 use clap::Args;
 use kiln_image::{Store, StoreOptions};
 use kiln_registry::{ClientOptions, Event, RegistryClient, RetryPolicy};
+use kiln_sandbox::RuncExecutor;
 
 use crate::progress::{Progress, ProgressMode, TaskId};
+
+/// The hidden first argument that makes kiln a run's guardian
+/// (`kiln_sandbox::run_guardian`) instead of a command: see `main`.
+pub(crate) const GUARD_COMMAND: &str = "__guard-run";
 
 /// Options every command takes.
 #[derive(Args, Debug, Clone)]
@@ -81,8 +86,37 @@ impl Context {
             })),
             ..StoreOptions::default()
         };
-        Store::open_with(&root, options)
-            .with_context(|| format!("opening the store at {}", root.display()))
+        let store = Store::open_with(&root, options)
+            .with_context(|| format!("opening the store at {}", root.display()))?;
+        self.sweep(&store);
+        Ok(store)
+    }
+
+    /// Cleans up after kiln processes that were killed (docs/RELIABILITY.md):
+    /// every command that opens a store does, so their mounts and containers
+    /// go at the next command, whichever it is. A failure (e.g. no right to
+    /// unmount) is a note: it is not this command's business to fail on.
+    fn sweep(&self, store: &Store) {
+        let swept = kiln_build::OverlaySnapshotter::new(store)
+            .map_err(kiln_build::BuildError::from)
+            .and_then(|snapshotter| {
+                kiln_build::sweep_after_crash(store, &self.executor(), &snapshotter)
+            });
+        if let Err(e) = swept {
+            self.progress.note(
+                None,
+                format!("could not clean up after a killed kiln: {}", e.message()),
+            );
+        }
+    }
+
+    /// The sandbox of RUN steps and `kiln run`, runc's state kept under the
+    /// store; each run watched by a guardian, this binary run again as
+    /// [`GUARD_COMMAND`], which ends the run's container if kiln is killed.
+    pub(crate) fn executor(&self) -> RuncExecutor {
+        // /proc/self/exe is resolved by the child as it executes it: this
+        // very binary, even if the file was replaced since kiln started.
+        RuncExecutor::new(self.root().join("runc")).with_guardian("/proc/self/exe", [GUARD_COMMAND])
     }
 
     /// A registry client whose retries, resumes and transfers show as progress.

@@ -73,6 +73,11 @@ fn subcommand_is_executor(argv: &[std::ffi::OsString]) -> bool {
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Not a clap subcommand: a guardian must not depend on the environment
+    // parsing as a command's options, and users never type it.
+    if argv.get(1).is_some_and(|a| a == context::GUARD_COMMAND) {
+        return kiln_sandbox::run_guardian(&argv[2..]);
+    }
     // Installed as `/kaniko/executor`: Kaniko's command line.
     if commands::executor::invoked_as_executor(argv.first()) {
         return commands::executor::main_as_executor();

@@ -254,6 +254,37 @@ pub struct Engine {
     pub(crate) running: Mutex<Vec<RunControl>>,
 }
 
+/// Cleans up after kiln processes that died without doing it themselves
+/// (kill -9, OOM kill, power loss): their containers (killed and deleted),
+/// the mounts and active dirs of their snapshots, half-made snapshots, and
+/// their scratch, secret and download dirs. What live processes hold is
+/// left alone, so any kiln may run it at any time: the engine does at start
+/// and the CLI before every command that opens a store (docs/RELIABILITY.md).
+pub fn sweep_after_crash(
+    store: &Store,
+    executor: &dyn Executor,
+    snapshotter: &dyn Snapshotter,
+) -> Result<(), BuildError> {
+    // The containers first, as their processes may use those mounts.
+    executor
+        .sweep()
+        .map_err(BuildError::sweep("cleaning up runs of a crashed kiln"))?;
+    snapshotter.sweep()?;
+    let scratch = store.root().join("tmp");
+    fs_err::create_dir_all(&scratch)
+        .map_err(RunError::from)
+        .and_then(|()| crate::run::sweep_scratch(&scratch))
+        .map_err(|e| BuildError::Scratch {
+            source: Cause::new(e),
+        })?;
+    Secrets::new()
+        .sweep()
+        .map_err(BuildError::sweep("removing stale secrets"))?;
+    kiln_fs::sweep(store.root(), DOWNLOAD_PREFIX)
+        .map_err(BuildError::sweep("removing stale downloads"))?;
+    Ok(())
+}
+
 impl Engine {
     /// An engine on `store` with the overlay snapshotter.
     pub fn new(
@@ -276,25 +307,7 @@ impl Engine {
         executor: Arc<dyn Executor>,
         events: EventSink,
     ) -> Result<Engine, BuildError> {
-        // A kiln killed mid-step leaves running containers, mounts,
-        // half-made snapshots and temporary directories: clear them, the
-        // containers first, as their processes may use those mounts.
-        executor
-            .sweep()
-            .map_err(BuildError::sweep("cleaning up runs of a crashed kiln"))?;
-        snapshotter.sweep()?;
-        let scratch = store.root().join("tmp");
-        fs_err::create_dir_all(&scratch)
-            .map_err(RunError::from)
-            .and_then(|()| crate::run::sweep_scratch(&scratch))
-            .map_err(|e| BuildError::Scratch {
-                source: Cause::new(e),
-            })?;
-        Secrets::new()
-            .sweep()
-            .map_err(BuildError::sweep("removing stale secrets"))?;
-        kiln_fs::sweep(store.root(), DOWNLOAD_PREFIX)
-            .map_err(BuildError::sweep("removing stale downloads"))?;
+        sweep_after_crash(&store, &*executor, &*snapshotter)?;
         // Base layers and cache hits stay in their registry until a step
         // or an export reads them: the store fetches them then, with this
         // client.

@@ -5,7 +5,9 @@
 //! 1. check the spec (root, cwd, mount sources) and write the bundle
 //!    (`config.json`, the hostname file) in a temporary directory of its own;
 //! 2. create the missing mount points in the root (see `stubs.rs`);
-//! 3. `runc --root <state> run --bundle <dir> --pid-file <dir>/init.pid <id>`
+//! 3. with a guardian configured ([`RuncExecutor::with_guardian`]), start
+//!    it: it ends the container if kiln dies before step 5 (see `guard.rs`);
+//!    then `runc --root <state> run --bundle <dir> --pid-file <dir>/init.pid <id>`
 //!    with stdin from /dev/null and stdout/stderr on pipes read by two
 //!    threads; a third thread waits for runc;
 //! 4. wait for runc's exit or a cancel; on cancel `runc kill --all <id> KILL`
@@ -15,16 +17,19 @@
 //!    has exited, `runc delete --force` if its state is still there, remove
 //!    the stubs and the bundle.
 //!
-//! No process outlives the run: the command is pid 1 of a new pid
+//! No process outlives the run, nor kiln when a guardian watches it: the command is pid 1 of a new pid
 //! namespace, and when it exits the kernel kills every other process in the
 //! namespace (pid_namespaces(7)) before runc's wait returns. The mounts are
 //! made in the run's own mount namespace, which goes with its last process.
 
 mod bundle;
 mod command;
+mod guard;
 mod seccomp;
 
-use std::ffi::OsStr;
+pub use self::guard::run_guardian;
+
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
@@ -38,6 +43,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open, pidfd_send_signal};
 
 use self::bundle::{HOSTNAME_FILE, HostFacts};
+use self::guard::GuardianCommand;
 use crate::control::{InitProcess, RunControl};
 use crate::error::SandboxError;
 use crate::executor::{Executor, ExitInfo};
@@ -46,8 +52,9 @@ use crate::spec::{MountKind, RunSpec};
 use crate::stubs::{StubKind, Stubs};
 use kiln_fs::{host_path, resolve_in_root};
 
-/// After a cancel, how long `runc kill` may keep failing (e.g. the
-/// container is still being created) before runc itself is killed.
+/// After a cancel (or the caller's death, for the guardian), how long
+/// `runc kill` may keep failing (e.g. the container is still being
+/// created) before runc itself is killed.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// Where the runc binary usually is, after `PATH`.
@@ -67,6 +74,7 @@ pub struct RuncExecutor {
     runc: Option<PathBuf>,
     work_dir: PathBuf,
     host: OnceLock<HostFacts>,
+    guardian: Option<GuardianCommand>,
 }
 
 impl RuncExecutor {
@@ -77,7 +85,26 @@ impl RuncExecutor {
             runc: None,
             work_dir: work_dir.into(),
             host: OnceLock::new(),
+            guardian: None,
         }
+    }
+
+    /// Watches every run with a guardian, `program args.. RUNC STATE ID`,
+    /// which must call [`run_guardian`] with the last three: if this process
+    /// dies before the run is over (SIGKILL included), the guardian kills
+    /// the container's processes and deletes it within seconds. Without
+    /// one, a killed caller's container runs until the next
+    /// [`sweep`](RuncExecutor::sweep).
+    pub fn with_guardian<I, S>(mut self, program: impl Into<PathBuf>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.guardian = Some(GuardianCommand {
+            program: program.into(),
+            args: args.into_iter().map(Into::into).collect(),
+        });
+        self
     }
 
     /// Uses this runc binary instead of looking in `PATH` and the usual
@@ -263,6 +290,13 @@ impl RuncExecutor {
         }
         let stubs = Stubs::create(&spec.rootfs, &points)?;
 
+        // Before runc, so that no moment of the run is unwatched; released
+        // on every way out, after the container is gone (it is dropped
+        // after the scope below ends it).
+        let _guard = match &self.guardian {
+            Some(guardian) => Some(guardian.spawn(&runc, &state, &id)?),
+            None => None,
+        };
         let pid_file = dir.join("init.pid");
         let log_file = dir.join("runc.log");
         let mut child = Command::new(&runc)

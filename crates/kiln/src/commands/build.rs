@@ -18,7 +18,6 @@ use kiln_build::{CacheFrom, CacheTo, Encoding, Output, OutputKind};
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
-use kiln_sandbox::RuncExecutor;
 
 use crate::context::Context;
 use crate::metadata::{Metadata, PlatformImage};
@@ -471,7 +470,7 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
     let store = ctx.store()?;
     let runtime = ctx.runtime()?;
     let renderer = crate::render::Renderer::new(ctx.args.progress);
-    let executor = Arc::new(RuncExecutor::new(store.root().join("runc")));
+    let executor = Arc::new(ctx.executor());
     let engine = Arc::new(
         Engine::new(
             store.clone(),

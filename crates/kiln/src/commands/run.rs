@@ -26,9 +26,7 @@ use kiln_build::{ActiveSnapshot, OverlaySnapshotter, Snapshotter};
 use kiln_build::{ContainerOptions, StartFailure};
 use kiln_image::document::ContainerConfig;
 use kiln_image::{Digest, Platform};
-use kiln_sandbox::{
-    Executor as _, NetworkMode, OutputSink, RunControl, RuncExecutor, SandboxError, Stream,
-};
+use kiln_sandbox::{Executor as _, NetworkMode, OutputSink, RunControl, SandboxError, Stream};
 
 use crate::commands::pull::parse_platform;
 use crate::context::Context;
@@ -136,11 +134,8 @@ fn run_image(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExitCode> {
         })?;
     let layers = kiln_build::image_layers(&store, &name, &image)?;
 
+    // What killed runs left was swept when the store was opened.
     let snapshotter = OverlaySnapshotter::new(&store)?;
-    if let Err(e) = snapshotter.sweep() {
-        ctx.progress
-            .note(None, format!("could not clean up after earlier runs: {e}"));
-    }
     let on_unpack = |event: UnpackEvent<'_>| {
         if let UnpackEvent::Started { layer, .. } = event {
             ctx.progress.note(
@@ -197,13 +192,8 @@ fn run_in(
     let spec = kiln_build::container_spec(active.root(), config, argv, &opts, id, |key| {
         std::env::var(key).ok()
     })?;
-    // Where `kiln build` keeps its runs too, so each sweeps the other's.
-    let executor = RuncExecutor::new(ctx.root().join("runc"));
-    if let Err(e) = executor.sweep() {
-        ctx.progress
-            .note(None, format!("could not clean up after earlier runs: {e}"));
-    }
-    Ok(executor.run(&spec, &PassThrough, control)?)
+    // Where `kiln build` keeps its runs too, with the same guardian.
+    Ok(ctx.executor().run(&spec, &PassThrough, control)?)
 }
 
 /// `sha256:0123456789ab`.

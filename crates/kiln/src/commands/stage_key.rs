@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use clap::Args;
 use kiln_build::{Engine, Event, StageImage};
-use kiln_sandbox::RuncExecutor;
 
 use super::build::{BuildArgs, Parsed, build_error, parse};
 use crate::context::Context;
@@ -57,7 +56,7 @@ pub(crate) fn run(ctx: &Context, args: StageKeyArgs) -> anyhow::Result<ExitCode>
         store.clone(),
         ctx.client(),
         runtime.handle().clone(),
-        Arc::new(RuncExecutor::new(store.root().join("runc"))),
+        Arc::new(ctx.executor()),
         sink,
     )
     .map_err(|e| build_error(&dockerfile, &dockerfile_text, e))?;
