@@ -256,6 +256,14 @@ fn emulation_hint(platforms: &[String]) -> String {
 /// The binfmt_misc entry that runs binaries of `architecture` (an OCI
 /// name) through QEMU, if one is registered and enabled.
 fn binfmt_handler(architecture: &str) -> Option<String> {
+    let entry = binfmt_entry(architecture);
+    let text = fs_err::read_to_string(&entry).ok()?;
+    (text.lines().next() == Some("enabled")).then(|| entry.display().to_string())
+}
+
+/// Where binfmt_misc registers QEMU for `architecture` (an OCI name), as
+/// Debian's qemu-user-static (binfmt-support) names the entry.
+fn binfmt_entry(architecture: &str) -> std::path::PathBuf {
     let qemu = match architecture {
         "amd64" => "x86_64",
         "arm64" => "aarch64",
@@ -264,9 +272,31 @@ fn binfmt_handler(architecture: &str) -> Option<String> {
         "loong64" => "loongarch64",
         other => other,
     };
-    let entry = Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
-    let text = fs_err::read_to_string(&entry).ok()?;
-    (text.lines().next() == Some("enabled")).then(|| entry.display().to_string())
+    Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"))
+}
+
+/// Whether this machine can run programs of `platform`: natively (its own
+/// architecture, or 386 on amd64), else through a registered QEMU binfmt
+/// handler. The error says what is missing.
+pub(crate) fn check_runnable(platform: &Platform) -> Result<(), crate::run::RunError> {
+    let host = Platform::host();
+    if platform.os != host.os {
+        return Err(crate::run::RunError::ForeignOs {
+            host: host.os.clone(),
+            platform: platform.to_string(),
+        });
+    }
+    let native = platform.architecture == host.architecture
+        || (host.architecture == "amd64" && platform.architecture == "386");
+    if native || binfmt_handler(&platform.architecture).is_some() {
+        return Ok(());
+    }
+    Err(crate::run::RunError::NoEmulation {
+        host: host.architecture.clone(),
+        platform: platform.to_string(),
+        architecture: platform.architecture.clone(),
+        handler: binfmt_entry(&platform.architecture).display().to_string(),
+    })
 }
 
 /// The layers of the image, bottom first: diffIDs from the config, blobs

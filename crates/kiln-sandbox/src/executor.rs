@@ -35,6 +35,14 @@ pub trait Executor: Send + Sync {
     fn sweep(&self) -> Result<usize, SandboxError> {
         Ok(0)
     }
+
+    /// Whether runs execute the image's own programs on this machine's
+    /// CPU, so that another architecture's need a QEMU binfmt handler
+    /// (the engine checks for one before such a step starts). A fake that
+    /// runs nothing for real says no.
+    fn runs_real_programs(&self) -> bool {
+        false
+    }
 }
 
 /// How a run ended.

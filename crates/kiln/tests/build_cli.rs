@@ -337,6 +337,47 @@ fn a_missing_base_names_the_from_line() {
     assert_eq!(line.matches("manifest unknown").count(), 1, "{line}");
 }
 
+/// A RUN for a platform the machine cannot execute fails before anything
+/// runs, naming the platform, the missing binfmt handler and the package;
+/// never an `exec format error` from inside the step. Steps that do not
+/// run (COPY, a RUN of another platform that can) are not held up.
+#[test]
+fn a_run_for_a_platform_without_emulation_fails_before_it_starts() {
+    if need(Runc).is_none() {
+        return;
+    }
+    let kiln = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    context(
+        work.path(),
+        "FROM scratch\nCOPY app.txt /\nRUN --mount=type=cache,target=/c true\n",
+    );
+    let ctx = work.path().to_str().unwrap();
+    // An architecture no QEMU is registered for on any machine.
+    let err = kiln.fails(&["build", "--platform", "linux/kilnarch", ctx]);
+    assert!(err.contains("Dockerfile:3: "), "{err}");
+    assert!(
+        err.contains("cannot run linux/kilnarch programs: no QEMU binfmt handler for kilnarch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("/proc/sys/fs/binfmt_misc/qemu-kilnarch"),
+        "{err}"
+    );
+    assert!(err.contains("install qemu-user-static"), "{err}");
+    assert!(!err.contains("exec format error"), "{err}");
+    let err = kiln.fails(&["build", "--platform", "windows/amd64", ctx]);
+    assert!(err.contains("cannot run windows/amd64 programs"), "{err}");
+    // arm64 where this machine has no handler for it: the same error.
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        let err = kiln.fails(&["build", "--platform", "linux/arm64", ctx]);
+        assert!(
+            err.contains("/proc/sys/fs/binfmt_misc/qemu-aarch64 is missing or disabled"),
+            "{err}"
+        );
+    }
+}
+
 /// The CI job: one runner builds, pushes and writes the cache; a fresh
 /// runner (another store, the base pulled again) takes every step from it.
 #[test]

@@ -328,6 +328,12 @@ impl Engine {
         })
     }
 
+    /// Whether a RUN for another architecture is checked for emulation
+    /// before it starts (the executor runs real programs).
+    pub(crate) fn checks_emulation(&self) -> bool {
+        self.executor.runs_real_programs()
+    }
+
     /// Stops the build: marks it cancelled and cancels running steps.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);

@@ -646,6 +646,13 @@ impl StageRunner<'_> {
     ) -> Result<(Option<LayerRef>, Option<Vec<Snapshot>>), BuildError> {
         let link = matches!(command, Command::Copy(c) if c.link)
             || matches!(command, Command::Add(a) if a.link);
+        if let Command::Run(run) = command
+            && self.engine.checks_emulation()
+        {
+            // Before its parents are fetched and unpacked.
+            crate::container::check_runnable(self.platform)
+                .map_err(BuildError::run(run.origin.location))?;
+        }
         let parents = if link { Vec::new() } else { self.chain(state)? };
         let active: Box<dyn ActiveSnapshot> = match command {
             // A RUN may run several times (retries), each time on a fresh

@@ -26,6 +26,26 @@ pub enum RunError {
     #[error("step cancelled")]
     Cancelled,
 
+    /// A RUN for a platform this machine cannot execute, found before
+    /// anything is unpacked or started (never an `exec format error` from
+    /// inside the step).
+    #[error(
+        "this {host} machine cannot run {platform} programs: no QEMU binfmt handler for \
+         {architecture} is registered ({handler} is missing or disabled); install \
+         qemu-user-static (Debian, Ubuntu) and run the build again, or build this platform \
+         on a {platform} runner"
+    )]
+    NoEmulation {
+        host: String,
+        platform: String,
+        architecture: String,
+        handler: String,
+    },
+
+    /// A RUN for another operating system than the machine's.
+    #[error("this {host} machine cannot run {platform} programs: a RUN step runs on {host}")]
+    ForeignOs { host: String, platform: String },
+
     /// `USER name` with no such name in the root's /etc/passwd (BuildKit's
     /// text, from runc's `libcontainer/user`).
     #[error("unable to find user {name}: no matching entries in passwd file")]

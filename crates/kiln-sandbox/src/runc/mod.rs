@@ -208,6 +208,10 @@ impl RuncExecutor {
 }
 
 impl Executor for RuncExecutor {
+    fn runs_real_programs(&self) -> bool {
+        true
+    }
+
     fn run(
         &self,
         spec: &RunSpec,
