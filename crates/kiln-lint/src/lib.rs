@@ -1,0 +1,29 @@
+//! `kiln lint`'s rules: Dockerfile steps that hang a build (a prompt, a
+//! download without a timeout, a daemon left running), defeat its caches,
+//! or do not reproduce. The rules and their reasons are in docs/LINT.md.
+//!
+//! Pure: [`lint`] reads the text it is given with kiln's frontend
+//! (`kiln-dockerfile`: exact lines, continuations, heredocs, `# escape=`)
+//! and splits the shell of each `RUN` into the programs it runs (a small
+//! splitter, not a shell: see `script.rs` for its limits). The formats
+//! ([`to_text`], [`to_json`], [`to_sarif`]) are plain functions too.
+
+mod analyze;
+mod finding;
+mod report;
+mod rules;
+mod script;
+
+pub use crate::analyze::lint;
+pub use crate::finding::{Finding, Rule, Severity};
+pub use crate::report::{to_json, to_sarif, to_text};
+pub use crate::rules::RULES;
+
+/// Why a Dockerfile could not be linted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LintError {
+    /// kiln's frontend (and BuildKit) would refuse the file.
+    #[error("line {line}: {message}")]
+    Parse { line: usize, message: String },
+}
