@@ -53,7 +53,7 @@ pub fn to_sarif(findings: &[Finding]) -> String {
                 "message": { "text": f.message },
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": { "uri": f.file },
+                        "artifactLocation": { "uri": uri(&f.file) },
                         "region": { "startLine": f.line },
                     }
                 }],
@@ -73,6 +73,20 @@ pub fn to_sarif(findings: &[Finding]) -> String {
         }],
     });
     serde_json::to_string_pretty(&log).expect("sarif serialises") + "\n"
+}
+
+/// A file name as a URI reference: bytes outside RFC 3986's unreserved and
+/// sub-delimiter characters (and `/`, `:`, `@`) percent-encoded.
+fn uri(file: &str) -> String {
+    let mut out = String::with_capacity(file.len());
+    for b in file.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:@!$&'()*+,;=".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// SARIF's level for a severity (`note` is SARIF's info).

@@ -205,7 +205,7 @@ fn kl108_update_apart_from_install() {
 
 #[test]
 fn kl109_add_url_without_checksum() {
-    let df = "FROM x\nADD https://example.com/a.tgz /a\nADD --checksum=sha256:0123 https://example.com/b /b\nADD https://github.com/a/b.git /src\nADD local.tgz /c\n";
+    let df = "FROM x\nADD https://example.com/a.tgz /a\nADD --checksum=sha256:0123 https://example.com/b /b\nADD https://github.com/a/b.git /src\nADD https://github.com/a/b.git?ref=v1&keep-git-dir=1 /src\nADD local.tgz /c\n";
     assert_eq!(rule("KL109", df), [2]);
 }
 
@@ -269,6 +269,11 @@ fn kl105_purge_of_a_mounted_cache() {
         "FROM debian:12\nRUN {CACHED_APT} \\\n    apt-get install -y x \\\n && apt-get clean\nRUN --mount=type=cache,target=/root/.cache/pip \\\n  pip install --no-cache-dir --timeout=9 x\nRUN --mount=type=cache,target=/root/.cache rm -rf /root/.cache/pip\n"
     );
     assert_eq!(rule("KL105", &df), [4, 6, 7]);
+    // Housekeeping inside a mounted cache is not a purge.
+    let df = "FROM x\nRUN --mount=type=cache,target=./.git rm -f ./.git/*.lock\n";
+    assert!(rule("KL105", df).is_empty());
+    let df = "FROM x\nRUN --mount=type=cache,target=/var/lib/apt rm -rf /var/lib/apt/lists/*\n";
+    assert_eq!(rule("KL105", df), [2]);
     // Without the mount, cleaning keeps the layer small: fine.
     assert!(
         rule(

@@ -26,6 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Parse(commands::parse::ParseArgs),
+    Lint(commands::lint::LintArgs),
     Build(commands::build::BuildArgs),
     StageKey(commands::stage_key::StageKeyArgs),
     Executor(Box<commands::executor::ExecutorArgs>),
@@ -93,6 +94,7 @@ fn main() -> ExitCode {
     let ctx = Context::new(cli.global);
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),
+        Command::Lint(args) => commands::lint::run(args),
         Command::Build(args) => commands::build::run(&ctx, args),
         Command::StageKey(args) => commands::stage_key::run(&ctx, args),
         Command::Executor(args) => commands::executor::run(&ctx, *args),

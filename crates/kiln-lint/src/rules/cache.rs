@@ -157,12 +157,9 @@ fn purge(step: &Step<'_>, inv: &Invocation) -> Option<String> {
             (&GO, "`go clean -modcache`".into())
         }
         ("rm", _) => {
-            let target = operands(&inv.args, &[]).into_iter().find_map(|path| {
-                let path = path.trim_end_matches(['/', '*']);
-                step.cache_targets.iter().find(|t| {
-                    !path.is_empty() && (t.starts_with(path) || path.starts_with(t.as_str()))
-                })
-            })?;
+            let target = operands(&inv.args, &[])
+                .into_iter()
+                .find_map(|path| step.cache_targets.iter().find(|t| wipes(path, t)))?;
             return Some(format!("`rm` deletes the mounted cache {target}"));
         }
         _ => {
@@ -197,6 +194,23 @@ fn purge(step: &Step<'_>, inv: &Invocation) -> Option<String> {
     };
     let target = mounted(step, inv, cache)?;
     Some(format!("{what} empties the cache mounted at {target}"))
+}
+
+/// Whether `rm path` empties the cache mounted at `target`: the target
+/// itself, everything in it, a directory above it, or one whole directory
+/// in it (`/var/lib/apt/lists/*`). A pattern deeper inside
+/// (`.git/*.lock`) is housekeeping, not a purge.
+fn wipes(path: &str, target: &str) -> bool {
+    let path = path.strip_suffix("/*").unwrap_or(path).trim_end_matches('/');
+    let target = target.trim_end_matches('/');
+    if path.is_empty() || target.is_empty() {
+        return false;
+    }
+    if path == target || target.starts_with(&format!("{path}/")) {
+        return true;
+    }
+    path.strip_prefix(&format!("{target}/"))
+        .is_some_and(|rest| !rest.contains('/') && !rest.contains(['*', '?', '[']))
 }
 
 /// Whether an invocation installs a project's dependencies from files of the

@@ -14,7 +14,7 @@ pub(crate) fn hang_rules(step: &Step<'_>, out: &mut Vec<Hit>) {
                 (true, true) => None,
                 (false, true) => Some("without -y"),
                 (true, false) => Some("without DEBIAN_FRONTEND=noninteractive"),
-                (false, false) => Some("without -y nor DEBIAN_FRONTEND=noninteractive"),
+                (false, false) => Some("without -y or DEBIAN_FRONTEND=noninteractive"),
             };
             if let Some(missing) = missing {
                 let sub = apt_subcommand(inv).unwrap_or("install");

@@ -8,7 +8,8 @@ pub(crate) fn add_url(line: usize, source: &str, checksum: bool) -> Option<Hit> 
     let lower = source.to_ascii_lowercase();
     let url = lower.starts_with("http://") || lower.starts_with("https://");
     // BuildKit reads these as git repositories, which a commit pins.
-    let git = lower.ends_with(".git") || lower.contains(".git#");
+    let path = lower.split(['?', '#']).next().unwrap_or(&lower);
+    let git = path.ends_with(".git");
     (url && !git && !checksum).then(|| {
         hit(
             "KL109",

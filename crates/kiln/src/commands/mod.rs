@@ -8,6 +8,7 @@ pub(crate) mod images;
 pub(crate) mod imagetools;
 pub(crate) mod import;
 pub(crate) mod inspect;
+pub(crate) mod lint;
 pub(crate) mod load;
 pub(crate) mod parse;
 pub(crate) mod pull;
