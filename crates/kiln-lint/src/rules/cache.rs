@@ -201,7 +201,10 @@ fn purge(step: &Step<'_>, inv: &Invocation) -> Option<String> {
 /// in it (`/var/lib/apt/lists/*`). A pattern deeper inside
 /// (`.git/*.lock`) is housekeeping, not a purge.
 fn wipes(path: &str, target: &str) -> bool {
-    let path = path.strip_suffix("/*").unwrap_or(path).trim_end_matches('/');
+    let path = path
+        .strip_suffix("/*")
+        .unwrap_or(path)
+        .trim_end_matches('/');
     let target = target.trim_end_matches('/');
     if path.is_empty() || target.is_empty() {
         return false;
