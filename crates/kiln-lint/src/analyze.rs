@@ -33,6 +33,13 @@ pub fn lint(file: &str, text: &[u8]) -> Result<Vec<Finding>, LintError> {
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .collect();
 
+    // A stage's `ARG NAME` without a default takes the global one.
+    let global_defaults: StageEnv = dockerfile
+        .meta_args
+        .iter()
+        .flat_map(|a| &a.args)
+        .map(|d| (d.key.clone(), d.value.as_deref().map(unquote)))
+        .collect();
     let mut hits = Vec::new();
     let mut states: Vec<StageState> = Vec::new();
     let names: Vec<Option<&str>> = dockerfile
@@ -81,7 +88,11 @@ pub fn lint(file: &str, text: &[u8]) -> Result<Vec<Finding>, LintError> {
                                 state.env.insert(def.key.clone(), Some(unquote(v)));
                             }
                             None => {
-                                state.env.entry(def.key.clone()).or_insert(None);
+                                let global = global_defaults.get(&def.key).cloned().flatten();
+                                let value = state.env.entry(def.key.clone()).or_insert(None);
+                                if value.is_none() {
+                                    *value = global;
+                                }
                             }
                         }
                     }

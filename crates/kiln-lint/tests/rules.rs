@@ -74,6 +74,8 @@ fn kl101_apt_install_without_yes_or_frontend() {
         ),
         [3]
     );
+    // ... and is where it does, with the global default.
+    assert!(rule("KL101", "ARG DEBIAN_FRONTEND=noninteractive\nFROM debian:12\nARG DEBIAN_FRONTEND\nRUN apt-get install -y x\n").is_empty());
     // Inherited from the stage built on.
     assert!(rule("KL101", "FROM debian:12 AS base\nENV DEBIAN_FRONTEND=noninteractive\nFROM base\nRUN apt-get install -y x\n").is_empty());
 }
