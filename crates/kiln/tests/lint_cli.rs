@@ -186,3 +186,50 @@ fn real_dockerfiles_lint_without_crashing_and_the_same_twice() {
         }
     }
 }
+
+/// `kiln build --lint` prints the findings before building;
+/// `--lint=error` fails on one at level error before anything is built
+/// (no store is even opened: the base does not exist anywhere).
+#[test]
+fn build_lint_prints_findings_first_and_lint_error_fails_before_building() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let ctx = work.path().join("ctx");
+    fs_err::create_dir(&ctx).unwrap();
+    fs_err::write(ctx.join("Dockerfile"), DOCKERFILE).unwrap();
+    let build = |lint: &str| {
+        let out = kiln()
+            .env("KILN_ROOT", &root)
+            .args(["build", lint, "--progress", "plain"])
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, err) = build("--lint=error");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:4 KL103 error: `curl` without a timeout"),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 lint finding at level error (--lint=error); nothing was built"),
+        "{err}"
+    );
+    assert!(!root.exists(), "no store opened");
+    // Only warnings: printed, and the build goes on (its store opened;
+    // here it then fails on its base, which no registry has).
+    fs_err::write(
+        ctx.join("Dockerfile"),
+        "FROM kiln.invalid/none:1\nRUN apt-get update\nRUN DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends tzdata\n",
+    )
+    .unwrap();
+    let (code, err) = build("--lint=error");
+    assert!(err.contains("Dockerfile:2 KL108 warning"), "{err}");
+    assert!(!err.contains("nothing was built"), "{err}");
+    assert_ne!(code, 0, "{err}");
+    assert!(root.exists(), "the build went on: {err}");
+}

@@ -139,6 +139,40 @@ pub(crate) struct BuildArgs {
     /// build it and push it there (repeatable; see `kiln stage-key` and docs/CACHE.md).
     #[arg(long = "stage-image", value_name = "NAME=REPO")]
     stage_images: Vec<String>,
+    /// Run `kiln lint` on the Dockerfile first and print its findings; `--lint=error` also
+    /// fails before building when one is at level error (docs/LINT.md).
+    #[arg(long, value_enum, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "warn")]
+    lint: Option<LintMode>,
+}
+
+/// `--lint`: print the findings, or (`error`) fail on those at level error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LintMode {
+    Warn,
+    Error,
+}
+
+/// `--lint`: the Dockerfile's findings on stderr before anything is built;
+/// with `--lint=error`, an error when one is at level error. A Dockerfile
+/// the linter cannot read is left to the build, which says why.
+fn lint_first(dockerfile: &Path, text: &[u8], mode: LintMode) -> anyhow::Result<()> {
+    let shown = dockerfile.display().to_string();
+    let Ok(findings) = kiln_lint::lint(&shown, text) else {
+        return Ok(());
+    };
+    eprint!("{}", kiln_lint::to_text(&findings));
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == kiln_lint::Severity::Error)
+        .count();
+    if mode == LintMode::Error && errors > 0 {
+        anyhow::bail!(
+            "{shown}: {errors} lint finding{} at level error (--lint=error); nothing was built",
+            if errors == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
 }
 
 /// The exit status of a build that a step's watchdog ended.
@@ -466,6 +500,9 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
         outputs,
         build_encoding,
     } = parse(args)?;
+    if let Some(mode) = args.lint {
+        lint_first(&dockerfile, &dockerfile_text, mode)?;
+    }
 
     let store = ctx.store()?;
     let runtime = ctx.runtime()?;
