@@ -19,11 +19,15 @@
 //!   sweep of those whose process is gone; [`mounts_under`] and
 //!   [`unmount_or_detach`] for the mounts a dead process left in them.
 //! - [`path`]: byte paths inside a tree (`a/b/c`).
+//! - [`copy_range`] and [`clone_or_copy`]: file contents copied without
+//!   passing through user space (reflink, `copy_file_range`), falling
+//!   back to `read`/`write` where the kernel says no.
 //!
 //! Syscall-level operations report [`Errno`] (rustix's, re-exported: the
 //! workspace builds one rustix); the rest report errors that name their
 //! path.
 
+mod copy;
 mod lock;
 mod mount;
 mod owned;
@@ -33,6 +37,7 @@ mod root;
 pub mod tar;
 pub mod xattr;
 
+pub use copy::{CopyStats, clone_or_copy, copy_in_kernel, copy_range, is_regular_file};
 pub use lock::{
     LockFile, LockKind, LockWaitError, Patience, Probe, create_owned, holder_note, lock, lock_path,
     lock_waiting, probe, read_note, remove_if_abandoned, try_lock,
