@@ -22,14 +22,18 @@
 //! checked against the config's diffIDs.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+
+use kiln_fs::CopyStats;
 
 use serde::{Deserialize, Serialize};
 
 use crate::document::{
     ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Document, ImageConfig, Index, Manifest,
 };
-use crate::layout::{TarOut, entry_name, ingest_entry, normalize_name, read_small, tar_error};
+use crate::layout::{
+    TarOut, TarSink, entry_name, ingest_entry, normalize_name, read_small, tar_error,
+};
 use crate::media::{Compression, Format};
 use crate::store::{Store, StoreError};
 use crate::{Digest, HashingWriter, Platform, Reference};
@@ -65,13 +69,15 @@ struct ManifestEntry {
 }
 
 /// Writes `images` (for an index, the manifest for `platform`) as a
-/// docker archive, streaming the blobs from the store.
-pub fn write<W: Write>(
+/// docker archive, streaming the blobs from the store (copied by the
+/// kernel into a file, as [`layout::write_tar`](crate::layout::write_tar)
+/// does). Returns the output and how the blob bytes were copied.
+pub fn write<W: TarSink>(
     store: &Store,
     out: W,
     images: &[ArchiveImage],
     platform: &Platform,
-) -> Result<W, StoreError> {
+) -> Result<(W, CopyStats), StoreError> {
     let mut entries = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut index_entries = Vec::new();

@@ -2,13 +2,28 @@
 //! `index.json` and `blobs/sha256/<hex>`, as a directory or a tar stream,
 //! written from a [`Store`] and read into one.
 //!
-//! Blobs are streamed, never held in memory, and every blob read is
-//! checked against its digest: on the way out (a corrupt store blob is not
-//! exported) and on the way in (an ingest with the expected digest).
+//! Blobs are streamed, never held in memory. On the way in every blob is
+//! checked against its digest (an ingest with the expected digest). On the
+//! way out a blob is copied by the kernel where it can be, so that an
+//! export costs the write of its output and nothing else: into a tar that
+//! is a regular file with `copy_file_range(2)`, into a layout directory by
+//! a reflink or `copy_file_range` ([`kiln_fs::clone_or_copy`]). Those
+//! bytes never reach kiln, so they are checked by size only: the store
+//! checked their digest when it took them in (and `kiln store verify`
+//! re-checks). A blob that does pass through kiln (a tar on a pipe, a
+//! filesystem that cannot copy) is checked against its digest, as before.
+//!
+//! A layout directory never hardlinks the store's blobs, though it would
+//! cost nothing: the link would share the inode, so a `chmod` or a write
+//! to the layout (root ignores the blobs' 0444 mode) would change the
+//! store's blob under its digest, for every later build and export.
 
 use std::collections::HashSet;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+
+use kiln_fs::CopyStats;
 
 use crate::document::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Document, Index};
 use crate::media::{self, Format};
@@ -85,10 +100,29 @@ impl LayoutImage {
 
 /// Writes `images` and every blob they need into the layout at `dir`,
 /// created if missing. An existing layout is added to: its entries keep
-/// their places unless one of `images` takes their ref name.
-pub fn write_dir(store: &Store, dir: &Path, images: &[LayoutImage]) -> Result<(), StoreError> {
+/// their places unless one of `images` takes their ref name. Returns how
+/// the blob bytes were copied (a blob already there is not copied).
+pub fn write_dir(
+    store: &Store,
+    dir: &Path,
+    images: &[LayoutImage],
+) -> Result<CopyStats, StoreError> {
+    write_dir_with(store, dir, images, true)
+}
+
+/// [`write_dir`], with the kernel's copies turned off when `in_kernel` is
+/// false: every byte read, hashed and written by kiln (for tests that
+/// compare both ways).
+#[doc(hidden)]
+pub fn write_dir_with(
+    store: &Store,
+    dir: &Path,
+    images: &[LayoutImage],
+    in_kernel: bool,
+) -> Result<CopyStats, StoreError> {
     let blobs = dir.join("blobs/sha256");
     fs_err::create_dir_all(&blobs).map_err(StoreError::io(&blobs))?;
+    let mut stats = CopyStats::default();
     let mut done = HashSet::new();
     for image in images {
         for d in store.image_blobs(&image.target)? {
@@ -102,13 +136,22 @@ pub fn write_dir(store: &Store, dir: &Path, images: &[LayoutImage]) -> Result<()
             // Copy beside, then rename: an interrupted export never leaves
             // a short file under a digest's name.
             let temp = blobs.join(format!(".{}.{}.tmp", d.digest.hex(), std::process::id()));
-            let mut input = HashingReader::new(store.open_blob(&d.digest)?);
-            let mut output = fs_err::File::create(&temp).map_err(StoreError::io(&temp))?;
-            let copied = io::copy(&mut input, &mut output).map_err(StoreError::io(&temp));
-            let (_, actual, size) = input.finish();
-            if let Err(e) = copied.and_then(|_| check(&d.digest, actual, size)) {
-                let _ = fs_err::remove_file(&temp);
-                return Err(e);
+            let blob = store.open_blob(&d.digest)?;
+            let output = fs_err::File::create(&temp).map_err(StoreError::io(&temp))?;
+            let copied = if in_kernel {
+                check_size(&d, &blob).and_then(|()| {
+                    kiln_fs::clone_or_copy(blob.file(), output.file())
+                        .map_err(StoreError::io(&temp))
+                })
+            } else {
+                copy_checked(&d, blob, output, &temp)
+            };
+            match copied {
+                Ok(s) => stats += s,
+                Err(e) => {
+                    let _ = fs_err::remove_file(&temp);
+                    return Err(e);
+                }
             }
             fs_err::rename(&temp, &dest).map_err(StoreError::io(&dest))?;
         }
@@ -133,13 +176,48 @@ pub fn write_dir(store: &Store, dir: &Path, images: &[LayoutImage]) -> Result<()
     let index = Document::new(Index::new(Format::Oci, entries));
     let temp = dir.join(format!(".index.json.{}.tmp", std::process::id()));
     fs_err::write(&temp, index.bytes()).map_err(StoreError::io(&temp))?;
-    fs_err::rename(&temp, &index_path).map_err(StoreError::io(&index_path))
+    fs_err::rename(&temp, &index_path).map_err(StoreError::io(&index_path))?;
+    Ok(stats)
+}
+
+/// A blob copied through kiln, hashed on the way.
+fn copy_checked(
+    d: &Descriptor,
+    blob: crate::Blob,
+    mut output: fs_err::File,
+    temp: &Path,
+) -> Result<CopyStats, StoreError> {
+    let mut input = HashingReader::new(blob);
+    let copied = io::copy(&mut input, &mut output).map_err(StoreError::io(temp));
+    let (_, actual, size) = input.finish();
+    copied.and_then(|_| check(&d.digest, actual, size))?;
+    Ok(CopyStats {
+        in_userspace: size,
+        ..CopyStats::default()
+    })
+}
+
+fn check_size(d: &Descriptor, blob: &crate::Blob) -> Result<(), StoreError> {
+    if blob.size() == d.size {
+        Ok(())
+    } else {
+        Err(StoreError::SizeMismatch {
+            what: d.digest.to_string(),
+            expected: d.size,
+            actual: blob.size(),
+        })
+    }
 }
 
 /// Writes `images` as an OCI layout in tar form: `oci-layout` and
 /// `index.json` first (a streaming reader knows the images before the
 /// blobs), then each blob once, documents before what they reference.
-pub fn write_tar<W: Write>(store: &Store, out: W, images: &[LayoutImage]) -> Result<W, StoreError> {
+/// Returns the output and how the blob bytes were copied.
+pub fn write_tar<W: TarSink>(
+    store: &Store,
+    out: W,
+    images: &[LayoutImage],
+) -> Result<(W, CopyStats), StoreError> {
     let mut tar = TarOut::new(out);
     tar.file("oci-layout", OCI_LAYOUT_FILE)?;
     let entries = images.iter().map(LayoutImage::index_entry).collect();
@@ -373,18 +451,59 @@ fn check(expected: &Digest, actual: Digest, size: u64) -> Result<(), StoreError>
 /// 260,000 system calls (5 s of system time on a VM).
 const COPY_BUFFER: usize = 1 << 20;
 
+/// Where a tar is written: any writer, and for a file the descriptor the
+/// kernel copies blobs into (`copy_file_range` needs a regular file; a
+/// pipe or a terminal is written to the ordinary way).
+pub trait TarSink: Write {
+    /// The descriptor blob bytes may be copied into, at its position.
+    fn copy_target(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+}
+
+impl TarSink for Vec<u8> {}
+
+impl TarSink for std::fs::File {
+    fn copy_target(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+impl TarSink for fs_err::File {
+    fn copy_target(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
+/// `kiln export ... > image.tar` gets the kernel's copies too.
+impl TarSink for io::StdoutLock<'_> {
+    fn copy_target(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.as_fd())
+    }
+}
+
 /// A tar being written with fixed metadata (mtime 0, root-owned), so the
 /// same images give the same bytes.
 pub(crate) struct TarOut<W: Write> {
     builder: tar::Builder<io::BufWriter<W>>,
     written: HashSet<Digest>,
+    /// The output's descriptor (a duplicate: it shares the position) when
+    /// it is a regular file, for `copy_file_range`.
+    target: Option<OwnedFd>,
+    stats: CopyStats,
 }
 
-impl<W: Write> TarOut<W> {
+impl<W: TarSink> TarOut<W> {
     pub(crate) fn new(out: W) -> TarOut<W> {
+        let target = out
+            .copy_target()
+            .filter(|fd| kiln_fs::is_regular_file(*fd))
+            .and_then(|fd| fd.try_clone_to_owned().ok());
         TarOut {
             builder: tar::Builder::new(io::BufWriter::with_capacity(COPY_BUFFER, out)),
             written: HashSet::new(),
+            target,
+            stats: CopyStats::default(),
         }
     }
 
@@ -429,20 +548,94 @@ impl<W: Write> TarOut<W> {
             });
         }
         let mut h = Self::header(tar::EntryType::Regular, 0o444, blob.size());
-        let mut reader = io::BufReader::with_capacity(COPY_BUFFER, HashingReader::new(blob));
-        self.builder
-            .append_data(&mut h, &name, &mut reader)
-            .map_err(tar_error(&name))?;
-        let (_, actual, size) = reader.into_inner().finish();
-        check(&d.digest, actual, size)?;
+        match self.target.as_ref().map(|fd| fd.as_fd()) {
+            Some(target) => {
+                let copied = Self::blob_in_kernel(&mut self.builder, target, &mut h, &name, blob)
+                    .map_err(tar_error(&name))?;
+                if let Some((actual, size)) = copied.checked {
+                    check(&d.digest, actual, size)?;
+                }
+                self.stats += copied.stats;
+            }
+            None => {
+                let mut reader =
+                    io::BufReader::with_capacity(COPY_BUFFER, HashingReader::new(blob));
+                self.builder
+                    .append_data(&mut h, &name, &mut reader)
+                    .map_err(tar_error(&name))?;
+                let (_, actual, size) = reader.into_inner().finish();
+                check(&d.digest, actual, size)?;
+                self.stats.in_userspace += size;
+            }
+        }
         self.written.insert(d.digest.clone());
         Ok(())
     }
 
-    pub(crate) fn finish(self) -> Result<W, StoreError> {
-        self.builder
+    /// The entry as `append_data` writes it (header, data, zeros to the
+    /// 512-byte block), the data copied by the kernel from the blob file
+    /// to the output, straight after the flushed buffer. What the kernel
+    /// will not copy goes through kiln, hashed when that is all of it.
+    fn blob_in_kernel(
+        builder: &mut tar::Builder<io::BufWriter<W>>,
+        target: BorrowedFd<'_>,
+        h: &mut tar::Header,
+        name: &str,
+        blob: crate::Blob,
+    ) -> io::Result<KernelCopy> {
+        // Blob names (`blobs/sha256/<64 hex>`) fit the header: no GNU
+        // long-name entry, which `append_data` would add first.
+        h.set_path(name)?;
+        h.set_cksum();
+        builder.append(h, io::empty())?;
+        let out = builder.get_mut();
+        out.flush()?;
+        let size = blob.size();
+        let in_kernel = kiln_fs::copy_in_kernel(blob.file().as_fd(), 0, target, size)?;
+        let rest = size - in_kernel;
+        let mut checked = None;
+        if rest > 0 {
+            let mut blob = blob;
+            blob.seek(SeekFrom::Start(in_kernel))?;
+            let mut reader = HashingReader::new(blob.take(rest));
+            let copied = io::copy(&mut reader, out)?;
+            if copied < rest {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob ended early",
+                ));
+            }
+            let (_, actual, n) = reader.finish();
+            if in_kernel == 0 {
+                checked = Some((actual, n));
+            }
+        }
+        let pad = (512 - size % 512) % 512;
+        out.write_all(&[0; 512][..pad as usize])?;
+        Ok(KernelCopy {
+            stats: CopyStats {
+                in_kernel,
+                in_userspace: rest,
+                ..CopyStats::default()
+            },
+            checked,
+        })
+    }
+
+    pub(crate) fn finish(self) -> Result<(W, CopyStats), StoreError> {
+        let stats = self.stats;
+        let out = self
+            .builder
             .into_inner()
             .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
-            .map_err(tar_error("end of archive"))
+            .map_err(tar_error("end of archive"))?;
+        Ok((out, stats))
     }
+}
+
+/// How [`TarOut::blob_in_kernel`] copied a blob, and its digest and size
+/// when every byte went through kiln.
+struct KernelCopy {
+    stats: CopyStats,
+    checked: Option<(Digest, u64)>,
 }

@@ -399,7 +399,8 @@ fn an_oci_layout_is_not_a_docker_archive() {
         Vec::new(),
         &[kiln_image::layout::LayoutImage::named("x", image)],
     )
-    .unwrap();
+    .unwrap()
+    .0;
     let err = docker_archive::read(&store, tar.as_slice(), Format::Oci).unwrap_err();
     assert!(err.to_string().contains("layout::read_tar"), "{err}");
 }

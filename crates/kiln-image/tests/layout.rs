@@ -87,8 +87,11 @@ fn directory_round_trip() {
 #[test]
 fn tar_round_trip_is_deterministic() {
     let (_root, store, images) = source();
-    let tar = layout::write_tar(&store, Vec::new(), &images).unwrap();
-    assert_eq!(layout::write_tar(&store, Vec::new(), &images).unwrap(), tar);
+    let tar = layout::write_tar(&store, Vec::new(), &images).unwrap().0;
+    assert_eq!(
+        layout::write_tar(&store, Vec::new(), &images).unwrap().0,
+        tar
+    );
     let other = tempfile::tempdir().unwrap();
     let copy = Store::open(other.path()).unwrap();
     let read = layout::read_tar(&copy, tar.as_slice()).unwrap();
@@ -98,7 +101,9 @@ fn tar_round_trip_is_deterministic() {
 #[test]
 fn a_corrupt_blob_in_a_tar_is_refused() {
     let (_root, store, images) = source();
-    let mut tar = layout::write_tar(&store, Vec::new(), &images[..1]).unwrap();
+    let mut tar = layout::write_tar(&store, Vec::new(), &images[..1])
+        .unwrap()
+        .0;
     // Flip a byte inside the config blob's data (it is JSON: find it).
     let config = store
         .select_manifest(&images[0].target, &Platform::parse("linux/amd64").unwrap())

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use kiln_fs::CopyStats;
 use kiln_fs::tar::{ApplyOptions, Owners, Whiteouts};
 use kiln_image::compress::decompress;
 use kiln_image::docker_archive::{self, ArchiveImage};
@@ -16,36 +17,34 @@ use super::{Dest, ExportError};
 use crate::engine::BuiltImage;
 
 /// `type=oci`: an OCI image layout holding `target`, named `name`.
+/// Returns how the blob bytes were copied (in the kernel where it can).
 pub fn write_oci(
     store: &Store,
     dest: &Dest,
     name: &Reference,
     target: &Descriptor,
-) -> Result<(), ExportError> {
+) -> Result<CopyStats, ExportError> {
     let images = [LayoutImage::tagged(name, target.clone())];
-    match dest {
+    Ok(match dest {
         Dest::Dir(dir) => layout::write_dir(store, dir, &images)?,
         Dest::Tar(path) => write_file(path, |f| Ok(layout::write_tar(store, f, &images)?))?,
         Dest::Stdout => {
-            let mut out = layout::write_tar(store, std::io::stdout().lock(), &images)?;
-            out.flush().map_err(|source| ExportError::Io {
-                path: "<stdout>".into(),
-                source,
-            })?;
+            let out = layout::write_tar(store, std::io::stdout().lock(), &images)?;
+            flush_stdout(out)?
         }
-    }
-    Ok(())
+    })
 }
 
 /// `type=docker`: a docker archive of `target` (for an index, its image
-/// for `platform`), named `name`, loadable by `docker load`.
+/// for `platform`), named `name`, loadable by `docker load`. Returns how
+/// the blob bytes were copied.
 pub fn write_docker(
     store: &Store,
     dest: &Dest,
     name: &Reference,
     target: &Descriptor,
     platform: &Platform,
-) -> Result<(), ExportError> {
+) -> Result<CopyStats, ExportError> {
     let images = [ArchiveImage {
         target: target.clone(),
         tags: vec![name.clone()],
@@ -54,19 +53,27 @@ pub fn write_docker(
         Dest::Tar(path) => write_file(path, |f| {
             Ok(docker_archive::write(store, f, &images, platform)?)
         }),
-        Dest::Stdout => {
-            let mut out =
-                docker_archive::write(store, std::io::stdout().lock(), &images, platform)?;
-            out.flush().map_err(|source| ExportError::Io {
-                path: "<stdout>".into(),
-                source,
-            })
-        }
+        Dest::Stdout => flush_stdout(docker_archive::write(
+            store,
+            std::io::stdout().lock(),
+            &images,
+            platform,
+        )?),
         Dest::Dir(dir) => Err(ExportError::Spec {
             spec: format!("type=docker,dest={}", dir.display()),
             reason: "a docker archive is a tar file, not a directory".into(),
         }),
     }
+}
+
+fn flush_stdout(
+    (mut out, stats): (std::io::StdoutLock<'_>, CopyStats),
+) -> Result<CopyStats, ExportError> {
+    out.flush().map_err(|source| ExportError::Io {
+        path: "<stdout>".into(),
+        source,
+    })?;
+    Ok(stats)
 }
 
 /// `type=local`: each image's files, its layers applied in order (one
@@ -127,8 +134,8 @@ pub fn write_local(
 /// failed export never leaves a half-written file under the final name.
 fn write_file(
     path: &Path,
-    write: impl FnOnce(fs_err::File) -> Result<fs_err::File, ExportError>,
-) -> Result<(), ExportError> {
+    write: impl FnOnce(fs_err::File) -> Result<(fs_err::File, CopyStats), ExportError>,
+) -> Result<CopyStats, ExportError> {
     let io = |source| ExportError::Io {
         path: path.to_path_buf(),
         source,
@@ -143,9 +150,9 @@ fn write_file(
         .map_err(io)?;
     let (file, tmp_path) = tmp.into_parts();
     let file = fs_err::File::from_parts(file, tmp_path.to_path_buf());
-    let file = write(file)?;
+    let (file, stats) = write(file)?;
     file.sync_all().map_err(io)?;
     drop(file);
     tmp_path.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    Ok(stats)
 }

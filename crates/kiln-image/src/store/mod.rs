@@ -153,6 +153,12 @@ impl Blob {
     pub fn path(&self) -> &Path {
         self.file.path()
     }
+
+    /// The open file, for copies made in the kernel (`copy_file_range`,
+    /// reflinks) rather than through [`Read`].
+    pub fn file(&self) -> &std::fs::File {
+        self.file.file()
+    }
 }
 
 impl Read for Blob {

@@ -589,9 +589,12 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
         let encoding = output.encoding(&build_encoding);
         let (target, images) = encoded(&store, &result, &build_encoding, &encoding)?;
         match &output.kind {
-            OutputKind::Oci { dest } => kiln_build::write_oci(&store, dest, &export_name, &target)?,
+            // How the blob bytes were copied is for tests and benchmarks.
+            OutputKind::Oci { dest } => {
+                kiln_build::write_oci(&store, dest, &export_name, &target)?;
+            }
             OutputKind::Docker { dest } => {
-                kiln_build::write_docker(&store, dest, &export_name, &target, &images[0].platform)?
+                kiln_build::write_docker(&store, dest, &export_name, &target, &images[0].platform)?;
             }
             OutputKind::Local { dir } => {
                 kiln_build::write_local(&store, &images, dir, encoding.epoch)?

@@ -66,9 +66,11 @@ pub(crate) fn run(ctx: &Context, args: ExportArgs) -> anyhow::Result<ExitCode> {
         target
     };
     match &output.kind {
-        OutputKind::Oci { dest } => kiln_build::write_oci(&store, dest, &reference, &target)?,
+        OutputKind::Oci { dest } => {
+            kiln_build::write_oci(&store, dest, &reference, &target)?;
+        }
         OutputKind::Docker { dest } => {
-            kiln_build::write_docker(&store, dest, &reference, &target, &platform)?
+            kiln_build::write_docker(&store, dest, &reference, &target, &platform)?;
         }
         _ => unreachable!("checked above"),
     }
