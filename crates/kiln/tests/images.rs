@@ -532,3 +532,41 @@ fn json_progress_is_one_object_per_line() {
         .collect();
     assert!(events.iter().any(|e| e["event"] == "done"), "{stderr}");
 }
+
+#[test]
+fn an_export_is_the_same_bytes_to_a_file_a_redirect_and_a_pipe() {
+    // To a file (dest= or stdout redirected to one) the kernel copies the
+    // blobs (copy_file_range); to a pipe kiln does: the bytes must agree.
+    let kiln = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(work.path(), 3 << 20);
+    kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", "local/copy:1"]);
+    for kind in ["oci", "docker"] {
+        let dest = work.path().join(format!("{kind}.tar"));
+        kiln.ok(&[
+            "export",
+            "local/copy:1",
+            "--output",
+            &format!("type={kind},dest={}", dest.display()),
+        ]);
+        let to_file = fs_err::read(&dest).unwrap();
+        let spec = format!("type={kind},dest=-");
+        let piped = kiln
+            .ok(&["export", "local/copy:1", "--output", &spec])
+            .stdout;
+        let redirected = work.path().join(format!("{kind}-redirected.tar"));
+        let out = kiln
+            .cmd()
+            .args(["export", "local/copy:1", "--output", &spec])
+            .stdout(fs_err::File::create(&redirected).unwrap().into_parts().0)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", support::text(&out));
+        assert!(to_file.len() > 3 << 20, "{kind}: {}", to_file.len());
+        assert!(piped == to_file, "{kind}: the pipe's bytes differ");
+        assert!(
+            fs_err::read(&redirected).unwrap() == to_file,
+            "{kind}: the redirect's bytes differ"
+        );
+    }
+}
