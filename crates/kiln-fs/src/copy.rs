@@ -217,7 +217,7 @@ mod tests {
         let src = file_with(b"0123456789");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out");
-        std::fs::write(&path, b"x").unwrap();
+        fs_err::write(&path, b"x").unwrap();
         let mut out = std::fs::OpenOptions::new()
             .append(true)
             .read(true)
@@ -226,7 +226,7 @@ mod tests {
         let fd = out.try_clone().unwrap();
         let stats = copy_range(&src, 0, 3, &mut out, Some(fd.as_fd())).unwrap();
         assert_eq!((stats.in_kernel, stats.in_userspace), (0, 3));
-        assert_eq!(std::fs::read(&path).unwrap(), b"x012");
+        assert_eq!(fs_err::read(&path).unwrap(), b"x012");
     }
 
     #[test]
