@@ -122,20 +122,27 @@ pub fn copy_range(
     Ok(stats)
 }
 
-/// Fills the empty file `dst` with all of `src`: a reflink where the
-/// filesystem shares extents (btrfs, XFS, bcachefs), else
-/// `copy_file_range`, else `read`/`write`. Never a hardlink: the copy may
-/// be changed or have its mode changed without touching `src`.
-pub fn clone_or_copy(src: &File, dst: &File) -> io::Result<CopyStats> {
+/// Fills the empty file `dst` with as much of `src` as the kernel will
+/// copy: all of it by a reflink where the filesystem shares extents
+/// (btrfs, XFS, bcachefs), else by `copy_file_range`; `dst`'s position
+/// ends after what was copied, for the caller to write the rest (none,
+/// unless the kernel refused). Never a hardlink: the copy may be written
+/// to or have its mode changed without touching `src`.
+pub fn copy_file_in_kernel(src: &File, dst: &File) -> io::Result<CopyStats> {
     let len = src.metadata()?.len();
     if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
+        // FICLONE leaves the position alone: the file is whole now.
+        let mut dst = dst;
+        dst.seek(SeekFrom::End(0))?;
         return Ok(CopyStats {
             cloned: len,
             ..CopyStats::default()
         });
     }
-    let mut out = dst;
-    copy_range(src, 0, len, &mut out, Some(dst.as_fd()))
+    Ok(CopyStats {
+        in_kernel: copy_in_kernel(src.as_fd(), 0, dst.as_fd(), len)?,
+        ..CopyStats::default()
+    })
 }
 
 #[cfg(test)]
@@ -241,10 +248,12 @@ mod tests {
     fn a_whole_file_is_cloned_or_copied_in_the_kernel() {
         let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let src = file_with(&bytes);
-        let dst = tempfile::tempfile().unwrap();
-        let stats = clone_or_copy(&src, &dst).unwrap();
+        let mut dst = tempfile::tempfile().unwrap();
+        let stats = copy_file_in_kernel(&src, &dst).unwrap();
         assert_eq!(stats.total(), bytes.len() as u64);
         assert_eq!(stats.in_userspace, 0, "{stats:?}");
-        assert_eq!(contents(&dst), bytes);
+        // The position is at the end, reflinked or copied.
+        dst.write_all(b"!").unwrap();
+        assert_eq!(contents(&dst), [&bytes[..], b"!"].concat());
     }
 }

@@ -19,7 +19,7 @@
 //!   sweep of those whose process is gone; [`mounts_under`] and
 //!   [`unmount_or_detach`] for the mounts a dead process left in them.
 //! - [`path`]: byte paths inside a tree (`a/b/c`).
-//! - [`copy_range`] and [`clone_or_copy`]: file contents copied without
+//! - [`copy_range`] and [`copy_file_in_kernel`]: file contents copied without
 //!   passing through user space (reflink, `copy_file_range`), falling
 //!   back to `read`/`write` where the kernel says no.
 //!
@@ -37,7 +37,7 @@ mod root;
 pub mod tar;
 pub mod xattr;
 
-pub use copy::{CopyStats, clone_or_copy, copy_in_kernel, copy_range, is_regular_file};
+pub use copy::{CopyStats, copy_file_in_kernel, copy_in_kernel, copy_range, is_regular_file};
 pub use lock::{
     LockFile, LockKind, LockWaitError, Patience, Probe, create_owned, holder_note, lock, lock_path,
     lock_waiting, probe, read_note, remove_if_abandoned, try_lock,

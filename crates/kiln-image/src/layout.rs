@@ -7,7 +7,7 @@
 //! way out a blob is copied by the kernel where it can be, so that an
 //! export costs the write of its output and nothing else: into a tar that
 //! is a regular file with `copy_file_range(2)`, into a layout directory by
-//! a reflink or `copy_file_range` ([`kiln_fs::clone_or_copy`]). Those
+//! a reflink or `copy_file_range` ([`kiln_fs::copy_file_in_kernel`]). Those
 //! bytes never reach kiln, so they are checked by size only: the store
 //! checked their digest when it took them in (and `kiln store verify`
 //! re-checks). A blob that does pass through kiln (a tar on a pipe, a
@@ -138,15 +138,7 @@ pub fn write_dir_with(
             let temp = blobs.join(format!(".{}.{}.tmp", d.digest.hex(), std::process::id()));
             let blob = store.open_blob(&d.digest)?;
             let output = fs_err::File::create(&temp).map_err(StoreError::io(&temp))?;
-            let copied = if in_kernel {
-                check_size(&d, &blob).and_then(|()| {
-                    kiln_fs::clone_or_copy(blob.file(), output.file())
-                        .map_err(StoreError::io(&temp))
-                })
-            } else {
-                copy_checked(&d, blob, output, &temp)
-            };
-            match copied {
+            match copy_blob(&d, blob, output, &temp, in_kernel) {
                 Ok(s) => stats += s,
                 Err(e) => {
                     let _ = fs_err::remove_file(&temp);
@@ -177,6 +169,33 @@ pub fn write_dir_with(
     let temp = dir.join(format!(".index.json.{}.tmp", std::process::id()));
     fs_err::write(&temp, index.bytes()).map_err(StoreError::io(&temp))?;
     fs_err::rename(&temp, &index_path).map_err(StoreError::io(&index_path))?;
+    Ok(stats)
+}
+
+/// A blob into a layout directory's file: by the kernel when `in_kernel`
+/// and it can (checked by size), else through kiln (checked by digest).
+fn copy_blob(
+    d: &Descriptor,
+    blob: crate::Blob,
+    mut output: fs_err::File,
+    temp: &Path,
+    in_kernel: bool,
+) -> Result<CopyStats, StoreError> {
+    check_size(d, &blob)?;
+    let mut stats = CopyStats::default();
+    if in_kernel {
+        stats = kiln_fs::copy_file_in_kernel(blob.file(), output.file())
+            .map_err(StoreError::io(temp))?;
+    }
+    let done = stats.cloned + stats.in_kernel;
+    if done == 0 {
+        return copy_checked(d, blob, output, temp);
+    }
+    if done < d.size {
+        // The kernel stopped part way (rare: an error after some bytes).
+        stats += kiln_fs::copy_range(blob.file(), done, d.size - done, &mut output, None)
+            .map_err(StoreError::io(temp))?;
+    }
     Ok(stats)
 }
 
