@@ -94,21 +94,7 @@ fn kill_kiln_mid_run(mut kiln_process: Child, sleepers: &[String; 2], log: &std:
 /// Nothing of a run is left under the store: no active dir or lock, scratch
 /// dir, runc state or bundle, and no mount.
 fn assert_clean(kiln: &Kiln) {
-    let root = fs_err::canonicalize(kiln.root.path()).unwrap();
-    for dir in ["active", "tmp", "runc/state", "runc/bundles"] {
-        let dir = root.join(dir);
-        if dir.exists() {
-            let left: Vec<_> = fs_err::read_dir(&dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            assert!(left.is_empty(), "{} still has {left:?}", dir.display());
-        }
-    }
-    let mounts = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = root.to_str().unwrap();
-    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(root)).collect();
-    assert!(left.is_empty(), "mounts left under the store: {left:#?}");
+    support::assert_store_clean(kiln, &["active", "tmp", "runc/state", "runc/bundles"]);
 }
 
 #[test]

@@ -96,21 +96,7 @@ fn code(out: &Output) -> i32 {
 /// Nothing of a run is left: no active dir or lock, no mount under the
 /// store, no runc state, no bundle.
 fn assert_clean(kiln: &Kiln) {
-    let root = fs_err::canonicalize(kiln.root.path()).unwrap();
-    for dir in ["active", "runc/state", "runc/bundles"] {
-        let dir = root.join(dir);
-        if dir.exists() {
-            let left: Vec<_> = fs_err::read_dir(&dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            assert!(left.is_empty(), "{} still has {left:?}", dir.display());
-        }
-    }
-    let mounts = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = root.to_str().unwrap();
-    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(root)).collect();
-    assert!(left.is_empty(), "mounts left under the store: {left:#?}");
+    support::assert_store_clean(kiln, &["active", "runc/state", "runc/bundles"]);
 }
 
 #[test]

@@ -104,3 +104,23 @@ pub(crate) fn run(cmd: &mut Command) -> Output {
     assert!(out.status.success(), "{cmd:?} failed:\n{}", text(&out));
     out
 }
+
+/// Nothing of a run left in `kiln`'s store: the store's `dirs` (such as
+/// `active`, `runc/state`) empty or absent, and no mount under the store.
+pub(crate) fn assert_store_clean(kiln: &Kiln, dirs: &[&str]) {
+    let root = fs_err::canonicalize(kiln.root.path()).unwrap();
+    for dir in dirs {
+        let dir = root.join(dir);
+        if dir.exists() {
+            let left: Vec<_> = fs_err::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert!(left.is_empty(), "{} still has {left:?}", dir.display());
+        }
+    }
+    let mounts = fs_err::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = root.to_str().unwrap();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(root)).collect();
+    assert!(left.is_empty(), "mounts left under the store: {left:#?}");
+}
