@@ -33,14 +33,6 @@ fn context(a: &str, b: &str) -> tempfile::TempDir {
     ctx
 }
 
-/// A machine with the busybox base in its store (the same image in every
-/// store: a base is pulled by digest).
-fn runner() -> Option<Harness> {
-    let h = Harness::new()?;
-    busybox_image(&h.store);
-    Some(h)
-}
-
 fn to(spec: &str) -> CacheTo {
     CacheTo::parse(spec).unwrap()
 }
@@ -122,7 +114,7 @@ fn a_fresh_runner_takes_every_step_from_a_registry_cache() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let cache = format!("{}/app/cache:main", registry.host());
@@ -188,7 +180,11 @@ fn two_runners_writing_different_platforms_to_one_ref_keep_both() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(amd), Some(arm), Some(both)) = (runner(), runner(), runner()) else {
+    let (Some(amd), Some(arm), Some(both)) = (
+        Harness::with_busybox(),
+        Harness::with_busybox(),
+        Harness::with_busybox(),
+    ) else {
         return;
     };
     let cache = format!("{}/app/cache:matrix", registry.host());
@@ -252,7 +248,7 @@ fn entries_past_their_ttl_are_ignored_and_dropped() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(second)) = (runner(), runner()) else {
+    let (Some(first), Some(second)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let cache = format!("{}/app/cache:ttl", registry.host());
@@ -356,7 +352,7 @@ fn a_corrupt_cache_manifest_costs_a_warning_and_a_rebuild() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let Some(h) = runner() else {
+    let Some(h) = Harness::with_busybox() else {
         return;
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -421,7 +417,7 @@ fn a_cache_entry_whose_blob_is_gone_runs_its_step() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let cache = format!("{}/app/cache:gone", registry.host());
@@ -469,7 +465,7 @@ fn a_cache_behind_a_faulty_proxy_still_gives_the_right_image() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let Some(first) = runner() else {
+    let Some(first) = Harness::with_busybox() else {
         return;
     };
     let Some(fresh) = Harness::with_client(quick_client()) else {
@@ -537,7 +533,11 @@ fn mode_min_keeps_the_images_steps_and_max_every_stages() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(with_min), Some(with_max)) = (runner(), runner(), runner()) else {
+    let (Some(first), Some(with_min), Some(with_max)) = (
+        Harness::with_busybox(),
+        Harness::with_busybox(),
+        Harness::with_busybox(),
+    ) else {
         return;
     };
     let dockerfile = "FROM kiln.test/busybox:1 AS build
@@ -580,7 +580,7 @@ COPY --from=build /made /made
 /// cache's own compression.
 #[test]
 fn a_local_cache_directory_round_trips() {
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -638,7 +638,7 @@ fn a_cache_that_holds_every_entry_is_not_written_again() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let Some(h) = runner() else {
+    let Some(h) = Harness::with_busybox() else {
         return;
     };
     let proxy = FaultProxy::start(&registry.host(), Faults::new());
@@ -801,7 +801,7 @@ fn an_inline_cache_in_a_pushed_image_serves_a_fresh_runner() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let ctx = context("a\n", "b\n");

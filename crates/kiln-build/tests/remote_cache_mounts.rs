@@ -7,7 +7,7 @@ mod build_support;
 
 use std::path::Path;
 
-use build_support::{Harness, busybox_image, flatten, started_steps, warnings};
+use build_support::{Harness, flatten, started_steps, warnings};
 use kiln_build::{
     BuildResult, CACHE_MOUNTS_MEDIA_TYPE, CacheFrom, CacheMountsConfig, CacheTo, Event,
 };
@@ -25,13 +25,6 @@ ARG V
 ARG NONCE
 RUN --mount=type=cache,target=/root/.cache/x sh -c 'if [ -n "$V" ]; then echo "$V" > /root/.cache/x/f; fi; cat /root/.cache/x/f > /seen 2>/dev/null || echo none > /seen'
 "#;
-
-/// A machine with the busybox base in its store.
-fn runner() -> Option<Harness> {
-    let h = Harness::new()?;
-    busybox_image(&h.store);
-    Some(h)
-}
 
 /// Builds APP with these args, writing and reading these caches; what the
 /// step saw in its mount, and the events.
@@ -113,7 +106,7 @@ fn a_restored_cache_mount_holds_what_the_previous_runner_left() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let cache = format!("{}/app/cache:mounts", registry.host());
@@ -182,7 +175,7 @@ fn a_restored_cache_mount_holds_what_the_previous_runner_left() {
 /// own compression.
 #[test]
 fn a_local_cache_directory_carries_cache_mounts_too() {
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -235,7 +228,7 @@ fn cache_mounts_over_the_size_cap_are_left_out_with_a_warning() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let Some(h) = runner() else {
+    let Some(h) = Harness::with_busybox() else {
         return;
     };
     let dockerfile = r#"FROM kiln.test/busybox:1
@@ -294,7 +287,7 @@ fn an_unchanged_cache_mount_is_not_uploaded_again() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let Some(h) = runner() else {
+    let Some(h) = Harness::with_busybox() else {
         return;
     };
     let proxy = FaultProxy::start(&registry.host(), Faults::new());
@@ -349,7 +342,7 @@ fn a_cache_mount_with_contents_is_never_overwritten() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(second)) = (runner(), runner()) else {
+    let (Some(first), Some(second)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let cache = format!("{}/app/cache:kept", registry.host());
@@ -377,7 +370,7 @@ fn a_cache_mount_whose_blob_is_gone_starts_empty_with_a_warning() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let cache = format!("{}/app/cache:gone", registry.host());

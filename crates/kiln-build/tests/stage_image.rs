@@ -39,14 +39,6 @@ fn context(requirements: &str, app: &str) -> tempfile::TempDir {
     ctx
 }
 
-/// A machine with the busybox base in its store (the same image in every
-/// store, so the same keys).
-fn runner() -> Option<Harness> {
-    let h = Harness::new()?;
-    busybox_image(&h.store);
-    Some(h)
-}
-
 fn stage_image(spec: &str) -> StageImage {
     StageImage::parse(spec).unwrap()
 }
@@ -129,7 +121,7 @@ fn stage_images_are_reused_by_key_and_rebuilt_when_the_key_changes() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let (Some(first), Some(fresh)) = (runner(), runner()) else {
+    let (Some(first), Some(fresh)) = (Harness::with_busybox(), Harness::with_busybox()) else {
         return;
     };
     let repo = format!("{}/app/base", registry.host());
@@ -270,7 +262,7 @@ fn stage_images_are_reused_by_key_and_rebuilt_when_the_key_changes() {
 /// it or the other stages' files; each platform has its own.
 #[test]
 fn a_stage_key_follows_the_stage_and_nothing_after_it() {
-    let Some(h) = runner() else {
+    let Some(h) = Harness::with_busybox() else {
         return;
     };
     let ctx = context("numpy==2.0\n", "app v1\n");
@@ -381,7 +373,7 @@ fn no_cache_builds_the_stage_and_a_stage_image_names_a_stage() {
     let Some(registry) = Registry::start(RegistryOptions::default()) else {
         return;
     };
-    let Some(h) = runner() else {
+    let Some(h) = Harness::with_busybox() else {
         return;
     };
     let repo = format!("{}/app/base", registry.host());

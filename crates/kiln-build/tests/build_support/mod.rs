@@ -41,6 +41,15 @@ impl Harness {
         })
     }
 
+    /// The same, with the busybox base in its store: a machine whose
+    /// builds start from the same image as every other such machine's (a
+    /// base is pulled by digest, so their cache keys agree).
+    pub(crate) fn with_busybox() -> Option<Harness> {
+        let h = Harness::new()?;
+        busybox_image(&h.store);
+        Some(h)
+    }
+
     /// The same, its registry client made with `options`.
     pub(crate) fn with_client(options: ClientOptions) -> Option<Harness> {
         let mut h = Harness::new()?;
