@@ -68,6 +68,15 @@ impl Context {
 
     /// Opens the store; a wait for another kiln's lock is reported.
     pub(crate) fn store(&self) -> anyhow::Result<Store> {
+        let store = self.store_for_engine()?;
+        self.sweep(&store);
+        Ok(store)
+    }
+
+    /// The store, for a command that makes an [`kiln_build::Engine`] of it:
+    /// the engine cleans up after killed kiln processes as it starts, so
+    /// this does not do it first as [`Context::store`] does.
+    pub(crate) fn store_for_engine(&self) -> anyhow::Result<Store> {
         let root = self.root();
         let progress = self.progress.clone();
         let options = StoreOptions {
@@ -86,10 +95,8 @@ impl Context {
             })),
             ..StoreOptions::default()
         };
-        let store = Store::open_with(&root, options)
-            .with_context(|| format!("opening the store at {}", root.display()))?;
-        self.sweep(&store);
-        Ok(store)
+        Store::open_with(&root, options)
+            .with_context(|| format!("opening the store at {}", root.display()))
     }
 
     /// Cleans up after kiln processes that were killed (docs/RELIABILITY.md):

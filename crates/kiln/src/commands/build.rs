@@ -504,7 +504,7 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
         lint_first(&dockerfile, &dockerfile_text, mode)?;
     }
 
-    let store = ctx.store()?;
+    let store = ctx.store_for_engine()?;
     let runtime = ctx.runtime()?;
     let renderer = crate::render::Renderer::new(ctx.args.progress);
     let executor = Arc::new(ctx.executor());

@@ -38,7 +38,7 @@ pub(crate) fn run(ctx: &Context, args: StageKeyArgs) -> anyhow::Result<ExitCode>
         dockerfile_text,
         ..
     } = parse(&args.build)?;
-    let store = ctx.store()?;
+    let store = ctx.store_for_engine()?;
     let runtime = ctx.runtime()?;
     let quiet = matches!(ctx.args.progress, ProgressMode::Quiet);
     // Nothing runs: only warnings are worth a line, on stderr.
