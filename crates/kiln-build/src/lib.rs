@@ -65,6 +65,6 @@ pub use crate::run::{
 };
 pub use crate::snapshot::{
     ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, ReadOnlyMount, Snapshot,
-    SnapshotError, Snapshotter, UnpackEvent, chain_id,
+    SnapshotError, Snapshotter, TreeSnapshotter, UnpackEvent, chain_id,
 };
 pub use crate::watchdog::TAIL_LINES;

@@ -66,8 +66,10 @@ pub(crate) mod fake;
 mod gc;
 mod lock;
 mod mount;
+mod plain;
 mod sweep;
 mod traits;
+mod tree;
 mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +84,7 @@ pub(crate) use chain::chain_ids;
 pub use error::SnapshotError;
 pub(crate) use sweep::SweepReport;
 pub use traits::{ActiveSnapshot, ReadOnlyMount, Snapshotter};
+pub use tree::TreeSnapshotter;
 pub use unpack::UnpackEvent;
 
 /// A layer to unpack: its diffID (from the image config) and its blob in
