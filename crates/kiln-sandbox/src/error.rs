@@ -81,6 +81,10 @@ pub enum SandboxError {
         stderr: String,
     },
 
+    /// Something a step asks for that this executor cannot give it.
+    #[error("{what} is not supported here: {why}")]
+    Unsupported { what: String, why: String },
+
     /// A value the runtime-spec types rejected.
     #[error("invalid runtime spec: {message}")]
     Spec { message: String },

@@ -56,6 +56,7 @@
 //! # Ok::<(), kiln_sandbox::SandboxError>(())
 //! ```
 
+mod chroot;
 mod control;
 mod error;
 mod executor;
@@ -68,6 +69,7 @@ mod spec;
 mod stubs;
 mod user;
 
+pub use crate::chroot::{CHROOT_EXEC, ChrootExecutor, run_chroot_exec, run_chroot_init};
 pub use crate::control::{InitProcess, RunControl};
 pub use crate::error::SandboxError;
 pub use crate::executor::{Executor, ExitInfo};

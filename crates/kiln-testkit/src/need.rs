@@ -179,6 +179,8 @@ pub enum Tool {
     Go,
     /// The git command line (`kiln executor`'s git contexts).
     Git,
+    /// util-linux's `setpriv` (a kiln without some capabilities).
+    Setpriv,
 }
 
 impl Tool {
@@ -191,6 +193,7 @@ impl Tool {
             Tool::Zstd => (&["zstd"], "zstd"),
             Tool::Go => (&["go"], "golang-go"),
             Tool::Git => (&["git"], "git"),
+            Tool::Setpriv => (&["setpriv"], "util-linux"),
         }
     }
 }

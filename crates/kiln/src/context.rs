@@ -14,6 +14,68 @@ use kiln_sandbox::RuncExecutor;
 
 use crate::progress::{Progress, ProgressMode, TaskId};
 
+/// The hidden first argument that makes kiln the first process of a chroot
+/// run (`kiln_sandbox::run_chroot_init`); it starts kiln again with
+/// `kiln_sandbox::CHROOT_EXEC` to become the step's command.
+pub(crate) const CHROOT_INIT_COMMAND: &str = "__chroot-run";
+
+/// How RUN steps are isolated (docs/ISOLATION.md).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Isolation {
+    /// runc where kiln may mount (CAP_SYS_ADMIN and a runc binary), else chroot.
+    #[default]
+    Auto,
+    /// runc: namespaces, overlayfs, seccomp, as BuildKit does.
+    Runc,
+    /// chroot: no mounts or namespaces, for an unprivileged container (Kaniko's place).
+    Chroot,
+}
+
+impl Isolation {
+    /// The isolation to use on this machine: `Runc` or `Chroot`, with why
+    /// when `auto` chose chroot.
+    pub(crate) fn resolve(self) -> anyhow::Result<(Isolation, Option<String>)> {
+        let caps = effective_capabilities();
+        let has = |bit: u32| caps.is_some_and(|c| c & (1 << bit) != 0);
+        // linux/capability.h: CAP_SYS_CHROOT 18, CAP_SYS_ADMIN 21.
+        let (chroot, admin) = (has(18), has(21));
+        let runc = RuncExecutor::new("/").runc_path().is_ok();
+        match self {
+            Isolation::Runc => Ok((Isolation::Runc, None)),
+            Isolation::Chroot if chroot => Ok((Isolation::Chroot, None)),
+            Isolation::Chroot => anyhow::bail!(
+                "--isolation chroot needs CAP_SYS_CHROOT, which this process does not have \
+                 (run kiln as root, or in a container as its root user)"
+            ),
+            Isolation::Auto if admin && runc => Ok((Isolation::Runc, None)),
+            Isolation::Auto if chroot => {
+                let why = if admin {
+                    "no runc binary was found"
+                } else {
+                    "this process may not mount (no CAP_SYS_ADMIN, as in a container with \
+                     Docker's default security)"
+                };
+                Ok((Isolation::Chroot, Some(why.to_string())))
+            }
+            Isolation::Auto => anyhow::bail!(
+                "kiln cannot isolate RUN steps here: runc needs CAP_SYS_ADMIN and chroot needs \
+                 CAP_SYS_CHROOT, and this process has neither (rootless builds are not \
+                 supported yet; run kiln as root, or in a container as its root user)"
+            ),
+        }
+    }
+}
+
+/// This process's effective capabilities (`CapEff` of /proc/self/status).
+fn effective_capabilities() -> Option<u64> {
+    let status = fs_err::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))?
+        .trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
 /// The hidden first argument that makes kiln a run's guardian
 /// (`kiln_sandbox::run_guardian`) instead of a command: see `main`.
 pub(crate) const GUARD_COMMAND: &str = "__guard-run";
@@ -124,6 +186,12 @@ impl Context {
         // /proc/self/exe is resolved by the child as it executes it: this
         // very binary, even if the file was replaced since kiln started.
         RuncExecutor::new(self.root().join("runc")).with_guardian("/proc/self/exe", [GUARD_COMMAND])
+    }
+
+    /// The sandbox of RUN steps under `--isolation chroot`: each run's
+    /// first process is this binary run again as [`CHROOT_INIT_COMMAND`].
+    pub(crate) fn chroot_executor(&self) -> kiln_sandbox::ChrootExecutor {
+        kiln_sandbox::ChrootExecutor::new("/proc/self/exe", [CHROOT_INIT_COMMAND])
     }
 
     /// A registry client whose retries, resumes and transfers show as progress.

@@ -79,6 +79,15 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == context::GUARD_COMMAND) {
         return kiln_sandbox::run_guardian(&argv[2..]);
     }
+    if argv
+        .get(1)
+        .is_some_and(|a| a == context::CHROOT_INIT_COMMAND)
+    {
+        return kiln_sandbox::run_chroot_init(&argv[2..]);
+    }
+    if argv.get(1).is_some_and(|a| a == kiln_sandbox::CHROOT_EXEC) {
+        return kiln_sandbox::run_chroot_exec();
+    }
     // Installed as `/kaniko/executor`: Kaniko's command line.
     if commands::executor::invoked_as_executor(argv.first()) {
         return commands::executor::main_as_executor();

@@ -60,7 +60,7 @@ impl HostFacts {
 }
 
 /// Capability numbers of linux/capability.h, by name.
-const CAPABILITY_NAMES: &[&str] = &[
+pub(crate) const CAPABILITY_NAMES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",

@@ -22,7 +22,7 @@
 //! namespace (pid_namespaces(7)) before runc's wait returns. The mounts are
 //! made in the run's own mount namespace, which goes with its last process.
 
-mod bundle;
+pub(crate) mod bundle;
 mod command;
 mod guard;
 mod seccomp;
@@ -501,7 +501,7 @@ impl Drop for Container<'_> {
 /// Copies one pipe to the sink until end of file. A panicking sink is
 /// caught here, the run aborted, and the pipe still drained so the
 /// processes never block on a full pipe while they are killed.
-fn pump(
+pub(crate) fn pump(
     mut pipe: impl Read,
     stream: Stream,
     sink: &dyn OutputSink,
@@ -549,7 +549,7 @@ fn read_init(pid_file: &Path, runc_pid: u32) -> Option<InitProcess> {
 }
 
 /// Checks what runc would otherwise report late or not at all.
-fn check(spec: &RunSpec) -> Result<(), SandboxError> {
+pub(crate) fn check(spec: &RunSpec) -> Result<(), SandboxError> {
     if !spec.rootfs.is_dir() {
         return Err(SandboxError::NotADirectory {
             path: spec.rootfs.clone(),

@@ -19,7 +19,7 @@ use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
 
-use crate::context::Context;
+use crate::context::{Context, Isolation};
 use crate::metadata::{Metadata, PlatformImage};
 use crate::progress::ProgressMode;
 use crate::report::SourceError;
@@ -120,6 +120,11 @@ pub(crate) struct BuildArgs {
     /// Kill a RUN step whose processes show no output, CPU or I/O for this long; `0` never.
     #[arg(long, value_name = "DURATION", default_value_t = BuildRequest::DEFAULT_STALL_TIMEOUT.into())]
     stall_timeout: humantime::Duration,
+    /// How RUN steps are isolated: `runc` (namespaces and overlayfs; needs CAP_SYS_ADMIN),
+    /// `chroot` (no mounts or namespaces: an unprivileged container; docs/ISOLATION.md), or
+    /// `auto`: runc where kiln may mount, else chroot.
+    #[arg(long, value_enum, default_value_t = Isolation::Auto)]
+    pub(crate) isolation: Isolation,
     /// Run a RUN step that stalled, timed out or exited non-zero up to N more times, with
     /// backoff, each time from its clean parent.
     #[arg(long, value_name = "N", default_value_t = BuildRequest::DEFAULT_RETRIES)]
@@ -504,13 +509,38 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
         lint_first(&dockerfile, &dockerfile_text, mode)?;
     }
 
+    let (isolation, why) = args.isolation.resolve()?;
     let store = ctx.store_for_engine()?;
     let runtime = ctx.runtime()?;
+    if let Some(why) = why
+        && !matches!(ctx.args.progress, ProgressMode::Json | ProgressMode::Quiet)
+    {
+        eprintln!("isolation: chroot, because {why} (docs/ISOLATION.md)");
+    }
+    let mut trees = None;
+    let (snapshotter, executor): (
+        Arc<dyn kiln_build::Snapshotter>,
+        Arc<dyn kiln_sandbox::Executor>,
+    ) = match isolation {
+        Isolation::Chroot => {
+            let tree = kiln_build::TreeSnapshotter::new(&store)
+                .map_err(|e| build_error(&dockerfile, &dockerfile_text, e.into()))?;
+            trees = Some(tree.clone());
+            (Arc::new(tree), Arc::new(ctx.chroot_executor()))
+        }
+        Isolation::Runc | Isolation::Auto => (
+            Arc::new(
+                kiln_build::OverlaySnapshotter::new(&store)
+                    .map_err(|e| build_error(&dockerfile, &dockerfile_text, e.into()))?,
+            ),
+            Arc::new(ctx.executor()),
+        ),
+    };
     let renderer = crate::render::Renderer::new(ctx.args.progress);
-    let executor = Arc::new(ctx.executor());
     let engine = Arc::new(
-        Engine::new(
+        Engine::with_snapshotter(
             store.clone(),
+            snapshotter,
             // Base pulls print lines through the build's own view.
             ctx.client_with_notes(renderer.notes()),
             runtime.handle().clone(),
@@ -521,6 +551,10 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
     );
     let stop = install_signal_handlers(&engine)?;
     let result = engine.build(&request);
+    if let Some(trees) = trees {
+        // The engine lives on in the signal handler; its trees need not.
+        let _ = trees.close();
+    }
     renderer.finish();
     let result = match result {
         Ok(r) => r,

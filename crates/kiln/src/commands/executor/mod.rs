@@ -211,6 +211,10 @@ pub(crate) struct ExecutorArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool)]
     pub(crate) compressed_caching: Option<bool>,
+    /// kiln's own: how RUN steps are isolated, `auto` (runc where kiln may mount, else
+    /// chroot, as in an unprivileged pod), `runc` or `chroot` (docs/ISOLATION.md).
+    #[arg(long, default_value = "auto", value_name = "MODE")]
+    pub(crate) isolation: String,
     /// Print the plan (the `kiln build` flags, files, notes) as JSON and build nothing.
     #[arg(long)]
     pub(crate) print_plan: bool,

@@ -94,6 +94,7 @@ pub(crate) fn plan(
     if let Some(target) = &args.target {
         flag("--target", target);
     }
+    flag("--isolation", &args.isolation);
     let mut epoch_given = false;
     for arg in &args.build_args {
         // Kaniko: `KEY` alone takes $KEY, empty when unset (kiln build
