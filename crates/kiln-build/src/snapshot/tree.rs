@@ -599,10 +599,12 @@ struct Stager<'a> {
 }
 
 impl Stager<'_> {
-    /// Stages the directory `rel` (which exists in the upper dir);
-    /// `was_dir`: the index has a directory there, whose gone names need
-    /// whiteouts. Returns whether anything under it is kept (without an
-    /// upper dir, as soon as something is).
+    /// Stages the directory `rel`; `was_dir`: the index has a directory
+    /// there, whose gone names need whiteouts. Returns whether anything
+    /// under it is kept (without an upper dir, as soon as something is).
+    /// A directory of the upper dir is made only when something goes in
+    /// it: most of a root is unchanged, and making and removing thousands
+    /// of directories costs more than the walk.
     fn dir(&self, rel: &[u8], was_dir: bool) -> Result<bool, SnapshotError> {
         let names: BTreeSet<Vec<u8>> = list(&join_root(self.root, rel))?
             .into_iter()
@@ -612,40 +614,36 @@ impl Stager<'_> {
         for name in &names {
             let child = join(rel, name);
             let src = join_root(self.root, &child);
-            let dst = self.upper.map(|u| join_root(u, &child));
             let st = lstat(&src)?;
             let old = self.index.entries.get(&child);
             if kind(&st) == FileType::Directory {
                 let old_dir =
                     old.filter(|m| FileType::from_raw_mode(m.mode) == FileType::Directory);
-                if let Some(dst) = &dst {
-                    make_dir(dst, 0o700)?;
-                }
                 let below = self.dir(&child, old_dir.is_some())?;
                 let same = match old_dir {
                     Some(m) => same_dir(m, &src, &st)?,
                     None => false,
                 };
-                let keep = below || !same;
-                match &dst {
-                    None if keep => return Ok(true),
-                    None => {}
-                    Some(dst) if keep => copy_meta(&src, dst)?,
-                    Some(dst) => {
-                        fs_err::remove_dir(dst).map_err(SnapshotError::io("removing", dst))?
-                    }
+                if below || !same {
+                    let Some(upper) = self.upper else {
+                        return Ok(true);
+                    };
+                    let dst = self.ensure(upper, &child)?;
+                    copy_meta(&src, &dst)?;
+                    kept = true;
                 }
-                kept |= keep;
             } else {
                 let same = match old {
                     Some(m) => same_entry(m, &child, &src, &st)?,
                     None => false,
                 };
                 if !same && kind(&st) != FileType::Socket {
-                    let Some(dst) = &dst else {
+                    let Some(upper) = self.upper else {
                         return Ok(true);
                     };
-                    rustix::fs::linkat(CWD, &src, CWD, dst, AtFlags::empty())
+                    self.ensure(upper, rel)?;
+                    let dst = join_root(upper, &child);
+                    rustix::fs::linkat(CWD, &src, CWD, &dst, AtFlags::empty())
                         .map_err(SnapshotError::errno("linking into the diff", &src))?;
                     kept = true;
                 }
@@ -656,6 +654,7 @@ impl Stager<'_> {
                 let Some(upper) = self.upper else {
                     return Ok(true);
                 };
+                self.ensure(upper, rel)?;
                 let path = join_root(upper, &join(rel, gone));
                 rustix::fs::mknodat(CWD, &path, FileType::CharacterDevice, Mode::empty(), 0)
                     .map_err(SnapshotError::errno("making a whiteout at", &path))?;
@@ -663,6 +662,20 @@ impl Stager<'_> {
             }
         }
         Ok(kept)
+    }
+
+    /// Makes the upper dir's directory `rel` and its missing parents (their
+    /// metadata is set once their walk is done).
+    fn ensure(&self, upper: &Path, rel: &[u8]) -> Result<PathBuf, SnapshotError> {
+        let dst = join_root(upper, rel);
+        if rel.is_empty() || dst.is_dir() {
+            return Ok(dst);
+        }
+        if let Some(slash) = rel.iter().rposition(|&b| b == b'/') {
+            self.ensure(upper, &rel[..slash])?;
+        }
+        make_dir(&dst, 0o700)?;
+        Ok(dst)
     }
 }
 
