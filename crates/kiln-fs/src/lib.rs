@@ -34,6 +34,7 @@ mod owned;
 pub mod path;
 mod resolve;
 mod root;
+mod space;
 pub mod tar;
 pub mod xattr;
 
@@ -42,7 +43,7 @@ pub use lock::{
     LockFile, LockKind, LockWaitError, Patience, Probe, create_owned, holder_note, lock, lock_path,
     lock_waiting, probe, read_note, remove_if_abandoned, try_lock,
 };
-pub use mount::{mounts_under, unmount_or_detach};
+pub use mount::{filesystem_of, mounts_under, unmount_or_detach};
 pub use owned::{OwnedDir, abandoned, sweep};
 pub use resolve::{Component, Lookup, MAX_SYMLINKS, ResolveError, Resolved, resolve_with};
 pub use root::{
@@ -50,3 +51,4 @@ pub use root::{
     remove_all, resolve_in_root, stamps, stat_at,
 };
 pub use rustix::io::Errno;
+pub use space::Space;

@@ -23,6 +23,34 @@ pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(filter_under(&parse(&text), dir))
 }
 
+/// The filesystem holding `path` (give a canonical path): its mount point
+/// and type, as mountinfo names them (the deepest mount point above it).
+pub fn filesystem_of(path: &Path) -> io::Result<(PathBuf, String)> {
+    let text = fs_err::read(MOUNTINFO)?;
+    let mut best: Option<(PathBuf, String)> = None;
+    for line in text.split(|b| *b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+        let Some(point) = fields.get(4) else {
+            continue;
+        };
+        let point = PathBuf::from(OsString::from_vec(unescape(point)));
+        // After the optional fields, a lone `-`, then the type.
+        let fs_type = fields
+            .iter()
+            .position(|f| *f == b"-")
+            .and_then(|i| fields.get(i + 1))
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .unwrap_or_default();
+        let deeper = best
+            .as_ref()
+            .is_none_or(|(b, _)| point.components().count() >= b.components().count());
+        if path.starts_with(&point) && deeper {
+            best = Some((point, fs_type));
+        }
+    }
+    best.ok_or_else(|| io::Error::other(format!("no mount holds {}", path.display())))
+}
+
 /// Unmounts `target` (not following a final symlink), detaching it if it
 /// is busy: clean-up must never leave a mount behind, and a lazy unmount
 /// goes once its last user does.

@@ -140,6 +140,7 @@ impl Context {
     /// this does not do it first as [`Context::store`] does.
     pub(crate) fn store_for_engine(&self) -> anyhow::Result<Store> {
         let root = self.root();
+        crate::report::writes_to("kiln's store", &root);
         let progress = self.progress.clone();
         let options = StoreOptions {
             report_after: Duration::from_secs(2),

@@ -166,6 +166,22 @@ pub enum BuildError {
     // Not about one step.
     #[error(transparent)]
     Snapshot(Box<SnapshotError>),
+    /// The layers a step runs on could not be fetched or unpacked (a full
+    /// disk, a registry gone).
+    #[error("preparing the step's files")]
+    Prepare {
+        location: Location,
+        #[source]
+        source: Cause<SnapshotError>,
+    },
+    /// A step ran, but what it changed could not be made a layer (a full
+    /// disk, a file that vanished).
+    #[error("committing the step's changes")]
+    Commit {
+        location: Location,
+        #[source]
+        source: Cause<SnapshotError>,
+    },
     /// The store failed `doing` something (`reading the build cache`).
     #[error("{doing}")]
     Store {
@@ -263,6 +279,8 @@ impl BuildError {
             | BuildError::EmptyTrigger { location, .. }
             | BuildError::ChecksumNotHttp { location }
             | BuildError::DownloadDir { location, .. }
+            | BuildError::Commit { location, .. }
+            | BuildError::Prepare { location, .. }
             | BuildError::Stalled { location, .. }
             | BuildError::TimedOut { location, .. } => Some(*location),
             BuildError::Snapshot(_)
@@ -297,6 +315,10 @@ impl BuildError {
             BuildError::User { source, .. } => with_causes(&**source),
             BuildError::CompressionLevel { source } => with_causes(source),
             BuildError::Scratch { source } => with_causes(&**source),
+            BuildError::Prepare { source, .. } => with_causes(&**source),
+            BuildError::Commit { source, .. } => {
+                format!("committing the step: {}", with_causes(&**source))
+            }
             BuildError::Run {
                 source, attempts, ..
             } => match attempts {

@@ -274,6 +274,20 @@ impl StageRunner<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| !c.same_as(&control));
+        if let (Err(RunError::Failed { .. }), Some(step)) = (&result, step) {
+            // A step that filled the disk says so only in its output.
+            if let Ok(space) = kiln_fs::Space::of(self.engine.store.root())
+                && space.nearly_full()
+            {
+                self.engine.emit(Event::StepNote {
+                    step,
+                    text: format!(
+                        "the filesystem of kiln's store is full: {}",
+                        space.describe()
+                    ),
+                });
+            }
+        }
         let (error, retryable) = match (result, breach) {
             (Ok(_), _) => return Ok(()),
             // The watchdog killed it: whatever the run said after is the kill.

@@ -607,8 +607,13 @@ impl StageRunner<'_> {
             .push(record);
     }
 
-    /// The snapshots of the stage's layers, unpacking what is missing.
-    fn chain(&self, state: &mut StageOutcome) -> Result<Vec<Snapshot>, BuildError> {
+    /// The snapshots of the stage's layers, unpacking (and fetching) what
+    /// is missing, for the step at `location`.
+    fn chain(
+        &self,
+        state: &mut StageOutcome,
+        location: Location,
+    ) -> Result<Vec<Snapshot>, BuildError> {
         if let Some(chain) = &state.chain {
             return Ok(chain.clone());
         }
@@ -620,7 +625,14 @@ impl StageRunner<'_> {
                 blob: l.descriptor.clone(),
             })
             .collect();
-        let chain = self.engine.snapshotter.prepare(&layers)?;
+        let chain = self
+            .engine
+            .snapshotter
+            .prepare(&layers)
+            .map_err(|e| BuildError::Prepare {
+                location,
+                source: Cause::new(e),
+            })?;
         state.chain = Some(chain.clone());
         Ok(chain)
     }
@@ -653,7 +665,11 @@ impl StageRunner<'_> {
             crate::container::check_runnable(self.platform)
                 .map_err(BuildError::run(run.origin.location))?;
         }
-        let parents = if link { Vec::new() } else { self.chain(state)? };
+        let parents = if link {
+            Vec::new()
+        } else {
+            self.chain(state, command.location())?
+        };
         let active: Box<dyn ActiveSnapshot> = match command {
             // A RUN may run several times (retries), each time on a fresh
             // snapshot of the same clean parents.
@@ -675,7 +691,12 @@ impl StageRunner<'_> {
                 active
             }
         };
-        let committed = active.commit(&self.commit_options())?;
+        let committed = active
+            .commit(&self.commit_options())
+            .map_err(|e| BuildError::Commit {
+                location: command.location(),
+                source: Cause::new(e),
+            })?;
         if let (Some(step), Some(l)) = (step.id, &committed.layer) {
             let t = &l.timings;
             self.engine.emit(Event::StepCommitted {

@@ -101,7 +101,8 @@ pub enum StoreError {
     #[error("OCI layout {}: {reason}", path.display())]
     Layout { path: PathBuf, reason: String },
 
-    #[error("docker archive: {entry}: {reason}")]
+    /// Reading or writing a tar archive (a docker archive, an OCI layout tar).
+    #[error("archive entry {entry}: {reason}")]
     Archive { entry: String, reason: String },
 
     #[error(

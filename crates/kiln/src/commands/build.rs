@@ -14,7 +14,7 @@ use kiln_build::{
     BuildError, BuildNetwork, BuildRequest, BuildResult, Engine, SOURCE_DATE_EPOCH, SecretSource,
     SecretSpec, StageImage,
 };
-use kiln_build::{CacheFrom, CacheTo, Encoding, Output, OutputKind};
+use kiln_build::{CacheFrom, CacheTo, Dest, Encoding, Output, OutputKind};
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
@@ -456,6 +456,9 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
         .map(|s| CacheTo::parse(s))
         .collect::<Result<_, _>>()?;
     for to in &request.cache_to {
+        if let kiln_build::CacheLocation::Local { dir, .. } = &to.location {
+            crate::report::writes_to("the cache (--cache-to)", dir);
+        }
         if let Some(level) = to.level {
             kiln_image::compress::check_level(
                 to.compression.unwrap_or(build_encoding.compression),
@@ -509,6 +512,17 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
         lint_first(&dockerfile, &dockerfile_text, mode)?;
     }
 
+    for output in &outputs {
+        if let OutputKind::Oci {
+            dest: Dest::Dir(p) | Dest::Tar(p),
+        }
+        | OutputKind::Docker {
+            dest: Dest::Dir(p) | Dest::Tar(p),
+        } = &output.kind
+        {
+            crate::report::writes_to("the output", p);
+        }
+    }
     let (isolation, why) = args.isolation.resolve()?;
     let store = ctx.store_for_engine()?;
     let runtime = ctx.runtime()?;
