@@ -5,8 +5,9 @@
 use kiln_dockerfile::instructions::{self, Command, MountType, RunCommand};
 
 use crate::LintError;
-use crate::finding::Finding;
-use crate::rules::{self, Hit, StageEnv, Step, pin};
+use crate::config::{CheckDirective, Config, Pragmas};
+use crate::finding::{Finding, Origin, Severity};
+use crate::rules::{self, Hit, StageEnv, Step, buildkit, hadolint, pin};
 use crate::script::{self, Invocation};
 
 /// What a stage has in effect at its end, for the stages built on it.
@@ -16,9 +17,16 @@ struct StageState {
     shell: Vec<String>,
 }
 
-/// Lints one Dockerfile. `file` names it in the findings; `text` is its
-/// content. Findings come sorted by line, then rule.
+/// Lints one Dockerfile with no configuration file (its own `# hadolint`
+/// comments and `# check=` directive still count). `file` names it in the
+/// findings; `text` is its content. Findings come sorted by line, then rule.
 pub fn lint(file: &str, text: &[u8]) -> Result<Vec<Finding>, LintError> {
+    lint_with(file, text, &Config::default())
+}
+
+/// Lints one Dockerfile under a configuration: which rules are ignored,
+/// at which level each reports, which registries are trusted.
+pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding>, LintError> {
     let ast = kiln_dockerfile::parse(text).map_err(|e| LintError::Parse {
         line: e.location().map_or(1, |l| l.start_line),
         message: e.to_string(),
@@ -160,23 +168,75 @@ pub fn lint(file: &str, text: &[u8]) -> Result<Vec<Finding>, LintError> {
         }
     }
 
+    hadolint::check(
+        &dockerfile,
+        &hadolint::Settings {
+            trusted_registries: config.trusted_registries.clone(),
+        },
+        &mut hits,
+    );
+    buildkit::check(&ast, &dockerfile, &mut hits);
+
+    let comments = ast
+        .children
+        .iter()
+        .flat_map(|n| {
+            n.prev_comment_lines
+                .iter()
+                .copied()
+                .zip(n.prev_comment.iter())
+        })
+        .map(|(line, text)| (line, text.as_str()));
+    let pragmas = Pragmas::read(comments);
+    hits.extend(
+        pragmas
+            .comments
+            .iter()
+            .map(|&line| rules::hit("DL1001", line, "an inline `# hadolint ignore=` pragma")),
+    );
+    let check = ast
+        .directives
+        .iter()
+        .find(|d| d.name == "check")
+        .map(|d| CheckDirective::parse(&d.value))
+        .unwrap_or_default();
+
     let mut findings: Vec<Finding> = hits
         .into_iter()
-        .map(
+        .filter_map(
             |Hit {
                  rule,
                  line,
                  message,
              }| {
                 let rule = rules::rule(rule);
-                Finding {
+                let severity = match rule.origin {
+                    Origin::Buildkit => {
+                        if !check.runs(rule.id, !rule.on_by_default) {
+                            return None;
+                        }
+                        if check.error {
+                            Severity::Error
+                        } else {
+                            rule.severity
+                        }
+                    }
+                    _ => match config.overrides.get(rule.id) {
+                        Some(level) => (*level)?,
+                        None if rule.on_by_default => rule.severity,
+                        None => return None,
+                    },
+                };
+                let ignored = config.ignored.contains(rule.id)
+                    || (!config.disable_ignore_pragma && pragmas.ignores(rule.id, line));
+                (!ignored).then(|| Finding {
                     rule: rule.id,
-                    severity: rule.severity,
+                    severity,
                     file: file.to_string(),
                     line,
                     message,
                     why: rule.why,
-                }
+                })
             },
         )
         .collect();

@@ -9,13 +9,15 @@
 //! ([`to_text`], [`to_json`], [`to_sarif`]) are plain functions too.
 
 mod analyze;
+mod config;
 mod finding;
 mod report;
 mod rules;
 mod script;
 
-pub use crate::analyze::lint;
-pub use crate::finding::{Finding, Rule, Severity};
+pub use crate::analyze::{lint, lint_with};
+pub use crate::config::{Config, ConfigError};
+pub use crate::finding::{Finding, Origin, Rule, Severity};
 pub use crate::report::{to_json, to_sarif, to_text};
 pub use crate::rules::RULES;
 

@@ -94,6 +94,6 @@ fn level(severity: crate::Severity) -> &'static str {
     match severity {
         crate::Severity::Error => "error",
         crate::Severity::Warning => "warning",
-        crate::Severity::Info => "note",
+        crate::Severity::Info | crate::Severity::Style => "note",
     }
 }

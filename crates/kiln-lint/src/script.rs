@@ -91,10 +91,12 @@ pub(crate) fn body_chars(text: &str, first_line: usize) -> Chars {
     out
 }
 
-/// Words of one simple command, and whether a lone `&` ended it.
+/// Words of one simple command, whether a lone `&` ended it, and whether
+/// a pipe (`|`, `|&`) did.
 struct RawCommand {
     words: Vec<Word>,
     background: bool,
+    piped: bool,
 }
 
 // The macros reset state that the last expansion leaves unread.
@@ -126,12 +128,16 @@ fn lex(chars: &[(char, usize)]) -> Vec<RawCommand> {
     }
     macro_rules! end_command {
         ($bg:expr) => {
+            end_command!($bg, false)
+        };
+        ($bg:expr, $pipe:expr) => {
             end_word!();
             skip_next_word = false;
             if !words.is_empty() {
                 commands.push(RawCommand {
                     words: std::mem::take(&mut words),
                     background: $bg,
+                    piped: $pipe,
                 });
             }
         };
@@ -239,7 +245,7 @@ fn lex(chars: &[(char, usize)]) -> Vec<RawCommand> {
                     continue;
                 }
                 let double = next == Some(c) && matches!(c, '&' | '|' | ';');
-                end_command!(c == '&' && !double);
+                end_command!(c == '&' && !double, c == '|' && !double);
                 i += if double || (c == '|' && next == Some('&')) {
                     2
                 } else {
@@ -327,6 +333,7 @@ pub(crate) fn argv_invocations(argv: &[String], line: usize) -> Vec<Invocation> 
     process(vec![RawCommand {
         words,
         background: false,
+        piped: false,
     }])
 }
 
@@ -470,6 +477,170 @@ fn peel(words: &[Word], background: bool, exported: &[(String, String)]) -> Opti
     }
 }
 
+/// One simple command as a shell parser sees it, the way hadolint's rules
+/// read a `RUN`: the first word is the name (no wrapper is peeled but
+/// `command`, `builtin`, `exec` and `busybox`, as ShellCheck's
+/// `getCommandName` does), every word after it is an argument, and the
+/// commands inside `$(...)` and backquotes are commands too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SimpleCommand {
+    pub(crate) name: String,
+    /// The words after the first, unquoted; `$VAR` written `${VAR}`.
+    pub(crate) args: Vec<String>,
+    pub(crate) line: usize,
+}
+
+/// A script's simple commands in order (each before those nested in its
+/// words), and whether it pipes one command into another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Script {
+    pub(crate) commands: Vec<SimpleCommand>,
+    pub(crate) pipes: bool,
+}
+
+impl Script {
+    /// Adds another script's commands (a heredoc body) after these.
+    pub(crate) fn extend(&mut self, other: Script) {
+        self.commands.extend(other.commands);
+        self.pipes |= other.pipes;
+    }
+}
+
+/// The simple commands of a script (see [`SimpleCommand`]).
+pub(crate) fn simple_commands(chars: &[(char, usize)]) -> Script {
+    let mut script = Script::default();
+    for raw in lex(chars) {
+        script.pipes |= raw.piped;
+        let mut words = raw.words.as_slice();
+        while words
+            .first()
+            .is_some_and(|w| RESERVED.contains(&w.text.as_str()))
+        {
+            words = &words[1..];
+        }
+        let nested: Vec<Script> = words
+            .iter()
+            .flat_map(|w| nested_scripts(&w.text, w.line))
+            .map(|inner| simple_commands(&inner))
+            .collect();
+        let skip = words
+            .first()
+            .is_some_and(|w| matches!(w.text.as_str(), "for" | "case" | "select" | "in"));
+        let mut start = 0;
+        while words
+            .get(start)
+            .is_some_and(|w| is_assignment(&w.text).is_some())
+        {
+            start += 1;
+        }
+        if !skip && let Some(first) = words.get(start) {
+            script.commands.push(SimpleCommand {
+                name: effective_name(&words[start..]),
+                args: words[start + 1..]
+                    .iter()
+                    .map(|w| braced_variables(&w.text))
+                    .collect(),
+                line: first.line,
+            });
+        }
+        for inner in nested {
+            script.extend(inner);
+        }
+    }
+    script
+}
+
+/// The name ShellCheck gives a command: the first word, or for `command`,
+/// `builtin`, `busybox` and `exec` the word they run.
+fn effective_name(words: &[Word]) -> String {
+    let first = words[0].text.as_str();
+    let rest = &words[1..];
+    let target = match first {
+        "command" | "builtin" | "busybox" => rest.first().filter(|w| !w.text.starts_with('-')),
+        "exec" => {
+            let mut i = 0;
+            while let Some(w) = rest.get(i) {
+                match w.text.as_str() {
+                    "-a" => i += 2,
+                    t if t.starts_with('-') => i += 1,
+                    _ => break,
+                }
+            }
+            rest.get(i)
+        }
+        _ => None,
+    };
+    target.map_or(first, |w| w.text.as_str()).to_string()
+}
+
+/// The scripts inside `$(...)` and backquotes in a word, each on `line`.
+fn nested_scripts(word: &str, line: usize) -> Vec<Chars> {
+    let chars: Vec<char> = word.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == '$' && chars.get(i + 1) == Some(&'(') && chars.get(i + 2) != Some(&'(') {
+            let mut depth = 0;
+            let mut j = i + 1;
+            while j < chars.len() {
+                match chars[j] {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            out.push(
+                chars[i + 2..j.min(chars.len())]
+                    .iter()
+                    .map(|&c| (c, line))
+                    .collect(),
+            );
+            i = j + 1;
+        } else if chars[i] == '`' {
+            let end = chars[i + 1..]
+                .iter()
+                .position(|&c| c == '`')
+                .map_or(chars.len(), |p| i + 1 + p);
+            out.push(chars[i + 1..end].iter().map(|&c| (c, line)).collect());
+            i = end + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `$NAME` written as `${NAME}`, as ShellCheck's simplified words have it.
+fn braced_variables(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        let starts_name = chars
+            .peek()
+            .is_some_and(|&n| n.is_ascii_alphabetic() || n == '_');
+        if c == '$' && starts_name {
+            out.push_str("${");
+            while let Some(&n) = chars.peek() {
+                if !(n.is_ascii_alphanumeric() || n == '_') {
+                    break;
+                }
+                out.push(n);
+                chars.next();
+            }
+            out.push('}');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,6 +690,37 @@ mod tests {
         ));
         assert_eq!(inv.len(), 2);
         assert_eq!(inv[1].var("DEBIAN_FRONTEND"), Some("noninteractive"));
+    }
+
+    #[test]
+    fn simple_commands_are_named_by_their_first_word() {
+        let script = simple_commands(&body_chars(
+            "X=1 sudo apt-get install -y $PKG | tee log\nx=$(cd /; ls `pwd`) && exec -a n apt-get update\nfor f in a b; do rm $f; done",
+            1,
+        ));
+        let got: Vec<(&str, usize)> = script
+            .commands
+            .iter()
+            .map(|c| (c.name.as_str(), c.line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("sudo", 1),
+                ("tee", 1),
+                ("cd", 2),
+                ("ls", 2),
+                ("pwd", 2),
+                ("apt-get", 2),
+                ("rm", 3)
+            ]
+        );
+        assert_eq!(
+            script.commands[0].args,
+            ["apt-get", "install", "-y", "${PKG}"]
+        );
+        assert!(script.pipes);
+        assert!(!simple_commands(&body_chars("a || b && c", 1)).pipes);
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! Step rules look at one `RUN` ([`Step`]); stage rules at a stage's
 //! instructions in order; [`pin`] at the stage graph.
 
+pub(crate) mod buildkit;
 mod cache;
+pub(crate) mod hadolint;
 mod hang;
 mod heavy;
 pub(crate) mod pin;
+mod table;
 
 use std::collections::BTreeMap;
 
-use crate::finding::{Rule, Severity};
+use crate::finding::Rule;
 use crate::script::Invocation;
 
 pub(crate) use self::cache::{
@@ -19,75 +22,7 @@ pub(crate) use self::cache::{
 pub(crate) use self::hang::hang_rules;
 pub(crate) use self::heavy::heavy_frameworks;
 
-/// Every rule kiln lint knows, in id order.
-pub const RULES: &[Rule] = &[
-    Rule {
-        id: "KL101",
-        severity: Severity::Error,
-        title: "apt install that can prompt",
-        why: "without -y and DEBIAN_FRONTEND=noninteractive apt and debconf ask questions, and a build has no one to answer them",
-    },
-    Rule {
-        id: "KL102",
-        severity: Severity::Error,
-        title: "Python package install without a network timeout",
-        why: "a stalled index or mirror connection keeps the step waiting; a timeout turns it into a retry or a clear failure",
-    },
-    Rule {
-        id: "KL103",
-        severity: Severity::Error,
-        title: "curl or wget without a timeout",
-        why: "a download that stops sending keeps the step waiting for as long as the connection stays open",
-    },
-    Rule {
-        id: "KL104",
-        severity: Severity::Warning,
-        title: "package install without a cache mount",
-        why: "every cache miss downloads every package again; RUN --mount=type=cache keeps the downloads across builds without putting them in a layer",
-    },
-    Rule {
-        id: "KL105",
-        severity: Severity::Warning,
-        title: "cache purged in a step that mounts it",
-        why: "a cache mount never enters the image, so purging it only throws away what the next build would reuse",
-    },
-    Rule {
-        id: "KL106",
-        severity: Severity::Warning,
-        title: "whole context copied before the dependency install",
-        why: "any change to any file invalidates the install step; copy the manifests (requirements.txt, package.json, Cargo.lock, go.sum) first, install, then copy the rest",
-    },
-    Rule {
-        id: "KL107",
-        severity: Severity::Info,
-        title: "several heavy frameworks installed in one RUN",
-        why: "one layer of several gigabytes is rebuilt and re-pushed whole when any of them changes; separate steps cache and pull independently",
-    },
-    Rule {
-        id: "KL108",
-        severity: Severity::Warning,
-        title: "apt-get update apart from apt-get install",
-        why: "the update layer is cached while the install step runs again later with stale package lists, which fails or installs old versions",
-    },
-    Rule {
-        id: "KL109",
-        severity: Severity::Warning,
-        title: "ADD of a URL without --checksum",
-        why: "the content behind a URL can change or be tampered with; --checksum=sha256:... makes the build fail instead",
-    },
-    Rule {
-        id: "KL111",
-        severity: Severity::Warning,
-        title: "unpinned base of a stage others build on",
-        why: "a :latest or untagged base changes under the build, and every stage built on it changes too; pin a tag, better a digest",
-    },
-    Rule {
-        id: "KL112",
-        severity: Severity::Error,
-        title: "background process left running by a RUN",
-        why: "a RUN ends when its process tree does: a daemon left running keeps the step waiting, or is killed with the snapshot half-written",
-    },
-];
+pub use self::table::RULES;
 
 /// The rule with this id.
 pub(crate) fn rule(id: &str) -> &'static Rule {

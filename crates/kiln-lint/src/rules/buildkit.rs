@@ -1,0 +1,458 @@
+//! BuildKit's build checks (`docker build --check`), by their names, with
+//! BuildKit's conditions. What BuildKit only knows while building (the
+//! base image's platform: InvalidBaseImagePlatform; the context:
+//! CopyIgnoredFile) is not checked. Where kiln's frontend already finds it
+//! (empty continuation lines, FROM arguments not declared, undefined
+//! variables) its finding is reused. Whether a check runs, and at which
+//! level, is the `# check=` directive's (config.rs).
+
+use std::collections::BTreeSet;
+
+use kiln_dockerfile::Ast;
+use kiln_dockerfile::instructions::{Command, Dockerfile};
+use kiln_dockerfile::plan::{self, Base, BuildOptions, StageScope};
+
+use super::{Hit, hit};
+
+pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
+    for warning in &ast.warnings {
+        if warning.message.starts_with("Empty continuation line") {
+            out.push(hit(
+                "NoEmptyContinuation",
+                warning.start_line,
+                "Empty continuation line",
+            ));
+        }
+    }
+    stages_and_casing(dockerfile, out);
+    definition_descriptions(ast, out);
+    for arg in &dockerfile.meta_args {
+        for def in &arg.args {
+            secret_key("ARG", &def.key, arg.origin.location.start_line, out);
+        }
+    }
+    let mut names = BTreeSet::new();
+    // Per stage: SHELL set, WORKDIR set (both inherited from a parent stage).
+    let mut states: Vec<(bool, bool)> = Vec::new();
+    for (index, stage) in dockerfile.stages.iter().enumerate() {
+        let line = stage.location.start_line;
+        if let Some(name) = &stage.name {
+            if matches!(name.as_str(), "scratch" | "context") {
+                out.push(hit(
+                    "ReservedStageName",
+                    line,
+                    format!("Stage name should not use the same name as reserved stage \"{name}\""),
+                ));
+            }
+            if !names.insert(name.clone()) {
+                out.push(hit(
+                    "DuplicateStageName",
+                    line,
+                    format!("Duplicate stage name \"{name}\", stage names should be unique"),
+                ));
+            }
+        }
+        if let Some(platform) = &stage.platform {
+            platform_checks(platform, stage.name.as_deref(), line, out);
+        }
+        let parent = dockerfile.stages[..index]
+            .iter()
+            .position(|s| s.name.as_deref() == Some(stage.base_name.to_ascii_lowercase().as_str()));
+        let (mut shell_set, mut workdir_set) = parent.map_or((false, false), |p| states[p]);
+        let mut used: [Option<usize>; 3] = [None; 3];
+        for command in &stage.commands {
+            let line = command.origin().location.start_line;
+            let once = match command {
+                Command::Cmd(_) => Some(0),
+                Command::Entrypoint(_) => Some(1),
+                Command::Healthcheck(_) => Some(2),
+                _ => None,
+            };
+            if let Some(slot) = once {
+                if let Some(previous) = used[slot] {
+                    out.push(hit(
+                        "MultipleInstructionsDisallowed",
+                        previous,
+                        format!(
+                            "Multiple {} instructions should not be used in the same stage because only the last one will be used",
+                            command.name()
+                        ),
+                    ));
+                }
+                used[slot] = Some(line);
+            }
+            match command {
+                Command::Shell(_) => shell_set = true,
+                Command::Cmd(c) if c.command.prepend_shell && !shell_set => {
+                    json_args(command.name(), line, out)
+                }
+                Command::Entrypoint(c) if c.command.prepend_shell && !shell_set => {
+                    json_args(command.name(), line, out)
+                }
+                Command::Workdir(w) => {
+                    if !workdir_set && !absolute(&w.path) {
+                        out.push(hit(
+                            "WorkdirRelativePath",
+                            line,
+                            format!(
+                                "Relative workdir \"{}\" can have unexpected results if the base image changes",
+                                w.path
+                            ),
+                        ));
+                    }
+                    workdir_set = true;
+                }
+                Command::Maintainer(_) => out.push(hit(
+                    "MaintainerDeprecated",
+                    line,
+                    "Maintainer instruction is deprecated in favor of using label",
+                )),
+                Command::Env(env) => {
+                    if env.pairs.iter().any(|p| p.no_delim) {
+                        legacy_key_value("ENV", line, out);
+                    }
+                    for pair in &env.pairs {
+                        secret_key("ENV", &pair.key, line, out);
+                    }
+                }
+                Command::Label(label) => {
+                    if label.labels.iter().any(|p| p.no_delim) {
+                        legacy_key_value("LABEL", line, out);
+                    }
+                }
+                Command::Arg(arg) => {
+                    for def in &arg.args {
+                        secret_key("ARG", &def.key, line, out);
+                    }
+                }
+                Command::Expose(expose) => {
+                    for port in &expose.ports {
+                        expose_format(port, line, out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        states.push((shell_set, workdir_set));
+    }
+    planned(dockerfile, ast.escape, out);
+}
+
+fn json_args(name: &str, line: usize, out: &mut Vec<Hit>) {
+    out.push(hit(
+        "JSONArgsRecommended",
+        line,
+        format!("JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"),
+    ));
+}
+
+fn legacy_key_value(name: &str, line: usize, out: &mut Vec<Hit>) {
+    out.push(hit(
+        "LegacyKeyValueFormat",
+        line,
+        format!(
+            "\"{name} key=value\" should be used instead of legacy \"{name} key value\" format"
+        ),
+    ));
+}
+
+/// A path that is absolute on Linux or Windows (`C:\`, `\`).
+fn absolute(path: &str) -> bool {
+    let mut chars = path.chars();
+    path.starts_with('/')
+        || path.starts_with('\\')
+        || matches!((chars.next(), chars.next()), (Some(d), Some(':')) if d.is_ascii_alphabetic())
+}
+
+/// StageNameCasing, FromAsCasing and ConsistentInstructionCasing.
+fn stages_and_casing(dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
+    let consistent = |s: &str| s == s.to_lowercase() || s == s.to_uppercase();
+    let mut keywords: Vec<(&str, usize)> = Vec::new();
+    for stage in &dockerfile.stages {
+        let line = stage.location.start_line;
+        keywords.push((&stage.orig_cmd, line));
+        keywords.extend(
+            stage
+                .commands
+                .iter()
+                .map(|c| (c.origin().keyword.as_str(), c.origin().location.start_line)),
+        );
+        // `FROM [--flags] image AS name`, as written.
+        let words: Vec<&str> = stage
+            .code
+            .split_whitespace()
+            .skip(1)
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        if let [_, as_word, name] = words.as_slice() {
+            if *name != name.to_lowercase() {
+                out.push(hit(
+                    "StageNameCasing",
+                    line,
+                    format!("Stage name '{name}' should be lowercase"),
+                ));
+            }
+            let from = stage.orig_cmd.as_str();
+            let mismatch = if from == from.to_lowercase() {
+                *as_word != as_word.to_lowercase()
+            } else if from == from.to_uppercase() {
+                *as_word != as_word.to_uppercase()
+            } else {
+                false
+            };
+            if mismatch {
+                out.push(hit(
+                    "FromAsCasing",
+                    line,
+                    format!("'{as_word}' and '{from}' keywords' casing do not match"),
+                ));
+            }
+        }
+    }
+    let lower = keywords
+        .iter()
+        .filter(|(k, _)| consistent(k) && *k == k.to_lowercase())
+        .count();
+    let upper = keywords
+        .iter()
+        .filter(|(k, _)| consistent(k) && *k != k.to_lowercase())
+        .count();
+    let majority_lower = lower > upper;
+    for (keyword, line) in keywords {
+        let wrong = if majority_lower {
+            keyword != keyword.to_lowercase()
+        } else {
+            keyword != keyword.to_uppercase()
+        };
+        if wrong {
+            out.push(hit(
+                "ConsistentInstructionCasing",
+                line,
+                format!(
+                    "Command '{keyword}' should match the case of the command majority ({})",
+                    if majority_lower {
+                        "lowercase"
+                    } else {
+                        "uppercase"
+                    }
+                ),
+            ));
+        }
+    }
+}
+
+/// SecretsUsedInArgOrEnv: a name with a word (between `_`, or whole) that
+/// names a secret, and none that says it is not one.
+fn secret_key(instruction: &str, key: &str, line: usize, out: &mut Vec<Hit>) {
+    let words: Vec<String> = key.split('_').map(str::to_ascii_lowercase).collect();
+    let has = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+    let secret = has(&[
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ]);
+    if secret && !has(&["public", "file", "version"]) {
+        out.push(hit(
+            "SecretsUsedInArgOrEnv",
+            line,
+            format!(
+                "Do not use ARG or ENV instructions for sensitive data ({instruction} \"{key}\")"
+            ),
+        ));
+    }
+}
+
+/// ExposeProtoCasing and ExposeInvalidFormat for one `[ip:][host:]port[/proto]`.
+fn expose_format(raw: &str, line: usize, out: &mut Vec<Hit>) {
+    let (spec, proto) = raw.split_once('/').unwrap_or((raw, ""));
+    if proto != proto.to_lowercase() {
+        out.push(hit(
+            "ExposeProtoCasing",
+            line,
+            format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase"),
+        ));
+    }
+    if spec.contains(':') {
+        out.push(hit(
+            "ExposeInvalidFormat",
+            line,
+            format!("EXPOSE instruction should not define an IP address or host-port mapping, found '{raw}'"),
+        ));
+    }
+}
+
+/// RedundantTargetPlatform and FromPlatformFlagConstDisallowed.
+fn platform_checks(platform: &str, stage: Option<&str>, line: usize, out: &mut Vec<Hit>) {
+    if platform == "$TARGETPLATFORM" || platform == "${TARGETPLATFORM}" {
+        out.push(hit(
+            "RedundantTargetPlatform",
+            line,
+            format!("Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"),
+        ));
+    }
+    if platform.contains('$') {
+        return;
+    }
+    let mut parts = platform.split('/');
+    let (Some(os), Some(arch)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let name = stage.unwrap_or("");
+    if !name.contains(os) && !name.contains(arch) {
+        out.push(hit(
+            "FromPlatformFlagConstDisallowed",
+            line,
+            format!("FROM --platform flag should not use constant value \"{platform}\""),
+        ));
+    }
+}
+
+/// InvalidDefinitionDescription (experimental): the comment right above an
+/// ARG or FROM ... AS does not start with the name it declares.
+fn definition_descriptions(ast: &Ast, out: &mut Vec<Hit>) {
+    for node in &ast.children {
+        let (instruction, keys): (&str, Vec<&str>) = match node.command_lower().as_str() {
+            "arg" => (
+                "ARG",
+                node.args
+                    .iter()
+                    .map(|a| a.split('=').next().unwrap_or(a))
+                    .collect(),
+            ),
+            "from" if node.args.len() == 3 => ("FROM", vec![node.args[2].as_str()]),
+            _ => continue,
+        };
+        // The block of comments that ends right above the instruction.
+        let mut first = node.prev_comment.len();
+        let mut next = node.start_line;
+        while first > 0 && node.prev_comment_lines[first - 1] + 1 == next {
+            first -= 1;
+            next = node.prev_comment_lines[first];
+        }
+        let Some(last) = node.prev_comment[first..].last() else {
+            continue;
+        };
+        let word = last.trim().split(' ').next().unwrap_or("");
+        if keys.is_empty() || keys.contains(&word) {
+            continue;
+        }
+        let example = if keys.len() > 1 { "<arg_key>" } else { keys[0] };
+        out.push(hit(
+            "InvalidDefinitionDescription",
+            node.start_line,
+            format!(
+                "Comment for {instruction} should follow the format: `# {example} <description>`"
+            ),
+        ));
+    }
+}
+
+/// The checks that need the stage graph and the variables in scope:
+/// UndefinedArgInFrom, InvalidDefaultArgInFrom, UndefinedVar. The base
+/// image's own variables are not known here (only PATH is assumed).
+fn planned(dockerfile: &Dockerfile, escape: char, out: &mut Vec<Hit>) {
+    let Ok(plan) = plan::plan(dockerfile, escape, &BuildOptions::default()) else {
+        return;
+    };
+    for warning in &plan.warnings {
+        if warning.message.starts_with("FROM argument")
+            && let Some(location) = warning.location
+        {
+            out.push(hit(
+                "UndefinedArgInFrom",
+                location.start_line,
+                warning.message.clone(),
+            ));
+        }
+    }
+    for stage in &plan.stages {
+        if let Base::Image(image) = &stage.base
+            && stage.stage.base_name.contains('$')
+            && !valid_reference(image)
+        {
+            out.push(hit(
+                "InvalidDefaultArgInFrom",
+                stage.stage.location.start_line,
+                format!(
+                    "Default value for ARG {} results in empty or invalid base image name",
+                    stage.stage.base_name
+                ),
+            ));
+        }
+    }
+    let mut scopes: Vec<Option<StageScope<'_>>> = Vec::new();
+    for (index, stage) in plan.stages.iter().enumerate() {
+        let mut scope = match stage.base {
+            Base::Stage(parent) => match scopes.get(parent).and_then(Option::as_ref) {
+                Some(p) => StageScope::from_parent(p, index),
+                None => plan.scope(index, &[]),
+            },
+            _ => plan.scope(index, &[]),
+        };
+        for command in &stage.stage.commands {
+            if scope.dispatch(command).is_err() {
+                break;
+            }
+        }
+        for warning in scope.take_warnings() {
+            if warning.message.starts_with("Usage of undefined variable")
+                && let Some(location) = warning.location
+            {
+                out.push(hit("UndefinedVar", location.start_line, warning.message));
+            }
+        }
+        scopes.push(Some(scope));
+    }
+}
+
+/// Whether an image reference could be valid (Docker's grammar, loosely:
+/// not empty, a lower-case repository path, an optional tag and digest).
+fn valid_reference(reference: &str) -> bool {
+    let (rest, digest) = match reference.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (reference, None),
+    };
+    if digest.is_some_and(|d| !d.contains(':')) {
+        return false;
+    }
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (path, tag) = match rest[last_slash..].rfind(':') {
+        Some(c) => (&rest[..last_slash + c], Some(&rest[last_slash + c + 1..])),
+        None => (rest, None),
+    };
+    let tag_ok = tag.is_none_or(|t| {
+        !t.is_empty()
+            && t.len() <= 128
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            && !t.starts_with(['.', '-'])
+    });
+    let mut components = path.split('/');
+    let first = components.next().unwrap_or("");
+    let domain =
+        path.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let repo_components: Vec<&str> = if domain {
+        components.collect()
+    } else {
+        path.split('/').collect()
+    };
+    let component_ok = |c: &&str| {
+        !c.is_empty()
+            && c.chars().all(|ch| {
+                ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-')
+            })
+            && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
+    };
+    !path.is_empty()
+        && !repo_components.is_empty()
+        && repo_components.iter().all(component_ok)
+        && tag_ok
+}
