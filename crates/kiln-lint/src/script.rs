@@ -523,9 +523,14 @@ pub(crate) fn simple_commands(chars: &[(char, usize)]) -> Script {
             .flat_map(|w| nested_scripts(&w.text, w.line))
             .map(|inner| simple_commands(&inner))
             .collect();
-        let skip = words
-            .first()
-            .is_some_and(|w| matches!(w.text.as_str(), "for" | "case" | "select" | "in"));
+        // `for`/`case` headers are not commands, nor are `[ ... ]` and
+        // `[[ ... ]]`, which ShellCheck parses as conditions.
+        let skip = words.first().is_some_and(|w| {
+            matches!(
+                w.text.as_str(),
+                "for" | "case" | "select" | "in" | "[" | "[["
+            )
+        });
         let mut start = 0;
         while words
             .get(start)

