@@ -200,6 +200,19 @@ pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding
         .find(|d| d.name == "check")
         .map(|d| CheckDirective::parse(&d.value))
         .unwrap_or_default();
+    // BuildKit also reads a `# check=` comment above an instruction, for
+    // that instruction's findings.
+    let local_checks: std::collections::BTreeMap<usize, CheckDirective> = ast
+        .children
+        .iter()
+        .filter_map(|node| {
+            let local = node
+                .prev_comment
+                .iter()
+                .find_map(|c| CheckDirective::from_comment(c))?;
+            Some((node.start_line, check.merged(&local)))
+        })
+        .collect();
 
     let mut findings: Vec<Finding> = hits
         .into_iter()
@@ -212,6 +225,7 @@ pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding
                 let rule = rules::rule(rule);
                 let severity = match rule.origin {
                     Origin::Buildkit => {
+                        let check = local_checks.get(&line).unwrap_or(&check);
                         if !check.runs(rule.id, !rule.on_by_default) {
                             return None;
                         }

@@ -228,6 +228,29 @@ impl CheckDirective {
         check
     }
 
+    /// A `check=...` comment above an instruction (text without `#`; the
+    /// value ends at the first space, as BuildKit cuts it).
+    pub(crate) fn from_comment(comment: &str) -> Option<CheckDirective> {
+        let (name, value) = comment.trim().split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("check") {
+            return None;
+        }
+        let value = value.trim_start();
+        Some(CheckDirective::parse(
+            value.split(' ').next().unwrap_or(value),
+        ))
+    }
+
+    /// This directive with `local`'s skips and experiments added.
+    pub(crate) fn merged(&self, local: &CheckDirective) -> CheckDirective {
+        let mut out = self.clone();
+        out.skip.extend(local.skip.iter().cloned());
+        out.skip_all |= local.skip_all;
+        out.experimental.extend(local.experimental.iter().cloned());
+        out.experimental_all |= local.experimental_all;
+        out
+    }
+
     /// Whether BuildKit reports a check: an experimental one when asked
     /// for, another unless skipped.
     pub(crate) fn runs(&self, rule: &str, experimental: bool) -> bool {

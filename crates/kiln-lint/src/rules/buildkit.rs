@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use kiln_dockerfile::Ast;
 use kiln_dockerfile::instructions::{Command, Dockerfile};
 use kiln_dockerfile::plan::{self, Base, BuildOptions, StageScope};
+use kiln_dockerfile::shell::Lex;
 
 use super::{Hit, hit};
 
@@ -19,18 +20,21 @@ pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
         if warning.message.starts_with("Empty continuation line") {
             out.push(hit(
                 "NoEmptyContinuation",
-                warning.start_line,
+                warning.end_line,
                 "Empty continuation line",
             ));
         }
     }
     stages_and_casing(dockerfile, out);
     definition_descriptions(ast, out);
-    for arg in &dockerfile.meta_args {
-        for def in &arg.args {
-            secret_key("ARG", &def.key, arg.origin.location.start_line, out);
-        }
-    }
+    from_args(dockerfile, ast.escape, out);
+    let plan = plan::plan(dockerfile, ast.escape, &BuildOptions::default()).ok();
+    // The checks BuildKit makes while dispatching an instruction see only
+    // the stages the build needs (the last stage and what it reads).
+    let built: Vec<usize> = plan.as_ref().map_or_else(
+        || (0..dockerfile.stages.len()).collect(),
+        |p| p.order.clone(),
+    );
     let mut names = BTreeSet::new();
     // Per stage: SHELL set, WORKDIR set (both inherited from a parent stage).
     let mut states: Vec<(bool, bool)> = Vec::new();
@@ -60,7 +64,8 @@ pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
             .position(|s| s.name.as_deref() == Some(stage.base_name.to_ascii_lowercase().as_str()));
         let (mut shell_set, mut workdir_set) = parent.map_or((false, false), |p| states[p]);
         let mut used: [Option<usize>; 3] = [None; 3];
-        for command in &stage.commands {
+        let dispatched = built.contains(&index);
+        for command in stage.commands.iter().filter(|_| dispatched) {
             let line = command.origin().location.start_line;
             let once = match command {
                 Command::Cmd(_) => Some(0),
@@ -135,7 +140,9 @@ pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
         }
         states.push((shell_set, workdir_set));
     }
-    planned(dockerfile, ast.escape, out);
+    if let Some(plan) = &plan {
+        undefined_vars(plan, &built, out);
+    }
 }
 
 fn json_args(name: &str, line: usize, out: &mut Vec<Hit>) {
@@ -354,39 +361,96 @@ fn definition_descriptions(ast: &Ast, out: &mut Vec<Hit>) {
     }
 }
 
-/// The checks that need the stage graph and the variables in scope:
-/// UndefinedArgInFrom, InvalidDefaultArgInFrom, UndefinedVar. The base
-/// image's own variables are not known here (only PATH is assumed).
-fn planned(dockerfile: &Dockerfile, escape: char, out: &mut Vec<Hit>) {
-    let Ok(plan) = plan::plan(dockerfile, escape, &BuildOptions::default()) else {
-        return;
-    };
-    for warning in &plan.warnings {
-        if warning.message.starts_with("FROM argument")
-            && let Some(location) = warning.location
+/// UndefinedArgInFrom and InvalidDefaultArgInFrom: FROM's image and
+/// platform expanded with the global ARGs' defaults (and the platform
+/// ARGs BuildKit defines).
+fn from_args(dockerfile: &Dockerfile, escape: char, out: &mut Vec<Hit>) {
+    const PLATFORM_ARGS: &[&str] = &[
+        "BUILDPLATFORM",
+        "BUILDOS",
+        "BUILDARCH",
+        "BUILDVARIANT",
+        "TARGETPLATFORM",
+        "TARGETOS",
+        "TARGETARCH",
+        "TARGETVARIANT",
+    ];
+    let lex = Lex::new(escape);
+    let mut declared: BTreeSet<&str> = PLATFORM_ARGS.iter().copied().collect();
+    let mut values: Vec<(String, String)> = PLATFORM_ARGS
+        .iter()
+        .map(|a| (a.to_string(), "linux/amd64".to_string()))
+        .collect();
+    for def in dockerfile.meta_args.iter().flat_map(|a| &a.args) {
+        declared.insert(&def.key);
+        if let Some(default) = &def.value
+            && let Ok(v) = lex.process_word(default, &values)
         {
-            out.push(hit(
-                "UndefinedArgInFrom",
-                location.start_line,
-                warning.message.clone(),
-            ));
+            values.push((def.key.clone(), v));
         }
     }
-    for stage in &plan.stages {
-        if let Base::Image(image) = &stage.base
-            && stage.stage.base_name.contains('$')
-            && !valid_reference(image)
-        {
-            out.push(hit(
-                "InvalidDefaultArgInFrom",
-                stage.stage.location.start_line,
-                format!(
-                    "Default value for ARG {} results in empty or invalid base image name",
-                    stage.stage.base_name
-                ),
-            ));
+    for stage in &dockerfile.stages {
+        let line = stage.location.start_line;
+        let mut words = vec![stage.base_name.as_str()];
+        words.extend(stage.platform.as_deref());
+        for (i, word) in words.into_iter().enumerate() {
+            let Ok(expanded) = lex.process_word_with_matches(word, &values) else {
+                continue;
+            };
+            for name in expanded
+                .unmatched
+                .iter()
+                .filter(|n| !declared.contains(n.as_str()))
+            {
+                let hint = kiln_dockerfile_suggest(name, &declared);
+                out.push(hit(
+                    "UndefinedArgInFrom",
+                    line,
+                    format!("FROM argument '{name}' is not declared{hint}"),
+                ));
+            }
+            if i == 0 && word.contains('$') && !valid_reference(&expanded.value) {
+                out.push(hit(
+                    "InvalidDefaultArgInFrom",
+                    line,
+                    format!(
+                        "Default value for ARG {word} results in empty or invalid base image name"
+                    ),
+                ));
+            }
         }
     }
+}
+
+/// ` (did you mean X?)` for a declared name one edit away, or nothing.
+fn kiln_dockerfile_suggest(name: &str, declared: &BTreeSet<&str>) -> String {
+    let close = declared.iter().find(|d| {
+        let (a, b): (Vec<char>, Vec<char>) = (name.chars().collect(), d.chars().collect());
+        edit_distance(&a, &b) <= 2
+    });
+    close
+        .map(|c| format!(" (did you mean {c}?)"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// UndefinedVar, from kiln's frontend: each stage the build needs, its
+/// instructions expanded in order. The base image's own variables are not
+/// known here (only PATH is assumed, as every image has it).
+fn undefined_vars(plan: &plan::Plan, built: &[usize], out: &mut Vec<Hit>) {
     let mut scopes: Vec<Option<StageScope<'_>>> = Vec::new();
     for (index, stage) in plan.stages.iter().enumerate() {
         let mut scope = match stage.base {
@@ -402,7 +466,8 @@ fn planned(dockerfile: &Dockerfile, escape: char, out: &mut Vec<Hit>) {
             }
         }
         for warning in scope.take_warnings() {
-            if warning.message.starts_with("Usage of undefined variable")
+            if built.contains(&index)
+                && warning.message.starts_with("Usage of undefined variable")
                 && let Some(location) = warning.location
             {
                 out.push(hit("UndefinedVar", location.start_line, warning.message));
