@@ -158,12 +158,14 @@ pub(crate) enum LintMode {
     Error,
 }
 
-/// `--lint`: the Dockerfile's findings on stderr before anything is built;
-/// with `--lint=error`, an error when one is at level error. A Dockerfile
-/// the linter cannot read is left to the build, which says why.
+/// `--lint`: the Dockerfile's findings on stderr before anything is built
+/// (under the hadolint configuration `kiln lint` would use); with
+/// `--lint=error`, an error when one is at level error. A Dockerfile the
+/// linter cannot read is left to the build, which says why.
 fn lint_first(dockerfile: &Path, text: &[u8], mode: LintMode) -> anyhow::Result<()> {
     let shown = dockerfile.display().to_string();
-    let Ok(findings) = kiln_lint::lint(&shown, text) else {
+    let config = super::lint::find_config()?.unwrap_or_default();
+    let Ok(findings) = kiln_lint::lint_with(&shown, text, &config) else {
         return Ok(());
     };
     eprint!("{}", kiln_lint::to_text(&findings));
