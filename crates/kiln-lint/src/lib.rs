@@ -1,6 +1,10 @@
 //! `kiln lint`'s rules: Dockerfile steps that hang a build (a prompt, a
 //! download without a timeout, a daemon left running), defeat its caches,
-//! or do not reproduce. The rules and their reasons are in docs/LINT.md.
+//! or do not reproduce (kiln's KLxxx); hadolint's rules that need no
+//! ShellCheck (DLxxxx, as hadolint 2.15.1 has them); BuildKit's build
+//! checks, by name. The rules and their reasons are in docs/LINT.md; a
+//! hadolint [`Config`] and the file's own `# hadolint ignore=` and
+//! `# check=` comments decide which are reported, and at which level.
 //!
 //! Pure: [`lint`] reads the text it is given with kiln's frontend
 //! (`kiln-dockerfile`: exact lines, continuations, heredocs, `# escape=`)

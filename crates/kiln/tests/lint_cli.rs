@@ -32,7 +32,10 @@ fn text_lists_findings_and_fails_on_errors() {
     assert_eq!(code, 1);
     assert_eq!(
         out,
-        "<stdin>:2 KL108 warning: `apt-get update` runs in another step than the `apt-get install` on line 3\n\
+        "<stdin>:2 DL3009 info: apt-get update without `rm -rf /var/lib/apt/lists/*` in the same RUN\n\
+         <stdin>:2 KL108 warning: `apt-get update` runs in another step than the `apt-get install` on line 3\n\
+         <stdin>:3 DL3008 warning: apt-get install curl without a version (`curl=<version>`)\n\
+         <stdin>:3 DL3015 info: apt-get install without --no-install-recommends\n\
          <stdin>:3 KL104 warning: `apt-get` downloads into the apt cache with no --mount=type=cache for it\n\
          <stdin>:4 KL103 error: `curl` without a timeout (add --max-time or --connect-timeout with --speed-time)\n"
     );
@@ -51,13 +54,23 @@ fn ignore_and_fail_level_decide_the_exit_status() {
     );
     let (code, out, _) = lint(
         &[
-            "--ignore", "KL103", "--ignore", "kl104", "--ignore", "KL108", "-",
+            "--ignore", "KL103", "--ignore", "kl104", "--ignore", "KL108", "--ignore", "DL3008",
+            "--ignore", "dl3009", "--ignore", "DL3015", "-",
         ],
         DOCKERFILE,
     );
     assert_eq!((code, out.as_str()), (0, ""));
     assert_eq!(
-        lint(&["--fail-level", "info", "-"], "FROM x\nRUN true\n").0,
+        lint(&["--fail-level", "style", "-"], "FROM x:1\nRUN true\n").0,
+        0
+    );
+    // DL3048 is hadolint's one rule at level style.
+    assert_eq!(
+        lint(&["--fail-level", "style", "-"], "FROM x:1\nLABEL Bad=1\n").0,
+        1
+    );
+    assert_eq!(
+        lint(&["--fail-level", "info", "-"], "FROM x:1\nLABEL Bad=1\n").0,
         0
     );
 }
@@ -84,9 +97,9 @@ fn json_is_an_array_of_findings() {
     assert_eq!(keys, ["file", "line", "message", "rule", "severity", "why"]);
     assert_eq!(
         (first["rule"].as_str(), first["line"].as_u64()),
-        (Some("KL108"), Some(2))
+        (Some("DL3009"), Some(2))
     );
-    assert_eq!(first["severity"], "warning");
+    assert_eq!(first["severity"], "info");
     let (code, out, _) = lint(&["--format", "json", "-"], "FROM x\n");
     assert_eq!((code, out.trim()), (0, "[]"));
 }
@@ -100,8 +113,8 @@ fn sarif_is_a_minimal_valid_log() {
     let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
     assert!(rules.iter().any(|r| r["id"] == "KL101"));
     let results = run["results"].as_array().unwrap();
-    assert_eq!(results.len(), 3);
-    let error = &results[2];
+    assert_eq!(results.len(), 6);
+    let error = &results[5];
     assert_eq!(
         (error["ruleId"].as_str(), error["level"].as_str()),
         (Some("KL103"), Some("error"))
@@ -136,7 +149,107 @@ fn a_file_that_does_not_parse_names_file_and_line() {
     let out = kiln().arg("lint").current_dir(dir.path()).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Dockerfile:2 KL103 error: `curl` without a timeout (add --max-time or --connect-timeout with --speed-time)\n"
+        "Dockerfile:1 DL3006 warning: FROM x has no tag\n\
+         Dockerfile:2 KL103 error: `curl` without a timeout (add --max-time or --connect-timeout with --speed-time)\n"
+    );
+}
+
+/// A Dockerfile with a finding of each origin: DL3006 (warning), KL103
+/// (error), MaintainerDeprecated (BuildKit, warning), DL4000 (error).
+const MIXED: &str = "FROM x\nMAINTAINER me\nRUN curl https://x\n";
+
+fn lint_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = kiln()
+        .current_dir(dir)
+        .env("HOME", dir.join("home"))
+        .env_remove("XDG_CONFIG_HOME")
+        .arg("lint")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn rules(out: &str) -> Vec<&str> {
+    out.lines()
+        .map(|l| l.split(' ').nth(1).unwrap_or(""))
+        .collect()
+}
+
+#[test]
+fn a_hadolint_configuration_is_found_as_hadolint_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fs_err::write(dir.path().join("Dockerfile"), MIXED).unwrap();
+    let (code, out, _) = lint_in(dir.path(), &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        rules(&out),
+        ["DL3006", "DL4000", "MaintainerDeprecated", "KL103"]
+    );
+    // ~/.hadolint.yaml, then ./.hadolint.yaml, which comes first.
+    fs_err::create_dir(dir.path().join("home")).unwrap();
+    fs_err::write(
+        dir.path().join("home/.hadolint.yaml"),
+        "ignored: [DL3006]\n",
+    )
+    .unwrap();
+    let (_, out, _) = lint_in(dir.path(), &[]);
+    assert_eq!(rules(&out), ["DL4000", "MaintainerDeprecated", "KL103"]);
+    fs_err::write(
+        dir.path().join(".hadolint.yaml"),
+        "ignored:\n  - DL4000\n  - KL103\noverride:\n  info: [DL3006]\nfailure-threshold: info\n",
+    )
+    .unwrap();
+    let (code, out, _) = lint_in(dir.path(), &[]);
+    assert_eq!(
+        out,
+        "Dockerfile:1 DL3006 info: FROM x has no tag\nDockerfile:2 MaintainerDeprecated warning: Maintainer instruction is deprecated in favor of using label\n"
+    );
+    assert_eq!(code, 1, "failure-threshold: info");
+    // --fail-level wins over failure-threshold.
+    assert_eq!(lint_in(dir.path(), &["--fail-level", "error"]).0, 0);
+    // --config names another file, and the search is not made.
+    fs_err::write(
+        dir.path().join("other.yaml"),
+        "ignored: [MaintainerDeprecated]\n",
+    )
+    .unwrap();
+    let (_, out, _) = lint_in(dir.path(), &["--config", "other.yaml"]);
+    assert_eq!(rules(&out), ["DL3006", "DL4000", "KL103"]);
+}
+
+#[test]
+fn a_configuration_that_cannot_be_read_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    fs_err::write(dir.path().join("Dockerfile"), MIXED).unwrap();
+    fs_err::write(
+        dir.path().join("bad.yaml"),
+        "override:\n  fatal: [DL3006]\n",
+    )
+    .unwrap();
+    let (code, out, err) = lint_in(dir.path(), &["--config", "bad.yaml"]);
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert!(err.contains("bad.yaml") && err.contains("fatal"), "{err}");
+    let (code, _, err) = lint_in(dir.path(), &["--config", "missing.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("missing.yaml"), "{err}");
+}
+
+#[test]
+fn inline_hadolint_and_check_comments_are_honoured() {
+    let df = "# check=skip=MaintainerDeprecated\n# hadolint ignore=DL3006\nFROM x\nMAINTAINER me\n";
+    let (_, out, _) = lint(&["-"], df);
+    assert_eq!(rules(&out), ["DL4000"]);
+    let df = "# check=error=true\nFROM x:1\nMAINTAINER me\n";
+    let (code, out, _) = lint(&["--ignore", "DL4000", "-"], df);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "<stdin>:3 MaintainerDeprecated error: Maintainer instruction is deprecated in favor of using label\n"
     );
 }
 
