@@ -100,7 +100,7 @@ fn json_is_an_array_of_findings() {
         (Some("DL3009"), Some(2))
     );
     assert_eq!(first["severity"], "info");
-    let (code, out, _) = lint(&["--format", "json", "-"], "FROM x\n");
+    let (code, out, _) = lint(&["--format", "json", "-"], "FROM x:1\n");
     assert_eq!((code, out.trim()), (0, "[]"));
 }
 
