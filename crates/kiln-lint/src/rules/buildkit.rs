@@ -120,10 +120,8 @@ pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
                         secret_key("ENV", &pair.key, line, out);
                     }
                 }
-                Command::Label(label) => {
-                    if label.labels.iter().any(|p| p.no_delim) {
-                        legacy_key_value("LABEL", line, out);
-                    }
+                Command::Label(label) if label.labels.iter().any(|p| p.no_delim) => {
+                    legacy_key_value("LABEL", line, out);
                 }
                 Command::Arg(arg) => {
                     for def in &arg.args {

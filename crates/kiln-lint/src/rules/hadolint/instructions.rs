@@ -60,10 +60,8 @@ pub(crate) fn check(stream: &[Instr], settings: &Settings, out: &mut Vec<Hit>) {
                     ));
                 }
             }
-            Kind::Expose(ports) => {
-                if ports.iter().any(|p| port_out_of_range(p)) {
-                    out.push(hit("DL3011", line, "EXPOSE of a port above 65535"));
-                }
+            Kind::Expose(ports) if ports.iter().any(|p| port_out_of_range(p)) => {
+                out.push(hit("DL3011", line, "EXPOSE of a port above 65535"));
             }
             Kind::Add { sources } => {
                 let fetches_or_extracts = |s: &String| {

@@ -65,6 +65,7 @@ pub(crate) enum Kind {
     Other,
 }
 
+#[derive(PartialEq, Eq)]
 pub(crate) struct From {
     pub(crate) image: Image,
     /// `AS name`, as written.
@@ -73,6 +74,7 @@ pub(crate) struct From {
 }
 
 /// An image reference split as hadolint's parser splits it.
+#[derive(PartialEq, Eq)]
 pub(crate) struct Image {
     pub(crate) registry: Option<String>,
     pub(crate) name: String,

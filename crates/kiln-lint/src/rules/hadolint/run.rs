@@ -546,7 +546,8 @@ impl<'a> StageWatch<'a> {
 
     fn report(self, rule: &'static str, message: &str, out: &mut Vec<Hit>) {
         for (line, stage) in &self.lines {
-            let last = stage.map(key) == self.current.map(key);
+            // hadolint tells two FROMs apart by all they say.
+            let last = *stage == self.current;
             let built_on = stage
                 .and_then(|s| s.alias.as_deref())
                 .is_some_and(|a| self.bases.contains(a));
@@ -555,27 +556,6 @@ impl<'a> StageWatch<'a> {
             }
         }
     }
-}
-
-/// What tells two FROMs apart for hadolint: all they say.
-fn key(
-    from: &From,
-) -> (
-    &str,
-    Option<&str>,
-    Option<&str>,
-    Option<&str>,
-    Option<&str>,
-    Option<&str>,
-) {
-    (
-        from.image.name.as_str(),
-        from.image.registry.as_deref(),
-        from.image.tag.as_deref(),
-        from.image.digest.as_deref(),
-        from.alias.as_deref(),
-        from.platform.as_deref(),
-    )
 }
 
 /// DL3009: `apt-get update` without `rm -rf /var/lib/apt/lists/*` after
@@ -764,13 +744,12 @@ fn pip_cache(stream: &[Instr], out: &mut Vec<Hit>) {
                 no_cache.insert(Some(key.clone()), inherited);
                 current = Some(key);
             }
-            Kind::Env(pairs) => {
+            Kind::Env(pairs)
                 if pairs
                     .iter()
-                    .any(|(k, v)| k == "PIP_NO_CACHE_DIR" && TRUTHY.contains(&drop_quotes(v)))
-                {
-                    no_cache.insert(current.clone(), true);
-                }
+                    .any(|(k, v)| k == "PIP_NO_CACHE_DIR" && TRUTHY.contains(&drop_quotes(v))) =>
+            {
+                no_cache.insert(current.clone(), true);
             }
             Kind::Run(run) => {
                 let set_by_env = no_cache.get(&current).copied().unwrap_or(false);
