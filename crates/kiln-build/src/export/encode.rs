@@ -242,8 +242,11 @@ pub(crate) fn encode_layer(
 ) -> Result<(Descriptor, Digest), ExportError> {
     let rewrite = own && encoding.rewrites();
     let recipe = encoding.layer_recipe(rewrite);
+    // Leased (reuse, not contains): a variant another process made is
+    // reached by no root, and a prune before the export writes it out
+    // would take it.
     if let Some(v) = store.read(|r| r.layer_variant(diff_id, &recipe))?
-        && store.contains(&v.descriptor.digest)?
+        && store.reuse(&v.descriptor.digest)?.is_some()
     {
         return Ok((retype(&v.descriptor, encoding.format), v.diff_id));
     }

@@ -491,7 +491,8 @@ fn stored(
 ) -> Result<Option<Descriptor>, CacheError> {
     let recipe = encoding.layer_recipe(false);
     match store.read(|r| r.layer_variant(diff_id, &recipe))? {
-        Some(v) if store.contains(&v.descriptor.digest)? => Ok(Some(v.descriptor)),
+        // Leased (reuse): a prune must not take it before it is written out.
+        Some(v) if store.reuse(&v.descriptor.digest)?.is_some() => Ok(Some(v.descriptor)),
         _ => Ok(None),
     }
 }

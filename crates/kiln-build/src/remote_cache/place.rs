@@ -204,7 +204,8 @@ impl<'a> Place<'a> {
                 runtime,
                 reference,
             } => {
-                if store.contains(&d.digest)? {
+                // Leased: the build reads it later, and a prune meanwhile must not take it.
+                if store.reuse(&d.digest)?.is_some() {
                     return Ok(());
                 }
                 let repository = Repository::of(reference);
