@@ -194,6 +194,7 @@ fn exec() -> io::Result<std::convert::Infallible> {
         };
         rustix::process::setrlimit(resource, limit)?;
     }
+    close_inherited()?;
     rustix::process::chroot(spec.root.as_c_str())
         .map_err(|e| io::Error::other(format!("chroot to {:?}: {e}", spec.root)))?;
     rustix::process::chdir(spec.cwd.as_c_str())
@@ -231,6 +232,39 @@ fn exec() -> io::Result<std::convert::Infallible> {
         error.kind(),
         format!("cannot run {program:?}: {error}"),
     ))
+}
+
+/// Marks every descriptor above 2 close-on-exec, so that none reaches the
+/// step: kiln's own are (std opens everything so), but what kiln inherited
+/// from whoever started it is not (a CI runner's pipes, a test harness's
+/// jobserver). runc closes them for its runs; here it is this process's
+/// job, while it still sees /proc.
+fn close_inherited() -> io::Result<()> {
+    let mut inherited = Vec::new();
+    for entry in fs_err::read_dir("/proc/self/fd")?.flatten() {
+        if let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+            && fd > 2
+        {
+            inherited.push(fd);
+        }
+    }
+    for fd in inherited {
+        // SAFETY: `fd` was open a moment ago (the read_dir's own, now
+        // closed, fails below and is skipped), and this process has one
+        // thread, which closes nothing meanwhile: the borrow is of an open
+        // descriptor for the length of one fcntl. No safe API takes a
+        // descriptor number (rustix has no close_range).
+        #[allow(unsafe_code)]
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        match rustix::io::fcntl_setfd(borrowed, rustix::io::FdFlags::CLOEXEC) {
+            Ok(()) | Err(rustix::io::Errno::BADF) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn decode(line: &[u8]) -> io::Result<Spec> {

@@ -68,6 +68,7 @@ enum Undo {
 
 /// What was placed for one run.
 pub(crate) struct Placed<'a> {
+    root: PathBuf,
     undo: Vec<Undo>,
     turns: &'a Turns,
     aside: PathBuf,
@@ -83,6 +84,7 @@ impl<'a> Placed<'a> {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let mut placed = Placed {
+            root: spec.rootfs.clone(),
             undo: Vec::new(),
             turns,
             aside,
@@ -255,7 +257,40 @@ impl<'a> Placed<'a> {
         }
     }
 
+    /// `path` (under the root) as it is to be reached now that the step
+    /// has run: its parent resolved again inside the root. A step may have
+    /// made any directory above it a symlink, to `/` or anywhere on the
+    /// host (the CVE-2024-23652 class): followed from outside, a removal
+    /// would delete the host's files. The step's processes are all gone by
+    /// now, so nothing changes between this and the use.
+    fn anchored(&self, path: &Path) -> io::Result<PathBuf> {
+        let Ok(inside) = path.strip_prefix(&self.root) else {
+            return Ok(path.to_path_buf());
+        };
+        let (Some(parent), Some(name)) = (inside.parent(), inside.file_name()) else {
+            return Ok(path.to_path_buf());
+        };
+        let parent = resolve_in_root(&self.root, &Path::new("/").join(parent))?;
+        Ok(host_path(&self.root, &parent).join(name))
+    }
+
     fn undo_one(&self, undo: Undo) -> io::Result<()> {
+        let undo = match undo {
+            Undo::Made(dir) => Undo::Made(self.anchored(&dir)?),
+            Undo::SetAside { path, aside } => Undo::SetAside {
+                path: self.anchored(&path)?,
+                aside,
+            },
+            Undo::Put(path) => Undo::Put(self.anchored(&path)?),
+            Undo::MovedIn { path, source } => Undo::MovedIn {
+                path: self.anchored(&path)?,
+                source,
+            },
+            Undo::DevNames { dev, before } => Undo::DevNames {
+                dev: self.anchored(&dev)?,
+                before,
+            },
+        };
         match undo {
             Undo::Made(dir) => match fs_err::remove_dir(&dir) {
                 // Something the step put there keeps it.
@@ -279,6 +314,11 @@ impl<'a> Placed<'a> {
                 result
             }
             Undo::DevNames { dev, before } => {
+                // Not a directory any more (a symlink the step made): what
+                // it leads to is not kiln's to clean.
+                if !fs_err::symlink_metadata(&dev).is_ok_and(|m| m.is_dir()) {
+                    return Ok(());
+                }
                 for entry in fs_err::read_dir(&dev)?.flatten() {
                     if !before.contains(&entry.file_name()) {
                         remove_all(&entry.path())?;
