@@ -268,7 +268,8 @@ impl Inner {
             // reach another host and Range survives each hop.
             .redirect(reqwest::redirect::Policy::none())
             .tcp_keepalive(std::time::Duration::from_secs(30))
-            .pool_idle_timeout(std::time::Duration::from_secs(60));
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .dns_resolver(Arc::new(crate::NameResolver::new()));
         for (host, ip) in &o.resolve {
             // Port 0: the port of the URL is used.
             builder = builder.resolve(host, SocketAddr::new(*ip, 0));

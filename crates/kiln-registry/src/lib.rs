@@ -6,6 +6,8 @@
 //! - Connections as Docker makes them: plain HTTP to loopback registries,
 //!   HTTPS elsewhere (system roots, extra CA files, `certs.d/<host>`),
 //!   `--insecure-registry` without verification with a fall back to HTTP.
+//!   Names resolved in Rust by [`NameResolver`] (`/etc/hosts`, then DNS),
+//!   which every HTTP client of kiln uses; never glibc's NSS.
 //! - Auth: anonymous, basic, bearer tokens from the `WWW-Authenticate`
 //!   challenge (cached per registry and scopes, refreshed on 401), with
 //!   credentials from the options or the docker config (`auths`,
@@ -45,6 +47,7 @@
 mod auth;
 mod client;
 mod combine;
+mod dns;
 mod error;
 mod event;
 mod http;
@@ -58,6 +61,7 @@ mod transfer;
 
 pub use crate::client::{RegistryClient, Repository};
 pub use crate::combine::{Copied, copy_manifest, read_index_source};
+pub use crate::dns::NameResolver;
 pub use crate::error::{Error, Operation, OperationKind};
 pub use crate::event::{Event, EventHandler, PROGRESS_STEP};
 pub use crate::io::{BlobSink, BlobSource, FileSink, FileSource};

@@ -158,6 +158,7 @@ impl Fetcher {
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(READ_TIMEOUT)
+            .dns_resolver(std::sync::Arc::new(kiln_registry::NameResolver::new()))
             .build()
             .map_err(|e| CopyError::Download {
                 url: String::new(),
