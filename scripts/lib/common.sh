@@ -140,6 +140,31 @@ ensure_registry_tools() {
   if systemctl is-active --quiet docker-registry 2>/dev/null; then as_root systemctl stop docker-registry || true; fi
 }
 
+# ensure_static_kiln: the kiln users download and kiln's image holds, a
+# release build linked statically against glibc (crt-static): no program
+# interpreter and no shared library, so one file runs on every current
+# Linux of its architecture (a dynamic kiln built against trixie's glibc
+# needs GLIBC_2.39 and fails on Debian 12) and in an image FROM scratch.
+# getrandom_backend: getrandom 0.3+ finds glibc's getrandom(2) with
+# dlsym, which a static binary cannot, and falls back to /dev/urandom; this
+# links the call instead (a root without /dev still gets randomness).
+# With --target, RUSTFLAGS reach only kiln's own code and dependencies,
+# not build scripts or proc-macros; its own target dir keeps these flags
+# from invalidating target/debug. Exports KILN_STATIC_BIN (the tests of
+# the static binary and of kiln's image read it, kiln-testkit's need.rs).
+ensure_static_kiln() {
+  local triple
+  triple=$(rustc -vV | sed -n 's/^host: //p')
+  case $triple in
+    *-linux-gnu) ;;
+    *) echo "ensure_static_kiln: a static glibc build needs a *-linux-gnu host, not $triple" >&2; exit 1 ;;
+  esac
+  log "cargo build --profile dist (static: crt-static, target/static)"
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
+    cargo build --profile dist --locked -p kiln --target "$triple" --target-dir "$KILN_REPO/target/static"
+  export KILN_STATIC_BIN=$KILN_REPO/target/static/$triple/dist/kiln
+}
+
 # ensure_buildah: Buildah from Debian's archive (1.28 on bookworm), a peer
 # of bench/run; it runs RUN steps through the same runc.
 ensure_buildah() {

