@@ -15,6 +15,8 @@
 //!   program, the conformance vectors or BuildKit's parser oracle: skipped
 //!   with a notice where it is missing, a failure under `CI=true`.
 //! - [`busybox`]: a busybox rootfs and base image for tests that run steps.
+//! - [`own_image`]: kiln's own image (scripts/image), built from the static
+//!   kiln and loaded into docker once, for tests that run it there.
 //! - [`process`]: processes a test left behind, found by a marker.
 //!
 //! The proxy and the token server run on their own runtime thread, so they
@@ -36,6 +38,7 @@ pub mod busybox;
 mod http1;
 mod image;
 pub mod need;
+pub mod own_image;
 mod pki;
 pub mod process;
 mod proxy;

@@ -1,6 +1,8 @@
 //! What kiln ships: the static kiln (no program interpreter, no shared
 //! library; it runs in a root that has no libc at all, registries and name
-//! resolution included).
+//! resolution included) and kiln's own image (scripts/image: `docker load`,
+//! `docker run` with docker's default security, Kaniko's layout and
+//! environment, nothing else in it).
 
 mod support;
 
@@ -10,9 +12,9 @@ use std::process::{Command, Output};
 
 use kiln_testkit::need::{Root, StaticKiln, Tool, need};
 use kiln_testkit::{Registry, RegistryOptions};
-use support::{rootfs_tarball, run, stdout, text};
+use support::{Kiln, rootfs_tarball, run, stdout, text};
 
-/// Debian's CA bundle (ca-certificates), at the path kiln's image gives it.
+/// Debian's CA bundle (ca-certificates), what scripts/image puts in the image.
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[test]
@@ -195,4 +197,181 @@ fn the_static_kiln_runs_in_a_root_without_libc() {
         [inspected.as_str(), inspected.as_str()],
         "the pushed and the pulled image: {images:#}"
     );
+}
+
+/// `docker ARGS`, panicking with its output unless it succeeds.
+fn docker(args: &[&str]) -> String {
+    stdout(&run(Command::new("docker").args(args)))
+}
+
+#[test]
+fn kilns_image_loads_in_docker_and_runs_with_default_security() {
+    let Some(image) = support::kiln_image() else {
+        return;
+    };
+
+    // The entrypoint is Kaniko's executor, started as docker starts any
+    // image: no privileges, default capabilities and seccomp.
+    let help = docker(&["run", "--rm", &image.name, "--help"]);
+    assert!(help.contains("--destination"), "{help}");
+    let version = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "kiln",
+        &image.name,
+        "--version",
+    ]);
+    assert!(version.starts_with("kiln "), "{version}");
+
+    // Kaniko's environment, so that its jobs run unchanged.
+    let config: serde_json::Value =
+        serde_json::from_str(&docker(&["image", "inspect", &image.name])).unwrap();
+    let config = &config[0]["Config"];
+    assert_eq!(
+        config["Entrypoint"],
+        serde_json::json!(["/kaniko/executor"])
+    );
+    assert_eq!(config["WorkingDir"], "/workspace");
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for var in [
+        "PATH=/usr/local/bin:/kaniko",
+        "SSL_CERT_DIR=/kaniko/ssl/certs",
+        "DOCKER_CONFIG=/kaniko/.docker/",
+        "HOME=/root",
+        "USER=root",
+    ] {
+        assert!(env.contains(&var), "{var} not in {env:?}");
+    }
+
+    // Nothing in it but the executor, its other name, the credentials
+    // directory, the CA bundle and the workspace.
+    assert_eq!(
+        layer_entries(&image.dir.join("oci")),
+        [
+            "kaniko/",
+            "kaniko/.docker/",
+            "kaniko/executor",
+            "kaniko/kiln -> executor",
+            "kaniko/ssl/",
+            "kaniko/ssl/certs/",
+            "kaniko/ssl/certs/ca-certificates.crt",
+            "workspace/",
+        ]
+    );
+
+    // The debug variant, as GitLab's docker executor runs a job's script:
+    // the entrypoint cleared, a shell from PATH. Its layers are the
+    // executor's and one more, so a runner that has one pulls one layer.
+    let out = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "",
+        &image.debug_name,
+        "sh",
+        "-c",
+        "executor --help && kiln --version",
+    ]);
+    assert!(
+        out.contains("--destination") && out.contains("kiln "),
+        "{out}"
+    );
+    let (plain, debug) = (
+        layer_digests(&image.dir.join("oci")),
+        layer_digests(&image.dir.join("oci-debug")),
+    );
+    assert_eq!(
+        (debug.len(), &debug[..plain.len()]),
+        (plain.len() + 1, &plain[..])
+    );
+
+    // What scripts/image pushes (the store's image, its metadata.json) is
+    // what the archives hold: the same clamped file times.
+    let read = |file: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs_err::read(image.dir.join(file)).unwrap()).unwrap()
+    };
+    assert_eq!(
+        read("metadata.json")["containerimage.digest"],
+        read("oci/index.json")["manifests"][0]["digest"]
+    );
+
+    // A registry reached from inside the container (host network: the
+    // test registry listens on loopback), TLS roots loaded from the image.
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let seeder = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let name = format!("{}/from/host:1", registry.host());
+    seeder.ok(&[
+        "import",
+        rootfs_tarball(work.path(), 0).to_str().unwrap(),
+        "--tag",
+        &name,
+    ]);
+    seeder.ok(&["push", &name]);
+    let on_host = inspected_digest(&stdout(&seeder.ok(&["imagetools", "inspect", &name])));
+    let localhost = format!("localhost:{}/from/host:1", registry.port());
+    let summary = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--entrypoint",
+        "kiln",
+        &image.name,
+        "imagetools",
+        "inspect",
+        &localhost,
+    ]);
+    assert_eq!(inspected_digest(&summary), on_host, "{summary}");
+}
+
+/// A blob of an OCI layout.
+fn blob(layout: &Path, digest: &str) -> std::path::PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").unwrap())
+}
+
+/// The layer digests of the OCI layout's one image.
+fn layer_digests(layout: &Path) -> Vec<String> {
+    let read = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&fs_err::read(path).unwrap()).unwrap()
+    };
+    let index = read(&layout.join("index.json"));
+    let manifest = read(&blob(
+        layout,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every entry of every layer of the OCI layout's one image, in order, as
+/// `tar -tv` names them (`PATH -> TARGET` for a symlink).
+fn layer_entries(layout: &Path) -> Vec<String> {
+    let mut entries = Vec::new();
+    for layer in layer_digests(layout) {
+        let listing = stdout(&run(Command::new("tar")
+            .arg("-tvzf")
+            .arg(blob(layout, &layer))));
+        // `-rwxr-xr-x 0/0   19164176 1970-01-01 00:00 kaniko/executor`
+        entries.extend(
+            listing
+                .lines()
+                .map(|l| l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ")),
+        );
+    }
+    entries
 }

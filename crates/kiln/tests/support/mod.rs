@@ -124,3 +124,16 @@ pub(crate) fn assert_store_clean(kiln: &Kiln, dirs: &[&str]) {
     let left: Vec<&str> = mounts.lines().filter(|l| l.contains(root)).collect();
     assert!(left.is_empty(), "mounts left under the store: {left:#?}");
 }
+
+/// kiln's own image and its debug variant, loaded into docker
+/// (scripts/image from the static kiln, built once per content across test
+/// processes; kiln-testkit's own_image), or `None` after a skip notice
+/// where root, docker or the static kiln is missing. The way into
+/// `docker run` for tests of kiln in a container.
+pub(crate) fn kiln_image() -> Option<kiln_testkit::own_image::KilnImage> {
+    use kiln_testkit::need::{Docker, Root, StaticKiln, need};
+    let (Some(()), Some(()), Some(kiln)) = (need(Root), need(Docker), need(StaticKiln)) else {
+        return None;
+    };
+    Some(kiln_testkit::own_image::kiln_image(&kiln))
+}
