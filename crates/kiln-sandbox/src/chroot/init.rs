@@ -6,8 +6,6 @@ use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::process::{Pid, Resource, Rlimit as RawRlimit, Signal, WaitOptions};
@@ -103,26 +101,21 @@ fn init() -> io::Result<u8> {
     let main = spawn(&line)?;
 
     // Kill on request, or when kiln is gone.
-    let killed = Arc::new(AtomicBool::new(false));
-    {
-        let killed = killed.clone();
-        std::thread::spawn(move || {
-            let mut byte = [0u8; 1];
-            loop {
-                match stdin.read(&mut byte) {
-                    Ok(1) if byte[0] != KILL[0] => continue,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    _ => break,
-                }
+    std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        loop {
+            match stdin.read(&mut byte) {
+                Ok(1) if byte[0] != KILL[0] => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                _ => break,
             }
-            killed.store(true, Ordering::SeqCst);
-            // Until the main loop has reaped everything and exits.
-            loop {
-                kill_descendants();
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-    }
+        }
+        // Until the main loop has reaped everything and exits.
+        loop {
+            kill_descendants();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
 
     let mut code = None;
     loop {
@@ -150,7 +143,6 @@ fn init() -> io::Result<u8> {
             Err(_) => break,
         }
     }
-    let _ = killed;
     Ok(u8::try_from(code.unwrap_or(128 + 9)).unwrap_or(255))
 }
 
