@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kiln_testkit::need::{Runc, need};
 use kiln_testkit::{Registry, RegistryOptions};
-use support::{Kiln, busybox, run, text};
+use support::{Kiln, full_busybox_root, run, tar_gz, text};
 
 /// Builds killed (at least); builds that end before their kill do not count.
 const KILLS: usize = 20;
@@ -42,26 +42,10 @@ impl Rng {
 /// A busybox root with every applet, and 16 MiB that does not compress
 /// (so that pulling, unpacking and pushing the base take a while).
 fn base_tarball(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "tmp"] {
-        fs_err::create_dir_all(root.join(d)).unwrap();
-    }
-    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
-    let list = run(Command::new(busybox()).arg("--list"));
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    fs_err::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let root = full_busybox_root(dir);
     kiln_testkit::write_random_file(&root.join("payload"), 16 << 20, 11).unwrap();
     let tarball = dir.join("base.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg("."));
+    tar_gz(&root, &tarball);
     tarball
 }
 

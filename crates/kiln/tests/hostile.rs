@@ -12,31 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln_testkit::need::{Runc, need};
-use support::{Kiln, busybox, run, text};
+use support::{Kiln, full_busybox_root, tar_gz, text};
 
 const BASE: &str = "kiln.local/hostile-base:1";
 const SECRET: &str = "kiln-secret-7f3a9c1e55";
 
 fn base(kiln: &Kiln, dir: &Path) {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "tmp"] {
-        fs_err::create_dir_all(root.join(d)).unwrap();
-    }
-    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
-    let list = run(Command::new(busybox()).arg("--list"));
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    fs_err::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let tarball = dir.join("base.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg("."));
+    tar_gz(&full_busybox_root(dir), &tarball);
     kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", BASE]);
 }
 

@@ -11,23 +11,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_testkit::need::{Runc, Tool, need};
-use support::{Kiln, busybox, run, text};
+use support::{Kiln, full_busybox_root, run, tar_gz, text};
 
 const BASE: &str = "kiln.local/isolation-base:1";
 
 /// A busybox root with every applet and a passwd, as a gzipped tarball.
 fn full_busybox(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "root", "tmp"] {
-        fs_err::create_dir_all(root.join(d)).unwrap();
-    }
-    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
-    let list = run(Command::new(busybox()).arg("--list"));
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
+    let root = full_busybox_root(dir);
+    fs_err::create_dir_all(root.join("root")).unwrap();
     fs_err::write(
         root.join("etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
@@ -40,12 +31,7 @@ fn full_busybox(dir: &Path) -> PathBuf {
     )
     .unwrap();
     let tarball = dir.join("rootfs.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg("."));
+    tar_gz(&root, &tarball);
     tarball
 }
 

@@ -13,29 +13,12 @@ use std::process::{Command, Output};
 
 use kiln_testkit::need::{Tool, need};
 use kiln_testkit::{Registry, RegistryOptions};
-use support::{Kiln, busybox, run, stdout, text};
+use support::{Kiln, full_busybox_root, run, stdout, tar_gz, text};
 
 /// A busybox base with every applet, pushed to `name`.
 fn push_base(dir: &Path, name: &str) {
-    let root = dir.join("rootfs");
-    for d in ["bin", "etc", "tmp"] {
-        fs_err::create_dir_all(root.join(d)).unwrap();
-    }
-    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
-    let list = run(Command::new(busybox()).arg("--list"));
-    for applet in String::from_utf8(list.stdout).unwrap().lines() {
-        if applet != "busybox" {
-            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-        }
-    }
-    fs_err::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let tarball = dir.join("base.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg("."));
+    tar_gz(&full_busybox_root(dir), &tarball);
     let seeder = Kiln::new();
     seeder.ok(&["import", tarball.to_str().unwrap(), "--tag", name]);
     seeder.ok(&["push", name]);

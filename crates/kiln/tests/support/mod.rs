@@ -86,16 +86,36 @@ pub(crate) fn rootfs_tarball(dir: &Path, extra_bytes: u64) -> PathBuf {
         kiln_testkit::write_random_file(&root.join("payload"), extra_bytes, 7).unwrap();
     }
     let tarball = dir.join("rootfs.tar.gz");
-    let status = Command::new("tar")
-        .args(["czf"])
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    tar_gz(&root, &tarball);
     tarball
+}
+
+/// `dir/rootfs`: busybox with every applet in /bin, an /etc/passwd with
+/// root, and /tmp; for tests whose steps need more than a few applets.
+pub(crate) fn full_busybox_root(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "etc", "tmp"] {
+        fs_err::create_dir_all(root.join(d)).unwrap();
+    }
+    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
+    let list = run(Command::new(busybox()).arg("--list"));
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+    }
+    fs_err::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    root
+}
+
+/// The tree `root` as the gzipped tarball `tarball`.
+pub(crate) fn tar_gz(root: &Path, tarball: &Path) {
+    run(Command::new("tar")
+        .arg("czf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(root)
+        .arg("."));
 }
 
 /// Runs a command, panicking with its output unless it succeeds.
