@@ -149,6 +149,12 @@ impl RunControl {
         self.inner.changed.notify_all();
     }
 
+    /// For executors: a guard that calls [`set_finished`](RunControl::set_finished)
+    /// when dropped, on every way out of a run, unwinding included.
+    pub(crate) fn finish_on_drop(&self) -> FinishOnDrop<'_> {
+        FinishOnDrop(self)
+    }
+
     /// For executors: waits up to `timeout` for a cancel; true if cancelled.
     pub fn wait_cancelled(&self, timeout: Duration) -> bool {
         self.wait_until(timeout, |s| s.cancelled).cancelled
@@ -185,6 +191,15 @@ impl RunControl {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state is plain flags: a panic elsewhere cannot leave it torn.
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// See [`RunControl::finish_on_drop`].
+pub(crate) struct FinishOnDrop<'a>(&'a RunControl);
+
+impl Drop for FinishOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set_finished();
     }
 }
 

@@ -87,13 +87,7 @@ impl Executor for ChrootExecutor {
         output: &dyn OutputSink,
         control: &RunControl,
     ) -> Result<ExitInfo, SandboxError> {
-        struct Finished<'a>(&'a RunControl);
-        impl Drop for Finished<'_> {
-            fn drop(&mut self) {
-                self.0.set_finished();
-            }
-        }
-        let _finished = Finished(control);
+        let _finished = control.finish_on_drop();
         check(spec)?;
         if spec.network == NetworkMode::None {
             return Err(SandboxError::Unsupported {

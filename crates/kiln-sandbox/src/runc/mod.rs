@@ -219,13 +219,7 @@ impl Executor for RuncExecutor {
         control: &RunControl,
     ) -> Result<ExitInfo, SandboxError> {
         // Dropped last, on every path out, unwinding included.
-        struct Finished<'a>(&'a RunControl);
-        impl Drop for Finished<'_> {
-            fn drop(&mut self) {
-                self.0.set_finished();
-            }
-        }
-        let _finished = Finished(control);
+        let _finished = control.finish_on_drop();
         self.run_inner(spec, output, control)
     }
 
