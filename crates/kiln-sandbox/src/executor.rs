@@ -43,6 +43,18 @@ pub trait Executor: Send + Sync {
     fn runs_real_programs(&self) -> bool {
         false
     }
+
+    /// Whether a [`MountKind::Bind`](crate::MountKind::Bind) is a bind
+    /// mount (runc's), made when the run starts from the source's host
+    /// path as it is then. The engine then hands over a mount point of its
+    /// own that no step can rename or swap for a symlink, and gives a
+    /// writable bind a throwaway overlay. `false` for an executor that
+    /// moves or copies sources in (chroot's): it gets the directories
+    /// themselves, and a writable bind as `readonly`, copied, so nothing a
+    /// step writes there is kept.
+    fn binds_are_mounts(&self) -> bool {
+        true
+    }
 }
 
 /// How a run ended.

@@ -3,8 +3,10 @@
 //! the directories around its mounts (or /dev) into symlinks to the host
 //! makes kiln's clean-up delete nothing outside the step (the
 //! CVE-2024-23652 class); `WORKDIR /proc/self/fd/N` (CVE-2024-21626)
-//! reaches nothing of the host's; a `--secret` is in no blob, cache blob or
-//! log.
+//! reaches nothing of the host's; a cache's `source=` subdirectory that a
+//! parallel step keeps swapping for a symlink to the host mounts nothing
+//! of the host's (CVE-2024-23651); a `--secret` is in no blob, cache blob
+//! or log.
 
 mod support;
 
@@ -120,6 +122,73 @@ fn hostile_steps_reach_nothing_of_kilns_or_the_hosts() {
         );
         assert!(!out.contains("cgroup.procs"), "{isolation}: {out}");
         assert!(intact(&v), "{isolation}: {out}");
+    }
+}
+
+/// CVE-2024-23651: stage `swap` keeps moving the cache's `sub` aside, a
+/// symlink to a host directory in its place, and back, while stage `use`
+/// mounts `source=sub` of the same cache again and again. Whatever the
+/// moment, the mount is the cache's directory, never the host's, and it is
+/// made: nothing is deleted, so the directory kiln found is still there
+/// (a path resolved first and mounted later sometimes finds the symlink,
+/// sometimes nothing).
+#[test]
+fn a_cache_subdirectory_swapped_for_a_symlink_mounts_nothing_of_the_hosts() {
+    if need(Runc).is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let kiln = Kiln::new();
+    base(&kiln, work.path());
+    for isolation in ["runc", "chroot"] {
+        let dir = work.path().join(isolation);
+        let v = victim(&dir);
+        let vs = v.display();
+        // The swapping stage stops once the other has mounted 20 times (or
+        // after 15 s: under chroot a cache is one step's at a time).
+        let mut dockerfile = format!(
+            "FROM {BASE} AS swap\n\
+             RUN --mount=type=cache,id=race,target=/c \\\n\
+             i=0; end=$(($(date +%s)+15)); mkdir -p /c/sub; \\\n\
+             while [ ! -e /c/done ] && [ $(date +%s) -lt $end ]; do \\\n\
+             mv /c/sub /c/held && ln -s {vs} /c/sub && rm /c/sub && mv /c/held /c/sub; \\\n\
+             i=$((i+1)); done 2>/dev/null; \\\n\
+             rm -f /c/done; echo swapped $i times\n\
+             FROM {BASE} AS use\n\
+             RUN --mount=type=cache,id=race,target=/c sleep 0.3\n"
+        );
+        for n in 0..20 {
+            dockerfile.push_str(&format!(
+                "RUN --mount=type=cache,id=race,target=/x,source=sub \\\n\
+                 if [ -e /x/keep ]; then echo \"ESC\"APED {n}; fi; \\\n\
+                 touch /x/planted-{n} 2>/dev/null; echo used {n}\n"
+            ));
+        }
+        dockerfile.push_str(&format!(
+            "RUN --mount=type=cache,id=race,target=/c touch /c/done\n\
+             FROM {BASE}\n\
+             COPY --from=swap /bin/sh /a\n\
+             COPY --from=use /bin/sh /b\n"
+        ));
+        let (ok, out) = build(
+            &kiln,
+            &dir.join("race"),
+            isolation,
+            &dockerfile,
+            &["--no-cache"],
+        );
+        assert!(ok, "{isolation}: {out}");
+        assert!(!out.contains("ESCAPED"), "{isolation}: {out}");
+        let planted: Vec<_> = fs_err::read_dir(&v)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with("planted"))
+            .collect();
+        assert!(
+            planted.is_empty() && intact(&v),
+            "{isolation}: a step wrote into the host's {vs}: {planted:?}\n{out}"
+        );
     }
 }
 

@@ -36,7 +36,8 @@ fn full_busybox(dir: &Path) -> PathBuf {
 }
 
 /// What a step can do to a root: files made, changed, removed and
-/// re-made; modes, symlinks, hardlinks; cache, secret and tmpfs mounts;
+/// re-made; modes, symlinks, hardlinks; cache (whole and a `source=`
+/// part), writable bind, secret and tmpfs mounts;
 /// another user; a background process; the /etc files a RUN sees. (Not
 /// a change to a file with two names: overlayfs copies up the one name
 /// and the other keeps the old file, a plain filesystem changes both;
@@ -49,6 +50,8 @@ RUN mkdir -p /data/keep /data/gone /data/swap && echo a > /data/keep/a && echo b
 RUN rm -rf /data/gone /data/swap && echo swapped > /data/swap && echo changed > /data/keep/a \
  && chmod 0600 /data/solo && rm /bin/vi && mkdir -p /var/empty
 RUN --mount=type=cache,target=/cache echo run >> /cache/log && cat /cache/log > /data/seen
+RUN --mount=type=cache,id=parts,target=/part,source=sub echo run >> /part/log && cat /part/log > /data/part
+RUN --mount=type=bind,rw,target=/ctx echo scribble > /ctx/scribbled && ls /ctx > /data/ctx
 RUN --mount=type=secret,id=tok wc -c < /run/secrets/tok > /data/toklen
 RUN --mount=type=tmpfs,target=/scratch echo hi > /scratch/x && ls /scratch > /data/scratch
 RUN cat /etc/hostname > /data/hostname && grep -c localhost /etc/hosts > /data/hosts \
@@ -153,6 +156,10 @@ fn chroot_builds_the_image_runc_builds() {
     let chroot_out = work.path().join("chroot");
     let by_chroot = build(&chroot_kiln, &ctx, &secret, "chroot", &chroot_out);
     assert_eq!(by_chroot, by_runc, "the same image either way");
+    assert!(
+        !ctx.join("scribbled").exists(),
+        "a write to a writable bind reached the context"
+    );
 
     // What the steps saw, from the layout's last layer and the build's.
     let listing = Command::new("tar")

@@ -144,7 +144,7 @@ pub fn run_step(exec: &dyn Executor, step: &RunStep<'_>) -> Result<ExitInfo, Run
     let CommandArgs { args, script } = command_args(step.command, &step.shell)?;
     let user = resolve_user(step.rootfs, &step.user)?;
 
-    let mut prepared = mounts::prepare(step, &planned)?;
+    let mut prepared = mounts::prepare(step, &planned, exec.binds_are_mounts())?;
     let result = (|| {
         if let Some(script) = &script {
             let dir = prepared.scratch(step.scratch)?.script_dir(script)?;

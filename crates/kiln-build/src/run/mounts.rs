@@ -253,7 +253,11 @@ impl Prepared {
 /// Makes `planned` real for `step`: checks secrets first (a missing one
 /// fails before any wait), then takes the caches (in key order, so two
 /// steps holding several `locked` caches cannot deadlock), then mounts.
-pub(crate) fn prepare(step: &RunStep<'_>, planned: &[Planned]) -> Result<Prepared, RunError> {
+pub(crate) fn prepare(
+    step: &RunStep<'_>,
+    planned: &[Planned],
+    binds_are_mounts: bool,
+) -> Result<Prepared, RunError> {
     let mut out = Prepared::default();
     for p in planned {
         if let Planned::Secret { id, required, .. } = p
@@ -309,10 +313,17 @@ pub(crate) fn prepare(step: &RunStep<'_>, planned: &[Planned]) -> Result<Prepare
                 gid: *gid,
             },
         };
+        // An executor that moves a cache into the root has it in one
+        // root at a time: a `shared` cache is taken in turns, as a
+        // `locked` one, by this build's steps and other kiln processes'.
+        let sharing = match sharing {
+            ShareMode::Shared if !binds_are_mounts => ShareMode::Locked,
+            other => *other,
+        };
         let req = CacheRequest {
             id: id.clone(),
             target: target.clone(),
-            sharing: *sharing,
+            sharing,
             seed,
         };
         requests
@@ -346,12 +357,14 @@ pub(crate) fn prepare(step: &RunStep<'_>, planned: &[Planned]) -> Result<Prepare
             } => {
                 let src = &out.sources[source_of[&i]];
                 let host = existing_source(src.root(), from, source)?;
-                let host = if *readonly {
-                    host
+                if *readonly || !binds_are_mounts {
+                    // An executor that copies and moves sources in copies
+                    // a `readonly` one: what the step writes is dropped.
+                    out.mounts.push(Mount::bind(host, target, true));
                 } else {
-                    out.scratch(step.scratch)?.writable_view(&host)?
-                };
-                out.mounts.push(Mount::bind(host, target, *readonly));
+                    let view = out.scratch(step.scratch)?.writable_view(&host)?;
+                    out.mounts.push(Mount::bind(view, target, false));
+                }
             }
             Planned::Cache {
                 target,
@@ -363,10 +376,19 @@ pub(crate) fn prepare(step: &RunStep<'_>, planned: &[Planned]) -> Result<Prepare
                 let mut host = out.leases[lease_of[&i]].path().to_path_buf();
                 // Without `from`, `source` is a directory of the cache
                 // itself (BuildKit's selector on the cache ref), made on
-                // first use.
+                // first use. A parallel step sharing the cache may swap a
+                // name on its way for a symlink to the host at any moment
+                // (CVE-2024-23651): runc gets a mount of the directory
+                // found now, by its descriptor. An executor that moves the
+                // cache in gets its path: while a step has a cache, the
+                // cache is in that step's root, not at this path.
                 if from.is_none() && source != "/" {
-                    host = rootpath::resolve(&host, Path::new(source))?;
-                    fs_err::create_dir_all(&host)?;
+                    let (dir, path) = rootpath::open_dir_made(&host, Path::new(source))?;
+                    host = if binds_are_mounts {
+                        out.scratch(step.scratch)?.pinned_view(&dir)?
+                    } else {
+                        path
+                    };
                 }
                 out.mounts.push(Mount::bind(host, target, *readonly));
             }

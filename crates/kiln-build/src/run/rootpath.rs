@@ -4,6 +4,7 @@
 //! directory. The resolution is kiln-fs's.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,35 @@ pub(crate) fn resolve(root: &Path, path: &Path) -> io::Result<PathBuf> {
     ))
 }
 
+/// The directory `path` inside `root`, resolved as [`resolve`] does,
+/// created with its missing parents (0755, kiln's) if need be, and opened:
+/// the descriptor stays that directory whatever later happens to the names
+/// on its way, where a path checked now and used later could meet a
+/// symlink to the host swapped in meanwhile by a parallel step
+/// (CVE-2024-23651). Also returns the host path the directory had.
+///
+/// A name that changes between the resolution and the opening (a
+/// directory found, then gone or a symlink leading nowhere) is looked up
+/// again, a few times: only a step renaming it at that very moment makes
+/// this fail, and then with the error, never with another directory.
+pub(crate) fn open_dir_made(root: &Path, path: &Path) -> io::Result<(OwnedFd, PathBuf)> {
+    let at = |e: kiln_fs::Errno| {
+        let e = io::Error::from(e);
+        let shown = kiln_fs::host_path(root, path);
+        io::Error::new(e.kind(), format!("{}: {e}", shown.display()))
+    };
+    let tree = Root::open(root).map_err(at)?;
+    let mut tries = 0;
+    loop {
+        let rel = tree.resolve(path.as_os_str().as_bytes()).map_err(at)?;
+        match tree.make_dir_all(&rel, &NewDir::default()) {
+            Ok(dir) => return Ok((dir, tree.host(&rel))),
+            Err(kiln_fs::Errno::NOENT | kiln_fs::Errno::NOTDIR) if tries < 8 => tries += 1,
+            Err(e) => return Err(at(e)),
+        }
+    }
+}
+
 /// Creates `path` (resolved inside `root`) and its missing parents, each
 /// 0755 and owned by `uid:gid`, as BuildKit's runc executor creates a
 /// missing working directory (`user.MkdirAllAndChown`). Returns whether
@@ -26,7 +56,8 @@ pub(crate) fn resolve(root: &Path, path: &Path) -> io::Result<PathBuf> {
 pub(crate) fn mkdir_all_owned(root: &Path, path: &Path, uid: u32, gid: u32) -> io::Result<bool> {
     let at = |e: kiln_fs::Errno| {
         let e = io::Error::from(e);
-        io::Error::new(e.kind(), format!("{}: {e}", root.join(path).display()))
+        let shown = kiln_fs::host_path(root, path);
+        io::Error::new(e.kind(), format!("{}: {e}", shown.display()))
     };
     let tree = Root::open(root).map_err(at)?;
     let rel = tree.resolve(path.as_os_str().as_bytes()).map_err(at)?;

@@ -7,9 +7,10 @@
 //!   script/<name>              a `RUN <<EOF` script with a shebang
 //!   bind-<i>/upper work merged an overlay over a bind source
 //!   bind-<i>/file              a copy of a bind source that is a file
+//!   pin-<i>                    a cache's `source=` directory, bind-mounted
 //! ```
 //!
-//! The overlays are mounted in kiln's own mount namespace and unmounted
+//! The overlays and binds are mounted in kiln's own mount namespace and unmounted
 //! when the step is over; [`sweep_scratch`] removes what a killed kiln
 //! left.
 
@@ -33,7 +34,7 @@ const PREFIX: &str = "run-";
 #[derive(Debug)]
 pub(crate) struct Scratch {
     dir: OwnedDir,
-    /// Overlay mount points, in mount order.
+    /// Overlay and bind mount points, in mount order.
     mounted: Vec<PathBuf>,
     next: usize,
 }
@@ -97,6 +98,26 @@ impl Scratch {
         mount_overlay(source, &upper, &work, &merged)?;
         self.mounted.push(merged.clone());
         Ok(merged)
+    }
+
+    /// `dir` bind-mounted at a new point of the scratch: a path to exactly
+    /// that directory that no step can rename or turn into a symlink, for
+    /// runc to mount from. The source is `/proc/self/fd/N`, which the
+    /// kernel follows to the open directory, not to whatever its name
+    /// means now.
+    pub(crate) fn pinned_view(&mut self, dir: &OwnedFd) -> Result<PathBuf, RunError> {
+        let point = self.dir.path().join(format!("pin-{}", self.next));
+        self.next += 1;
+        fs_err::create_dir(&point)?;
+        rustix::mount::mount_bind(format!("/proc/self/fd/{}", dir.as_raw_fd()), &point).map_err(
+            |e| RunError::Mount {
+                what: "a cache directory",
+                target: point.clone(),
+                source: e.into(),
+            },
+        )?;
+        self.mounted.push(point.clone());
+        Ok(point)
     }
 
     /// Unmounts the overlays and removes the directory.

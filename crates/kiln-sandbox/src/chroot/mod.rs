@@ -77,6 +77,10 @@ impl ChrootExecutor {
 }
 
 impl Executor for ChrootExecutor {
+    fn binds_are_mounts(&self) -> bool {
+        false
+    }
+
     fn runs_real_programs(&self) -> bool {
         true
     }
