@@ -51,4 +51,4 @@ pub use root::{
     remove_all, resolve_in_root, stamps, stat_at,
 };
 pub use rustix::io::Errno;
-pub use space::Space;
+pub use space::{Space, human_bytes};

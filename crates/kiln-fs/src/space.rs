@@ -43,14 +43,15 @@ impl Space {
             "{} ({}, {}, {} free)",
             self.mount_point.display(),
             self.fs_type,
-            human(self.total),
-            human(self.available)
+            human_bytes(self.total),
+            human_bytes(self.available)
         )
     }
 }
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+/// A size as people read it: `1.5 MiB`, `312 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = n as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit < UNITS.len() - 1 {
@@ -87,8 +88,11 @@ mod tests {
 
     #[test]
     fn sizes_read_as_people_write_them() {
-        assert_eq!(human(312), "312 B");
-        assert_eq!(human(48 << 20), "48.0 MiB");
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(312), "312 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(48 << 20), "48.0 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
         let full = Space {
             mount_point: PathBuf::from("/m"),
             fs_type: "tmpfs".into(),

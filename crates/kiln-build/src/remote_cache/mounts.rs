@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use kiln_fs::human_bytes as human;
 use kiln_image::document::{Descriptor, Document, Manifest, parse_rfc3339, rfc3339};
 use kiln_image::media::{Compression, Format};
 use kiln_image::{Digest, Store};
@@ -395,21 +396,6 @@ fn name(used: &UsedCache) -> String {
     }
 }
 
-/// Sizes as people read them: `1.5 GiB`, `12 KiB`, `17 bytes`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} bytes");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 /// Things with their sizes.
 type Sized<T> = Vec<(T, u64)>;
 
@@ -699,8 +685,6 @@ mod tests {
         assert_eq!(over.len(), 4);
         let (kept, _) = under_cap(sized, u64::MAX);
         assert_eq!(kept.len(), 4);
-        assert_eq!(human(17), "17 bytes");
-        assert_eq!(human(3 << 29), "1.5 GiB");
     }
 
     #[test]
