@@ -86,6 +86,39 @@ ensure_hadolint() {
   export KILN_HADOLINT=$venv/bin/hadolint
 }
 
+# ensure_arm64_emulation: arm64 programs run here through QEMU
+# (qemu-user-static's binfmt handler, registered with the F flag, so it
+# works inside chroots and containers too), and an arm64 busybox to make
+# arm64 bases from (Debian's busybox-static:arm64, unpacked into
+# target/ci-tools; nothing is pulled from a registry). Exports
+# KILN_BUSYBOX_ARM64 (kiln-testkit's need.rs, `Arm64`).
+ensure_arm64_emulation() {
+  ensure_apt_packages qemu-user-static binfmt-support
+  if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+    as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    log "registering QEMU's aarch64 binfmt handler"
+    as_root update-binfmts --enable qemu-aarch64
+  fi
+  local dir=$KILN_TOOLS/busybox-arm64
+  if [ ! -x "$dir/bin/busybox" ]; then
+    log "unpacking busybox-static:arm64 into $dir"
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+      as_root dpkg --add-architecture arm64
+      as_root apt-get update -qq
+    fi
+    local debs
+    debs=$(mktemp -d) && chmod 755 "$debs"
+    (cd "$debs" && apt-get download -qq busybox-static:arm64) \
+      || { as_root apt-get update -qq && (cd "$debs" && apt-get download -qq busybox-static:arm64); }
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    dpkg-deb -x "$debs"/busybox-static_*_arm64.deb "$dir.tmp"
+    rm -rf "$debs" "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  export KILN_BUSYBOX_ARM64=$dir/bin/busybox
+}
+
 # ensure_trixie_suite: Debian trixie as a low-priority source, for the
 # peers bookworm has too old (Docker 26 with BuildKit 0.13 and buildx).
 ensure_trixie_suite() {

@@ -1,6 +1,7 @@
 //! The one rule for tests that need what a machine may lack: root, runc, a
 //! docker daemon, a program, the conformance vectors, BuildKit's parser
-//! oracle, the pipeline validators, hadolint, the static kiln.
+//! oracle, the pipeline validators, hadolint, the static kiln, arm64
+//! emulation.
 //!
 //! A test asks with [`need`] and returns when it gets `None`:
 //!
@@ -361,6 +362,53 @@ impl Need for Hadolint {
                  or set KILN_HADOLINT to it",
             )),
         }
+    }
+}
+
+/// arm64 programs running here under QEMU, and an arm64 busybox to make
+/// bases from: the binfmt handler `qemu-aarch64` enabled, and
+/// `$KILN_BUSYBOX_ARM64`, else `target/ci-tools/busybox-arm64/bin/busybox`
+/// where scripts/test unpacks Debian's `busybox-static:arm64`
+/// (`ensure_arm64_emulation`). Found: that busybox.
+#[derive(Debug, Clone, Copy)]
+pub struct Arm64;
+
+impl Need for Arm64 {
+    /// The arm64 busybox.
+    type Found = PathBuf;
+
+    fn find(&self) -> Result<PathBuf, Missing> {
+        const HOW: &str = "run scripts/test (its ensure_arm64_emulation installs \
+                           qemu-user-static and busybox-static:arm64)";
+        let handler = Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64");
+        let enabled =
+            fs_err::read_to_string(handler).is_ok_and(|s| s.lines().next() == Some("enabled"));
+        if !enabled && std::env::consts::ARCH != "aarch64" {
+            return Err(Missing::new(
+                format!(
+                    "no QEMU binfmt handler for aarch64 ({} missing or disabled)",
+                    handler.display()
+                ),
+                HOW,
+            ));
+        }
+        let busybox = match std::env::var_os("KILN_BUSYBOX_ARM64") {
+            Some(p) => PathBuf::from(p),
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../target/ci-tools/busybox-arm64/bin/busybox"),
+        };
+        let runs = Command::new(&busybox)
+            .arg("true")
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !runs {
+            return Err(Missing::new(
+                format!("an arm64 busybox does not run from {}", busybox.display()),
+                HOW,
+            ));
+        }
+        Ok(busybox)
     }
 }
 

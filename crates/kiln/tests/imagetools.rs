@@ -1,7 +1,8 @@
 //! A multi-platform image as CI builds it (docs/CI.md): one runner per
 //! platform, each with its own store, pushes its image by digest and
 //! writes a metadata file; a merge job combines the digests with
-//! `kiln imagetools create`. Against a real registry, read back by skopeo.
+//! `kiln imagetools create`. Against a real registry, read back by skopeo;
+//! an arm64 image built under QEMU is pulled and run by docker.
 
 mod support;
 
@@ -9,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use kiln_image::Digest;
-use kiln_testkit::need::{Runc, Tool, need};
+use kiln_testkit::need::{Arm64, Docker, Runc, Tool, need};
 use kiln_testkit::{Registry, RegistryOptions};
 use serde_json::Value;
-use support::{Kiln, stdout, text};
+use support::{Kiln, busybox, busybox_root_of, stdout, tar_gz, text};
 
 /// `skopeo inspect --raw`: the exact bytes the registry has, or `None`
 /// when it has nothing there.
@@ -436,4 +437,100 @@ fn a_push_by_digest_without_a_name_is_refused_before_building() {
     // imagetools create needs somewhere to push, or --dry-run.
     let err = kiln.fails(&["imagetools", "create", "localhost:5000/a@sha256:0000"]);
     assert!(err.contains("give -t/--tag, or --dry-run"), "{err}");
+}
+
+/// The whole CI path with a RUN step on each platform: arm64's runs under
+/// QEMU on this amd64 runner, each runner pushes by digest, the merge job
+/// writes one tag, and docker pulls and runs each platform of it.
+#[test]
+fn an_arm64_image_built_under_qemu_runs_in_docker_from_the_merged_tag() {
+    if need(Runc).is_none() || need(Docker).is_none() {
+        return;
+    }
+    let Some(arm64_busybox) = need(Arm64) else {
+        return;
+    };
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let repo = format!("{}/qemu/app", registry.host());
+    let mut digests = Vec::new();
+    for (platform, busybox) in [("linux/amd64", busybox()), ("linux/arm64", arm64_busybox)] {
+        // One runner: its own store, its base imported for its platform.
+        let dir = work.path().join(platform.replace('/', "-"));
+        let tarball = dir.join("base.tar.gz");
+        tar_gz(&busybox_root_of(&busybox, &dir), &tarball);
+        let runner = Kiln::new();
+        runner.ok(&[
+            "import",
+            tarball.to_str().unwrap(),
+            "--platform",
+            platform,
+            "--tag",
+            "kiln.local/qemu-base:1",
+        ]);
+        let ctx = dir.join("ctx");
+        fs_err::create_dir_all(&ctx).unwrap();
+        fs_err::write(
+            ctx.join("Dockerfile"),
+            "FROM kiln.local/qemu-base:1\nRUN uname -m > /arch && echo \"built on $(uname -m)\"\n",
+        )
+        .unwrap();
+        let metadata = dir.join("metadata.json");
+        let out = runner
+            .cmd()
+            .args(["build", "--platform", platform, "--output"])
+            .arg(format!("type=registry,name={repo},push-by-digest=true"))
+            .arg("--metadata-file")
+            .arg(&metadata)
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        let log = text(&out);
+        assert!(out.status.success(), "{platform}: {log}");
+        let arch = if platform.ends_with("arm64") {
+            "aarch64"
+        } else {
+            "x86_64"
+        };
+        assert!(
+            log.contains(&format!("built on {arch}")),
+            "{platform}: {log}"
+        );
+        let digest = read_json(&metadata)["containerimage.digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        digests.push(format!("{repo}@{digest}"));
+    }
+    let tag = format!("{repo}:multi");
+    let merger = Kiln::new();
+    let mut args = vec!["imagetools", "create", "-t", &tag];
+    args.extend(digests.iter().map(String::as_str));
+    merger.ok(&args);
+
+    for (platform, arch) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
+        let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+        let pulled = Command::new("docker")
+            .args(["pull", "--platform", platform, &tag])
+            .output()
+            .unwrap();
+        assert!(
+            pulled.status.success(),
+            "docker pull {platform}: {}",
+            text(&pulled)
+        );
+        let ran = Command::new("docker")
+            .args(["run", "--rm", "--platform", platform, &tag, "cat", "/arch"])
+            .output()
+            .unwrap();
+        assert!(
+            ran.status.success(),
+            "docker run {platform}: {}",
+            text(&ran)
+        );
+        assert_eq!(stdout(&ran).trim(), arch, "{platform}");
+    }
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
 }

@@ -93,12 +93,18 @@ pub(crate) fn rootfs_tarball(dir: &Path, extra_bytes: u64) -> PathBuf {
 /// `dir/rootfs`: busybox with every applet in /bin, an /etc/passwd with
 /// root, and /tmp; for tests whose steps need more than a few applets.
 pub(crate) fn full_busybox_root(dir: &Path) -> PathBuf {
+    busybox_root_of(&busybox(), dir)
+}
+
+/// [`full_busybox_root`] of another busybox binary (another
+/// architecture's, which must run here: `--list` is asked of it).
+pub(crate) fn busybox_root_of(busybox: &Path, dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
     for d in ["bin", "etc", "tmp"] {
         fs_err::create_dir_all(root.join(d)).unwrap();
     }
-    fs_err::copy(busybox(), root.join("bin/busybox")).unwrap();
-    let list = run(Command::new(busybox()).arg("--list"));
+    fs_err::copy(busybox, root.join("bin/busybox")).unwrap();
+    let list = run(Command::new(busybox).arg("--list"));
     for applet in String::from_utf8(list.stdout).unwrap().lines() {
         if applet != "busybox" {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
