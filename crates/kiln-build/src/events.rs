@@ -29,8 +29,21 @@ pub enum Event {
         line: usize,
         text: String,
     },
-    /// The step's result came from the cache.
-    StepCached { step: StepId },
+    /// The stages of one platform are known: each with the stages it
+    /// reads (its `FROM` stage, `COPY --from`, `RUN --mount=from=`), which
+    /// are built before it starts. Sent before the stage's steps are
+    /// planned.
+    StagePlanned {
+        stage: String,
+        platform: Option<String>,
+        needs: Vec<String>,
+    },
+    /// The step's cache key is known (`sha256:...`, format `kiln-cache-v1`),
+    /// before the cache is looked up: the identity of its result.
+    StepKeyed { step: StepId, key: String },
+    /// The step's result came from the cache: kiln's store when `from` is
+    /// `None`, else the `--cache-from` it names.
+    StepCached { step: StepId, from: Option<String> },
     /// The step started running.
     StepStarted { step: StepId },
     /// One line of a step's output (stdout or stderr).
@@ -59,8 +72,8 @@ pub enum Event {
         store_ms: u64,
         snapshot_ms: u64,
     },
-    /// The step finished; `layer_size` is the compressed size of its layer.
-    /// `config_only`: an instruction that only changes the image config
+    /// The step finished; `layer_size` is the compressed size of its layer,
+    /// `layer_digest` the layer blob's digest. `config_only`: an instruction that only changes the image config
     /// (ENV, CMD, LABEL, ARG...), so there was nothing to run or to take
     /// from the cache.
     StepDone {
@@ -68,20 +81,38 @@ pub enum Event {
         duration_ms: u64,
         cached: bool,
         layer_size: Option<u64>,
+        layer_digest: Option<String>,
         config_only: bool,
     },
-    /// The step failed; `reason` is one line.
+    /// The step failed; `reason` is one line; `exit_code` is the status of
+    /// a RUN's command that exited non-zero.
     StepFailed {
         step: StepId,
         duration_ms: u64,
         reason: String,
+        exit_code: Option<i32>,
     },
     /// The watchdog is about to kill a RUN step that stalled or timed
     /// out: `text` is its diagnosis, several lines (the step and its line,
     /// how long it ran and idled, its last output, its process tree with
     /// states, wait channels, CPU times, command lines and sockets, any
     /// cache lock it waits for). Always sent before the kill.
-    StepDiagnosis { step: StepId, text: String },
+    StepDiagnosis {
+        step: StepId,
+        hang: Hang,
+        text: String,
+    },
+    /// A RUN step waited for a `sharing=locked` cache mount that another
+    /// step or build held: `lock` says which (`cache mount /root/.cache
+    /// (id "pip")`), `holder` who held it when the wait began (empty if it
+    /// did not say), `waited_ms` how long, until it was taken or the step
+    /// was cancelled. Sent when the wait ends.
+    StepLockWait {
+        step: StepId,
+        lock: String,
+        holder: String,
+        waited_ms: u64,
+    },
     /// A RUN step failed (stalled, timed out or exited non-zero) and runs
     /// again, from its clean parent snapshot, after `delay_ms`. `attempt`
     /// is the attempt about to start (2 for the first retry), `max` how
@@ -106,6 +137,16 @@ pub enum Event {
         image: Option<String>,
         duration_ms: u64,
     },
+}
+
+/// Why the watchdog ends a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hang {
+    /// No output, CPU or I/O for the stall timeout.
+    Stalled,
+    /// Still running at the step timeout.
+    TimedOut,
 }
 
 /// Which output stream a log line came from.

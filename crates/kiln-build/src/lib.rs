@@ -45,7 +45,7 @@ pub use crate::engine::{
     BuildError, BuildNetwork, BuildRequest, BuildResult, BuiltImage, Cause, Engine,
     SOURCE_DATE_EPOCH, SecretSource, SecretSpec, StageImage, sweep_after_crash,
 };
-pub use crate::events::{Event, EventSink, StepId, Stream};
+pub use crate::events::{Event, EventSink, Hang, StepId, Stream};
 pub use crate::export::{
     Dest, Encoding, ExportError, Output, OutputKind, encode_image, record_layer_encoding,
     stored_images, write_docker, write_local, write_oci,

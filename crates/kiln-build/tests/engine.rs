@@ -450,7 +450,7 @@ fn a_changed_copy_source_reruns_that_step_and_the_ones_after() {
         second
             .events
             .iter()
-            .any(|e| matches!(e, Event::StepCached { step } if *step == cached))
+            .any(|e| matches!(e, Event::StepCached { step, .. } if *step == cached))
     );
 }
 

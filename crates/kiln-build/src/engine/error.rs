@@ -261,6 +261,17 @@ pub enum BuildError {
 }
 
 impl BuildError {
+    /// The exit status of a RUN's command that exited non-zero.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            BuildError::Run { source, .. } => match &**source {
+                RunError::Failed { code, .. } => Some(*code),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The Dockerfile lines the error is about, when it is about some.
     pub fn location(&self) -> Option<Location> {
         match self {

@@ -821,6 +821,15 @@ impl Engine {
         let steps = plan_steps(plan, &order, &shared.settings, shared.step_counter);
         for &i in &order {
             let stage = &plan.stages[i];
+            self.emit(Event::StagePlanned {
+                stage: stage.display_name(),
+                platform: shared.multi.then(|| platform.to_string()),
+                needs: stage
+                    .stage_deps()
+                    .into_iter()
+                    .map(|d| plan.stages[d].display_name())
+                    .collect(),
+            });
             let total = stage.stage.commands.len();
             for (position, (c, step)) in stage.stage.commands.iter().zip(&steps[&i]).enumerate() {
                 self.emit(Event::StepPlanned {

@@ -408,6 +408,7 @@ impl StageRunner<'_> {
                 duration_ms: millis(started.elapsed()),
                 cached: false,
                 layer_size: None,
+                layer_digest: None,
                 config_only: true,
             });
         }
@@ -433,12 +434,18 @@ impl StageRunner<'_> {
         let parent = state.key.clone();
         let id = step.id;
         let emit = |event: Event| self.engine.emit(event);
+        if let Some(step) = id {
+            emit(Event::StepKeyed {
+                step,
+                key: key_text.clone(),
+            });
+        }
         let cached = if self.shared.request.no_cache {
             None
         } else {
             self.cached(&key, &key_text, id)?
         };
-        if let Some(record) = cached {
+        if let Some((record, from)) = cached {
             let layer = match (&record.layer, &record.diff_id) {
                 (Some(d), Some(diff)) => Some(LayerRef {
                     descriptor: d.clone(),
@@ -447,6 +454,7 @@ impl StageRunner<'_> {
                 _ => None,
             };
             let size = layer.as_ref().map(|l| l.descriptor.size);
+            let digest = layer.as_ref().map(|l| l.descriptor.digest.to_string());
             if let Some(layer) = layer {
                 // Its snapshot may exist already; if not, the next step that
                 // needs the chain unpacks it from the cached blob.
@@ -464,12 +472,13 @@ impl StageRunner<'_> {
             state.config.history(&history, created, size.is_none());
             state.steps_cached += 1;
             if let Some(step) = id {
-                emit(Event::StepCached { step });
+                emit(Event::StepCached { step, from });
                 emit(Event::StepDone {
                     step,
                     duration_ms: millis(started.elapsed()),
                     cached: true,
                     layer_size: size,
+                    layer_digest: digest,
                     config_only: false,
                 });
             }
@@ -487,11 +496,13 @@ impl StageRunner<'_> {
                         step,
                         duration_ms: millis(started.elapsed()),
                         reason: e.message(),
+                        exit_code: e.exit_code(),
                     });
                 }
             })?;
         let (layer, chain) = result;
         let size = layer.as_ref().map(|l| l.descriptor.size);
+        let digest = layer.as_ref().map(|l| l.descriptor.digest.to_string());
         let record = CacheRecord {
             layer: layer.as_ref().map(|l| l.descriptor.clone()),
             diff_id: layer.as_ref().map(|l| l.diff_id.clone()),
@@ -521,6 +532,7 @@ impl StageRunner<'_> {
                 duration_ms: millis(started.elapsed()),
                 cached: false,
                 layer_size: size,
+                layer_digest: digest,
                 config_only: false,
             });
         }
@@ -528,14 +540,15 @@ impl StageRunner<'_> {
     }
 
     /// The cache record of `key`: the store's, else one a `--cache-from`
-    /// has (its layer fetched now, and the record kept in the store). A
-    /// record whose layer blob is gone is no record: the step runs.
+    /// has (its layer fetched now, and the record kept in the store), with
+    /// the `--cache-from` it came from. A record whose layer blob is gone
+    /// is no record: the step runs.
     fn cached(
         &self,
         key: &Digest,
         key_text: &str,
         step: Option<StepId>,
-    ) -> Result<Option<CacheRecord>, BuildError> {
+    ) -> Result<Option<(CacheRecord, Option<String>)>, BuildError> {
         let store = &self.engine.store;
         if let Some(record) = store
             .read(|r| r.cache(key_text))
@@ -544,7 +557,7 @@ impl StageRunner<'_> {
                 remote_cache::reachable(store, &self.engine.client, &self.engine.runtime, &l.digest)
             })
         {
-            return Ok(Some(record));
+            return Ok(Some((record, None)));
         }
         let Some(hit) = self.shared.remote.get(key) else {
             return Ok(None);
@@ -569,7 +582,7 @@ impl StageRunner<'_> {
         store
             .update(|w| w.put_cache(key_text, &record))
             .map_err(BuildError::store("recording the build cache"))?;
-        Ok(Some(record))
+        Ok(Some((record, Some(remote.location(hit).to_string()))))
     }
 
     /// Notes a step's key among the stage's, and its result (its layer:

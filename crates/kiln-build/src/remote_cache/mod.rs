@@ -129,6 +129,11 @@ impl Imported {
         self.hits.get(key)
     }
 
+    /// The `--cache-from` `hit` came from.
+    pub(crate) fn location(&self, hit: &Hit) -> &CacheLocation {
+        &self.sources[hit.source]
+    }
+
     /// Makes a hit's layer available to the store: from a registry, its
     /// source recorded after a check that the blob is there (it is fetched
     /// only when a step or an export reads it); from a directory, copied.

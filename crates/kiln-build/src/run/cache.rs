@@ -324,6 +324,8 @@ impl CacheMounts {
                 events,
             });
         let mut last_note: Option<Instant> = None;
+        // When the wait began, and who held the cache then.
+        let mut waited: Option<(Instant, String)> = None;
         let result = loop {
             if control.is_cancelled() {
                 break Err(RunError::Cancelled);
@@ -332,6 +334,9 @@ impl CacheMounts {
                 Ok(Some(lease)) => break Ok(lease),
                 Ok(None) => {}
                 Err(e) => break Err(e),
+            }
+            if waited.is_none() {
+                waited = Some((Instant::now(), holder_notes(&cache).join("; ")));
             }
             if last_note.is_none_or(|at| at.elapsed() >= self.note_every) {
                 last_note = Some(Instant::now());
@@ -349,6 +354,17 @@ impl CacheMounts {
             && let Some(observer) = observer
         {
             observer.lock_done();
+        }
+        if let Some((since, holder)) = waited {
+            events(Event::StepLockWait {
+                step,
+                lock: format!(
+                    "cache mount {} (id {:?}, sharing={})",
+                    req.target, req.id, req.sharing
+                ),
+                holder,
+                waited_ms: crate::events::millis(since.elapsed()),
+            });
         }
         let lease = result?;
         if restore.is_some() {

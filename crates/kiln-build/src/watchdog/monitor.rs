@@ -15,6 +15,16 @@ pub(crate) enum Breach {
     TimedOut { limit: Duration },
 }
 
+impl Breach {
+    /// What the events call it.
+    pub(crate) fn hang(self) -> crate::events::Hang {
+        match self {
+            Breach::Stalled { .. } => crate::events::Hang::Stalled,
+            Breach::TimedOut { .. } => crate::events::Hang::TimedOut,
+        }
+    }
+}
+
 /// Tracks one attempt of one step: when it last made progress, and
 /// whether it is past a limit. Times are offsets from the attempt's start.
 #[derive(Debug, Clone)]

@@ -91,6 +91,7 @@ impl StepWatch<'_> {
             // Told first, killed after: the tree above is what hung.
             (self.events)(Event::StepDiagnosis {
                 step: self.step.unwrap_or(0),
+                hang: breach.hang(),
                 text,
             });
             self.control.cancel();
@@ -164,10 +165,10 @@ mod tests {
         );
         let seen = seen.lock().unwrap();
         assert_eq!(seen.len(), 1);
-        let (Event::StepDiagnosis { step, text }, cancelled_then) = &seen[0] else {
+        let (Event::StepDiagnosis { step, hang, text }, cancelled_then) = &seen[0] else {
             panic!("{seen:?}");
         };
-        assert_eq!(*step, 3);
+        assert_eq!((*step, *hang), (3, crate::events::Hang::Stalled));
         assert!(!cancelled_then, "the diagnosis comes before the kill");
         assert!(text.starts_with("step 3 (Dockerfile:2) stalled"), "{text}");
     }

@@ -31,7 +31,7 @@
 mod plain;
 mod steps;
 mod summary;
-mod text;
+pub(crate) mod text;
 mod tty;
 
 #[cfg(test)]
@@ -392,7 +392,7 @@ impl State {
             } => self
                 .steps
                 .plan(*step, stage.clone(), platform.clone(), text.clone(), now),
-            Event::StepCached { step } => {
+            Event::StepCached { step, .. } => {
                 let s = self.steps.get(*step, now);
                 s.status = Status::Cached;
                 s.duration.get_or_insert(Duration::ZERO);
@@ -426,6 +426,7 @@ impl State {
                 cached,
                 layer_size,
                 config_only,
+                ..
             } => {
                 let s = self.steps.get(*step, now);
                 s.status = if *cached || s.status == Status::Cached {
@@ -442,6 +443,7 @@ impl State {
                 step,
                 duration_ms,
                 reason,
+                ..
             } => {
                 let s = self.steps.get(*step, now);
                 s.status = Status::Failed;

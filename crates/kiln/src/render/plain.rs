@@ -98,7 +98,7 @@ pub(super) fn event(
     let mut lines = Vec::new();
     match event {
         Event::StepStarted { step } => plain.switch(steps, *step, &mut lines),
-        Event::StepCached { step } => {
+        Event::StepCached { step, .. } => {
             plain.end(steps, *step, format!("#{step} CACHED"), &mut lines)
         }
         Event::StepLog { step, line, .. } => {
@@ -190,6 +190,7 @@ pub(super) fn event(
         Event::StepDiagnosis {
             step,
             text: diagnosis,
+            ..
         } => {
             plain.switch(steps, *step, &mut lines);
             for line in diagnosis.lines() {

@@ -54,6 +54,7 @@ fn done(step: u32, ms: u64, layer: Option<u64>) -> Event {
         duration_ms: ms,
         cached: false,
         layer_size: layer,
+        layer_digest: None,
         config_only: false,
     }
 }
@@ -83,7 +84,13 @@ fn two_stage_build() -> Vec<(u64, Event)> {
             0,
             planned(6, "app", 7, "[app 3/3] COPY --from=build /out /app"),
         ),
-        (0, Event::StepCached { step: 1 }),
+        (
+            0,
+            Event::StepCached {
+                step: 1,
+                from: None,
+            },
+        ),
         (
             0,
             Event::StepDone {
@@ -91,10 +98,17 @@ fn two_stage_build() -> Vec<(u64, Event)> {
                 duration_ms: 0,
                 cached: true,
                 layer_size: Some(3_500_000),
+                layer_digest: None,
                 config_only: false,
             },
         ),
-        (0, Event::StepCached { step: 4 }),
+        (
+            0,
+            Event::StepCached {
+                step: 4,
+                from: None,
+            },
+        ),
         (10, Event::StepStarted { step: 2 }),
         (110, done(2, 100, Some(1234))),
         (200, Event::StepStarted { step: 3 }),
@@ -123,6 +137,7 @@ fn two_stage_build() -> Vec<(u64, Event)> {
                 duration_ms: 2300,
                 reason: "process \"/bin/sh -c make\" did not complete successfully: exit code: 2"
                     .into(),
+                exit_code: Some(2),
             },
         ),
         (
@@ -297,6 +312,7 @@ fn config_only_steps_are_neither_run_nor_cached() {
         duration_ms: 0,
         cached: false,
         layer_size: None,
+        layer_digest: None,
         config_only: true,
     };
     play(
@@ -306,7 +322,13 @@ fn config_only_steps_are_neither_run_nor_cached() {
             (0, planned(1, "stage-0", 2, "COPY app /app")),
             (0, planned(2, "stage-0", 3, "ENV MODE=prod")),
             (0, planned(3, "stage-0", 4, "CMD [\"/app\"]")),
-            (0, Event::StepCached { step: 1 }),
+            (
+                0,
+                Event::StepCached {
+                    step: 1,
+                    from: None,
+                },
+            ),
             (
                 0,
                 Event::StepDone {
@@ -314,6 +336,7 @@ fn config_only_steps_are_neither_run_nor_cached() {
                     duration_ms: 0,
                     cached: true,
                     layer_size: Some(1024),
+                    layer_digest: None,
                     config_only: false,
                 },
             ),
@@ -433,7 +456,13 @@ fn the_engines_step_names_get_the_platform_when_there_are_several() {
         vec![
             (0, on(1, "linux/amd64")),
             (0, on(2, "linux/arm64")),
-            (0, Event::StepCached { step: 2 }),
+            (
+                0,
+                Event::StepCached {
+                    step: 2,
+                    from: None,
+                },
+            ),
         ],
     );
     assert_eq!(
@@ -452,6 +481,7 @@ fn stalled_then_retried() -> Vec<(u64, Event)> {
             5000,
             Event::StepDiagnosis {
                 step: 1,
+                hang: kiln_build::Hang::Stalled,
                 text: "step 1 (Dockerfile:3) stalled: no output for 5s\n  /bin/sh -c ./flaky\n  process tree:\n    1 sh S pipe_read\n"
                     .into(),
             },
@@ -748,6 +778,7 @@ fn tty_failure_shows_the_last_lines_and_the_end_leaves_the_summary() {
             step: 1,
             duration_ms: 400,
             reason: "exit code: 2".into(),
+            exit_code: Some(2),
         },
         at(400),
     );

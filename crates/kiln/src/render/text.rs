@@ -6,7 +6,7 @@ use std::time::Duration;
 /// A line of program output as one printable line: what a `\r` redraw
 /// left visible, ANSI escape sequences and other control characters
 /// removed, tabs expanded to 8-column stops.
-pub(super) fn printable(line: &str) -> String {
+pub(crate) fn printable(line: &str) -> String {
     // `pip` and `curl` redraw their progress with `\r`: the terminal shows
     // the text after the last one that has any.
     let visible = line
@@ -125,13 +125,13 @@ pub(super) fn pad(s: &str, columns: usize) -> String {
 }
 
 /// `12.3s`, as BuildKit's `DONE 12.3s`.
-pub(super) fn seconds(d: Duration) -> String {
+pub(crate) fn seconds(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
 /// `12.3s` below a minute, `4m05s` above: for the summary, where builds
 /// of large images take many minutes.
-pub(super) fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs < 60 {
         seconds(d)

@@ -68,7 +68,7 @@ impl Screen {
     ) -> bool {
         let columns = size.unwrap_or(DEFAULT_SIZE).columns;
         match event {
-            Event::StepCached { step }
+            Event::StepCached { step, .. }
             | Event::StepDone { step, .. }
             | Event::StepFailed { step, .. } => {
                 let Some(s) = steps.find(*step) else {
