@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use kiln_image::{Store, StoreOptions};
-use kiln_registry::{ClientOptions, Event, RegistryClient, RetryPolicy};
+use kiln_registry::{ClientOptions, Event, EventHandler, RegistryClient, RetryPolicy};
 use kiln_sandbox::RuncExecutor;
 
 use crate::progress::{Progress, ProgressMode, TaskId};
@@ -197,24 +197,36 @@ impl Context {
 
     /// A registry client whose retries, resumes and transfers show as progress.
     pub(crate) fn client(&self) -> RegistryClient {
+        self.client_observed(None)
+    }
+
+    /// [`Context::client`], each of its events also given to `also` (a
+    /// build's report counting what was pulled and pushed).
+    pub(crate) fn client_observed(&self, also: Option<EventHandler>) -> RegistryClient {
         let progress = self.progress.clone();
         let tasks: Arc<Mutex<HashMap<String, TaskId>>> = Arc::default();
-        RegistryClient::new(
-            self.client_options()
-                .on_event(move |event| render_event(&progress, &tasks, event)),
-        )
+        RegistryClient::new(self.client_options().on_event(move |event| {
+            if let Some(also) = &also {
+                also(event);
+            }
+            render_event(&progress, &tasks, event);
+        }))
     }
 
     /// A registry client for a build, whose own view owns the terminal:
-    /// each finished blob, retry, resume and restart is a line for `note`.
+    /// each finished blob, retry, resume and restart is a line for `note`;
+    /// each event also goes to `also`.
     pub(crate) fn client_with_notes(
         &self,
         note: Arc<dyn Fn(&str) + Send + Sync>,
+        also: Option<EventHandler>,
     ) -> RegistryClient {
-        RegistryClient::new(
-            self.client_options()
-                .on_event(move |event| note_event(&*note, event)),
-        )
+        RegistryClient::new(self.client_options().on_event(move |event| {
+            if let Some(also) = &also {
+                also(event);
+            }
+            note_event(&*note, event);
+        }))
     }
 
     fn client_options(&self) -> ClientOptions {
@@ -237,8 +249,18 @@ impl Context {
     /// build's base layers and cache hits) when a command reads them, with
     /// a client whose transfers show as progress.
     pub(crate) fn fetch_layers(&self, store: &Store, runtime: &tokio::runtime::Runtime) {
+        self.fetch_layers_observed(store, runtime, None);
+    }
+
+    /// [`Context::fetch_layers`], the client's events also given to `also`.
+    pub(crate) fn fetch_layers_observed(
+        &self,
+        store: &Store,
+        runtime: &tokio::runtime::Runtime,
+        also: Option<EventHandler>,
+    ) {
         store.set_fetcher(Arc::new(kiln_registry::RegistryFetcher::new(
-            self.client(),
+            self.client_observed(also),
             runtime.handle().clone(),
         )));
     }

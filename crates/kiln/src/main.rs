@@ -1,5 +1,6 @@
 //! `kiln`: a daemonless OCI image builder.
 
+mod build_report;
 mod commands;
 mod context;
 mod metadata;
@@ -28,6 +29,7 @@ enum Command {
     Parse(commands::parse::ParseArgs),
     Lint(commands::lint::LintArgs),
     Build(commands::build::BuildArgs),
+    History(commands::history::HistoryArgs),
     StageKey(commands::stage_key::StageKeyArgs),
     Executor(Box<commands::executor::ExecutorArgs>),
     Pull(commands::pull::PullArgs),
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => commands::parse::run(args),
         Command::Lint(args) => commands::lint::run(args),
         Command::Build(args) => commands::build::run(&ctx, args),
+        Command::History(args) => commands::history::run(&ctx, args),
         Command::StageKey(args) => commands::stage_key::run(&ctx, args),
         Command::Executor(args) => commands::executor::run(&ctx, *args),
         Command::Pull(args) => commands::pull::run(&ctx, args),

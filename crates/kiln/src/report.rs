@@ -68,6 +68,17 @@ impl SourceError {
     }
 }
 
+/// An error as [`print_error`] shows it (without its notes), for a build's
+/// report.
+pub(crate) fn error_text(err: &anyhow::Error) -> String {
+    let mut text = format!("{err:#}");
+    if let Some(src) = err.downcast_ref::<SourceError>() {
+        text.push('\n');
+        text.push_str(src.excerpt().trim_end());
+    }
+    text
+}
+
 pub(crate) fn print_error(err: &anyhow::Error) {
     eprintln!("error: {err:#}");
     if let Some(src) = err.downcast_ref::<SourceError>() {

@@ -19,6 +19,7 @@ use kiln_image::media::{Compression, Format};
 use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
 
+use crate::build_report::{BuildInfo, BuildStatus, History, Outcome, Recorder};
 use crate::context::{Context, Isolation};
 use crate::metadata::{Metadata, PlatformImage};
 use crate::progress::ProgressMode;
@@ -149,6 +150,12 @@ pub(crate) struct BuildArgs {
     #[arg(long, value_enum, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
           default_missing_value = "warn")]
     lint: Option<LintMode>,
+    /// Write the build's report into DIR, failed or not: `report.json` (schema
+    /// `kiln.report/v1`, docs/REPORT.md) and `report.html` (a timeline of stages and
+    /// steps, one self-contained page). Every build's report is also kept in the store
+    /// for `kiln history`.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
 }
 
 /// `--lint`: print the findings, or (`error`) fail on those at level error.
@@ -486,22 +493,100 @@ pub(crate) fn parse(args: &BuildArgs) -> anyhow::Result<Parsed> {
 
 /// How a build ended without an error: built (the digest of the image
 /// `--metadata-file` describes: the first pushed, else the store's), or
-/// stopped with an exit status of its own (the watchdog's, a signal's).
+/// stopped with an exit status of its own (the watchdog's, a signal's) and
+/// the error it printed.
 pub(crate) enum Finished {
     Built(kiln_image::Digest),
-    Stopped(ExitCode),
+    Stopped { code: u8, error: String },
 }
 
 pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
     Ok(match execute(ctx, &args)? {
         Finished::Built(_) => ExitCode::SUCCESS,
-        Finished::Stopped(code) => code,
+        Finished::Stopped { code, .. } => ExitCode::from(code),
     })
 }
 
 /// Builds and exports what `args` ask for (`kiln build`, and `kiln
-/// executor` through the same flags).
+/// executor` through the same flags), then keeps the build's report, built
+/// or not.
 pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finished> {
+    let parsed = parse(args)?;
+    if let Some(mode) = args.lint {
+        lint_first(&parsed.dockerfile, &parsed.dockerfile_text, mode)?;
+    }
+    let recorder = Recorder::new(BuildInfo {
+        dockerfile: parsed.dockerfile.clone(),
+        context: args.context.clone(),
+        tags: parsed.tags.iter().map(|t| t.written.clone()).collect(),
+    });
+    let finished = build_and_export(ctx, args, parsed, &recorder);
+    keep_report(ctx, args, &recorder, finished)
+}
+
+/// Writes the report of a build that ended as `finished` says into
+/// `--report`'s directory and the store's history, and hands `finished`
+/// back. A report that cannot be written fails a build that succeeded; a
+/// failed build's own error comes first.
+fn keep_report(
+    ctx: &Context,
+    args: &BuildArgs,
+    recorder: &Recorder,
+    finished: anyhow::Result<Finished>,
+) -> anyhow::Result<Finished> {
+    let outcome = match &finished {
+        Ok(Finished::Built(_)) => Outcome {
+            status: BuildStatus::Succeeded,
+            exit_code: 0,
+            error: None,
+            image: None,
+        },
+        Ok(Finished::Stopped { code, error }) => Outcome {
+            status: match *code {
+                EXIT_STALLED => BuildStatus::Stalled,
+                EXIT_TIMED_OUT => BuildStatus::TimedOut,
+                _ => BuildStatus::Cancelled,
+            },
+            exit_code: *code,
+            error: Some(error.clone()),
+            image: None,
+        },
+        Err(e) => Outcome {
+            status: BuildStatus::Failed,
+            exit_code: 1,
+            error: Some(crate::report::error_text(e)),
+            image: None,
+        },
+    };
+    let report = recorder.finish(&outcome);
+    let html = crate::build_report::render_html(&report);
+    let shown =
+        !matches!(ctx.args.progress, ProgressMode::Json | ProgressMode::Quiet) && !args.quiet;
+    if let Err(e) = History::new(&ctx.root()).save(&report, &html) {
+        eprintln!("warning: the build's report was not kept for `kiln history`: {e:#}");
+    }
+    if let Some(dir) = &args.report {
+        match crate::build_report::write_report(dir, &report, &html) {
+            Ok(()) if shown => eprintln!(
+                "report: {} (kiln history show {})",
+                dir.join(crate::build_report::HTML_FILE).display(),
+                report.id
+            ),
+            Ok(()) => {}
+            Err(e) if finished.is_ok() => return Err(e),
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+    }
+    finished
+}
+
+/// The build itself and its outputs, every event also going to `recorder`.
+fn build_and_export(
+    ctx: &Context,
+    args: &BuildArgs,
+    parsed: Parsed,
+    recorder: &Recorder,
+) -> anyhow::Result<Finished> {
     let Parsed {
         request,
         dockerfile,
@@ -509,10 +594,7 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
         tags,
         outputs,
         build_encoding,
-    } = parse(args)?;
-    if let Some(mode) = args.lint {
-        lint_first(&dockerfile, &dockerfile_text, mode)?;
-    }
+    } = parsed;
 
     for output in &outputs {
         if let OutputKind::Oci {
@@ -558,10 +640,10 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
             store.clone(),
             snapshotter,
             // Base pulls print lines through the build's own view.
-            ctx.client_with_notes(renderer.notes()),
+            ctx.client_with_notes(renderer.notes(), Some(recorder.transfers())),
             runtime.handle().clone(),
             executor,
-            renderer.sink(),
+            recorder.tap(renderer.sink()),
         )
         .map_err(|e| build_error(&dockerfile, &dockerfile_text, e))?,
     );
@@ -578,9 +660,10 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
             let signal = stop.load(Ordering::SeqCst);
             if signal != 0 {
                 eprintln!("error: build cancelled");
-                return Ok(Finished::Stopped(ExitCode::from(
-                    128u8.saturating_add(signal as u8),
-                )));
+                return Ok(Finished::Stopped {
+                    code: 128u8.saturating_add(signal as u8),
+                    error: format!("build cancelled (signal {signal})"),
+                });
             }
             // The watchdog's own exit codes; its diagnosis is already out.
             let code = match &e {
@@ -588,15 +671,20 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
                 BuildError::TimedOut { .. } => EXIT_TIMED_OUT,
                 _ => return Err(build_error(&dockerfile, &dockerfile_text, e)),
             };
-            eprintln!("error: {}", e.message());
+            let mut error = e.message();
+            eprintln!("error: {error}");
             if let Some(location) = e.location() {
                 let text = String::from_utf8_lossy(&dockerfile_text);
-                eprint!(
-                    "{}",
-                    SourceError::new(&dockerfile, &text, location, String::new()).excerpt()
+                let excerpt =
+                    SourceError::new(&dockerfile, &text, location, String::new()).excerpt();
+                eprint!("{excerpt}");
+                error = format!(
+                    "{}:{}: {error}\n{excerpt}",
+                    dockerfile.display(),
+                    location.start_line
                 );
             }
-            return Ok(Finished::Stopped(ExitCode::from(code)));
+            return Ok(Finished::Stopped { code, error });
         }
     };
     if !matches!(ctx.args.progress, ProgressMode::Json | ProgressMode::Quiet) {
@@ -630,7 +718,7 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
     let mut described = None;
     // The outputs read layers the build left in their registry: fetched
     // now with a client whose transfers show as progress.
-    ctx.fetch_layers(&store, &runtime);
+    ctx.fetch_layers_observed(&store, &runtime, Some(recorder.transfers()));
     let export_name = store_names
         .first()
         .map(|n| n.reference.clone())
@@ -650,7 +738,7 @@ pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finishe
                 kiln_build::write_local(&store, &images, dir, encoding.epoch)?
             }
             OutputKind::Registry | OutputKind::Image { push: true } => {
-                let client = ctx.client();
+                let client = ctx.client_observed(Some(recorder.transfers()));
                 let names = output_names(&tags, output)?;
                 let destinations = if output.push_by_digest {
                     digest_destinations(&names, &target.digest)

@@ -4,6 +4,7 @@ pub(crate) mod build;
 pub(crate) mod ci;
 pub(crate) mod executor;
 pub(crate) mod export;
+pub(crate) mod history;
 pub(crate) mod images;
 pub(crate) mod imagetools;
 pub(crate) mod import;

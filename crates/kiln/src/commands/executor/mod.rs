@@ -334,6 +334,6 @@ pub(crate) fn run(ctx: &Context, args: ExecutorArgs) -> anyhow::Result<ExitCode>
             plan.write_digest_files(&digest)?;
             Ok(ExitCode::SUCCESS)
         }
-        Finished::Stopped(code) => Ok(code),
+        Finished::Stopped { code, .. } => Ok(ExitCode::from(code)),
     }
 }
