@@ -198,6 +198,12 @@ ensure_static_kiln() {
   export KILN_STATIC_BIN=$KILN_REPO/target/static/$triple/dist/kiln
 }
 
+# ensure_chromium: Debian's chromium, in which the tests render `kiln build
+# --report`'s HTML headless (a screenshot, the DOM, the console).
+ensure_chromium() {
+  ensure_apt_packages chromium
+}
+
 # ensure_buildah: Buildah from Debian's archive (1.28 on bookworm), a peer
 # of bench/run; it runs RUN steps through the same runc.
 ensure_buildah() {

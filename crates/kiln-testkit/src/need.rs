@@ -1,7 +1,7 @@
 //! The one rule for tests that need what a machine may lack: root, runc, a
-//! docker daemon, a program, the conformance vectors, BuildKit's parser
-//! oracle, the pipeline validators, hadolint, the static kiln, arm64
-//! emulation.
+//! docker daemon, a program (chromium among them), the conformance vectors,
+//! BuildKit's parser oracle, the pipeline validators, hadolint, the static
+//! kiln, arm64 emulation.
 //!
 //! A test asks with [`need`] and returns when it gets `None`:
 //!
@@ -184,6 +184,8 @@ pub enum Tool {
     Setpriv,
     /// binutils' `readelf` (how the static kiln is linked).
     Readelf,
+    /// Debian's `chromium`, run headless to render `kiln build --report`'s page.
+    Chromium,
 }
 
 impl Tool {
@@ -198,6 +200,7 @@ impl Tool {
             Tool::Git => (&["git"], "git"),
             Tool::Setpriv => (&["setpriv"], "util-linux"),
             Tool::Readelf => (&["readelf"], "binutils"),
+            Tool::Chromium => (&["chromium", "chromium-browser"], "chromium"),
         }
     }
 }

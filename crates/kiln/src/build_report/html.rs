@@ -83,10 +83,11 @@ fn status_label(s: StepStatus) -> &'static str {
     }
 }
 
-fn lane_name(stage: &Stage) -> String {
+/// The stage, and its platform when the build has several.
+fn lane_name(stage: &Stage, platforms: &[String]) -> String {
     match &stage.platform {
-        Some(p) => format!("{} {p}", stage.name),
-        None => stage.name.clone(),
+        Some(p) if platforms.len() > 1 => format!("{} {p}", stage.name),
+        _ => stage.name.clone(),
     }
 }
 
@@ -142,7 +143,6 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
  main{padding:10px}
  .axis,.lane{grid-template-columns:1fr;gap:2px}
  .axis .name{display:none}
- .facts{grid-template-columns:1fr}.facts dt{margin-top:.3em}
  .layers .hide-narrow{display:none}
 }
 "#;
@@ -341,7 +341,11 @@ impl Page {
     fn steps(&mut self, r: &Report) {
         self.push("<section id=\"steps\">\n<h2>Steps</h2>\n");
         for stage in &r.stages {
-            let _ = writeln!(self.out, "<h3>{}</h3>", esc(&lane_name(stage)));
+            let _ = writeln!(
+                self.out,
+                "<h3>{}</h3>",
+                esc(&lane_name(stage, &r.platforms))
+            );
             for id in &stage.steps {
                 if let Some(step) = r.steps.iter().find(|s| s.id == *id) {
                     self.step(step);
@@ -477,13 +481,16 @@ impl Page {
         if !s.output.is_empty() {
             let _ = writeln!(
                 self.out,
-                "<details class=\"output\"{}><summary>last {} lines of output</summary><pre>{}</pre></details>",
+                "<details class=\"output\"{}><summary>{}</summary><pre>{}</pre></details>",
                 if s.status == StepStatus::Failed {
                     " open"
                 } else {
                     ""
                 },
-                s.output.len(),
+                match s.output.len() {
+                    1 => "its output".to_string(),
+                    n => format!("its last {n} lines of output"),
+                },
                 esc(&s.output.join("\n"))
             );
         }

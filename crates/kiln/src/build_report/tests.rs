@@ -551,3 +551,78 @@ fn collect_keys(value: &serde_json::Value, keys: &mut std::collections::BTreeSet
         _ => {}
     }
 }
+
+#[test]
+fn each_platform_has_its_own_lanes_and_chain() {
+    let on = |p: &str| Some(p.to_string());
+    let stage_on = |name: &str, p: &str, needs: &[&str]| Event::StagePlanned {
+        stage: name.into(),
+        platform: on(p),
+        needs: needs.iter().map(|n| n.to_string()).collect(),
+    };
+    let step_on = |step: u32, stage: &str, p: &str| Event::StepPlanned {
+        step,
+        stage: stage.into(),
+        platform: on(p),
+        line: 2,
+        text: format!("[{stage} 1/1] RUN make"),
+    };
+    let r = assemble(
+        &recorded(vec![
+            (
+                0,
+                Event::BuildStarted {
+                    target: "app".into(),
+                    platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+                    stages: vec!["base".into(), "app".into()],
+                },
+            ),
+            (0, stage_on("base", "linux/amd64", &[])),
+            (0, step_on(1, "base", "linux/amd64")),
+            (0, stage_on("app", "linux/amd64", &["base"])),
+            (0, step_on(2, "app", "linux/amd64")),
+            (0, stage_on("base", "linux/arm64", &[])),
+            (0, step_on(3, "base", "linux/arm64")),
+            (0, stage_on("app", "linux/arm64", &["base"])),
+            (0, step_on(4, "app", "linux/arm64")),
+            (100, done(1, 100, None)),
+            (300, done(3, 300, None)),
+            (400, done(2, 300, None)),
+            (900, done(4, 600, None)),
+        ]),
+        &Outcome {
+            status: BuildStatus::Succeeded,
+            exit_code: 0,
+            error: None,
+            image: None,
+        },
+        "x",
+        900,
+    );
+    let lanes: Vec<(&str, &str, &[u32])> = r
+        .stages
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.platform.as_deref().unwrap(),
+                &s.steps[..],
+            )
+        })
+        .collect();
+    assert_eq!(
+        lanes,
+        [
+            ("base", "linux/amd64", &[1][..]),
+            ("app", "linux/amd64", &[2][..]),
+            ("base", "linux/arm64", &[3][..]),
+            ("app", "linux/arm64", &[4][..]),
+        ]
+    );
+    // arm64 ended last: its chain is the path, never amd64's base.
+    assert_eq!(r.critical_path, [3, 4]);
+    let page = super::html::render(&r);
+    assert_eq!(page.matches("class=\"lane\"").count(), 4);
+    assert!(page.contains("data-platform=\"linux/arm64\""));
+    assert!(page.contains("<h3>app linux/arm64</h3>"));
+}
