@@ -37,9 +37,6 @@ pub(crate) struct Outcome {
     pub(crate) status: BuildStatus,
     pub(crate) exit_code: u8,
     pub(crate) error: Option<String>,
-    /// The digest kiln reports (the image as stored), when it differs from
-    /// the engine's.
-    pub(crate) image: Option<String>,
 }
 
 /// The longest output line a report keeps, in characters.
@@ -468,7 +465,7 @@ pub(super) fn assemble(recorded: &Recorded, outcome: &Outcome, id: &str, end: u6
             context: recorded.info.context.display().to_string(),
             target,
             tags: recorded.info.tags.clone(),
-            image: outcome.image.clone().or(image),
+            image,
         },
         platforms,
         stages,

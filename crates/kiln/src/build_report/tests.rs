@@ -70,7 +70,6 @@ fn failed(error: &str) -> Outcome {
         status: BuildStatus::Failed,
         exit_code: 1,
         error: Some(error.into()),
-        image: None,
     }
 }
 
@@ -359,7 +358,6 @@ fn a_step_running_when_the_build_stopped_failed_and_the_rest_did_not_run() {
             status: BuildStatus::Cancelled,
             exit_code: 130,
             error: Some("build cancelled".into()),
-            image: None,
         },
         "x",
         900,
@@ -594,7 +592,6 @@ fn each_platform_has_its_own_lanes_and_chain() {
             status: BuildStatus::Succeeded,
             exit_code: 0,
             error: None,
-            image: None,
         },
         "x",
         900,

@@ -539,7 +539,6 @@ fn keep_report(
             status: BuildStatus::Succeeded,
             exit_code: 0,
             error: None,
-            image: None,
         },
         Ok(Finished::Stopped { code, error }) => Outcome {
             status: match *code {
@@ -549,13 +548,11 @@ fn keep_report(
             },
             exit_code: *code,
             error: Some(error.clone()),
-            image: None,
         },
         Err(e) => Outcome {
             status: BuildStatus::Failed,
             exit_code: 1,
             error: Some(crate::report::error_text(e)),
-            image: None,
         },
     };
     let report = recorder.finish(&outcome);
@@ -679,9 +676,10 @@ fn build_and_export(
                     SourceError::new(&dockerfile, &text, location, String::new()).excerpt();
                 eprint!("{excerpt}");
                 error = format!(
-                    "{}:{}: {error}\n{excerpt}",
+                    "{}:{}: {error}\n{}",
                     dockerfile.display(),
-                    location.start_line
+                    location.start_line,
+                    excerpt.trim_end()
                 );
             }
             return Ok(Finished::Stopped { code, error });
