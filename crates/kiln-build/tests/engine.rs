@@ -536,6 +536,72 @@ fn a_run_failing_every_attempt_fails_after_its_retries() {
     assert_eq!(built.count(|e| matches!(e, Event::StepRetry { .. })), 2);
 }
 
+/// What a build's report reads from the events: the stages each stage
+/// waits for, each step's key and layer, a failed RUN's exit code.
+#[test]
+fn the_events_say_what_a_report_needs() {
+    let h = Harness::new();
+    h.executor
+        .script("make", [Script::success().write("/out/a", "a")])
+        .script("broken", [Script::exit(7)]);
+    let dockerfile =
+        "FROM scratch AS a\nRUN make\n\nFROM scratch\nCOPY --from=a /out/a /a\nRUN broken\n";
+    let built = h.build(dockerfile, |_| {});
+    built.err();
+    let needs: Vec<(String, Vec<String>)> = built
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StagePlanned { stage, needs, .. } => Some((stage.clone(), needs.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        needs,
+        [
+            ("a".to_string(), vec![]),
+            ("stage-1".to_string(), vec!["a".to_string()])
+        ]
+    );
+    let make = built.step("RUN make");
+    let key = built
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepKeyed { step, key } if *step == make => Some(key.clone()),
+            _ => None,
+        })
+        .expect("the RUN's key");
+    assert!(key.starts_with("sha256:"), "{key}");
+    let (digest, size) = built
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepDone {
+                step,
+                layer_digest,
+                layer_size,
+                ..
+            } if *step == make => Some((layer_digest.clone(), *layer_size)),
+            _ => None,
+        })
+        .expect("the RUN done");
+    assert!(digest.unwrap().starts_with("sha256:"));
+    assert!(size.unwrap() > 0);
+    let broken = built.step("RUN broken");
+    let code = built
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepFailed {
+                step, exit_code, ..
+            } if *step == broken => Some(*exit_code),
+            _ => None,
+        })
+        .expect("the RUN failed");
+    assert_eq!(code, Some(7));
+}
+
 /// Without `--retries` a failing RUN runs once, even if it would pass
 /// the second time.
 #[test]

@@ -961,14 +961,17 @@ mod tests {
 
         // A locked user waits; cancelling ends the wait.
         let notes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
         let events: EventSink = {
-            let notes = notes.clone();
+            let (notes, waits) = (notes.clone(), waits.clone());
             let control = control.clone();
-            Arc::new(move |e| {
-                if let Event::StepNote { text, .. } = e {
+            Arc::new(move |e| match e {
+                Event::StepNote { text, .. } => {
                     notes.lock().unwrap().push(text);
                     control.cancel();
                 }
+                wait @ Event::StepLockWait { .. } => waits.lock().unwrap().push(wait),
+                _ => {}
             })
         };
         let err = caches
@@ -978,6 +981,19 @@ mod tests {
         let notes = notes.lock().unwrap();
         assert!(notes[0].contains("build test build"), "{}", notes[0]);
         assert!(notes[0].contains("step #1"), "{}", notes[0]);
+        // The wait, once over, is one event: which lock, who held it.
+        let waits = waits.lock().unwrap();
+        let [
+            Event::StepLockWait {
+                step, lock, holder, ..
+            },
+        ] = &waits[..]
+        else {
+            panic!("{waits:?}");
+        };
+        assert_eq!(*step, 3);
+        assert!(lock.contains("sharing=locked"), "{lock}");
+        assert!(holder.contains("step #1"), "{holder}");
     }
 
     #[test]
