@@ -413,13 +413,13 @@ impl Page {
             let _ = writeln!(self.out, "<pre class=\"step-error\">{}</pre>", esc(error));
         }
         for d in &s.watchdog {
-            let what = match d.hang {
-                Hang::Stalled => "stalled",
-                Hang::TimedOut => "timed out",
+            let (hang, what) = match d.hang {
+                Hang::Stalled => ("stalled", "stalled"),
+                Hang::TimedOut => ("timed_out", "timed out"),
             };
             let _ = writeln!(
                 self.out,
-                "<details class=\"diagnosis\" data-hang=\"{what}\"><summary>{what} at {}: the watchdog's diagnosis</summary><pre>{}</pre></details>",
+                "<details class=\"diagnosis\" data-hang=\"{hang}\"><summary>{what} at {}: the watchdog's diagnosis</summary><pre>{}</pre></details>",
                 duration(d.at_ms),
                 esc(&d.text)
             );
