@@ -7,6 +7,7 @@ use kiln_dockerfile::instructions::{self, Command, MountType, RunCommand};
 use crate::LintError;
 use crate::config::{CheckDirective, Config, Pragmas};
 use crate::finding::{Finding, Origin, Severity};
+use crate::fix::Fix;
 use crate::rules::{self, Hit, StageEnv, Step, buildkit, hadolint, pin};
 use crate::script::{self, Invocation};
 
@@ -27,6 +28,18 @@ pub fn lint(file: &str, text: &[u8]) -> Result<Vec<Finding>, LintError> {
 /// Lints one Dockerfile under a configuration: which rules are ignored,
 /// at which level each reports, which registries are trusted.
 pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding>, LintError> {
+    Ok(analyze(file, text, config)?
+        .into_iter()
+        .map(|(finding, _)| finding)
+        .collect())
+}
+
+/// [`lint_with`], each finding with the fix its rule knows, if any.
+pub(crate) fn analyze(
+    file: &str,
+    text: &[u8],
+    config: &Config,
+) -> Result<Vec<(Finding, Option<Fix>)>, LintError> {
     let ast = kiln_dockerfile::parse(text).map_err(|e| LintError::Parse {
         line: e.location().map_or(1, |l| l.start_line),
         message: e.to_string(),
@@ -77,7 +90,7 @@ pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding
             },
             |p| states[p].clone(),
         );
-        let mut pending_updates: Vec<usize> = Vec::new();
+        let mut pending_updates: Vec<Update> = Vec::new();
         let mut context_copy: Option<usize> = None;
         for command in &stage.commands {
             let line = command.location().start_line;
@@ -133,6 +146,7 @@ pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding
                             used_at[s].get_or_insert(line);
                         }
                     }
+                    let location = run.origin.location;
                     let step = Step {
                         invocations: run_invocations(run, &state.shell, &lines, ast.escape),
                         cache_targets: mounts
@@ -141,6 +155,8 @@ pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding
                             .filter_map(|m| m.target.clone())
                             .collect(),
                         env: &state.env,
+                        lines: (location.start_line, location.end_line),
+                        exec: !run.command.prepend_shell,
                     };
                     rules::hang_rules(&step, &mut hits);
                     rules::cache_rules(&step, &mut hits);
@@ -214,13 +230,14 @@ pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding
         })
         .collect();
 
-    let mut findings: Vec<Finding> = hits
+    let mut findings: Vec<(Finding, Option<Fix>)> = hits
         .into_iter()
         .filter_map(
             |Hit {
                  rule,
                  line,
                  message,
+                 fix,
              }| {
                 let rule = rules::rule(rule);
                 let severity = match rule.origin {
@@ -243,42 +260,68 @@ pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding
                 };
                 let ignored = config.ignored.contains(rule.id)
                     || (!config.disable_ignore_pragma && pragmas.ignores(rule.id, line));
-                (!ignored).then(|| Finding {
-                    rule: rule.id,
-                    severity,
-                    file: file.to_string(),
-                    line,
-                    message,
-                    why: rule.why,
+                (!ignored).then(|| {
+                    let finding = Finding {
+                        rule: rule.id,
+                        severity,
+                        file: file.to_string(),
+                        line,
+                        message,
+                        why: rule.why,
+                    };
+                    (finding, fix)
                 })
             },
         )
         .collect();
-    findings.sort_by(|a, b| (a.line, a.rule).cmp(&(b.line, b.rule)));
+    findings.sort_by(|(a, _), (b, _)| (a.line, a.rule).cmp(&(b.line, b.rule)));
     Ok(findings)
+}
+
+/// An `apt-get update` in a RUN without an install, waiting for the
+/// install after it (KL108).
+struct Update {
+    line: usize,
+    /// The lines of its RUN, when that RUN runs nothing else (in shell
+    /// form): the fix moves the update into the install's RUN and removes
+    /// this one.
+    alone: Option<(usize, usize)>,
 }
 
 /// KL108 and KL106, which look across the steps of a stage.
 fn stage_rules(
     step: &Step<'_>,
-    pending_updates: &mut Vec<usize>,
+    pending_updates: &mut Vec<Update>,
     context_copy: &mut Option<usize>,
     hits: &mut Vec<Hit>,
 ) {
-    let updates: Vec<usize> = step
+    let alone = step.invocations.len() == 1 && !step.exec;
+    let updates: Vec<Update> = step
         .invocations
         .iter()
         .filter(|i| rules::apt_subcommand(i) == Some("update"))
-        .map(|i| i.line)
+        .map(|i| Update {
+            line: i.line,
+            alone: (alone && i.env.is_empty()).then_some(step.lines),
+        })
         .collect();
     let install = step.invocations.iter().find(|i| rules::is_apt_install(i));
     match install {
         Some(install) => {
-            hits.extend(
-                pending_updates
-                    .drain(..)
-                    .map(|u| rules::update_apart(u, install.line)),
-            );
+            // One update moves into the install's RUN; a second one alone
+            // would be removed with nothing to stand for it twice.
+            let fixable = pending_updates.len() == 1 && !step.exec;
+            hits.extend(pending_updates.drain(..).map(|u| {
+                let fix = u
+                    .alone
+                    .filter(|_| fixable)
+                    .map(|update_run| Fix::UpdateWithInstall {
+                        install_line: install.line,
+                        program: install.program.clone(),
+                        update_run,
+                    });
+                rules::update_apart(u.line, install.line, fix)
+            }));
         }
         None => pending_updates.extend(updates),
     }

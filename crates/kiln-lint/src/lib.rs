@@ -11,10 +11,13 @@
 //! and splits the shell of each `RUN` into the programs it runs (a small
 //! splitter, not a shell: see `script.rs` for its limits). The formats
 //! ([`to_text`], [`to_json`], [`to_sarif`]) are plain functions too.
+//! [`fix_with`] makes the safe fixes of KL101, KL102, KL104, KL105 and
+//! KL108 in the text, touching nothing else.
 
 mod analyze;
 mod config;
 mod finding;
+mod fix;
 mod report;
 mod rules;
 mod script;
@@ -22,6 +25,7 @@ mod script;
 pub use crate::analyze::{lint, lint_with};
 pub use crate::config::{Config, ConfigError};
 pub use crate::finding::{Finding, Origin, Rule, Severity};
+pub use crate::fix::{Fixed, fix_with};
 pub use crate::report::{to_json, to_sarif, to_text};
 pub use crate::rules::RULES;
 

@@ -123,6 +123,7 @@ fn kl102_python_installs_without_timeout() {
     for ok in [
         "pip install --default-timeout=60 flask",
         "pip install --timeout 60 flask",
+        "pip --default-timeout=60 install flask",
         "PIP_DEFAULT_TIMEOUT=60 pip3 install flask",
         "UV_HTTP_TIMEOUT=60 uv pip install flask",
         "timeout 600 pip install flask",

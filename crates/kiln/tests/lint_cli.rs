@@ -1,5 +1,6 @@
 //! `kiln lint` as a user runs it: formats, exit statuses, --ignore,
-//! --fail-level, stdin, parse errors; and over real-world Dockerfiles.
+//! --fail-level, stdin, parse errors, `--fix` (and a fixed file built);
+//! and over real-world Dockerfiles.
 
 use assert_cmd::Command;
 use kiln_testkit::need::{Conformance, need};
@@ -345,4 +346,138 @@ fn build_lint_prints_findings_first_and_lint_error_fails_before_building() {
     assert!(!err.contains("nothing was built"), "{err}");
     assert_ne!(code, 0, "{err}");
     assert!(root.exists(), "the build went on: {err}");
+}
+
+/// `--fix` rewrites the file in place (its comments, continuations and
+/// mode kept), says what it fixed, and reports what is left; a second run
+/// has nothing to do. From standard input the fixed file is the output.
+#[test]
+fn fix_rewrites_the_file_and_reports_what_is_left() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("Dockerfile");
+    fs_err::write(&file, DOCKERFILE).unwrap();
+    fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, out, err) = lint_in(dir.path(), &["--fix", "Dockerfile"]);
+    assert_eq!(code, 1, "the curl without a timeout is left: {out}{err}");
+    assert!(
+        err.contains("fixed Dockerfile:2 KL108: `apt-get update` runs in another step"),
+        "{err}"
+    );
+    assert!(err.contains("fixed Dockerfile:3 KL104"), "{err}");
+    let text = fs_err::read_to_string(&file).unwrap();
+    assert_eq!(
+        text,
+        "FROM debian:12\nRUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+         --mount=type=cache,target=/var/lib/apt,sharing=locked apt-get update && \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y curl \\\n && curl https://example.com\n"
+    );
+    assert_eq!(
+        fs_err::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert_eq!(rules(&out), ["DL3008", "DL3015", "KL103"], "{out}");
+    let (_, _, err) = lint_in(dir.path(), &["--fix", "Dockerfile"]);
+    assert!(!err.contains("fixed"), "{err}");
+    assert_eq!(fs_err::read_to_string(&file).unwrap(), text);
+
+    let (code, out, err) = lint(&["--fix", "-"], DOCKERFILE);
+    assert_eq!(code, 1);
+    assert_eq!(out, text, "the fixed Dockerfile");
+    assert!(err.contains("<stdin>:3 KL103 error"), "{err}");
+}
+
+/// The fixed file still builds, and where the original hung (a prompt, here
+/// a fake apt-get that refuses to ask) the fixed one does not.
+#[test]
+fn a_fixed_dockerfile_builds() {
+    use std::process::Command as Std;
+    if kiln_testkit::need::need(kiln_testkit::need::Runc).is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let tree = work.path().join("rootfs");
+    kiln_testkit::busybox::rootfs(&tree, &[]);
+    // apt-get fails where the real one would wait for an answer; pip takes
+    // anything.
+    let fake_apt = "#!/bin/sh\n\
+        case \" $* \" in *\" install \"*)\n\
+          case \" $* \" in *\" -y \"*) ;; *) [ \"$DEBIAN_FRONTEND\" = noninteractive ] \
+            || { echo 'apt-get: would ask' >&2; exit 1; } ;; esac ;;\n\
+        esac\n\
+        echo \"apt-get $*\"\n";
+    fs_err::write(tree.join("bin/apt-get"), fake_apt).unwrap();
+    fs_err::write(tree.join("bin/pip"), "#!/bin/sh\necho \"pip $*\"\n").unwrap();
+    for f in ["bin/apt-get", "bin/pip"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        fs_err::set_permissions(tree.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let tarball = work.path().join("rootfs.tar");
+    assert!(
+        Std::new("tar")
+            .arg("cf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&tree)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let kiln_at = |args: &[&str]| {
+        Std::new(assert_cmd::cargo::cargo_bin("kiln"))
+            .env("KILN_ROOT", &root)
+            .env("KILN_PROGRESS", "plain")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = kiln_at(&[
+        "import",
+        tarball.to_str().unwrap(),
+        "--tag",
+        "kiln.test/fakes:1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let ctx = work.path().join("ctx");
+    fs_err::create_dir(&ctx).unwrap();
+    let dockerfile = ctx.join("Dockerfile");
+    fs_err::write(
+        &dockerfile,
+        "FROM kiln.test/fakes:1\n# the lists, then the tools\nRUN apt-get update\n\
+         RUN apt-get install curl \\\n      git\n\
+         RUN pip install flask && pip cache purge\n\
+         RUN --mount=type=cache,target=/root/.cache/pip pip install --no-cache-dir requests\n",
+    )
+    .unwrap();
+    let build = || kiln_at(&["build", ctx.to_str().unwrap()]);
+    let before = build();
+    assert!(!before.status.success(), "the prompt fails the original");
+    assert!(
+        String::from_utf8_lossy(&before.stderr).contains("apt-get: would ask"),
+        "{before:?}"
+    );
+    let (_, _, err) = lint_in(&ctx, &["--fix", "Dockerfile"]);
+    for rule in ["KL101", "KL102", "KL104", "KL105", "KL108"] {
+        assert!(
+            err.contains(&format!(" {rule}: ")),
+            "{rule} not fixed: {err}"
+        );
+    }
+    let fixed = fs_err::read_to_string(&dockerfile).unwrap();
+    assert!(fixed.contains("# the lists, then the tools\n"), "{fixed}");
+    assert!(fixed.contains("\\\n      git\n"), "{fixed}");
+    let after = build();
+    assert!(
+        after.status.success(),
+        "the fixed file builds:\n{fixed}\n{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let log = String::from_utf8_lossy(&after.stderr);
+    assert!(log.contains("apt-get -y install curl git"), "{log}");
+    assert!(
+        log.contains("pip --default-timeout=60 install requests"),
+        "{log}"
+    );
 }

@@ -3,6 +3,7 @@
 //! `apt-get update` in its own step (KL108).
 
 use super::{Hit, Step, apt_subcommand, hit, is_apt_install, operands, python_install};
+use crate::fix::Fix;
 use crate::script::Invocation;
 
 /// A package manager's download cache: where it usually lives, and the
@@ -114,71 +115,98 @@ pub(crate) fn cache_rules(step: &Step<'_>, out: &mut Vec<Hit>) {
             && !reported.contains(&cache.tool)
         {
             reported.push(cache.tool);
-            out.push(hit(
-                "KL104",
-                inv.line,
-                format!(
-                    "`{}` downloads into the {} cache with no --mount=type=cache for it",
-                    inv.name, cache.tool
-                ),
-            ));
+            out.push(
+                hit(
+                    "KL104",
+                    inv.line,
+                    format!(
+                        "`{}` downloads into the {} cache with no --mount=type=cache for it",
+                        inv.name, cache.tool
+                    ),
+                )
+                .with_fix(Some(Fix::CacheMount {
+                    tool: cache.tool,
+                    run_line: step.lines.0,
+                })),
+            );
         }
-        if let Some(what) = purge(step, inv) {
-            out.push(hit("KL105", inv.line, what));
+        if let Some((what, fix)) = purge(step, inv) {
+            out.push(hit("KL105", inv.line, what).with_fix(fix.filter(|_| !step.exec)));
         }
     }
 }
 
-/// A purge of a cache the step mounts, described.
-fn purge(step: &Step<'_>, inv: &Invocation) -> Option<String> {
+/// A purge of a cache the step mounts, described, with its fix: the
+/// command taken out, or the flag that turns the cache off.
+fn purge(step: &Step<'_>, inv: &Invocation) -> Option<(String, Option<Fix>)> {
+    // A command run with assignments of its own is left to people.
+    let drop_command = inv.env.is_empty().then(|| Fix::DropCommand {
+        program: inv.program.clone(),
+        args: inv.args.clone(),
+    });
     let sub = inv
         .args
         .iter()
         .find(|a| !a.starts_with('-'))
         .map(String::as_str);
     let second = inv.args.get(1).map(String::as_str);
-    let (cache, what): (&Cache, String) = match (inv.name.as_str(), sub) {
+    let (cache, what, fix): (&Cache, String, Option<Fix>) = match (inv.name.as_str(), sub) {
         ("apt-get" | "apt", _) if matches!(apt_subcommand(inv), Some("clean" | "autoclean")) => {
-            (&APT, format!("`{} clean`", inv.name))
+            (&APT, format!("`{} clean`", inv.name), drop_command)
         }
         (n, Some("cache"))
             if n.starts_with("pip") && matches!(second, Some("purge" | "remove")) =>
         {
-            (&PIP, "`pip cache purge`".into())
+            (&PIP, "`pip cache purge`".into(), drop_command)
         }
         ("uv", Some("cache")) if matches!(second, Some("clean" | "prune")) => {
-            (&UV, "`uv cache clean`".into())
+            (&UV, "`uv cache clean`".into(), drop_command)
         }
         ("npm" | "yarn", Some("cache")) if matches!(second, Some("clean")) => (
             if inv.name == "npm" { &NPM } else { &YARN },
             format!("`{} cache clean`", inv.name),
+            drop_command,
         ),
         ("go", Some("clean")) if inv.args.iter().any(|a| a == "-modcache" || a == "-cache") => {
-            (&GO, "`go clean -modcache`".into())
+            (&GO, "`go clean -modcache`".into(), drop_command)
         }
         ("rm", _) => {
             let target = operands(&inv.args, &[])
                 .into_iter()
                 .find_map(|path| step.cache_targets.iter().find(|t| wipes(path, t)))?;
-            return Some(format!("`rm` deletes the mounted cache {target}"));
+            // Only an `rm` of the cache alone: one that also removes
+            // other paths is left to people.
+            let alone = operands(&inv.args, &[]).len() == 1;
+            return Some((
+                format!("`rm` deletes the mounted cache {target}"),
+                drop_command.filter(|_| alone),
+            ));
         }
         _ => {
             let (tool, args) = python_install(inv)?;
-            let no_cache = match tool {
-                "pip" => {
-                    args.iter().any(|a| a == "--no-cache-dir")
-                        || step
-                            .var(inv, "PIP_NO_CACHE_DIR")
-                            .is_some_and(|v| !matches!(v, "" | "0" | "false" | "off"))
-                }
-                "uv" => {
-                    args.iter().any(|a| a == "--no-cache") || step.var(inv, "UV_NO_CACHE").is_some()
-                }
-                _ => args.iter().any(|a| a == "--no-cache"),
+            let flag = if tool == "pip" {
+                "--no-cache-dir"
+            } else {
+                "--no-cache"
             };
+            let by_flag = args.iter().any(|a| a == flag);
+            let no_cache = by_flag
+                || match tool {
+                    "pip" => step
+                        .var(inv, "PIP_NO_CACHE_DIR")
+                        .is_some_and(|v| !matches!(v, "" | "0" | "false" | "off")),
+                    "uv" => step.var(inv, "UV_NO_CACHE").is_some(),
+                    _ => false,
+                };
             if !no_cache {
                 return None;
             }
+            // A variable that turns the cache off is left to people: it
+            // may be meant for other steps.
+            let fix = by_flag.then(|| Fix::DropWord {
+                program: inv.program.clone(),
+                word: flag,
+            });
             let cache = if tool == "pip" {
                 &PIP
             } else if tool == "uv" {
@@ -189,11 +217,12 @@ fn purge(step: &Step<'_>, inv: &Invocation) -> Option<String> {
             (
                 cache,
                 format!("`{}` is told not to use its cache", inv.name),
+                fix,
             )
         }
     };
     let target = mounted(step, inv, cache)?;
-    Some(format!("{what} empties the cache mounted at {target}"))
+    Some((format!("{what} empties the cache mounted at {target}"), fix))
 }
 
 /// Whether `rm path` empties the cache mounted at `target`: the target
@@ -264,8 +293,9 @@ pub(crate) fn context_before_install(copy_line: usize, install: (usize, &str)) -
 }
 
 /// KL108: `apt-get update` on `update_line` in a RUN without install, the
-/// install on `install_line`.
-pub(crate) fn update_apart(update_line: usize, install_line: usize) -> Hit {
+/// install on `install_line`; `fix`, when the RUN of the update does
+/// nothing else and the install can take it.
+pub(crate) fn update_apart(update_line: usize, install_line: usize, fix: Option<Fix>) -> Hit {
     hit(
         "KL108",
         update_line,
@@ -273,4 +303,5 @@ pub(crate) fn update_apart(update_line: usize, install_line: usize) -> Hit {
             "`apt-get update` runs in another step than the `apt-get install` on line {install_line}"
         ),
     )
+    .with_fix(fix)
 }

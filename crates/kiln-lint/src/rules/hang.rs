@@ -2,6 +2,7 @@
 //! (KL102, KL103), processes left running (KL112).
 
 use super::{Hit, Step, apt_subcommand, has_option, hit, is_apt_install, python_install};
+use crate::fix::Fix;
 
 pub(crate) fn hang_rules(step: &Step<'_>, out: &mut Vec<Hit>) {
     for (n, inv) in step.invocations.iter().enumerate() {
@@ -18,30 +19,45 @@ pub(crate) fn hang_rules(step: &Step<'_>, out: &mut Vec<Hit>) {
             };
             if let Some(missing) = missing {
                 let sub = apt_subcommand(inv).unwrap_or("install");
-                out.push(hit(
-                    "KL101",
-                    inv.line,
-                    format!("`{} {sub}` {missing} can wait for an answer", inv.name),
-                ));
+                let fix = (!step.exec).then(|| Fix::AptPrompt {
+                    program: inv.program.clone(),
+                    yes: !yes,
+                    frontend: !frontend,
+                });
+                out.push(
+                    hit(
+                        "KL101",
+                        inv.line,
+                        format!("`{} {sub}` {missing} can wait for an answer", inv.name),
+                    )
+                    .with_fix(fix),
+                );
             }
         }
-        if let Some((tool, args)) = python_install(inv)
+        if let Some((tool, _)) = python_install(inv)
             && !inv.timeout
-            && !python_timeout(step, inv, tool, args)
+            && !python_timeout(step, inv, tool)
         {
             let fix = match tool {
                 "pip" => "--default-timeout=SECONDS or PIP_DEFAULT_TIMEOUT",
                 "uv" => "UV_HTTP_TIMEOUT",
                 _ => "POETRY_REQUESTS_TIMEOUT",
             };
-            out.push(hit(
-                "KL102",
-                inv.line,
-                format!(
-                    "`{}` installs without a network timeout (set {fix})",
-                    inv.name
-                ),
-            ));
+            let edit = (!step.exec).then(|| Fix::Timeout {
+                tool,
+                program: inv.program.clone(),
+            });
+            out.push(
+                hit(
+                    "KL102",
+                    inv.line,
+                    format!(
+                        "`{}` installs without a network timeout (set {fix})",
+                        inv.name
+                    ),
+                )
+                .with_fix(edit),
+            );
         }
         if let Some(fix) = download_without_timeout(inv) {
             out.push(hit(
@@ -89,16 +105,13 @@ fn assumes_yes(args: &[String]) -> bool {
     false
 }
 
-fn python_timeout(
-    step: &Step<'_>,
-    inv: &crate::script::Invocation,
-    tool: &str,
-    args: &[String],
-) -> bool {
+fn python_timeout(step: &Step<'_>, inv: &crate::script::Invocation, tool: &str) -> bool {
     let set = |name: &str| step.var(inv, name).is_some();
     match tool {
+        // pip's general options may come before the command too
+        // (`pip --default-timeout=60 install`).
         "pip" => {
-            has_option(args, &["timeout", "default-timeout"], &[], &[])
+            has_option(&inv.args, &["timeout", "default-timeout"], &[], &[])
                 || set("PIP_DEFAULT_TIMEOUT")
                 || set("PIP_TIMEOUT")
         }

@@ -14,6 +14,7 @@ mod table;
 use std::collections::BTreeMap;
 
 use crate::finding::Rule;
+use crate::fix::Fix;
 use crate::script::Invocation;
 
 pub(crate) use self::cache::{
@@ -41,6 +42,11 @@ pub(crate) struct Step<'a> {
     /// The targets of its `--mount=type=cache`, as written.
     pub(crate) cache_targets: Vec<String>,
     pub(crate) env: &'a StageEnv,
+    /// Its first and last Dockerfile lines.
+    pub(crate) lines: (usize, usize),
+    /// Exec form (`RUN ["apt-get", ...]`): its words are JSON strings, so
+    /// no fix edits them.
+    pub(crate) exec: bool,
 }
 
 impl Step<'_> {
@@ -51,11 +57,20 @@ impl Step<'_> {
     }
 }
 
-/// A finding of a rule at a line, before the file name is known.
+/// A finding of a rule at a line, before the file name is known; with the
+/// fix `--fix` may make, when the rule knows a safe one.
 pub(crate) struct Hit {
     pub(crate) rule: &'static str,
     pub(crate) line: usize,
     pub(crate) message: String,
+    pub(crate) fix: Option<Fix>,
+}
+
+impl Hit {
+    pub(crate) fn with_fix(mut self, fix: Option<Fix>) -> Hit {
+        self.fix = fix;
+        self
+    }
 }
 
 pub(crate) fn hit(rule: &'static str, line: usize, message: impl Into<String>) -> Hit {
@@ -63,6 +78,7 @@ pub(crate) fn hit(rule: &'static str, line: usize, message: impl Into<String>) -
         rule,
         line,
         message: message.into(),
+        fix: None,
     }
 }
 

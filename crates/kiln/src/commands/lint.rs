@@ -35,6 +35,11 @@ pub(crate) struct LintArgs {
     /// ~/.hadolint/hadolint.yaml, ~/.hadolint.yaml, as hadolint looks).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Rewrite each file with the safe fixes of KL101, KL102, KL104, KL105 and KL108
+    /// (comments and layout kept), then report what is left; with `-`, the fixed
+    /// Dockerfile goes to standard output and the findings to standard error.
+    #[arg(long)]
+    fix: bool,
     /// The Dockerfiles (`-` reads standard input).
     #[arg(default_value = "Dockerfile")]
     files: Vec<PathBuf>,
@@ -98,7 +103,12 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     let mut findings: Vec<Finding> = Vec::new();
     let mut failed = false;
     for file in &args.files {
-        match lint_file(file, &config) {
+        let linted = if args.fix {
+            fix_file(file, &config)
+        } else {
+            lint_file(file, &config)
+        };
+        match linted {
             Ok(found) => findings.extend(found),
             Err(err) => {
                 print_error(&err);
@@ -111,9 +121,15 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
         Format::Json => kiln_lint::to_json(&findings),
         Format::Sarif => kiln_lint::to_sarif(&findings),
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(output.as_bytes())?;
-    out.flush()?;
+    // A Dockerfile fixed from standard input has standard output.
+    if args.fix && args.files.iter().any(|f| f == Path::new("-")) {
+        let mut err = std::io::stderr().lock();
+        err.write_all(output.as_bytes())?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(output.as_bytes())?;
+        out.flush()?;
+    }
     let fail = args
         .fail_level
         .map(Level::severity)
@@ -162,19 +178,71 @@ pub(crate) fn find_config() -> anyhow::Result<Option<Config>> {
 /// One file's findings; a file that cannot be read or parsed is an error
 /// naming it and the line.
 fn lint_file(file: &Path, config: &Config) -> anyhow::Result<Vec<Finding>> {
-    let (bytes, shown) = if file == Path::new("-") {
+    let (bytes, shown) = read(file)?;
+    kiln_lint::lint_with(&shown, &bytes, config).map_err(|err| lint_error(err, &shown, &bytes))
+}
+
+/// `--fix`: the file rewritten with its safe fixes (each said on stderr),
+/// whole or not at all, its mode kept; then the findings left.
+fn fix_file(file: &Path, config: &Config) -> anyhow::Result<Vec<Finding>> {
+    let (bytes, shown) = read(file)?;
+    let fixed = kiln_lint::fix_with(&shown, &bytes, config)
+        .map_err(|err| lint_error(err, &shown, &bytes))?;
+    for f in &fixed.fixed {
+        eprintln!("fixed {}:{} {}: {}", f.file, f.line, f.rule, f.message);
+    }
+    if file == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&fixed.text)?;
+        out.flush()?;
+    } else if fixed.text != bytes {
+        replace(file, &fixed.text)?;
+    }
+    kiln_lint::lint_with(&shown, &fixed.text, config)
+        .map_err(|err| lint_error(err, &shown, &fixed.text))
+}
+
+/// `path` now holds `bytes`: a temp file beside it, with its mode, renamed
+/// over it.
+fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let context = || format!("writing {}", path.display());
+    let permissions = fs_err::metadata(path)?.permissions();
+    let mut temp = tempfile::Builder::new()
+        .prefix(".kiln-lint-")
+        .tempfile_in(dir)
+        .with_context(context)?;
+    temp.write_all(bytes)
+        .and_then(|()| temp.as_file().set_permissions(permissions))
+        .and_then(|()| temp.as_file().sync_all())
+        .with_context(context)?;
+    temp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(context)?;
+    Ok(())
+}
+
+/// The bytes of `file` (`-`: standard input) and its name in findings.
+fn read(file: &Path) -> anyhow::Result<(Vec<u8>, String)> {
+    if file == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin()
             .read_to_end(&mut buf)
             .context("reading the Dockerfile from standard input")?;
-        (buf, "<stdin>".to_string())
+        Ok((buf, "<stdin>".to_string()))
     } else {
-        (fs_err::read(file)?, file.display().to_string())
-    };
-    kiln_lint::lint_with(&shown, &bytes, config).map_err(|err| match err {
+        Ok((fs_err::read(file)?, file.display().to_string()))
+    }
+}
+
+fn lint_error(err: LintError, shown: &str, bytes: &[u8]) -> anyhow::Error {
+    match err {
         LintError::Parse { line, message } => SourceError::new(
-            Path::new(&shown),
-            &String::from_utf8_lossy(&bytes),
+            Path::new(shown),
+            &String::from_utf8_lossy(bytes),
             Location {
                 start_line: line,
                 end_line: line,
@@ -183,5 +251,5 @@ fn lint_file(file: &Path, config: &Config) -> anyhow::Result<Vec<Finding>> {
         )
         .into(),
         other => anyhow::Error::new(other).context(format!("linting {shown}")),
-    })
+    }
 }
