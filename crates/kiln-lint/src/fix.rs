@@ -152,7 +152,7 @@ impl Edit {
 fn apply(source: &str, mut edits: Vec<Edit>) -> String {
     // From the end, so that earlier offsets stay right; at one position
     // the highest order first, so that the lowest ends up first.
-    edits.sort_by(|a, b| (b.start, b.end, b.order).cmp(&(a.start, a.end, a.order)));
+    edits.sort_by_key(|e| std::cmp::Reverse((e.start, e.end, e.order)));
     let mut out = source.to_string();
     for e in edits {
         out.replace_range(e.start..e.end, &e.insert);
