@@ -25,14 +25,7 @@ fn kiln_with_base() -> Option<Kiln> {
     let root = dir.path().join("rootfs");
     kiln_testkit::busybox::rootfs(&root, &[]);
     let tarball = dir.path().join("rootfs.tar.gz");
-    support::run(
-        Command::new("tar")
-            .arg("czf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&root)
-            .arg("."),
-    );
+    support::tar_gz(&root, &tarball);
     kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", BASE]);
     Some(kiln)
 }
