@@ -6,6 +6,7 @@ use kiln_dockerfile::instructions::{self, Command, MountType, RunCommand};
 
 use crate::LintError;
 use crate::config::{CheckDirective, Config, Pragmas};
+use crate::context::Context;
 use crate::finding::{Finding, Origin, Severity};
 use crate::fix::Fix;
 use crate::rules::{self, Hit, StageEnv, Step, buildkit, hadolint, pin};
@@ -28,10 +29,54 @@ pub fn lint(file: &str, text: &[u8]) -> Result<Vec<Finding>, LintError> {
 /// Lints one Dockerfile under a configuration: which rules are ignored,
 /// at which level each reports, which registries are trusted.
 pub fn lint_with(file: &str, text: &[u8], config: &Config) -> Result<Vec<Finding>, LintError> {
-    Ok(analyze(file, text, config)?
+    lint_in_context(file, text, config, None)
+}
+
+/// [`lint_with`], and the rules that need the build context (KL110,
+/// CopyIgnoredFile) when `context` describes it.
+pub fn lint_in_context(
+    file: &str,
+    text: &[u8],
+    config: &Config,
+    context: Option<&Context>,
+) -> Result<Vec<Finding>, LintError> {
+    Ok(analyze(file, text, config, context)?
         .into_iter()
         .map(|(finding, _)| finding)
         .collect())
+}
+
+/// A platform as InvalidBaseImagePlatform compares it: OS, architecture
+/// and variant, normalised (containerd's `Normalize`).
+pub type PlatformParts<'a> = (&'a str, &'a str, &'a str);
+
+/// BuildKit's InvalidBaseImagePlatform, which only a build can check: the
+/// base `image` of the FROM at `line` resolved to the platform `actual`
+/// while the stage is built for `expected`. The finding, if the OS or the
+/// architecture differ and the Dockerfile's `# check=` directive (and
+/// `config`) let it report, at the level they give it.
+pub fn base_platform_finding(
+    file: &str,
+    text: &[u8],
+    config: &Config,
+    image: &str,
+    expected: PlatformParts<'_>,
+    actual: PlatformParts<'_>,
+    line: usize,
+) -> Option<Finding> {
+    let hit = rules::buildkit::base_platform(image, expected, actual, line)?;
+    let ast = kiln_dockerfile::parse(text).ok()?;
+    settle(file, &ast, config, vec![hit])
+        .into_iter()
+        .next()
+        .map(|(finding, _)| finding)
+}
+
+fn parse(text: &[u8]) -> Result<kiln_dockerfile::Ast, LintError> {
+    kiln_dockerfile::parse(text).map_err(|e| LintError::Parse {
+        line: e.location().map_or(1, |l| l.start_line),
+        message: e.to_string(),
+    })
 }
 
 /// [`lint_with`], each finding with the fix its rule knows, if any.
@@ -39,11 +84,9 @@ pub(crate) fn analyze(
     file: &str,
     text: &[u8],
     config: &Config,
+    context: Option<&Context>,
 ) -> Result<Vec<(Finding, Option<Fix>)>, LintError> {
-    let ast = kiln_dockerfile::parse(text).map_err(|e| LintError::Parse {
-        line: e.location().map_or(1, |l| l.start_line),
-        message: e.to_string(),
-    })?;
+    let ast = parse(text)?;
     let dockerfile = instructions::parse_dockerfile(&ast).map_err(|e| LintError::Parse {
         line: e.location().start_line,
         message: e.message(),
@@ -191,8 +234,25 @@ pub(crate) fn analyze(
         },
         &mut hits,
     );
-    buildkit::check(&ast, &dockerfile, &mut hits);
+    let reads = buildkit::check(&ast, &dockerfile, &mut hits);
+    if let Some(context) = context {
+        if let Some(ignore) = &context.ignore {
+            rules::context::copy_ignored(&reads, &ignore.patterns, &mut hits);
+        }
+        rules::context::context_size(&reads, context, &mut hits);
+    }
+    Ok(settle(file, &ast, config, hits))
+}
 
+/// The hits of a file as findings: dropped or levelled by `config`, the
+/// file's `# hadolint` pragmas and its `# check=` directives, sorted by
+/// line, then rule.
+fn settle(
+    file: &str,
+    ast: &kiln_dockerfile::Ast,
+    config: &Config,
+    mut hits: Vec<Hit>,
+) -> Vec<(Finding, Option<Fix>)> {
     let comments = ast
         .children
         .iter()
@@ -275,7 +335,7 @@ pub(crate) fn analyze(
         )
         .collect();
     findings.sort_by(|(a, _), (b, _)| (a.line, a.rule).cmp(&(b.line, b.rule)));
-    Ok(findings)
+    findings
 }
 
 /// An `apt-get update` in a RUN without an install, waiting for the

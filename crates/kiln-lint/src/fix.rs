@@ -68,7 +68,7 @@ pub fn fix_with(file: &str, text: &[u8], config: &Config) -> Result<Fixed, LintE
         text: text.to_vec(),
         fixed: Vec::new(),
     };
-    let findings = analyze(file, text, config)?;
+    let findings = analyze(file, text, config, None)?;
     // Edits are made on the bytes as they are; text that is not UTF-8 is
     // left alone rather than re-encoded.
     let Ok(source) = std::str::from_utf8(text) else {
@@ -98,7 +98,7 @@ pub fn fix_with(file: &str, text: &[u8], config: &Config) -> Result<Fixed, LintE
     }
     let new = apply(source, accepted);
     // A fix must never make a file the frontend refuses.
-    if analyze(file, new.as_bytes(), config).is_err() {
+    if analyze(file, new.as_bytes(), config, None).is_err() {
         return Ok(unchanged());
     }
     Ok(Fixed {

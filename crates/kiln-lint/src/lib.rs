@@ -13,17 +13,24 @@
 //! ([`to_text`], [`to_json`], [`to_sarif`]) are plain functions too.
 //! [`fix_with`] makes the safe fixes of KL101, KL102, KL104, KL105 and
 //! KL108 in the text, touching nothing else.
+//!
+//! The rules that need more than the text take it as data:
+//! [`lint_in_context`] a [`Context`] (the ignore file, the heavy paths and
+//! their sizes) for KL110 and CopyIgnoredFile, [`base_platform_finding`]
+//! the platform a build's base image resolved to.
 
 mod analyze;
 mod config;
+mod context;
 mod finding;
 mod fix;
 mod report;
 mod rules;
 mod script;
 
-pub use crate::analyze::{lint, lint_with};
+pub use crate::analyze::{PlatformParts, base_platform_finding, lint, lint_in_context, lint_with};
 pub use crate::config::{Config, ConfigError};
+pub use crate::context::{Context, HEAVY_MIN_BYTES, HeavyKind, HeavyPath, IgnoreFile};
 pub use crate::finding::{Finding, Origin, Rule, Severity};
 pub use crate::fix::{Fixed, fix_with};
 pub use crate::report::{to_json, to_sarif, to_text};

@@ -1,17 +1,19 @@
 //! BuildKit's own linter cases (../shared/conformance/buildkit-lint,
 //! converted from `dockerfile_check_test.go`): for each Dockerfile, kiln
 //! reports the same (check, line) warnings as `docker build --check`, but
-//! for the checks BuildKit can only make while building (the base image's
-//! platform, the context's .dockerignore) and the cases that set build
-//! arguments or a platform, which kiln lint does not take.
+//! for the check BuildKit can only make while building (the base image's
+//! platform, which `kiln build` reports) and the cases that set build
+//! arguments or a platform, which kiln lint does not take. A case with a
+//! `.dockerignore` is linted with it as its context (CopyIgnoredFile).
 
 use std::collections::BTreeSet;
 
-use kiln_lint::{Origin, RULES, Severity};
+use kiln_dockerfile::dockerignore::{PatternMatcher, read_ignore_file};
+use kiln_lint::{Config, Context, IgnoreFile, Origin, RULES, Severity};
 use kiln_testkit::need::{Conformance, need};
 
-/// Checks that need the build: left out of the comparison.
-const BUILD_ONLY: &[&str] = &["InvalidBaseImagePlatform", "CopyIgnoredFile"];
+/// The check that needs the build: left out of the comparison.
+const BUILD_ONLY: &[&str] = &["InvalidBaseImagePlatform"];
 
 #[test]
 fn buildkit_checks_agree_with_buildkits_own_cases() {
@@ -25,18 +27,30 @@ fn buildkit_checks_agree_with_buildkits_own_cases() {
         .map(|r| r.id)
         .collect();
     let mut compared = 0;
+    let mut with_ignore = 0;
     let mut differences = Vec::new();
     for line in text.lines() {
         let case: serde_json::Value = serde_json::from_str(line).unwrap();
         let name = format!("{}:{}", case["go_func"].as_str().unwrap(), case["go_line"]);
-        if case["fully_resolved"] != true
-            || case.get("FrontendAttrs").is_some_and(|a| !a.is_null())
-            || case.get("DockerIgnore").is_some_and(|a| !a.is_null())
+        if case["fully_resolved"] != true || case.get("FrontendAttrs").is_some_and(|a| !a.is_null())
         {
             continue;
         }
         let dockerfile = case["Dockerfile"].as_str().unwrap();
-        let Ok(findings) = kiln_lint::lint("Dockerfile", dockerfile.as_bytes()) else {
+        let context = case["DockerIgnore"].as_str().map(|text| Context {
+            ignore: Some(IgnoreFile {
+                name: ".dockerignore".into(),
+                patterns: PatternMatcher::new(&read_ignore_file(text).unwrap()).unwrap(),
+            }),
+            ..Context::default()
+        });
+        with_ignore += usize::from(context.is_some());
+        let Ok(findings) = kiln_lint::lint_in_context(
+            "Dockerfile",
+            dockerfile.as_bytes(),
+            &Config::default(),
+            context.as_ref(),
+        ) else {
             continue;
         };
         compared += 1;
@@ -75,6 +89,10 @@ fn buildkit_checks_agree_with_buildkits_own_cases() {
         }
     }
     assert!(compared > 60, "only {compared} cases compared");
+    assert!(
+        with_ignore >= 8,
+        "only {with_ignore} cases with a .dockerignore"
+    );
     assert!(
         differences.is_empty(),
         "{} cases differ:\n{}",

@@ -481,3 +481,111 @@ fn a_fixed_dockerfile_builds() {
         "{log}"
     );
 }
+
+/// `kiln lint` reads the Dockerfile's directory as its context (or
+/// `--context DIR`): KL110 with the sizes it found, an ignore file that
+/// leaves the heavy paths out, BuildKit's CopyIgnoredFile.
+#[test]
+fn the_context_of_a_dockerfile_is_linted_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path();
+    let write = |path: &str, bytes: &[u8]| {
+        let path = ctx.join(path);
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(path, bytes).unwrap();
+    };
+    write(
+        "Dockerfile",
+        b"FROM python:3.12\nWORKDIR /app\nCOPY requirements.txt .\nCOPY . .\n",
+    );
+    write("requirements.txt", b"flask==3.0.0\n");
+    write(".git/objects/pack/pack-1.pack", &vec![7u8; 3 * 1024 * 1024]);
+    write("models/tiny.safetensors", &vec![1u8; 2 * 1024 * 1024]);
+    write("app/__pycache__/x.pyc", b"small");
+    let kl110 = |args: &[&str]| -> (i32, Vec<(u64, String)>) {
+        let out = kiln()
+            .arg("lint")
+            .args(["--format", "json"])
+            .args(args)
+            .output()
+            .unwrap();
+        let findings: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got = findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["rule"] == "KL110" || f["rule"] == "CopyIgnoredFile")
+            .map(|f| {
+                (
+                    f["line"].as_u64().unwrap(),
+                    format!(
+                        "{}: {}",
+                        f["rule"].as_str().unwrap(),
+                        f["message"].as_str().unwrap()
+                    ),
+                )
+            })
+            .collect();
+        (out.status.code().unwrap(), got)
+    };
+    let dockerfile = ctx.join("Dockerfile");
+    let (code, got) = kl110(&[dockerfile.to_str().unwrap()]);
+    assert_eq!(code, 0, "KL110 is a warning");
+    let messages: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert_eq!(got[0].0, 3);
+    // 3 MiB + 2 MiB + the small files.
+    assert!(
+        messages[0].starts_with(
+            "KL110: no .dockerignore: the build reads a context of 5.0 MiB in 5 files"
+        ),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("KL110: .git (the git history, 3.0 MiB) is sent by COPY ."),
+        "{messages:?}"
+    );
+    assert!(
+        messages[2].starts_with("KL110: models/tiny.safetensors (model weights, 2.0 MiB)"),
+        "{messages:?}"
+    );
+    assert!(got[1..].iter().all(|(l, _)| *l == 4));
+
+    // An ignore file that leaves them out: nothing; copying an ignored
+    // file: BuildKit's check.
+    write(".dockerignore", b".git\nmodels\nrequirements.txt\n");
+    let (_, got) = kl110(&[dockerfile.to_str().unwrap()]);
+    assert_eq!(
+        got,
+        [(
+            3,
+            "CopyIgnoredFile: Attempting to Copy file \"requirements.txt\" that is excluded by .dockerignore"
+                .to_string()
+        )]
+    );
+    // `<Dockerfile>.dockerignore` beside it wins over the context's.
+    write("Dockerfile.dockerignore", b".git\n");
+    let (_, got) = kl110(&[dockerfile.to_str().unwrap()]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].1.starts_with("KL110: models/tiny.safetensors"),
+        "{got:?}"
+    );
+
+    // Standard input has no context unless given one.
+    let stdin = fs_err::read_to_string(&dockerfile).unwrap();
+    let (_, out, _) = lint(&["--format", "json", "-"], &stdin);
+    assert!(!out.contains("KL110"), "{out}");
+    let (_, out, _) = lint(
+        &["--format", "json", "--context", ctx.to_str().unwrap(), "-"],
+        &stdin,
+    );
+    // Without `Dockerfile.dockerignore` beside standard input, the
+    // context's .dockerignore applies.
+    assert!(out.contains("CopyIgnoredFile"), "{out}");
+
+    // A context that is not a directory is the file's error.
+    let (code, _, err) = lint(&["--context", "/nonexistent/ctx", "-"], &stdin);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/ctx"), "{err}");
+}

@@ -1,7 +1,8 @@
 //! BuildKit's build checks (`docker build --check`), by their names, with
-//! BuildKit's conditions. What BuildKit only knows while building (the
-//! base image's platform: InvalidBaseImagePlatform; the context:
-//! CopyIgnoredFile) is not checked. Where kiln's frontend already finds it
+//! BuildKit's conditions. CopyIgnoredFile runs when the caller knows the
+//! context's ignore file (rules/context.rs); InvalidBaseImagePlatform needs
+//! the base image, so `kiln build` reports it ([`base_platform`]). Where
+//! kiln's frontend already finds it
 //! (empty continuation lines, FROM arguments not declared, undefined
 //! variables) its finding is reused. Whether a check runs, and at which
 //! level, is the `# check=` directive's (config.rs).
@@ -9,13 +10,16 @@
 use std::collections::BTreeSet;
 
 use kiln_dockerfile::Ast;
-use kiln_dockerfile::instructions::{Command, Dockerfile};
+use kiln_dockerfile::instructions::{Command, Dockerfile, MountType};
 use kiln_dockerfile::plan::{self, Base, BuildOptions, StageScope};
 use kiln_dockerfile::shell::Lex;
 
+use super::context::{ContextRead, ReadKind, remote_source};
 use super::{Hit, hit};
 
-pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
+/// BuildKit's checks; returns what the stages the build needs read from
+/// the context, expanded (for the context rules).
+pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) -> Vec<ContextRead> {
     for warning in &ast.warnings {
         if warning.message.starts_with("Empty continuation line") {
             out.push(hit(
@@ -138,9 +142,91 @@ pub(crate) fn check(ast: &Ast, dockerfile: &Dockerfile, out: &mut Vec<Hit>) {
         }
         states.push((shell_set, workdir_set));
     }
-    if let Some(plan) = &plan {
-        undefined_vars(plan, &built, out);
+    match &plan {
+        Some(plan) => dispatch_stages(plan, &built, out),
+        // A Dockerfile the planner refuses: its sources as written.
+        None => dockerfile
+            .stages
+            .iter()
+            .flat_map(|s| &s.commands)
+            .filter_map(context_read)
+            .collect(),
     }
+}
+
+/// InvalidBaseImagePlatform (dockerfile2llb `validateBaseImagePlatform`):
+/// the base image `image` (as the FROM names it, expanded) resolved to
+/// `actual` while the stage is built for `expected`; BuildKit compares
+/// the OS and the architecture only. The platforms are given normalised
+/// and formatted (`linux/arm64/v8`).
+pub(crate) fn base_platform(
+    image: &str,
+    expected: (&str, &str, &str),
+    actual: (&str, &str, &str),
+    line: usize,
+) -> Option<Hit> {
+    let format = |(os, arch, variant): (&str, &str, &str)| {
+        if variant.is_empty() {
+            format!("{os}/{arch}")
+        } else {
+            format!("{os}/{arch}/{variant}")
+        }
+    };
+    (expected.0 != actual.0 || expected.1 != actual.1).then(|| {
+        hit(
+            "InvalidBaseImagePlatform",
+            line,
+            format!(
+                "Base image {image} was pulled with platform {}, expected {} for current build",
+                kiln_dockerfile::go::quote(&format(actual)),
+                kiln_dockerfile::go::quote(&format(expected))
+            ),
+        )
+    })
+}
+
+/// What an (expanded) instruction reads from the build context, if
+/// anything.
+fn context_read(command: &Command) -> Option<ContextRead> {
+    let line = command.location().start_line;
+    let local = |paths: &[String]| -> Vec<String> {
+        paths
+            .iter()
+            .filter(|p| !remote_source(p))
+            .cloned()
+            .collect()
+    };
+    match command {
+        Command::Copy(c) if c.from.is_none() => Some(ContextRead {
+            line,
+            kind: ReadKind::Copy,
+            sources: local(&c.sources.paths),
+            excludes: c.exclude.clone(),
+        }),
+        Command::Add(a) => Some(ContextRead {
+            line,
+            kind: ReadKind::Add,
+            sources: local(&a.sources.paths),
+            excludes: a.exclude.clone(),
+        }),
+        Command::Run(r) => {
+            let sources: Vec<String> = r
+                .mounts_as_written()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.kind == MountType::Bind && m.from.is_none())
+                .map(|m| m.source.unwrap_or_else(|| "/".to_string()))
+                .collect();
+            (!sources.is_empty()).then(|| ContextRead {
+                line,
+                kind: ReadKind::Bind,
+                sources,
+                excludes: Vec::new(),
+            })
+        }
+        _ => None,
+    }
+    .filter(|read| !read.sources.is_empty())
 }
 
 fn json_args(name: &str, line: usize, out: &mut Vec<Hit>) {
@@ -447,8 +533,10 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
 
 /// UndefinedVar, from kiln's frontend: each stage the build needs, its
 /// instructions expanded in order. The base image's own variables are not
-/// known here (only PATH is assumed, as every image has it).
-fn undefined_vars(plan: &plan::Plan, built: &[usize], out: &mut Vec<Hit>) {
+/// known here (only PATH is assumed, as every image has it). Returns what
+/// those stages read from the context, expanded.
+fn dispatch_stages(plan: &plan::Plan, built: &[usize], out: &mut Vec<Hit>) -> Vec<ContextRead> {
+    let mut reads = Vec::new();
     let mut scopes: Vec<Option<StageScope<'_>>> = Vec::new();
     for (index, stage) in plan.stages.iter().enumerate() {
         let mut scope = match stage.base {
@@ -459,8 +547,11 @@ fn undefined_vars(plan: &plan::Plan, built: &[usize], out: &mut Vec<Hit>) {
             _ => plan.scope(index, &[]),
         };
         for command in &stage.stage.commands {
-            if scope.dispatch(command).is_err() {
+            let Ok(expanded) = scope.dispatch(command) else {
                 break;
+            };
+            if built.contains(&index) {
+                reads.extend(context_read(&expanded));
             }
         }
         for warning in scope.take_warnings() {
@@ -473,6 +564,8 @@ fn undefined_vars(plan: &plan::Plan, built: &[usize], out: &mut Vec<Hit>) {
         }
         scopes.push(Some(scope));
     }
+    reads.sort_by_key(|r| r.line);
+    reads
 }
 
 /// Whether an image reference could be valid (Docker's grammar, loosely:

@@ -5,6 +5,7 @@
 
 pub(crate) mod buildkit;
 mod cache;
+pub(crate) mod context;
 pub(crate) mod hadolint;
 mod hang;
 mod heavy;

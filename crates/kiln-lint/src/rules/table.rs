@@ -63,6 +63,12 @@ pub const RULES: &[Rule] = &[
         "the content behind a URL can change or be tampered with; --checksum=sha256:... makes the build fail instead",
     ),
     kiln(
+        "KL110",
+        Warning,
+        "build context without .dockerignore, or heavy paths sent",
+        "every file a COPY or ADD reaches is read, hashed and copied, and ends up in the image: a .git, node_modules or weights file nobody asked for costs minutes and gigabytes on every build",
+    ),
+    kiln(
         "KL111",
         Warning,
         "unpinned base of a stage others build on",
@@ -438,6 +444,11 @@ pub const RULES: &[Rule] = &[
         "All commands within the Dockerfile should use the same casing (either upper or lower)",
     ),
     buildkit(
+        "CopyIgnoredFile",
+        "COPY or ADD of a path .dockerignore excludes",
+        "Attempting to Copy file that is excluded by .dockerignore",
+    ),
+    buildkit(
         "DuplicateStageName",
         "two stages with the same name",
         "Stage names should be unique",
@@ -461,6 +472,11 @@ pub const RULES: &[Rule] = &[
         "FromPlatformFlagConstDisallowed",
         "FROM --platform with a constant",
         "FROM --platform flag should not use a constant value",
+    ),
+    buildkit(
+        "InvalidBaseImagePlatform",
+        "base image of another platform than the build's",
+        "Base image platform does not match expected target platform",
     ),
     buildkit(
         "InvalidDefaultArgInFrom",

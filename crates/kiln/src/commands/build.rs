@@ -166,13 +166,20 @@ pub(crate) enum LintMode {
 }
 
 /// `--lint`: the Dockerfile's findings on stderr before anything is built
-/// (under the hadolint configuration `kiln lint` would use); with
-/// `--lint=error`, an error when one is at level error. A Dockerfile the
-/// linter cannot read is left to the build, which says why.
-fn lint_first(dockerfile: &Path, text: &[u8], mode: LintMode) -> anyhow::Result<()> {
+/// (under the hadolint configuration `kiln lint` would use, the build's
+/// context known); with `--lint=error`, an error when one is at level
+/// error. A Dockerfile or a context the linter cannot read is left to the
+/// build, which says why.
+fn lint_first(
+    dockerfile: &Path,
+    text: &[u8],
+    context_dir: &Path,
+    mode: LintMode,
+) -> anyhow::Result<()> {
     let shown = dockerfile.display().to_string();
     let config = super::lint::find_config()?.unwrap_or_default();
-    let Ok(findings) = kiln_lint::lint_with(&shown, text, &config) else {
+    let context = super::lint::read_context(context_dir, dockerfile).ok();
+    let Ok(findings) = kiln_lint::lint_in_context(&shown, text, &config, context.as_ref()) else {
         return Ok(());
     };
     eprint!("{}", kiln_lint::to_text(&findings));
@@ -513,7 +520,12 @@ pub(crate) fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<ExitCode> {
 pub(crate) fn execute(ctx: &Context, args: &BuildArgs) -> anyhow::Result<Finished> {
     let parsed = parse(args)?;
     if let Some(mode) = args.lint {
-        lint_first(&parsed.dockerfile, &parsed.dockerfile_text, mode)?;
+        lint_first(
+            &parsed.dockerfile,
+            &parsed.dockerfile_text,
+            &args.context,
+            mode,
+        )?;
     }
     let recorder = Recorder::new(BuildInfo {
         dockerfile: parsed.dockerfile.clone(),

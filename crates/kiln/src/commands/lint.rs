@@ -7,8 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use kiln_build::{BuildContext, CopyFilter, EntryKind};
 use kiln_dockerfile::Location;
-use kiln_lint::{Config, Finding, LintError, RULES, Severity};
+use kiln_lint::{
+    Config, Context, Finding, HeavyKind, HeavyPath, IgnoreFile, LintError, RULES, Severity,
+};
 
 use crate::report::{SourceError, print_error};
 
@@ -40,6 +43,11 @@ pub(crate) struct LintArgs {
     /// Dockerfile goes to standard output and the findings to standard error.
     #[arg(long)]
     fix: bool,
+    /// The build context of the Dockerfiles, for KL110 and CopyIgnoredFile
+    /// (default: each Dockerfile's directory, as `docker build -f DIR/Dockerfile DIR`;
+    /// none for `-`).
+    #[arg(long, value_name = "DIR")]
+    context: Option<PathBuf>,
     /// The Dockerfiles (`-` reads standard input).
     #[arg(default_value = "Dockerfile")]
     files: Vec<PathBuf>,
@@ -103,11 +111,13 @@ pub(crate) fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     let mut findings: Vec<Finding> = Vec::new();
     let mut failed = false;
     for file in &args.files {
-        let linted = if args.fix {
-            fix_file(file, &config)
-        } else {
-            lint_file(file, &config)
-        };
+        let linted = context_of(file, args.context.as_deref()).and_then(|context| {
+            if args.fix {
+                fix_file(file, &config, context.as_ref())
+            } else {
+                lint_file(file, &config, context.as_ref())
+            }
+        });
         match linted {
             Ok(found) => findings.extend(found),
             Err(err) => {
@@ -177,14 +187,99 @@ pub(crate) fn find_config() -> anyhow::Result<Option<Config>> {
 
 /// One file's findings; a file that cannot be read or parsed is an error
 /// naming it and the line.
-fn lint_file(file: &Path, config: &Config) -> anyhow::Result<Vec<Finding>> {
+fn lint_file(
+    file: &Path,
+    config: &Config,
+    context: Option<&Context>,
+) -> anyhow::Result<Vec<Finding>> {
     let (bytes, shown) = read(file)?;
-    kiln_lint::lint_with(&shown, &bytes, config).map_err(|err| lint_error(err, &shown, &bytes))
+    kiln_lint::lint_in_context(&shown, &bytes, config, context)
+        .map_err(|err| lint_error(err, &shown, &bytes))
+}
+
+/// The context of `file`: `dir` if given, else the Dockerfile's directory;
+/// none for standard input without `dir`.
+fn context_of(file: &Path, dir: Option<&Path>) -> anyhow::Result<Option<Context>> {
+    let stdin = file == Path::new("-");
+    let dir = match dir {
+        Some(dir) => dir,
+        None if stdin => return Ok(None),
+        None => file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    };
+    // Standard input has no `<name>.dockerignore` beside it (a path
+    // without a file name has none).
+    let dockerfile = if stdin { Path::new("") } else { file };
+    read_context(dir, dockerfile).map(Some)
+}
+
+/// What the rules need of the context `dir` of `dockerfile`: its ignore
+/// file, and every path the ignore file leaves, walked as the build's
+/// transfer would (kiln-build's context view, BuildKit's rules): the
+/// files and their bytes, and the heavy paths ([`HeavyKind`]) with theirs.
+pub(crate) fn read_context(dir: &Path, dockerfile: &Path) -> anyhow::Result<Context> {
+    let failed = || format!("reading the build context {}", dir.display());
+    let build_context = BuildContext::open(dir, dockerfile).with_context(failed)?;
+    let mut context = Context {
+        ignore: build_context.ignore_file().map(|file| IgnoreFile {
+            name: file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into(),
+            ),
+            patterns: build_context.ignore_patterns().clone(),
+        }),
+        ..Context::default()
+    };
+    let filter = CopyFilter::default();
+    let roots = build_context.resolve(".").with_context(failed)?;
+    // The heavy directory being walked: what is below it counts for it.
+    let mut inside: Option<(String, usize)> = None;
+    for root in &roots {
+        for entry in build_context.walk(root, &filter) {
+            let entry = entry.with_context(failed)?;
+            let path = entry.context_path().to_string_lossy().into_owned();
+            let is_file = entry.kind() == EntryKind::File;
+            let size = if is_file { entry.metadata().len() } else { 0 };
+            if is_file {
+                context.files += 1;
+                context.bytes += size;
+            }
+            if let Some((dir, index)) = &inside {
+                if path
+                    .strip_prefix(dir.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+                {
+                    context.heavy[*index].bytes += size;
+                    continue;
+                }
+                inside = None;
+            }
+            let name = path.rsplit('/').next().unwrap_or(&path);
+            let is_dir = entry.kind() == EntryKind::Dir;
+            if let Some(kind) = HeavyKind::of(name, is_dir).filter(|_| is_dir || is_file) {
+                if is_dir {
+                    inside = Some((path.clone(), context.heavy.len()));
+                }
+                context.heavy.push(HeavyPath {
+                    path,
+                    kind,
+                    bytes: size,
+                });
+            }
+        }
+    }
+    Ok(context)
 }
 
 /// `--fix`: the file rewritten with its safe fixes (each said on stderr),
 /// whole or not at all, its mode kept; then the findings left.
-fn fix_file(file: &Path, config: &Config) -> anyhow::Result<Vec<Finding>> {
+fn fix_file(
+    file: &Path,
+    config: &Config,
+    context: Option<&Context>,
+) -> anyhow::Result<Vec<Finding>> {
     let (bytes, shown) = read(file)?;
     let fixed = kiln_lint::fix_with(&shown, &bytes, config)
         .map_err(|err| lint_error(err, &shown, &bytes))?;
@@ -198,7 +293,7 @@ fn fix_file(file: &Path, config: &Config) -> anyhow::Result<Vec<Finding>> {
     } else if fixed.text != bytes {
         replace(file, &fixed.text)?;
     }
-    kiln_lint::lint_with(&shown, &fixed.text, config)
+    kiln_lint::lint_in_context(&shown, &fixed.text, config, context)
         .map_err(|err| lint_error(err, &shown, &fixed.text))
 }
 
