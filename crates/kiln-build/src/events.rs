@@ -38,6 +38,22 @@ pub enum Event {
         platform: Option<String>,
         needs: Vec<String>,
     },
+    /// A stage's base image is resolved (from the store, or its manifest
+    /// and config pulled): the image as its FROM (`line`) names it, its
+    /// manifest digest, the platform its config declares next to the one
+    /// the stage is built for (both normalised, `os/arch[/variant]`), and
+    /// its layers' blob digests, which stay in the registry until a step or
+    /// an export reads them. Sent before the stage's steps run.
+    StageBase {
+        stage: String,
+        platform: Option<String>,
+        line: usize,
+        image: String,
+        manifest: String,
+        expected_platform: String,
+        image_platform: String,
+        layers: Vec<String>,
+    },
     /// The step's cache key is known (`sha256:...`, format `kiln-cache-v1`),
     /// before the cache is looked up: the identity of its result.
     StepKeyed { step: StepId, key: String },

@@ -413,6 +413,60 @@ fn a_cached_build_unpacks_no_base_layer() {
     assert_eq!(h.snapshotter.unpacked().len(), 1, "nothing more unpacked");
 }
 
+/// A stage on an image says which image, of which platform, with which
+/// layers, before its steps run; a stage on scratch or a stage does not.
+#[test]
+fn a_stage_on_an_image_announces_its_base() {
+    let h = Harness::new();
+    let base = h.base_image("kiln.test/base:2");
+    h.executor.script("configure", [Script::success()]);
+    let dockerfile = format!(
+        "FROM {base} AS a\nRUN configure\nFROM a\nENV X=1\nFROM scratch\nCOPY --from=a /etc/os-release /\n"
+    );
+    let built = h.build(&dockerfile, |_| {});
+    built.ok();
+    let bases: Vec<&Event> = built
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::StageBase { .. }))
+        .collect();
+    assert_eq!(bases.len(), 1, "{bases:?}");
+    let Event::StageBase {
+        stage,
+        line,
+        image,
+        manifest,
+        expected_platform,
+        image_platform,
+        layers,
+        ..
+    } = bases[0]
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (stage.as_str(), *line, image.as_str()),
+        ("a", 1, base.as_str())
+    );
+    assert!(manifest.starts_with("sha256:"), "{manifest}");
+    assert_eq!(expected_platform, image_platform);
+    assert_eq!(layers.len(), 1);
+    assert!(layers[0].starts_with("sha256:"));
+    let configure = built.step("RUN configure");
+    let announced = built
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::StageBase { .. }));
+    let started = built
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::StepStarted { step } if *step == configure));
+    assert!(
+        announced < started,
+        "the base comes before the stage's steps"
+    );
+}
+
 /// A changed COPY source changes that step's key and, through the parent
 /// key, the key of every step after it: those run again, the ones before
 /// come from the cache, and their layers are the same.

@@ -120,6 +120,17 @@ fn a_build_and_its_cached_rebuild_have_reports_and_a_history() {
         .find(|s| s["needs"].as_array().unwrap().len() == 2)
         .expect("the last stage reads the other two");
     assert_eq!(app["needs"], serde_json::json!(["build", "tools"]));
+    // Each lane on the imported base names it; nothing of it was pulled.
+    for lane in report["stages"].as_array().unwrap() {
+        assert_eq!(lane["base"]["image"], BASE, "{lane}");
+        assert_eq!(lane["base"]["bytes_pulled"], 0, "{lane}");
+        assert!(
+            lane["base"]["manifest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+    }
     let first_statuses = statuses(&report);
     for (instruction, status) in &first_statuses {
         let want = if instruction.starts_with("ENV") || instruction.starts_with("CMD") {
@@ -368,4 +379,121 @@ fn assert_not_blank(png_path: &Path) {
         png_path.display(),
         pixels.len()
     );
+}
+
+/// A base image of another architecture than the build's: BuildKit's
+/// InvalidBaseImagePlatform warning, printed and in the report, and the
+/// build goes on (its steps only change the config); `# check=skip=` turns
+/// it off.
+#[test]
+fn a_base_of_another_platform_gives_buildkits_warning() {
+    let Some(kiln) = kiln_with_base() else { return };
+    let host = if cfg!(target_arch = "aarch64") {
+        ("linux/amd64", "linux/arm64")
+    } else {
+        ("linux/arm64", "linux/amd64")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    kiln_testkit::busybox::rootfs(&root, &[]);
+    let tarball = dir.path().join("rootfs.tar.gz");
+    support::tar_gz(&root, &tarball);
+    kiln.ok(&[
+        "import",
+        tarball.to_str().unwrap(),
+        "--tag",
+        "foreign:1",
+        "--platform",
+        host.0,
+    ]);
+    let ctx = context("FROM foreign:1\nENV A=1\nCMD [\"sh\"]\n");
+    let work = tempfile::tempdir().unwrap();
+    let report_dir = work.path().join("report");
+    let (code, stderr) = build_with_report(&kiln, ctx.path(), &report_dir, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let want = format!(
+        "InvalidBaseImagePlatform: Base image foreign:1 was pulled with platform \"{}",
+        host.0
+    );
+    assert!(stderr.contains(&want), "{stderr}");
+    assert!(
+        stderr.contains(&format!("expected \"{}\" for current build", host.1)),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("InvalidBaseImagePlatform").count(),
+        1,
+        "{stderr}"
+    );
+    let report = read_json(&report_dir.join("report.json"));
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w["message"].as_str().unwrap().starts_with(&want) && w["line"] == 1),
+        "{warnings:?}"
+    );
+    assert!(
+        report["stages"][0]["base"]["platform"]
+            .as_str()
+            .unwrap()
+            .starts_with(host.0)
+    );
+
+    let skipped = context("# check=skip=InvalidBaseImagePlatform\nFROM foreign:1\nENV A=2\n");
+    let (code, stderr) = build_with_report(&kiln, skipped.path(), &report_dir, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("InvalidBaseImagePlatform"), "{stderr}");
+}
+
+/// `KILN_HISTORY_KEEP` bounds the history, `kiln history prune --keep N`
+/// trims it at once, and a value that is not a count keeps nothing new and
+/// says why.
+#[test]
+fn the_history_keeps_as_many_builds_as_kiln_history_keep_says() {
+    let Some(kiln) = kiln_with_base() else { return };
+    let ctx = context(&format!("FROM {BASE}\nENV A=1\n"));
+    let ids = || -> Vec<String> {
+        let rows: Value =
+            serde_json::from_slice(&kiln.ok(&["history", "--format", "json"]).stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut built = Vec::new();
+    for _ in 0..3 {
+        let out = kiln
+            .cmd()
+            .args(["build", ctx.path().to_str().unwrap()])
+            .env("KILN_HISTORY_KEEP", "2")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        built.push(ids()[0].clone());
+    }
+    assert_eq!(ids(), [built[2].clone(), built[1].clone()]);
+
+    let pruned = kiln.ok(&["history", "prune", "--keep", "1"]);
+    assert!(
+        String::from_utf8_lossy(&pruned.stderr).contains("removed 1 report"),
+        "{}",
+        text(&pruned)
+    );
+    assert_eq!(ids(), [built[2].clone()]);
+
+    let out = kiln
+        .cmd()
+        .args(["build", ctx.path().to_str().unwrap()])
+        .env("KILN_HISTORY_KEEP", "some")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("KILN_HISTORY_KEEP=some: not a number of builds to keep"),
+        "{stderr}"
+    );
+    assert_eq!(ids(), [built[2].clone()]);
 }

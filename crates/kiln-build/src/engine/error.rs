@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kiln_dockerfile::Location;
 use kiln_dockerfile::plan::PlanError;
-use kiln_image::{LayerError, Platform, ReferenceError, StoreError};
+use kiln_image::{LayerError, ReferenceError, StoreError};
 use kiln_registry::TransferError;
 use kiln_sandbox::SandboxError;
 
@@ -106,15 +106,6 @@ pub enum BuildError {
         reference: String,
         #[source]
         source: Cause<StoreError>,
-    },
-    /// The base image is for another platform than its stage. (The
-    /// platforms are boxed: each is three strings.)
-    #[error("base image {reference} is for {image}, the build is for {build}")]
-    WrongPlatform {
-        location: Location,
-        reference: String,
-        image: Box<Platform>,
-        build: Box<Platform>,
     },
     /// A base's `ONBUILD` trigger is not an instruction.
     #[error("ONBUILD trigger {trigger:?}")]
@@ -285,7 +276,6 @@ impl BuildError {
             | BuildError::Reference { location, .. }
             | BuildError::Pull { location, .. }
             | BuildError::BaseImage { location, .. }
-            | BuildError::WrongPlatform { location, .. }
             | BuildError::Trigger { location, .. }
             | BuildError::EmptyTrigger { location, .. }
             | BuildError::ChecksumNotHttp { location }

@@ -129,6 +129,24 @@ impl StageRunner<'_> {
             }
             Base::Image(name) => {
                 let mut base = self.base_image(name, location)?;
+                if !self.keys_only {
+                    // kiln build judges the platforms (BuildKit's
+                    // InvalidBaseImagePlatform, a warning, not an error).
+                    self.engine.emit(Event::StageBase {
+                        stage: planned.display_name(),
+                        platform: self.shared.multi.then(|| self.platform.to_string()),
+                        line: location.start_line,
+                        image: name.clone(),
+                        manifest: base.manifest_digest.to_string(),
+                        expected_platform: self.platform.to_string(),
+                        image_platform: base.config.platform().to_string(),
+                        layers: base
+                            .layers
+                            .iter()
+                            .map(|l| l.descriptor.digest.to_string())
+                            .collect(),
+                    });
+                }
                 // BuildKit makes sure PATH is always set: a base image
                 // without one gets the default in its config (convert.go).
                 let container = base
@@ -305,15 +323,9 @@ impl StageRunner<'_> {
             .read_document::<ImageConfig>(&manifest.value().config)
             .map_err(BuildError::store("reading the base image's config"))?
             .into_value();
-        let image_platform = config.platform();
-        if !self.platform.matches(&image_platform) && !image_platform.os.is_empty() {
-            return Err(BuildError::WrongPlatform {
-                location,
-                reference: reference.familiar(),
-                image: Box::new(image_platform),
-                build: Box::new(self.platform.clone()),
-            });
-        }
+        // A base of another platform than the stage's is built on all the
+        // same, as BuildKit does; the build warns (InvalidBaseImagePlatform,
+        // from Event::StageBase).
         let layers = manifest
             .value()
             .layers

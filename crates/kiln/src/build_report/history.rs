@@ -1,6 +1,7 @@
 //! Where reports are written: the directory of `--report DIR`, and the
 //! store's history (`<store root>/history/<id>/`), which keeps the last
-//! [`History::KEEP`] builds for `kiln history`.
+//! [`History::KEEP`] builds (`KILN_HISTORY_KEEP` to change it) for
+//! `kiln history`.
 //!
 //! Each file is written whole or not at all (a temp file beside it,
 //! fsynced, renamed); a history entry appears whole too (its directory is
@@ -59,6 +60,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// The reports kept in a store.
 pub(crate) struct History {
     dir: PathBuf,
+    /// How many builds [`save`](History::save) keeps.
+    keep: usize,
 }
 
 /// One build in the history, as `kiln history` lists it.
@@ -105,18 +108,53 @@ struct TotalsSummary {
 const TEMP_PREFIX: &str = ".new-";
 
 impl History {
-    /// How many builds the history keeps; the oldest go first.
+    /// How many builds the history keeps unless [`KEEP_VAR`](Self::KEEP_VAR)
+    /// says; the oldest go first.
     pub(crate) const KEEP: usize = 50;
 
-    /// The history of the store at `root`.
+    /// The environment variable that sets how many builds are kept (0:
+    /// none; the history is then emptied by the next build).
+    pub(crate) const KEEP_VAR: &str = "KILN_HISTORY_KEEP";
+
+    /// The history of the store at `root`, keeping [`History::KEEP`] builds.
     pub(crate) fn new(root: &Path) -> History {
         History {
             dir: root.join("history"),
+            keep: Self::KEEP,
         }
     }
 
+    /// The history of the store at `root`, keeping as many builds as
+    /// `KILN_HISTORY_KEEP` says (a count), else [`History::KEEP`].
+    pub(crate) fn from_env(root: &Path) -> anyhow::Result<History> {
+        let keep = Self::keep_from(std::env::var_os(Self::KEEP_VAR).as_deref())?;
+        Ok(History::new(root).keeping(keep))
+    }
+
+    /// How many builds to keep, given the variable's value.
+    pub(crate) fn keep_from(value: Option<&std::ffi::OsStr>) -> anyhow::Result<usize> {
+        let Some(value) = value else {
+            return Ok(Self::KEEP);
+        };
+        value
+            .to_str()
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| {
+                format!(
+                    "{}={}: not a number of builds to keep",
+                    Self::KEEP_VAR,
+                    value.to_string_lossy()
+                )
+            })
+    }
+
+    /// This history, keeping `keep` builds.
+    pub(crate) fn keeping(self, keep: usize) -> History {
+        History { keep, ..self }
+    }
+
     /// Keeps `report` (and its page) as entry `report.id`, then drops the
-    /// oldest entries beyond [`History::KEEP`]. Returns the entry's
+    /// oldest entries beyond the number it keeps. Returns the entry's
     /// directory.
     pub(crate) fn save(&self, report: &Report, html: &str) -> anyhow::Result<PathBuf> {
         let _ = kiln_fs::sweep(&self.dir, TEMP_PREFIX);
@@ -129,7 +167,7 @@ impl History {
         if let Ok(dir) = fs_err::File::open(&self.dir) {
             let _ = dir.sync_all();
         }
-        self.prune(Self::KEEP)?;
+        self.prune(self.keep)?;
         Ok(entry)
     }
 
@@ -149,8 +187,9 @@ impl History {
         Ok(ids)
     }
 
-    /// Removes the oldest entries until `keep` are left.
-    pub(crate) fn prune(&self, keep: usize) -> anyhow::Result<()> {
+    /// Removes the oldest entries until `keep` are left; returns how many
+    /// it removed.
+    pub(crate) fn prune(&self, keep: usize) -> anyhow::Result<usize> {
         let ids = self.ids()?;
         let extra = ids.len().saturating_sub(keep);
         for id in &ids[..extra] {
@@ -160,7 +199,7 @@ impl History {
                 other => other?,
             }
         }
-        Ok(())
+        Ok(extra)
     }
 
     /// The entries, newest first; unreadable ones are left out.

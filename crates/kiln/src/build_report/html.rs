@@ -307,6 +307,22 @@ impl Page {
                     .filter(|_| r.platforms.len() > 1)
                     .map(|p| format!(" <small>{}</small>", esc(p)))
                     .unwrap_or_default()
+                    + &stage
+                        .base
+                        .as_ref()
+                        .map(|b| {
+                            let pulled = if b.bytes_pulled > 0 {
+                                format!(", pulled {}", human_bytes(b.bytes_pulled))
+                            } else {
+                                String::new()
+                            };
+                            format!(
+                                " <small class=\"base\" title=\"{}\">from {}{pulled}</small>",
+                                esc(&b.manifest),
+                                esc(&b.image)
+                            )
+                        })
+                        .unwrap_or_default()
             );
             for id in &stage.steps {
                 let Some(step) = r.steps.iter().find(|s| s.id == *id) else {
@@ -402,6 +418,12 @@ impl Page {
         }
         if s.bytes_pushed > 0 {
             meta.push(format!("pushed {}", human_bytes(s.bytes_pushed)));
+        }
+        if s.base_bytes_pulled > 0 {
+            meta.push(format!(
+                "pulled {} of base layers",
+                human_bytes(s.base_bytes_pulled)
+            ));
         }
         if let Some(code) = s.exit_code {
             meta.push(format!("exit code {code}"));

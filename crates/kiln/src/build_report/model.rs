@@ -87,6 +87,23 @@ pub(crate) struct Stage {
     /// step of it ran).
     pub(crate) start_ms: Option<u64>,
     pub(crate) end_ms: Option<u64>,
+    /// Its base image, when it is built on one (not `scratch`, not a stage).
+    pub(crate) base: Option<BaseImage>,
+}
+
+/// The image a stage is built on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct BaseImage {
+    /// As the FROM names it.
+    pub(crate) image: String,
+    /// `sha256:...` of its manifest.
+    pub(crate) manifest: String,
+    /// The platform its config declares (`os/arch[/variant]`).
+    pub(crate) platform: String,
+    pub(crate) layers: u32,
+    /// Its layers' bytes this build fetched from a registry (layers are
+    /// fetched only when a step or an export reads them).
+    pub(crate) bytes_pulled: u64,
 }
 
 /// One step: an instruction of a stage, for one platform.
@@ -114,6 +131,10 @@ pub(crate) struct Step {
     /// (a remote cache hit read, a push).
     pub(crate) bytes_pulled: u64,
     pub(crate) bytes_pushed: u64,
+    /// The bytes of base image layers fetched while this step ran, for its
+    /// stage or a stage it reads (a step is what makes kiln fetch a base's
+    /// layers: the first one that needs their files).
+    pub(crate) base_bytes_pulled: u64,
     /// A RUN whose command exited non-zero: its status.
     pub(crate) exit_code: Option<i32>,
     pub(crate) error: Option<String>,

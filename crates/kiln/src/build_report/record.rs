@@ -17,8 +17,8 @@ use kiln_registry::OperationKind;
 
 use super::critical;
 use super::model::{
-    Build, BuildStatus, CommitTimes, Diagnosis, Hang, Layer, LockWait, Note, OUTPUT_TAIL, Report,
-    Retry, Stage, Step, StepStatus, Totals, Transfers, Warning,
+    BaseImage, Build, BuildStatus, CommitTimes, Diagnosis, Hang, Layer, LockWait, Note,
+    OUTPUT_TAIL, Report, Retry, Stage, Step, StepStatus, Totals, Transfers, Warning,
 };
 use crate::render::text;
 
@@ -72,6 +72,8 @@ pub(super) struct Transfer {
     pub(super) push: bool,
     pub(super) digest: Option<String>,
     pub(super) bytes: u64,
+    /// When it was first seen, in ms since the build started.
+    pub(super) at_ms: u64,
 }
 
 impl Recorder {
@@ -113,7 +115,10 @@ impl Recorder {
     /// A registry client's event handler that counts its blob transfers.
     pub(crate) fn transfers(&self) -> kiln_registry::EventHandler {
         let recorder = self.clone();
-        Arc::new(move |event: &kiln_registry::Event| recorder.lock().transfer(event))
+        Arc::new(move |event: &kiln_registry::Event| {
+            let at = recorder.now_ms();
+            recorder.lock().transfer(at, event)
+        })
     }
 
     /// The report of the build so far, ended as `outcome` says.
@@ -164,7 +169,7 @@ impl Recorded {
         tail.push_back(line);
     }
 
-    pub(super) fn transfer(&mut self, event: &kiln_registry::Event) {
+    pub(super) fn transfer(&mut self, at_ms: u64, event: &kiln_registry::Event) {
         use kiln_registry::Event as E;
         match event {
             E::Progress {
@@ -182,6 +187,7 @@ impl Recorded {
                         push,
                         digest: operation.target().map(str::to_string),
                         bytes: 0,
+                        at_ms,
                     });
                 t.bytes = t.bytes.max(*bytes);
             }
@@ -255,6 +261,8 @@ pub(super) fn assemble(recorded: &Recorded, outcome: &Outcome, id: &str, end: u6
     let mut seen: BTreeMap<StepId, Seen> = BTreeMap::new();
     let mut warnings = Vec::new();
     let mut notes = Vec::new();
+    // Per stage and platform built on an image: its layers' digests.
+    let mut base_layers: Vec<(String, Option<String>, Vec<String>)> = Vec::new();
     // Events name a platform only when there are several.
     let only = |platforms: &[String], p: &Option<String>| match (p, platforms) {
         (Some(p), _) => Some(p.clone()),
@@ -279,6 +287,25 @@ pub(super) fn assemble(recorded: &Recorded, outcome: &Outcome, id: &str, end: u6
             } => {
                 let platform = only(&platforms, platform);
                 lane(&mut stages, stage, &platform).needs = needs.clone();
+            }
+            Event::StageBase {
+                stage,
+                platform,
+                image,
+                manifest,
+                image_platform,
+                layers,
+                ..
+            } => {
+                let platform = only(&platforms, platform);
+                lane(&mut stages, stage, &platform).base = Some(BaseImage {
+                    image: image.clone(),
+                    manifest: manifest.clone(),
+                    platform: image_platform.clone(),
+                    layers: u32::try_from(layers.len()).unwrap_or(u32::MAX),
+                    bytes_pulled: 0,
+                });
+                base_layers.push((stage.clone(), platform, layers.clone()));
             }
             Event::StepPlanned {
                 step,
@@ -435,6 +462,7 @@ pub(super) fn assemble(recorded: &Recorded, outcome: &Outcome, id: &str, end: u6
             step.bytes_pulled += t.bytes;
         }
     }
+    attribute_base_pulls(recorded, &base_layers, &mut stages, &mut steps);
     for stage in &mut stages {
         let times = || {
             steps
@@ -493,6 +521,7 @@ fn lane<'a>(stages: &'a mut Vec<Stage>, name: &str, platform: &Option<String>) -
                 steps: Vec::new(),
                 start_ms: None,
                 end_ms: None,
+                base: None,
             });
             stages.len() - 1
         }
@@ -563,6 +592,7 @@ fn step(id: StepId, s: Seen, recorded: &Recorded, end: u64) -> Step {
         layer,
         bytes_pulled: 0,
         bytes_pushed: 0,
+        base_bytes_pulled: 0,
         exit_code,
         error,
         retries: s.retries,
@@ -575,6 +605,69 @@ fn step(id: StepId, s: Seen, recorded: &Recorded, end: u64) -> Step {
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default(),
         critical: false,
+    }
+}
+
+/// The pulls of base image layers: counted for the stages built on the
+/// image, and for the step that was running when the pull began, of such a
+/// stage or of a stage that reads one (a stage's steps read its base's
+/// files, and so may a stage that copies from it). A pull while no such
+/// step ran (an export's) counts for the stage only.
+fn attribute_base_pulls(
+    recorded: &Recorded,
+    base_layers: &[(String, Option<String>, Vec<String>)],
+    stages: &mut [Stage],
+    steps: &mut [Step],
+) {
+    for t in recorded.transfers.values().filter(|t| !t.push) {
+        let Some(digest) = &t.digest else {
+            continue;
+        };
+        let mut bases: Vec<(String, Option<String>)> = Vec::new();
+        for (stage, platform, layers) in base_layers {
+            if layers.contains(digest) {
+                bases.push((stage.clone(), platform.clone()));
+                if let Some(lane) = stages
+                    .iter_mut()
+                    .find(|l| &l.name == stage && &l.platform == platform)
+                    && let Some(base) = &mut lane.base
+                {
+                    base.bytes_pulled += t.bytes;
+                }
+            }
+        }
+        if bases.is_empty() {
+            continue;
+        }
+        // The stages whose steps may read those layers: the stages built on
+        // the image, and every stage that needs one of them, transitively.
+        let mut readers = bases.clone();
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for lane in stages.iter() {
+                let key = (lane.name.clone(), lane.platform.clone());
+                if !readers.contains(&key)
+                    && lane
+                        .needs
+                        .iter()
+                        .any(|n| readers.contains(&(n.clone(), lane.platform.clone())))
+                {
+                    readers.push(key);
+                    grew = true;
+                }
+            }
+        }
+        let running = steps
+            .iter_mut()
+            .filter(|s| readers.contains(&(s.stage.clone(), s.platform.clone())))
+            .filter(|s| {
+                s.start_ms.is_some_and(|a| a <= t.at_ms) && s.end_ms.is_none_or(|b| t.at_ms <= b)
+            })
+            .min_by_key(|s| (s.start_ms, s.id));
+        if let Some(step) = running {
+            step.base_bytes_pulled += t.bytes;
+        }
     }
 }
 

@@ -217,6 +217,7 @@ fn three_stages() -> Recorded {
             push: false,
             digest: Some("sha256:ccc".into()),
             bytes: 300,
+            at_ms: 2050,
         },
     );
     r.retries = 1;
@@ -424,6 +425,110 @@ fn the_page_has_a_lane_per_stage_and_a_bar_per_step_that_ran() {
     );
     assert!(page.contains("<details class=\"diagnosis\" data-hang=\"stalled\">"));
     assert!(page.contains("&lt;process tree&gt;"));
+    // The lock wait of step 5: what, whose, how long.
+    assert!(page.contains("<details class=\"lock-waits\">"));
+    assert!(page.contains("build B (pid 12), step #4"), "lock holder");
+}
+
+/// A stage on an image whose layers a step of a stage built on it fetched:
+/// the bytes count for the base and for that step, not for a step that
+/// ran before the pull nor for one of another stage.
+#[test]
+fn base_layer_pulls_count_for_the_base_and_the_step_that_ran() {
+    let mut r = recorded(vec![
+        (
+            0,
+            Event::BuildStarted {
+                target: "app".into(),
+                platforms: vec!["linux/amd64".into()],
+                stages: vec!["base".into(), "app".into(), "other".into()],
+            },
+        ),
+        (0, stage("base", &[])),
+        (
+            5,
+            Event::StageBase {
+                stage: "base".into(),
+                platform: None,
+                line: 1,
+                image: "python:3.12".into(),
+                manifest: "sha256:m".into(),
+                expected_platform: "linux/amd64".into(),
+                image_platform: "linux/amd64".into(),
+                layers: vec!["sha256:l1".into(), "sha256:l2".into()],
+            },
+        ),
+        (0, planned(1, "base", 2, "[base 1/1] ENV A=1")),
+        (0, stage("app", &["base"])),
+        (0, planned(2, "app", 4, "[app 1/1] RUN make")),
+        (0, stage("other", &[])),
+        (0, planned(3, "other", 6, "[other 1/1] RUN true")),
+        (10, done(1, 0, None)),
+        (100, Event::StepStarted { step: 2 }),
+        (100, Event::StepStarted { step: 3 }),
+        (900, done(2, 800, Some((10, "sha256:new")))),
+        (900, done(3, 800, Some((10, "sha256:other")))),
+    ]);
+    for (digest, bytes, at_ms) in [("sha256:l1", 1000, 150), ("sha256:l2", 24, 950)] {
+        r.transfers.insert(
+            format!("pull blob docker.io/library/python@{digest}"),
+            Transfer {
+                push: false,
+                digest: Some(digest.into()),
+                bytes,
+                at_ms,
+            },
+        );
+    }
+    let report = assemble(
+        &r,
+        &Outcome {
+            status: BuildStatus::Succeeded,
+            exit_code: 0,
+            error: None,
+        },
+        "20250615T163320Z-0002",
+        1000,
+    );
+    let base = report.stages[0].base.as_ref().unwrap();
+    assert_eq!(
+        (base.image.as_str(), base.layers, base.bytes_pulled),
+        ("python:3.12", 2, 1024)
+    );
+    let pulled = |id: u32| {
+        let s = report.steps.iter().find(|s| s.id == id).unwrap();
+        (s.base_bytes_pulled, s.bytes_pulled)
+    };
+    // The pull at 950 ms happened after every step: the export's.
+    assert_eq!(pulled(2), (1000, 0));
+    assert_eq!(pulled(3), (0, 0));
+    assert_eq!(pulled(1), (0, 0));
+    let page = super::html::render(&report);
+    assert!(page.contains("pulled 1000 B of base layers"), "{page}");
+    assert!(page.contains("from python:3.12"));
+}
+
+#[test]
+fn the_history_keeps_as_many_builds_as_kiln_history_keep_says() {
+    use std::ffi::OsStr;
+    assert_eq!(History::keep_from(None).unwrap(), History::KEEP);
+    assert_eq!(History::keep_from(Some(OsStr::new("3"))).unwrap(), 3);
+    assert_eq!(History::keep_from(Some(OsStr::new("0"))).unwrap(), 0);
+    let bad = History::keep_from(Some(OsStr::new("ten"))).unwrap_err();
+    assert!(bad.to_string().contains("KILN_HISTORY_KEEP=ten"), "{bad:#}");
+    let root = tempfile::tempdir().unwrap();
+    let history = History::new(root.path()).keeping(2);
+    for id in [
+        "20250101T000000Z-aaaa",
+        "20250102T000000Z-bbbb",
+        "20250103T000000Z-cccc",
+    ] {
+        history.save(&report_with_id(id), "").unwrap();
+    }
+    let ids: Vec<String> = history.list().unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, ["20250103T000000Z-cccc", "20250102T000000Z-bbbb"]);
+    assert_eq!(History::new(root.path()).prune(0).unwrap(), 2);
+    assert!(history.list().unwrap().is_empty());
 }
 
 fn report_with_id(id: &str) -> Report {

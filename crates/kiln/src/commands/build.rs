@@ -11,8 +11,8 @@ use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use kiln_build::TAIL_LINES;
 use kiln_build::{
-    BuildError, BuildNetwork, BuildRequest, BuildResult, Engine, SOURCE_DATE_EPOCH, SecretSource,
-    SecretSpec, StageImage,
+    BuildError, BuildNetwork, BuildRequest, BuildResult, Engine, Event, EventSink,
+    SOURCE_DATE_EPOCH, SecretSource, SecretSpec, StageImage,
 };
 use kiln_build::{CacheFrom, CacheTo, Dest, Encoding, Output, OutputKind};
 use kiln_image::media::{Compression, Format};
@@ -194,6 +194,64 @@ fn lint_first(
         );
     }
     Ok(())
+}
+
+/// `sink`, with BuildKit's InvalidBaseImagePlatform check made on the way:
+/// when a stage's base image resolves to another OS or architecture than
+/// the stage is built for, a warning (once per message) with BuildKit's
+/// text, unless the Dockerfile's `# check=` directive (or the hadolint
+/// configuration's `ignored`) turns the check off. The build goes on, as
+/// BuildKit's does.
+fn base_checks(dockerfile: &Path, text: &[u8], sink: EventSink) -> EventSink {
+    let shown = dockerfile.display().to_string();
+    let text = text.to_vec();
+    let config = super::lint::find_config()
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let said = std::sync::Mutex::new(std::collections::HashSet::new());
+    Arc::new(move |event: Event| {
+        let finding = match &event {
+            Event::StageBase {
+                line,
+                image,
+                expected_platform,
+                image_platform,
+                ..
+            } => {
+                let parts = |p: &str| {
+                    let mut parts = p.splitn(3, '/');
+                    let os = parts.next().unwrap_or("");
+                    let arch = parts.next().unwrap_or("");
+                    let variant = parts.next().unwrap_or("");
+                    (os.to_string(), arch.to_string(), variant.to_string())
+                };
+                let (e, a) = (parts(expected_platform), parts(image_platform));
+                kiln_lint::base_platform_finding(
+                    &shown,
+                    &text,
+                    &config,
+                    image,
+                    (&e.0, &e.1, &e.2),
+                    (&a.0, &a.1, &a.2),
+                    *line,
+                )
+            }
+            _ => None,
+        };
+        sink(event);
+        if let Some(f) = finding
+            && said
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(f.message.clone())
+        {
+            sink(Event::Warning {
+                message: format!("{}: {}", f.rule, f.message),
+                line: Some(f.line),
+            });
+        }
+    })
 }
 
 /// The exit status of a build that a step's watchdog ended.
@@ -571,7 +629,7 @@ fn keep_report(
     let html = crate::build_report::render_html(&report);
     let shown =
         !matches!(ctx.args.progress, ProgressMode::Json | ProgressMode::Quiet) && !args.quiet;
-    if let Err(e) = History::new(&ctx.root()).save(&report, &html) {
+    if let Err(e) = History::from_env(&ctx.root()).and_then(|h| h.save(&report, &html)) {
         eprintln!("warning: the build's report was not kept for `kiln history`: {e:#}");
     }
     if let Some(dir) = &args.report {
@@ -652,7 +710,7 @@ fn build_and_export(
             ctx.client_with_notes(renderer.notes(), Some(recorder.transfers())),
             runtime.handle().clone(),
             executor,
-            recorder.tap(renderer.sink()),
+            base_checks(&dockerfile, &dockerfile_text, recorder.tap(renderer.sink())),
         )
         .map_err(|e| build_error(&dockerfile, &dockerfile_text, e))?,
     );

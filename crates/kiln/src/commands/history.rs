@@ -1,5 +1,6 @@
 //! `kiln history`: the reports of the last builds, kept in the store
-//! (`<root>/history/<id>/`, the last 50), and `kiln history show ID`.
+//! (`<root>/history/<id>/`, the last 50 or `KILN_HISTORY_KEEP`), `kiln
+//! history show ID` and `kiln history prune [--keep N]`.
 
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
@@ -24,6 +25,16 @@ pub(crate) struct HistoryArgs {
 enum HistoryCommand {
     /// Print a build's report.json, or open its report.html.
     Show(ShowArgs),
+    /// Remove the oldest reports, keeping the newest N.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// How many of the newest builds to keep (default: KILN_HISTORY_KEEP,
+    /// else 50).
+    #[arg(long, value_name = "N")]
+    keep: Option<usize>,
 }
 
 #[derive(Args)]
@@ -61,6 +72,18 @@ pub(crate) fn run(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> 
     match args.command {
         None => list(&history, args.format),
         Some(HistoryCommand::Show(show)) => self::show(&history, &show),
+        Some(HistoryCommand::Prune(prune)) => {
+            let keep = match prune.keep {
+                Some(keep) => keep,
+                None => History::keep_from(std::env::var_os(History::KEEP_VAR).as_deref())?,
+            };
+            let removed = history.prune(keep)?;
+            eprintln!(
+                "removed {removed} report{}",
+                if removed == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
