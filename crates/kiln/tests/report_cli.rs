@@ -497,3 +497,85 @@ fn the_history_keeps_as_many_builds_as_kiln_history_keep_says() {
     );
     assert_eq!(ids(), [built[2].clone()]);
 }
+
+/// Two builds on one store taking one `sharing=locked` cache mount: the
+/// second waits for the first, and its report says so, in report.json
+/// (which lock, who held it, how long) and on the page.
+#[test]
+fn a_wait_for_a_locked_cache_mount_is_in_the_report() {
+    let Some(kiln) = kiln_with_base() else { return };
+    let mount = "--mount=type=cache,target=/cache,id=shared-lock,sharing=locked";
+    let holder = context(&format!(
+        "FROM {BASE}\nRUN {mount} touch /cache/held && sleep 8 && echo held\n"
+    ));
+    let waiter = context(&format!(
+        "FROM {BASE}\nRUN {mount} ls /cache && echo waited\n"
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let (first_dir, second_dir) = (work.path().join("first"), work.path().join("second"));
+    let first = {
+        let mut cmd = kiln.cmd();
+        cmd.args(["build", "--report", first_dir.to_str().unwrap()])
+            .arg(holder.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    // The first build holds the mount once its step runs.
+    let started = std::time::Instant::now();
+    while !holder_running(&kiln) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the first build's step never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (code, stderr) = build_with_report(&kiln, waiter.path(), &second_dir, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", text(&first));
+
+    let report = read_json(&second_dir.join("report.json"));
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["instruction"].as_str().unwrap().starts_with("RUN"))
+        .unwrap();
+    let waits = step["lock_waits"].as_array().unwrap();
+    assert_eq!(waits.len(), 1, "{step}");
+    assert!(
+        waits[0]["lock"].as_str().unwrap().contains("shared-lock"),
+        "{waits:?}"
+    );
+    assert!(
+        !waits[0]["holder"].as_str().unwrap().is_empty(),
+        "{waits:?}"
+    );
+    assert!(waits[0]["waited_ms"].as_u64().unwrap() > 0, "{waits:?}");
+    let page = fs_err::read_to_string(second_dir.join("report.html")).unwrap();
+    assert!(page.contains("<details class=\"lock-waits\">"), "{page}");
+    // The holder's own report has no wait.
+    let held = read_json(&first_dir.join("report.json"));
+    for s in held["steps"].as_array().unwrap() {
+        assert!(s["lock_waits"].as_array().unwrap().is_empty(), "{s}");
+    }
+}
+
+/// Whether a step holding the `shared-lock` cache mount is running: its
+/// instance directory has the file the step makes first.
+fn holder_running(kiln: &Kiln) -> bool {
+    let mounts = kiln.root.path().join("cache-mounts");
+    let Ok(keys) = fs_err::read_dir(&mounts) else {
+        return false;
+    };
+    keys.filter_map(Result::ok).any(|key| {
+        fs_err::read_dir(key.path())
+            .map(|instances| {
+                instances
+                    .filter_map(Result::ok)
+                    .any(|i| i.path().join("held").exists())
+            })
+            .unwrap_or(false)
+    })
+}
