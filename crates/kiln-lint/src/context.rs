@@ -13,8 +13,8 @@ pub struct Context {
     /// `.dockerignore`), if there is one.
     pub ignore: Option<IgnoreFile>,
     /// The heavy paths the build may be sent (what the ignore file leaves),
-    /// each [`HEAVY_MIN_BYTES`] or more, outermost only (nothing below a
-    /// reported directory), in path order.
+    /// outermost only (nothing below a heavy directory), in walk order;
+    /// KL110 reports those of [`HEAVY_MIN_BYTES`] or more.
     pub heavy: Vec<HeavyPath>,
     /// Regular files the ignore file leaves in the context, and their bytes.
     pub files: u64,

@@ -196,12 +196,15 @@ fn kl110_heavy_paths_sent_without_being_named() {
         3
     );
     assert_eq!(
-        lines(
+        found(
             "FROM python:3.12\nRUN --mount=type=bind,source=models,target=/m ls /m\n",
             &ctx,
             "KL110"
         ),
-        [2]
+        [(
+            2,
+            "models/llama.safetensors (model weights, 2.0 GiB) is sent by RUN --mount=type=bind,source=models though no instruction names it; add it to .dockerignore".to_string()
+        )]
     );
 }
 

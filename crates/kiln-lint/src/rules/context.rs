@@ -30,11 +30,12 @@ pub(crate) enum ReadKind {
 }
 
 impl ReadKind {
-    fn keyword(self) -> &'static str {
+    /// How messages name the instruction that reads `source`.
+    fn reading(self, source: &str) -> String {
         match self {
-            ReadKind::Copy => "COPY",
-            ReadKind::Add => "ADD",
-            ReadKind::Bind => "RUN --mount=type=bind",
+            ReadKind::Copy => format!("COPY {source}"),
+            ReadKind::Add => format!("ADD {source}"),
+            ReadKind::Bind => format!("RUN --mount=type=bind,source={source}"),
         }
     }
 }
@@ -129,12 +130,11 @@ pub(crate) fn context_size(reads: &[ContextRead], context: &Context, out: &mut V
             "KL110",
             read.line,
             format!(
-                "{} ({}, {}) is sent by {} {} though no instruction names it; add it to .dockerignore",
+                "{} ({}, {}) is sent by {} though no instruction names it; add it to .dockerignore",
                 heavy.path,
                 heavy.kind.describe(),
                 human_bytes(heavy.bytes),
-                read.kind.keyword(),
-                source
+                read.kind.reading(source)
             ),
         ));
     }
