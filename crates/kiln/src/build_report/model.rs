@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Report {
     /// [`super::SCHEMA`].
     pub(crate) schema: String,
-    /// Its name in `kiln history`: `20250611T142233Z-3f9a`.
+    /// Its name in `kiln history`: `20250611T142233.481Z-3f9a`.
     pub(crate) id: String,
     pub(crate) kiln_version: String,
     pub(crate) build: Build,

@@ -199,10 +199,11 @@ impl Recorded {
     }
 }
 
-/// `20250611T142233Z-3f9a`: sorts as the builds started; the suffix keeps
-/// two builds of one second apart.
+/// `20250611T142233.481Z-3f9a`: sorts as the builds started (to the
+/// millisecond: a history keeps the newest, and builds of one second are
+/// common in CI and tests); the suffix keeps two of one millisecond apart.
 pub(super) fn new_id(started_at: SystemTime) -> String {
-    let stamp: String = humantime::format_rfc3339_seconds(started_at)
+    let stamp: String = humantime::format_rfc3339_millis(started_at)
         .to_string()
         .chars()
         .filter(|c| !matches!(c, '-' | ':'))

@@ -607,11 +607,16 @@ fn a_build_is_found_by_its_id_or_the_start_of_it() {
 
 #[test]
 fn ids_sort_as_the_builds_started() {
-    let at = |secs| super::record::new_id(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
-    let (a, b) = (at(1_750_000_000), at(1_750_000_001));
-    assert!(a.starts_with("20250615T150640Z-"), "{a}");
-    assert_eq!(a.len(), "20250615T150640Z-0000".len());
-    assert!(a < b);
+    let at = |ms| super::record::new_id(SystemTime::UNIX_EPOCH + Duration::from_millis(ms));
+    let (a, b, c) = (
+        at(1_750_000_000_000),
+        at(1_750_000_000_009),
+        at(1_750_000_001_000),
+    );
+    assert!(a.starts_with("20250615T150640.000Z-"), "{a}");
+    assert_eq!(a.len(), "20250615T150640.000Z-0000".len());
+    // Builds of one second, as CI and tests start them, keep their order.
+    assert!(a < b && b < c, "{a} {b} {c}");
 }
 
 /// Every key the JSON has is described in docs/REPORT.md.
