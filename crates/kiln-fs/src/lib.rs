@@ -43,7 +43,7 @@ pub use lock::{
     LockFile, LockKind, LockWaitError, Patience, Probe, create_owned, holder_note, lock, lock_path,
     lock_waiting, probe, read_note, remove_if_abandoned, try_lock,
 };
-pub use mount::{filesystem_of, mounts_under, unmount_or_detach};
+pub use mount::{filesystem_of, in_user_namespace, mounts_under, unmount_or_detach};
 pub use owned::{OwnedDir, abandoned, sweep};
 pub use resolve::{Component, Lookup, MAX_SYMLINKS, ResolveError, Resolved, resolve_with};
 pub use root::{

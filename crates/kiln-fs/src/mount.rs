@@ -107,6 +107,29 @@ fn unescape(field: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether this process lives in a user namespace other than the
+/// initial one (a rootless kiln's): there `trusted.*` xattrs cannot be
+/// set or read, so an overlay must be mounted with `userxattr` and its
+/// lower dirs marked with `user.overlay.*` (overlayfs.rst, "Permission
+/// model"). The initial namespace maps every id to itself
+/// (user_namespaces(7), "/proc/[pid]/uid_map").
+pub fn in_user_namespace() -> bool {
+    match fs_err::read_to_string("/proc/self/uid_map") {
+        Ok(map) => !is_identity_map(&map),
+        // No /proc: nothing here could mount an overlay anyway.
+        Err(_) => false,
+    }
+}
+
+fn is_identity_map(map: &str) -> bool {
+    let lines: Vec<Vec<&str>> = map
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|f: &Vec<&str>| !f.is_empty())
+        .collect();
+    matches!(lines.as_slice(), [f] if f.as_slice() == ["0", "0", "4294967295"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +156,15 @@ mod tests {
     fn leaves_other_backslashes() {
         assert_eq!(unescape(br"a\134b\0"), br"a\b\0");
         assert_eq!(unescape(br"tab\011"), b"tab\t");
+    }
+
+    #[test]
+    fn only_the_whole_identity_map_is_the_initial_namespace() {
+        assert!(is_identity_map("         0          0 4294967295\n"));
+        assert!(!is_identity_map("         0       1000          1\n"));
+        assert!(!is_identity_map(
+            "         0       1000          1\n         1     100000      65536\n"
+        ));
+        assert!(!is_identity_map(""));
     }
 }

@@ -323,3 +323,33 @@ fn truncated_and_malformed_archives_are_errors() {
     ));
     assert!(!Path::new(&s.dest.join("g")).exists());
 }
+
+/// A layer for an overlay mounted with `userxattr` (rootless kiln) marks
+/// its opaque directories with `user.overlay.opaque`, the only marker such
+/// a mount reads; the classic format keeps `trusted.overlay.opaque`.
+#[test]
+fn a_user_overlay_layer_marks_opaque_dirs_with_the_user_xattr() {
+    let s = Sandbox::new();
+    let tar = Archive::new()
+        .dir("d")
+        .file("d/.wh..wh..opq", b"")
+        .file("d/new", b"n")
+        .finish();
+    let opts = ApplyOptions {
+        owners: Owners::Unchanged,
+        ..ApplyOptions::layer(Whiteouts::UserOverlay)
+    };
+    s.apply(&tar, Resolution::detect(), &opts).unwrap();
+    let dir = s.dest.join("d");
+    let get = |name: &str| {
+        let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        let mut buf = [0u8; 8];
+        rustix::fs::lgetxattr(path.as_c_str(), name, &mut buf)
+            .ok()
+            .map(|n| buf[..n].to_vec())
+    };
+    assert_eq!(get("user.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(get("trusted.overlay.opaque"), None);
+    assert!(!dir.join(".wh..wh..opq").exists());
+    assert_eq!(s.read("d/new"), b"n");
+}

@@ -35,9 +35,24 @@ pub enum Whiteouts {
     /// `trusted.overlay.opaque=y` on its directory. For a layer unpacked into
     /// a directory of its own and stacked as an overlay lower dir.
     Overlay,
+    /// [`Whiteouts::Overlay`] for an overlay mounted with `userxattr` (in a
+    /// user namespace, where `trusted.*` cannot be set): the opaque marker
+    /// is `user.overlay.opaque=y`.
+    UserOverlay,
     /// Carry them out: delete from the destination what they name. For
     /// flattening layers, in order, into one root filesystem.
     Apply,
+}
+
+impl Whiteouts {
+    /// The xattr marking an opaque directory, in the overlay formats.
+    fn opaque_xattr(self) -> Option<&'static [u8]> {
+        match self {
+            Whiteouts::Overlay => Some(xattr::OVERLAY_OPAQUE),
+            Whiteouts::UserOverlay => Some(xattr::USER_OVERLAY_OPAQUE),
+            Whiteouts::Plain | Whiteouts::Apply => None,
+        }
+    }
 }
 
 /// Who owns what an archive creates.
@@ -47,8 +62,25 @@ pub enum Owners {
     Archive,
     /// Everything this owner (`ADD --chown`, as go-archive's `ChownOpts`).
     Fixed(Owner),
+    /// The archive's ids where this process's user namespace maps them;
+    /// an unmapped one (chown(2): EINVAL) leaves the caller's, which is
+    /// root's in the namespace. For a rootless kiln whose namespace maps
+    /// fewer ids than the image uses (docs/ISOLATION.md).
+    ArchiveWhereMapped,
     /// Whoever creates it: no `chown` at all, for a process that may not.
     Unchanged,
+}
+
+impl Owners {
+    /// The archive's ids: [`Owners::Archive`], or in a user namespace
+    /// [`Owners::ArchiveWhereMapped`].
+    pub fn of_archive() -> Owners {
+        if crate::mount::in_user_namespace() {
+            Owners::ArchiveWhereMapped
+        } else {
+            Owners::Archive
+        }
+    }
 }
 
 /// What an entry naming the directory itself (`./`) does.
@@ -105,7 +137,7 @@ impl ApplyOptions {
         ApplyOptions {
             whiteouts,
             owners: if rustix::process::geteuid().is_root() {
-                Owners::Archive
+                Owners::of_archive()
             } else {
                 Owners::Unchanged
             },
@@ -124,7 +156,7 @@ impl ApplyOptions {
     pub fn add_archive(chown: Option<Owner>) -> ApplyOptions {
         ApplyOptions {
             whiteouts: Whiteouts::Plain,
-            owners: chown.map_or(Owners::Archive, Owners::Fixed),
+            owners: chown.map_or_else(Owners::of_archive, Owners::Fixed),
             xattrs: false,
             top: TopEntry::Skip,
             parents: MissingParents::AtTarget,
@@ -232,8 +264,10 @@ impl Applier<'_> {
         {
             return self.whiteout(e, parent, w);
         }
-        if self.opts.owners == Owners::Archive
-            && (e.uid >= u64::from(u32::MAX) || e.gid >= u64::from(u32::MAX))
+        if matches!(
+            self.opts.owners,
+            Owners::Archive | Owners::ArchiveWhereMapped
+        ) && (e.uid >= u64::from(u32::MAX) || e.gid >= u64::from(u32::MAX))
         {
             // -1 means "leave unchanged" to chown(2).
             return Err(invalid_entry(e, "owner id out of range"));
@@ -312,16 +346,15 @@ impl Applier<'_> {
         match existing {
             Some((FileType::Directory, _)) => {}
             Some((kind, rdev)) => {
-                opaque = self.opts.whiteouts == Whiteouts::Overlay && is_whiteout(kind, rdev);
+                opaque = self.opts.whiteouts.opaque_xattr().is_some() && is_whiteout(kind, rdev);
                 remove_all(dir, base).map_err(|x| self.err("replacing", rel, x))?;
                 self.mkdir(dir, base, rel)?;
             }
             None => self.mkdir(dir, base, rel)?,
         }
         let fd = open_child_dir(dir, base).map_err(|x| self.err("opening", rel, x))?;
-        if opaque {
-            xattr::set_fd(&fd, xattr::OVERLAY_OPAQUE, b"y")
-                .map_err(|x| self.err("marking opaque", rel, x))?;
+        if let Some(name) = self.opts.whiteouts.opaque_xattr().filter(|_| opaque) {
+            xattr::set_fd(&fd, name, b"y").map_err(|x| self.err("marking opaque", rel, x))?;
         }
         self.stats.dirs += 1;
         self.dir_meta(e, rel, fd)
@@ -339,7 +372,8 @@ impl Applier<'_> {
     /// write permission would stop a non-root extraction).
     fn dir_meta(&mut self, e: &Entry, rel: &[u8], fd: OwnedFd) -> Result<(), TarError> {
         if let Some(o) = self.owner(e) {
-            rustix::fs::fchown(&fd, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
+            let r = rustix::fs::fchown(&fd, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)));
+            self.chowned(r)
                 .map_err(|x| self.err("changing the owner of", rel, x))?;
         }
         if self.opts.xattrs {
@@ -530,10 +564,19 @@ impl Applier<'_> {
         self.at_meta(e, rel, dir, base, link_kind != FileType::Symlink)
     }
 
+    /// A chown's result: an id the user namespace does not map is no error
+    /// under [`Owners::ArchiveWhereMapped`].
+    fn chowned(&self, r: Result<(), Errno>) -> Result<(), Errno> {
+        match r {
+            Err(Errno::INVAL) if self.opts.owners == Owners::ArchiveWhereMapped => Ok(()),
+            r => r,
+        }
+    }
+
     /// Who owns an entry, if anybody is to be made its owner.
     fn owner(&self, e: &Entry) -> Option<Owner> {
         match self.opts.owners {
-            Owners::Archive => Some(Owner {
+            Owners::Archive | Owners::ArchiveWhereMapped => Some(Owner {
                 uid: e.uid as u32,
                 gid: e.gid as u32,
             }),
@@ -546,7 +589,8 @@ impl Applier<'_> {
     /// follows the owner: chown(2) clears setuid and setgid.
     fn fd_meta(&mut self, e: &Entry, rel: &[u8], fd: &OwnedFd) -> Result<(), TarError> {
         if let Some(o) = self.owner(e) {
-            rustix::fs::fchown(fd, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)))
+            let r = rustix::fs::fchown(fd, Some(Uid::from_raw(o.uid)), Some(Gid::from_raw(o.gid)));
+            self.chowned(r)
                 .map_err(|x| self.err("changing the owner of", rel, x))?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode))
@@ -576,7 +620,7 @@ impl Applier<'_> {
         chmod: bool,
     ) -> Result<(), TarError> {
         if let Some(o) = self.owner(e) {
-            crate::root::chown_at(dir, base, o)
+            self.chowned(crate::root::chown_at(dir, base, o))
                 .map_err(|x| self.err("changing the owner of", rel, x))?;
         }
         if chmod {
@@ -630,10 +674,14 @@ impl Applier<'_> {
         };
         match (name, self.opts.whiteouts) {
             (_, Whiteouts::Plain) => unreachable!("plain archives have no whiteouts"),
-            (None, Whiteouts::Overlay) => xattr::set_fd(&dir, xattr::OVERLAY_OPAQUE, b"y")
-                .map_err(|x| self.err("marking opaque", parent, x)),
+            (None, w @ (Whiteouts::Overlay | Whiteouts::UserOverlay)) => {
+                let opaque = w.opaque_xattr().expect("an overlay format");
+                xattr::set_fd(&dir, opaque, b"y").map_err(|x| self.err("marking opaque", parent, x))
+            }
             (None, Whiteouts::Apply) => self.prune(parent, &dir),
-            (Some(name), Whiteouts::Overlay) => self.overlay_whiteout(e, &dir, name, parent),
+            (Some(name), Whiteouts::Overlay | Whiteouts::UserOverlay) => {
+                self.overlay_whiteout(e, &dir, name, parent)
+            }
             (Some(name), Whiteouts::Apply) => {
                 let target = join(parent, name);
                 match kind_at(&dir, name).map_err(|x| self.err("inspecting", &target, x))? {
@@ -665,7 +713,7 @@ impl Applier<'_> {
     /// can delete or mark anything but the path it spells.
     fn whiteout_dir(&self, parent: &[u8]) -> Result<Option<OwnedFd>, TarError> {
         let mut r = self.root.open_dir_no_symlinks(parent);
-        if r.as_ref().err() == Some(&Errno::NOENT) && self.opts.whiteouts == Whiteouts::Overlay {
+        if r.as_ref().err() == Some(&Errno::NOENT) && self.opts.whiteouts.opaque_xattr().is_some() {
             r = match self.root.make_dir_all(parent, &NewDir::default()) {
                 Ok(_) => self.root.open_dir_no_symlinks(parent),
                 Err(x) => Err(x),
@@ -691,7 +739,12 @@ impl Applier<'_> {
             // lower layers shows through it.
             Some((FileType::Directory, _)) => {
                 let sub = open_child_dir(dir, name).map_err(|x| self.err("opening", &target, x))?;
-                xattr::set_fd(&sub, xattr::OVERLAY_OPAQUE, b"y")
+                let opaque = self
+                    .opts
+                    .whiteouts
+                    .opaque_xattr()
+                    .expect("an overlay format");
+                xattr::set_fd(&sub, opaque, b"y")
                     .map_err(|x| self.err("marking opaque", &target, x))
             }
             // This layer made a file there: it already hides the lower one.
@@ -702,7 +755,7 @@ impl Applier<'_> {
                 rustix::fs::mknodat(dir, name, FileType::CharacterDevice, Mode::empty(), 0)
                     .map_err(|x| self.err("creating the whiteout", &target, x))?;
                 if let Some(o) = self.owner(e) {
-                    crate::root::chown_at(dir, name, o)
+                    self.chowned(crate::root::chown_at(dir, name, o))
                         .map_err(|x| self.err("changing the owner of", &target, x))?;
                 }
                 rustix::fs::utimensat(dir, name, &self.times(e), AtFlags::SYMLINK_NOFOLLOW)

@@ -75,7 +75,7 @@ pub fn extract(
         kiln_fs::Root::open(dest).map_err(|e| LayerError::io("opening", dest, error::errno(e)))?;
     let mut apply = ApplyOptions::layer(opts.whiteouts);
     apply.owners = if opts.chown {
-        Owners::Archive
+        Owners::of_archive()
     } else {
         Owners::Unchanged
     };
