@@ -129,6 +129,7 @@ impl OverlaySnapshotter {
         let overlay = Overlay {
             lowers,
             upper: Some((upper.clone(), work)),
+            userxattr: self.inner.userxattr,
         };
         mount::mount(&overlay, &slot.root)?;
         slot.mounted = true;
@@ -159,6 +160,7 @@ impl OverlaySnapshotter {
             let overlay = Overlay {
                 lowers,
                 upper: None,
+                userxattr: self.inner.userxattr,
             };
             mount::mount(&overlay, &slot.root)?;
             slot.mounted = true;

@@ -53,9 +53,12 @@ use rustix::io::Errno;
 
 use super::SnapshotError;
 
-/// The xattr marking an opaque directory (overlayfs.rst, "whiteouts and
-/// opaque directories"); kiln mounts without `userxattr`.
-const OPAQUE: &[u8] = xattr::OVERLAY_OPAQUE;
+/// The xattrs marking an opaque directory (overlayfs.rst, "whiteouts and
+/// opaque directories"): `trusted.` for kiln's mounts as root, `user.` for
+/// its `userxattr` mounts in a user namespace. Either says opaque: one
+/// that this process may not read (`trusted.*` in a user namespace) reads
+/// as absent, and a snapshotter only ever writes its own.
+const OPAQUE: [&[u8]; 2] = [xattr::OVERLAY_OPAQUE, xattr::USER_OVERLAY_OPAQUE];
 
 /// The outcome for an upper dir.
 #[derive(Debug, Default)]
@@ -254,18 +257,28 @@ impl Differ<'_> {
 
     fn opaque_upper(&self, dir: &OwnedFd, name: &[u8], rel: &[u8]) -> Result<bool, SnapshotError> {
         let path = proc_path(dir.as_fd(), name);
-        let v = get_xattr(&path, OPAQUE).map_err(|e| self.err("reading the xattrs of", rel, e))?;
-        Ok(v.as_deref() == Some(b"y"))
+        for opaque in OPAQUE {
+            let v =
+                get_xattr(&path, opaque).map_err(|e| self.err("reading the xattrs of", rel, e))?;
+            if v.as_deref() == Some(b"y") {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether a lower directory is opaque; `None` if the path is too long.
     fn opaque_lower(&self, layer: usize, rel: &[u8]) -> Result<Option<bool>, SnapshotError> {
         let path = proc_path(self.roots[layer].as_fd(), rel);
-        match get_xattr(&path, OPAQUE) {
-            Ok(v) => Ok(Some(v.as_deref() == Some(b"y"))),
-            Err(Errno::NAMETOOLONG) => Ok(None),
-            Err(e) => Err(self.lower_err(layer, rel, e)),
+        for opaque in OPAQUE {
+            match get_xattr(&path, opaque) {
+                Ok(v) if v.as_deref() == Some(b"y") => return Ok(Some(true)),
+                Ok(_) => {}
+                Err(Errno::NAMETOOLONG) => return Ok(None),
+                Err(e) => return Err(self.lower_err(layer, rel, e)),
+            }
         }
+        Ok(Some(false))
     }
 
     /// `sameDirent` for a non-directory (see the module docs).

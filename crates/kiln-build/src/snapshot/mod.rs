@@ -133,6 +133,10 @@ struct Inner {
     store: Store,
     snapshots: PathBuf,
     active: PathBuf,
+    /// Mount with `userxattr` and mark opaque lower dirs with
+    /// `user.overlay.opaque`: kiln runs in a user namespace (rootless),
+    /// where `trusted.*` xattrs are out of reach.
+    userxattr: bool,
 }
 
 impl OverlaySnapshotter {
@@ -147,6 +151,7 @@ impl OverlaySnapshotter {
             store: store.clone(),
             snapshots: root.join("snapshots"),
             active: root.join("active"),
+            userxattr: kiln_fs::in_user_namespace(),
         };
         for dir in [&inner.snapshots, &inner.active] {
             // Owner-only, as Docker keeps its layer dirs: image files may
@@ -166,6 +171,16 @@ impl OverlaySnapshotter {
 
     fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// How layers are unpacked into snapshots: overlayfs's format for the
+    /// mounts this snapshotter makes.
+    fn whiteouts(&self) -> kiln_image::layer::Whiteouts {
+        if self.inner.userxattr {
+            kiln_image::layer::Whiteouts::UserOverlay
+        } else {
+            kiln_image::layer::Whiteouts::Overlay
+        }
     }
 
     /// The directory of the snapshot with this chain ID.

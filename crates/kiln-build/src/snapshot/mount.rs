@@ -18,7 +18,12 @@
 //! upper dirs). `index=off` because nothing here needs hardlinks kept
 //! across copy-up or NFS export, and an index ties the upper dir to its
 //! lower dirs' file handles, which a snapshot renamed into place must not.
-//! No `userxattr`: kiln mounts as root and the codec reads `trusted.overlay.*`.
+//! In a user namespace (rootless kiln, docs/ISOLATION.md) `trusted.*`
+//! xattrs are out of reach, so the overlay is mounted with `userxattr`
+//! (`user.overlay.*`, Linux 5.11+), which refuses `redirect_dir=off` and
+//! wants `nofollow`: redirects neither made nor followed, as `off` means
+//! where the kernel does not force `redirect_always_follow`
+//! (overlayfs.rst, "Redirect dir"; fs/overlayfs/params.c).
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -37,6 +42,14 @@ use super::SnapshotError;
 /// Options every overlay of the snapshotter gets (see the module docs).
 const FIXED_OPTIONS: [(&str, &str); 3] = [
     ("redirect_dir", "off"),
+    ("metacopy", "off"),
+    ("index", "off"),
+];
+
+/// [`FIXED_OPTIONS`] of a `userxattr` mount (see the module docs); the
+/// flag itself is set without a value.
+const USERXATTR_OPTIONS: [(&str, &str); 3] = [
+    ("redirect_dir", "nofollow"),
     ("metacopy", "off"),
     ("index", "off"),
 ];
@@ -60,6 +73,19 @@ pub(crate) struct Overlay {
     pub(crate) lowers: Vec<PathBuf>,
     /// The upper and work dirs; `None` mounts read-only.
     pub(crate) upper: Option<(PathBuf, PathBuf)>,
+    /// Overlayfs's own xattrs are `user.overlay.*` (a mount in a user
+    /// namespace), not `trusted.overlay.*`.
+    pub(crate) userxattr: bool,
+}
+
+impl Overlay {
+    fn options(&self) -> [(&'static str, &'static str); 3] {
+        if self.userxattr {
+            USERXATTR_OPTIONS
+        } else {
+            FIXED_OPTIONS
+        }
+    }
 }
 
 /// Mounts `overlay` at `target` (an existing directory): with the new
@@ -193,7 +219,10 @@ fn mount_new_api(overlay: &Overlay, target: &Path) -> Result<(), Fallback> {
         set("upperdir", upper.os())?;
         set("workdir", work.os())?;
     }
-    for (key, value) in FIXED_OPTIONS {
+    if overlay.userxattr {
+        rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(|e| fail(kernel_log(&fs), e))?;
+    }
+    for (key, value) in overlay.options() {
         set(key, OsStr::new(value))?;
     }
     rustix::mount::fsconfig_create(&fs).map_err(|e| fail(kernel_log(&fs), e))?;
@@ -244,7 +273,10 @@ fn mount_legacy(overlay: &Overlay, target: &Path) -> Result<(), SnapshotError> {
             data.extend_from_slice(b",workdir=");
             data.extend_from_slice(&w.text);
         }
-        for (key, value) in FIXED_OPTIONS {
+        if overlay.userxattr {
+            data.extend_from_slice(b",userxattr");
+        }
+        for (key, value) in overlay.options() {
             data.extend_from_slice(format!(",{key}={value}").as_bytes());
         }
         data
@@ -341,7 +373,11 @@ mod tests {
             fs_err::create_dir(&w).unwrap();
             (u, w)
         });
-        let overlay = Overlay { lowers, upper };
+        let overlay = Overlay {
+            lowers,
+            upper,
+            userxattr: false,
+        };
         if legacy {
             mount_legacy(&overlay, &target).unwrap();
         } else {
@@ -385,6 +421,7 @@ mod tests {
         let overlay = Overlay {
             lowers: tree(tmp.path(), 2),
             upper: None,
+            userxattr: false,
         };
         let hold = |secs: &str| {
             std::process::Command::new("sleep")
@@ -423,6 +460,7 @@ mod tests {
         let overlay = Overlay {
             lowers: vec![file],
             upper: None,
+            userxattr: false,
         };
         let e = mount(&overlay, tmp.path()).unwrap_err();
         let SnapshotError::Mount { detail, lowers, .. } = &e else {

@@ -109,7 +109,7 @@ impl OverlaySnapshotter {
         })?;
         on_event(UnpackEvent::Started { chain_id, layer });
         let unpacked =
-            make_dir(&dir).and_then(|()| unpack(self.store(), layer, &dir, Whiteouts::Overlay));
+            make_dir(&dir).and_then(|()| unpack(self.store(), layer, &dir, self.whiteouts()));
         let stats = match unpacked {
             Ok(stats) => stats,
             Err(e) => {
