@@ -31,6 +31,14 @@ pub(crate) struct HostFacts {
     pub(crate) cgroup_v2: bool,
     /// The highest open-files limit a run can be given.
     pub(crate) max_nofile: u64,
+    /// kiln runs in a user namespace of its own (rootless kiln,
+    /// docs/ISOLATION.md): runc, "root" there, cannot mount sysfs over the
+    /// host's network namespace nor a cgroup filesystem, and makes no
+    /// cgroup (it sees the namespace and acts rootless).
+    pub(crate) user_namespace: bool,
+    /// Group 5 (`tty`, devpts's `gid=5`) exists in kiln's user namespace:
+    /// not where it maps the user's own ids alone.
+    pub(crate) tty_gid: bool,
 }
 
 impl HostFacts {
@@ -43,7 +51,10 @@ impl HostFacts {
         let bounding = caps("CapBnd:").unwrap_or(u64::MAX);
         // CAP_SYS_RESOURCE (24) lets runc raise a hard limit above kiln's
         // own, up to fs.nr_open.
-        let can_raise = caps("CapEff:").is_some_and(|c| c & (1 << 24) != 0);
+        // In a user namespace the capability counts for nothing: raising a
+        // hard limit needs it in the initial one (getrlimit(2)).
+        let user_namespace = kiln_fs::in_user_namespace();
+        let can_raise = !user_namespace && caps("CapEff:").is_some_and(|c| c & (1 << 24) != 0);
         let ceiling = if can_raise {
             fs_err::read_to_string("/proc/sys/fs/nr_open")
                 .ok()
@@ -55,8 +66,27 @@ impl HostFacts {
             bounding,
             cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
             max_nofile: ceiling.map_or(DEFAULT_NOFILE, |c| c.min(DEFAULT_NOFILE)),
+            user_namespace,
+            tty_gid: maps_id(
+                &fs_err::read_to_string("/proc/self/gid_map").unwrap_or_default(),
+                TTY_GID,
+            ),
         }
     }
+}
+
+/// The group devpts gives new terminals (containerd's default spec).
+const TTY_GID: u32 = 5;
+
+/// Whether a uid_map or gid_map text maps the id `id` (inside).
+pub(crate) fn maps_id(map: &str, id: u32) -> bool {
+    map.lines().any(|line| {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        matches!(f.as_slice(), [inside, _, count] if *inside <= u64::from(id) && u64::from(id) < inside + count)
+    })
 }
 
 /// Capability numbers of linux/capability.h, by name.
@@ -134,7 +164,11 @@ pub(crate) const HOSTNAME_FILE: &str = "hostname";
 
 /// The mounts of a run in mount order: the defaults, the /etc files, then
 /// the user's mounts, parents first.
-pub(crate) fn mounts(run: &RunSpec, bundle: &Path) -> Result<Vec<OciMount>, SandboxError> {
+pub(crate) fn mounts(
+    run: &RunSpec,
+    host: &HostFacts,
+    bundle: &Path,
+) -> Result<Vec<OciMount>, SandboxError> {
     let insecure = run.security == SecurityMode::Insecure;
     let ro = |rw: bool| if rw { "rw" } else { "ro" };
     let mut out = vec![
@@ -149,14 +183,19 @@ pub(crate) fn mounts(run: &RunSpec, bundle: &Path) -> Result<Vec<OciMount>, Sand
             "/dev/pts",
             "devpts",
             "devpts",
+            // A gid the namespace does not map fails the mount (EINVAL):
+            // left out, as `runc spec --rootless` does.
             &[
                 "nosuid",
                 "noexec",
                 "newinstance",
                 "ptmxmode=0666",
                 "mode=0620",
-                "gid=5",
-            ],
+                if host.tty_gid { "gid=5" } else { "" },
+            ]
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>(),
         )?,
         mount(
             "/dev/shm",
@@ -170,22 +209,36 @@ pub(crate) fn mounts(run: &RunSpec, bundle: &Path) -> Result<Vec<OciMount>, Sand
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         )?,
-        mount(
+    ];
+    if host.user_namespace && run.network != NetworkMode::None {
+        // Rootless: sysfs may be mounted only by the owner of the network
+        // namespace, which is the host's (sysfs_get_tree, "net ns"), and a
+        // cgroup filesystem not at all; the host's /sys, read-only, as
+        // `runc spec --rootless` and rootless BuildKit do.
+        out.push(bind(
+            Path::new("/sys"),
+            Path::new("/sys"),
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        )?);
+    } else {
+        out.push(mount(
             "/sys",
             "sysfs",
             "sysfs",
             &["nosuid", "noexec", "nodev", ro(insecure)],
-        )?,
+        )?);
+    }
+    if !host.user_namespace {
         // runc mounts the run's own cgroups here (on cgroup v1 a tmpfs with a
         // bind of each controller), read-only unless insecure (BuildKit's
         // withCGroup / oci.WithWriteableCgroupfs).
-        mount(
+        out.push(mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
             &["nosuid", "noexec", "nodev", ro(insecure)],
-        )?,
-    ];
+        )?);
+    }
     // BuildKit drops containerd's /run tmpfs (moby/buildkit#429): what a
     // step writes to /run belongs to the image.
 
@@ -367,7 +420,7 @@ pub(crate) fn runtime_spec(
     SpecBuilder::default()
         .version("1.0.2")
         .root(root)
-        .mounts(mounts(run, bundle)?)
+        .mounts(mounts(run, host, bundle)?)
         .process(process)
         .hostname(run.hostname.clone())
         .linux(linux)
@@ -442,6 +495,8 @@ mod tests {
         bounding: (1 << 41) - 1,
         cgroup_v2: false,
         max_nofile: DEFAULT_NOFILE,
+        user_namespace: false,
+        tty_gid: true,
     };
 
     fn spec_of(run: &RunSpec) -> Spec {
@@ -733,5 +788,65 @@ mod tests {
             runtime_spec(&run, &HOST, Path::new("/b")),
             Err(SandboxError::UnknownRlimit { .. })
         ));
+    }
+
+    fn mount_of<'a>(v: &'a serde_json::Value, destination: &str) -> Option<&'a serde_json::Value> {
+        v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == destination)
+    }
+
+    /// Rootless: runc may not mount sysfs over the host's network
+    /// namespace, nor a cgroup filesystem; with a network of its own it
+    /// may mount sysfs.
+    #[test]
+    fn in_a_user_namespace_sys_is_the_hosts_read_only() {
+        let host = HostFacts {
+            user_namespace: true,
+            ..HOST
+        };
+        let mut run = RunSpec::new("/rootfs", ["true"]);
+        let v = serde_json::to_value(runtime_spec(&run, &host, Path::new("/b")).unwrap()).unwrap();
+        let sys = mount_of(&v, "/sys").unwrap();
+        assert_eq!(sys["source"], "/sys");
+        assert!(sys["options"].as_array().unwrap().contains(&"ro".into()));
+        assert!(sys["options"].as_array().unwrap().contains(&"rbind".into()));
+        assert!(mount_of(&v, "/sys/fs/cgroup").is_none());
+
+        run.network = NetworkMode::None;
+        let v = serde_json::to_value(runtime_spec(&run, &host, Path::new("/b")).unwrap()).unwrap();
+        assert_eq!(mount_of(&v, "/sys").unwrap()["type"], "sysfs");
+        assert!(mount_of(&v, "/sys/fs/cgroup").is_none());
+
+        let v = serde_json::to_value(runtime_spec(&run, &HOST, Path::new("/b")).unwrap()).unwrap();
+        assert_eq!(mount_of(&v, "/sys").unwrap()["type"], "sysfs");
+        assert_eq!(mount_of(&v, "/sys/fs/cgroup").unwrap()["type"], "cgroup");
+    }
+
+    #[test]
+    fn devpts_gets_the_tty_group_only_where_it_is_mapped() {
+        assert!(maps_id("         0          0 4294967295\n", 5));
+        assert!(maps_id("0 1000 1\n1 100000 65536\n", 5));
+        assert!(!maps_id("0 1000 1\n", 5));
+        let run = RunSpec::new("/rootfs", ["true"]);
+        let options = |host: &HostFacts| {
+            let v =
+                serde_json::to_value(runtime_spec(&run, host, Path::new("/b")).unwrap()).unwrap();
+            mount_of(&v, "/dev/pts").unwrap()["options"].clone()
+        };
+        assert!(options(&HOST).as_array().unwrap().contains(&"gid=5".into()));
+        let single = HostFacts {
+            user_namespace: true,
+            tty_gid: false,
+            ..HOST
+        };
+        assert!(
+            !options(&single)
+                .as_array()
+                .unwrap()
+                .contains(&"gid=5".into())
+        );
     }
 }

@@ -68,7 +68,8 @@ const RUNC_PLACES: &[&str] = &[
 /// Container ids start with this, then the kiln pid: see [`RuncExecutor::sweep`].
 const ID_PREFIX: &str = "kiln-";
 
-/// Runs [`RunSpec`]s with `runc`. Needs root (rootless is a later step).
+/// Runs [`RunSpec`]s with `runc`. Needs root, or to be root in a user
+/// namespace of its own (rootless kiln): runc then acts rootless.
 #[derive(Debug)]
 pub struct RuncExecutor {
     runc: Option<PathBuf>,
@@ -258,7 +259,7 @@ impl RuncExecutor {
         let json = serde_json::to_vec_pretty(&config).map_err(SandboxError::spec)?;
         fs_err::write(dir.join("config.json"), json)?;
 
-        let points: Vec<(PathBuf, StubKind)> = bundle::mounts(spec, dir)?
+        let points: Vec<(PathBuf, StubKind)> = bundle::mounts(spec, self.host(), dir)?
             .into_iter()
             .map(|m| {
                 let file = m.typ().as_deref() == Some("bind")
