@@ -45,6 +45,22 @@ pub(crate) fn runc(runc: &Path, state: &Path, args: &[&OsStr]) -> io::Result<Out
     }
 }
 
+/// The arguments of `runc kill` that end every process of container `id`.
+/// As root, `--all`, which signals each process runc finds in the
+/// container's cgroup. In a user namespace (rootless kiln) runc makes no
+/// cgroup and `--all` fails (runc 1.1: "unable to signal all processes"),
+/// so the container's init alone: every run has a pid namespace of its
+/// own, and the kernel kills all of it when its init dies
+/// (pid_namespaces(7)).
+pub(crate) fn kill_args(id: &str) -> Vec<&OsStr> {
+    let mut args = vec![OsStr::new("kill")];
+    if !kiln_fs::in_user_namespace() {
+        args.push(OsStr::new("--all"));
+    }
+    args.extend([OsStr::new(id), OsStr::new("KILL")]);
+    args
+}
+
 /// runc's error messages from its JSON log (`--log-format json`): the `msg`
 /// of every error-level line; the raw text when it is not JSON.
 pub(crate) fn log_errors(log: &str) -> String {

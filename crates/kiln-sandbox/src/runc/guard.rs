@@ -16,7 +16,8 @@
 //! guardian's read returns end of file. When the run ends normally kiln
 //! first writes one byte: the guardian then exits at once and kiln reaps
 //! it. End of file without that byte means kiln is gone: the guardian
-//! repeats `runc kill --all <id> KILL` until no `runc run` of the container
+//! repeats `runc kill --all <id> KILL` (without `--all` when rootless:
+//! `command::kill_args`) until no `runc run` of the container
 //! is left (runc itself is SIGKILLed after [`KILL_GRACE`]), then runs
 //! `runc delete --force <id>` and exits. Killing the init is enough for the
 //! whole tree: it is pid 1 of the run's pid namespace, and the kernel kills
@@ -146,12 +147,7 @@ fn released(mut pipe: impl io::Read) -> bool {
 fn end_container(runc: &Path, state: &Path, id: &str) {
     let start = Instant::now();
     let mut quiet_since: Option<Instant> = None;
-    let kill = [
-        OsStr::new("kill"),
-        OsStr::new("--all"),
-        OsStr::new(id),
-        OsStr::new("KILL"),
-    ];
+    let kill = command::kill_args(id);
     while start.elapsed() < GIVE_UP {
         // Fails while the container is being created, or once it is gone.
         let _ = command::runc(runc, state, &kill);

@@ -166,16 +166,7 @@ impl RuncExecutor {
                     Some(path) => path.clone(),
                     None => found.insert(self.runc_path()?).clone(),
                 };
-                let _ = command::runc(
-                    &runc,
-                    &state,
-                    &[
-                        OsStr::new("kill"),
-                        OsStr::new("--all"),
-                        OsStr::new(&id),
-                        OsStr::new("KILL"),
-                    ],
-                );
+                let _ = command::runc(&runc, &state, &command::kill_args(&id));
                 let out = command::runc(
                     &runc,
                     &state,
@@ -447,17 +438,11 @@ struct Container<'a> {
 }
 
 impl Container<'_> {
-    /// One step of killing: `runc kill --all` (it fails while the container
+    /// One step of killing: `runc kill --all` (`command::kill_args`; it fails while the container
     /// is being created, so it is repeated), then runc itself past the grace.
     fn kill(&mut self) {
         let since = *self.kill_since.get_or_insert_with(Instant::now);
-        let args = [
-            OsStr::new("kill"),
-            OsStr::new("--all"),
-            OsStr::new(self.id),
-            OsStr::new("KILL"),
-        ];
-        let _ = command::runc(self.runc, self.state, &args);
+        let _ = command::runc(self.runc, self.state, &command::kill_args(self.id));
         if since.elapsed() > KILL_GRACE {
             let _ = match self.pidfd {
                 Some(pidfd) => pidfd_send_signal(pidfd, Signal::KILL),
