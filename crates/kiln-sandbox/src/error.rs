@@ -89,6 +89,23 @@ pub enum SandboxError {
     #[error("invalid runtime spec: {message}")]
     Spec { message: String },
 
+    /// The kernel refused this process a user namespace (rootless kiln).
+    #[error("kiln cannot make a user namespace for a rootless build: {hint}")]
+    UserNamespace {
+        hint: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// /etc/subuid or /etc/subgid gives this user ranges, and the setuid
+    /// helper that maps them is missing or failed.
+    #[error("{program} {what}: {detail}")]
+    IdMapHelper {
+        program: String,
+        what: &'static str,
+        detail: String,
+    },
+
     /// File system errors; they come from `fs_err` and name their path.
     #[error(transparent)]
     Io(#[from] io::Error),

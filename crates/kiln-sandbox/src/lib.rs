@@ -15,6 +15,9 @@
 //!   sockets.
 //! - [`OutputSink`]: where stdout and stderr go, as they arrive; [`Lines`]
 //!   splits them into lines, [`Collect`] keeps them.
+//! - [`spawn_in_user_namespace`] and [`enter_user_namespace`]: a rootless
+//!   kiln run again in a user and mount namespace of its own, mapped as
+//!   [`plan_user_namespace`] finds in /etc/subuid and /etc/subgid.
 //! - [`resolve_user`]: `USER name[:group]` against the root's /etc/passwd and
 //!   /etc/group, with Docker's rules.
 //! - `FakeExecutor` (feature `testing`): runs that start no process and do
@@ -68,6 +71,7 @@ mod runc;
 mod spec;
 mod stubs;
 mod user;
+mod userns;
 
 pub use crate::chroot::{CHROOT_EXEC, ChrootExecutor, run_chroot_exec, run_chroot_init};
 pub use crate::control::{InitProcess, RunControl};
@@ -85,3 +89,7 @@ pub use crate::spec::{
     NetworkMode, Rlimit, RunSpec, Seccomp, SecurityMode, User,
 };
 pub use crate::user::resolve_user;
+pub use crate::userns::{
+    IdMap, IdRange, Mapping, RootlessMode, enter as enter_user_namespace,
+    plan_mapping as plan_user_namespace, spawn as spawn_in_user_namespace,
+};

@@ -186,6 +186,11 @@ pub enum Tool {
     Readelf,
     /// Debian's `chromium`, run headless to render `kiln build --report`'s page.
     Chromium,
+    /// shadow's setuid `newuidmap` (and `newgidmap` beside it): a rootless
+    /// kiln's subordinate id ranges.
+    Newuidmap,
+    /// shadow's `useradd` (the users of the rootless tests).
+    Useradd,
 }
 
 impl Tool {
@@ -201,6 +206,8 @@ impl Tool {
             Tool::Setpriv => (&["setpriv"], "util-linux"),
             Tool::Readelf => (&["readelf"], "binutils"),
             Tool::Chromium => (&["chromium", "chromium-browser"], "chromium"),
+            Tool::Newuidmap => (&["newuidmap"], "uidmap"),
+            Tool::Useradd => (&["useradd"], "passwd"),
         }
     }
 }

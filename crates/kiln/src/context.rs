@@ -22,34 +22,56 @@ pub(crate) const CHROOT_INIT_COMMAND: &str = "__chroot-run";
 /// How RUN steps are isolated (docs/ISOLATION.md).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Isolation {
-    /// runc where kiln may mount (CAP_SYS_ADMIN and a runc binary), else chroot.
+    /// runc where kiln may mount (CAP_SYS_ADMIN and a runc binary), else
+    /// chroot; rootless for a normal user.
     #[default]
     Auto,
-    /// runc: namespaces, overlayfs, seccomp, as BuildKit does.
+    /// runc: namespaces, overlayfs, seccomp, as BuildKit does (as root).
     Runc,
     /// chroot: no mounts or namespaces, for an unprivileged container (Kaniko's place).
     Chroot,
+    /// rootless: a normal user's kiln in a user namespace of its own,
+    /// rootless runc over overlayfs with `userxattr`.
+    Rootless,
 }
 
 impl Isolation {
-    /// The isolation to use on this machine: `Runc` or `Chroot`, with why
-    /// when `auto` chose chroot.
+    /// The isolation to use on this machine: `Runc`, `Chroot` or
+    /// `Rootless`, with why when `auto` chose chroot.
     pub(crate) fn resolve(self) -> anyhow::Result<(Isolation, Option<String>)> {
         let caps = effective_capabilities();
         let has = |bit: u32| caps.is_some_and(|c| c & (1 << bit) != 0);
         // linux/capability.h: CAP_SYS_CHROOT 18, CAP_SYS_ADMIN 21.
         let (chroot, admin) = (has(18), has(21));
         let runc = RuncExecutor::new("/").runc_path().is_ok();
+        // A normal user's kiln runs in its own user namespace (main), where
+        // it has every capability, over its own mounts only.
+        let rootless = crate::rootless::mode().is_some();
         match self {
+            Isolation::Runc if rootless => anyhow::bail!(
+                "--isolation runc needs root; as a normal user kiln builds rootless \
+                 (--isolation rootless, which auto picks)"
+            ),
+            Isolation::Rootless if !rootless => anyhow::bail!(
+                "--isolation rootless is how a normal user's kiln builds; as root use \
+                 --isolation runc (or auto)"
+            ),
             Isolation::Runc => Ok((Isolation::Runc, None)),
+            Isolation::Rootless | Isolation::Auto if rootless && runc => {
+                Ok((Isolation::Rootless, None))
+            }
+            Isolation::Rootless => anyhow::bail!(
+                "--isolation rootless runs steps with runc, and no runc binary was found \
+                 (install runc, Debian's package `runc`)"
+            ),
             Isolation::Chroot if chroot => Ok((Isolation::Chroot, None)),
             Isolation::Chroot => anyhow::bail!(
                 "--isolation chroot needs CAP_SYS_CHROOT, which this process does not have \
                  (run kiln as root, or in a container as its root user)"
             ),
-            Isolation::Auto if admin && runc => Ok((Isolation::Runc, None)),
+            Isolation::Auto if admin && runc && !rootless => Ok((Isolation::Runc, None)),
             Isolation::Auto if chroot => {
-                let why = if admin {
+                let why = if rootless || admin {
                     "no runc binary was found"
                 } else {
                     "this process may not mount (no CAP_SYS_ADMIN, as in a container with \
@@ -59,8 +81,8 @@ impl Isolation {
             }
             Isolation::Auto => anyhow::bail!(
                 "kiln cannot isolate RUN steps here: runc needs CAP_SYS_ADMIN and chroot needs \
-                 CAP_SYS_CHROOT, and this process has neither (rootless builds are not \
-                 supported yet; run kiln as root, or in a container as its root user)"
+                 CAP_SYS_CHROOT, and this process has neither (run kiln as root, as a normal \
+                 user, or in a container as its root user)"
             ),
         }
     }

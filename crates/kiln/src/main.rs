@@ -8,6 +8,7 @@ mod pipeline;
 mod progress;
 mod render;
 mod report;
+mod rootless;
 
 use std::process::ExitCode;
 
@@ -90,6 +91,11 @@ fn main() -> ExitCode {
     if argv.get(1).is_some_and(|a| a == kiln_sandbox::CHROOT_EXEC) {
         return kiln_sandbox::run_chroot_exec();
     }
+    // A rootless child makes its namespaces while it has one thread.
+    if let Err(err) = rootless::enter_if_child() {
+        report::print_error(&err);
+        return ExitCode::FAILURE;
+    }
     // Installed as `/kaniko/executor`: Kaniko's command line.
     if commands::executor::invoked_as_executor(argv.first()) {
         return commands::executor::main_as_executor();
@@ -102,6 +108,21 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    // Every command that opens a store or runs a step; parsing and linting
+    // touch neither, and `kiln ci` only prints.
+    let opens_store = !matches!(
+        cli.command,
+        Command::Parse(_) | Command::Lint(_) | Command::Ci(_)
+    );
+    if rootless::wanted(opens_store) {
+        return match rootless::run_again(&cli.global, &argv) {
+            Ok(code) => code,
+            Err(err) => {
+                report::print_error(&err);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let ctx = Context::new(cli.global);
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),

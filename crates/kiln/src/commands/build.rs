@@ -682,6 +682,11 @@ fn build_and_export(
     {
         eprintln!("isolation: chroot, because {why} (docs/ISOLATION.md)");
     }
+    if let Some(note) = crate::rootless::single_id_note()
+        && !matches!(ctx.args.progress, ProgressMode::Json | ProgressMode::Quiet)
+    {
+        eprintln!("{note}");
+    }
     let mut trees = None;
     let (snapshotter, executor): (
         Arc<dyn kiln_build::Snapshotter>,
@@ -693,7 +698,9 @@ fn build_and_export(
             trees = Some(tree.clone());
             (Arc::new(tree), Arc::new(ctx.chroot_executor()))
         }
-        Isolation::Runc | Isolation::Auto => (
+        // Rootless is runc over overlayfs too: in the user namespace, the
+        // snapshotter mounts with `userxattr` and runc acts rootless.
+        Isolation::Runc | Isolation::Rootless | Isolation::Auto => (
             Arc::new(
                 kiln_build::OverlaySnapshotter::new(&store)
                     .map_err(|e| build_error(&dockerfile, &dockerfile_text, e.into()))?,
