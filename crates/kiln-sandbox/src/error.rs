@@ -99,10 +99,10 @@ pub enum SandboxError {
 
     /// /etc/subuid or /etc/subgid gives this user ranges, and the setuid
     /// helper that maps them is missing or failed.
-    #[error("{program} {what}: {detail}")]
+    #[error("{program} {detail}")]
     IdMapHelper {
-        program: String,
-        what: &'static str,
+        /// `newuidmap` or `newgidmap`.
+        program: &'static str,
         detail: String,
     },
 

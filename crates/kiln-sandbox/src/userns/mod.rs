@@ -70,14 +70,13 @@ pub fn plan_mapping() -> Result<Mapping, SandboxError> {
     ) else {
         return Ok(Mapping::Single { uid, gid });
     };
-    let helper = |program: &str| {
+    let helper = |program: &'static str| {
         maps::find_helper(program).ok_or_else(|| SandboxError::IdMapHelper {
-            program: program.to_owned(),
-            what: "is not installed",
+            program,
             detail: format!(
-                "/etc/subuid and /etc/subgid give {} ranges, which only the setuid helpers \
-                 newuidmap and newgidmap may map: install them (Debian and Ubuntu: \
-                 `apt-get install uidmap`; Fedora: `dnf install shadow-utils`)",
+                "is not installed: /etc/subuid and /etc/subgid give {} ranges, which only the \
+                 setuid helpers newuidmap and newgidmap may map: install them (Debian and \
+                 Ubuntu: `apt-get install uidmap`; Fedora: `dnf install shadow-utils`)",
                 name.as_deref().unwrap_or("this user")
             ),
         })
@@ -133,8 +132,11 @@ pub fn spawn(mut command: Command, mapping: &Mapping) -> Result<Child, SandboxEr
         newgidmap,
     } = mapping
     {
-        for (helper, map) in [(newuidmap, uids), (newgidmap, gids)] {
-            if let Err(e) = run_helper(helper, child.id(), map) {
+        for (program, helper, map) in [
+            ("newuidmap", newuidmap, uids),
+            ("newgidmap", newgidmap, gids),
+        ] {
+            if let Err(e) = run_helper(program, helper, child.id(), map) {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(e);
@@ -146,26 +148,29 @@ pub fn spawn(mut command: Command, mapping: &Mapping) -> Result<Child, SandboxEr
     Ok(child)
 }
 
-fn run_helper(helper: &std::path::Path, pid: u32, map: &IdMap) -> Result<(), SandboxError> {
-    let program = helper.display().to_string();
+fn run_helper(
+    program: &'static str,
+    helper: &std::path::Path,
+    pid: u32,
+    map: &IdMap,
+) -> Result<(), SandboxError> {
     let out = Command::new(helper)
         .arg(pid.to_string())
         .args(map.helper_args())
         .output()
         .map_err(|e| SandboxError::IdMapHelper {
-            program: program.clone(),
-            what: "could not be started",
-            detail: e.to_string(),
+            program,
+            detail: format!("({}) could not be started: {e}", helper.display()),
         })?;
     if out.status.success() {
         return Ok(());
     }
     Err(SandboxError::IdMapHelper {
         program,
-        what: "failed",
         detail: format!(
-            "{} (it maps {}; check the user's lines in /etc/subuid and /etc/subgid, and \
-             that the helper is setuid root or has cap_setuid/cap_setgid)",
+            "({}) failed: {} (it maps {}; check the user's lines in /etc/subuid and \
+             /etc/subgid, and that the helper is setuid root or has cap_setuid/cap_setgid)",
+            helper.display(),
             String::from_utf8_lossy(&out.stderr).trim(),
             map.helper_args().join(" ")
         ),

@@ -212,7 +212,8 @@ pub(crate) struct ExecutorArgs {
           default_missing_value = "true", value_parser = go_bool)]
     pub(crate) compressed_caching: Option<bool>,
     /// kiln's own: how RUN steps are isolated, `auto` (runc where kiln may mount, else
-    /// chroot, as in an unprivileged pod), `runc` or `chroot` (docs/ISOLATION.md).
+    /// chroot, as in an unprivileged pod; rootless for a normal user), `runc`, `chroot`
+    /// or `rootless` (docs/ISOLATION.md).
     #[arg(long, default_value = "auto", value_name = "MODE")]
     pub(crate) isolation: String,
     /// Print the plan (the `kiln build` flags, files, notes) as JSON and build nothing.
