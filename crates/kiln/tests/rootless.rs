@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_testkit::need::{Root, Runc, Tool, need};
+use kiln_testkit::{Registry, RegistryOptions};
 use support::{Kiln, full_busybox_root, run, tar_gz, text};
 
 const BASE: &str = "kiln.local/rootless-base:1";
@@ -488,7 +489,18 @@ fn a_terminated_rootless_kiln_cancels_its_step() {
         rustix::process::Signal::TERM,
     )
     .unwrap();
-    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("SIGTERM did not end the rootless build");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(status.code(), Some(143), "{status}");
     none_left("3121", 5, "the step outlived its cancelled build");
 }
@@ -534,4 +546,62 @@ fn a_rootless_step_dies_with_its_timeout() {
         "the step outlived its timeout: {:?}",
         sleeping("3120")
     );
+}
+
+/// Inside its namespace the user's kiln still reads the user's registry
+/// credentials (`~/.docker/config.json`, mode 0600) and reaches the
+/// registry over the host's network: a build pushed to a registry with
+/// basic auth.
+#[test]
+fn a_rootless_build_pushes_with_the_users_credentials() {
+    if !needs() {
+        return;
+    }
+    let Some(registry) = Registry::start(RegistryOptions {
+        htpasswd: Some(("kiln".into(), "s3cret".into())),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let (uid, gid) = user(RANGED, Some("300000:65536"));
+    let home = Home::new(uid, gid);
+    let tarball = users_base(&home);
+    let docker = home.path().join("home/.docker");
+    fs_err::create_dir_all(&docker).unwrap();
+    // base64("kiln:s3cret")
+    fs_err::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"a2lsbjpzM2NyZXQ="}}}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+    fs_err::set_permissions(
+        docker.join("config.json"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let ctx = context(
+        &home.path().join("home/push"),
+        "FROM kiln.local/rootless-base:1\nRUN echo pushed > /pushed\n",
+    );
+    home.chown_all();
+    user_ok(&home, &["import", tarball.to_str().unwrap(), "--tag", BASE]);
+    let name = format!("{}/rootless/app:1", registry.host());
+    let output = format!("type=registry,name={name}");
+    user_ok(
+        &home,
+        &["build", "--output", &output, ctx.to_str().unwrap()],
+    );
+
+    // Root pulls it back with the same credentials.
+    let kiln = Kiln::new();
+    let out = kiln
+        .cmd()
+        .env("DOCKER_CONFIG", &docker)
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
