@@ -38,6 +38,19 @@ pub enum Event {
     BlobExists { operation: Operation },
     /// The blob was mounted from another repository of the same registry.
     Mounted { operation: Operation, from: String },
+    /// A pull of `image` (familiar form) did not come from `mirror`
+    /// (`reason`); the next mirror, or the image's own registry, is next.
+    MirrorFailed {
+        image: String,
+        mirror: String,
+        reason: String,
+    },
+    /// A pull of `image` came from `mirror`, as `from`.
+    Mirrored {
+        image: String,
+        mirror: String,
+        from: String,
+    },
 }
 
 /// How often [`Event::Progress`] is reported.

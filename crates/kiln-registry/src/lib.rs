@@ -18,6 +18,9 @@
 //!   `Retry-After`; downloads resume with `Range`, uploads from the offset
 //!   the registry reports. Each retry, resume and restart is reported as an
 //!   [`Event`].
+//! - Pull mirrors ([`Mirror`], [`ClientOptions::pull_mirror`]): a pull of
+//!   a registry's image tries its mirrors in order, then (unless turned
+//!   off) the registry itself.
 //! - Digests are verified: manifests fetched by digest, every pulled blob.
 //! - Whole images move between the registry and a content store
 //!   ([`pull_image`], [`push_descriptor`]) or between repositories
@@ -53,6 +56,7 @@ mod event;
 mod http;
 mod io;
 mod manifest;
+mod mirror;
 mod options;
 mod pull;
 mod push;
@@ -66,6 +70,7 @@ pub use crate::error::{Error, Operation, OperationKind};
 pub use crate::event::{Event, EventHandler, PROGRESS_STEP};
 pub use crate::io::{BlobSink, BlobSource, FileSink, FileSource};
 pub use crate::manifest::{Manifest, ManifestInfo};
+pub use crate::mirror::{Mirror, MirrorError};
 pub use crate::options::{ClientOptions, Credentials, RetryPolicy, UploadPolicy};
 pub use crate::push::PushOutcome;
 pub use crate::transfer::{

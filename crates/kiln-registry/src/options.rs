@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{Event, EventHandler};
+use crate::mirror::Mirrors;
+use crate::{Event, EventHandler, Mirror};
 
 /// Settings of a [`RegistryClient`](crate::RegistryClient), built with
 /// chained setters from [`ClientOptions::default()`].
@@ -27,6 +28,7 @@ pub struct ClientOptions {
     pub(crate) upload: UploadPolicy,
     pub(crate) user_agent: String,
     pub(crate) resolve: BTreeMap<String, IpAddr>,
+    pub(crate) mirrors: Mirrors,
     pub(crate) on_event: Option<EventHandler>,
 }
 
@@ -46,6 +48,7 @@ impl Default for ClientOptions {
             upload: UploadPolicy::default(),
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")).to_string(),
             resolve: BTreeMap::new(),
+            mirrors: Mirrors::default(),
             on_event: None,
         }
     }
@@ -139,6 +142,22 @@ impl ClientOptions {
         self
     }
 
+    /// Pull `registry`'s images from `mirror` first ([`pull_image`](crate::pull_image)
+    /// only: pushes, manifests asked for by name and caches go to the
+    /// registry named). Mirrors of one registry are tried in the order
+    /// added; Docker Hub is `docker.io` by any of its names.
+    pub fn pull_mirror(mut self, registry: &str, mirror: Mirror) -> Self {
+        self.mirrors.add(registry, mirror);
+        self
+    }
+
+    /// Whether a pull whose every mirror failed tries the registry itself.
+    /// Default true; false is Kaniko's `--skip-default-registry-fallback`.
+    pub fn mirror_fallback(mut self, fallback: bool) -> Self {
+        self.mirrors.fallback = fallback;
+        self
+    }
+
     /// Receive every [`Event`] (retries, resumes, progress).
     pub fn on_event(mut self, handler: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(handler));
@@ -161,6 +180,7 @@ impl fmt::Debug for ClientOptions {
             .field("upload", &self.upload)
             .field("user_agent", &self.user_agent)
             .field("resolve", &self.resolve)
+            .field("mirrors", &self.mirrors)
             .finish_non_exhaustive()
     }
 }

@@ -10,7 +10,7 @@ use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use kiln_image::document::{Descriptor, ImageDocument};
 use kiln_image::{BlobFetcher, BlobSource, Digest, Ingest, Platform, Reference, Store, StoreError};
 
-use crate::{BlobSink, Error, FileSource, PushOutcome, RegistryClient, Repository};
+use crate::{BlobSink, Error, Event, FileSource, PushOutcome, RegistryClient, Repository};
 
 /// How many blobs move at once.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -39,6 +39,15 @@ pub enum TransferError {
     Invalid { reference: String, reason: String },
     #[error("{reference}: lists the manifest {digest}, which the registry does not have")]
     MissingManifest { reference: String, digest: Digest },
+    #[error(
+        "no mirror of {registry} has it, and falling back to {registry} is turned off; tried {tried}"
+    )]
+    NoMirror {
+        reference: String,
+        registry: String,
+        /// Each mirror tried, with why it failed: `m1 (reason); m2 (reason)`.
+        tried: String,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: std::path::PathBuf,
@@ -75,6 +84,9 @@ impl Default for PullOptions {
 /// What a pull stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PulledImage {
+    /// Where it came from: the reference asked for, or its place in the
+    /// mirror that gave it.
+    pub source: Reference,
     /// What the tag now points at: the platform's manifest, or the index.
     pub target: Descriptor,
     /// The digest the registry has for the reference (an index's, when the
@@ -290,7 +302,10 @@ fn parse_document(
     })
 }
 
-/// Pulls `reference` into `store` and tags it there.
+/// Pulls `reference` into `store` and tags it there. The client's mirrors
+/// of its registry are tried first, in order (a mirror that fails in any
+/// way but the store's is passed over), then the registry itself unless
+/// the client's mirror fallback is off.
 pub async fn pull_image(
     client: &RegistryClient,
     store: &Store,
@@ -298,11 +313,55 @@ pub async fn pull_image(
     options: &PullOptions,
 ) -> Result<PulledImage, TransferError> {
     let reference = reference.clone().with_default_tag();
-    let repository = Repository::of(&reference);
-    let top = client.get_manifest(&reference).await?;
+    let mirrors = &client.inner.options.mirrors;
+    let mut tried = Vec::new();
+    for mirror in mirrors.of(&reference.registry) {
+        let from = mirror.reference(&reference);
+        match pull_from(client, store, &reference, &from, options).await {
+            Ok(pulled) => {
+                client.inner.emit(Event::Mirrored {
+                    image: reference.familiar(),
+                    mirror: mirror.to_string(),
+                    from: from.to_string(),
+                });
+                return Ok(pulled);
+            }
+            // The store's own failures are not the mirror's.
+            Err(e @ (TransferError::Store(_) | TransferError::Io { .. })) => return Err(e),
+            Err(e) => {
+                client.inner.emit(Event::MirrorFailed {
+                    image: reference.familiar(),
+                    mirror: mirror.to_string(),
+                    reason: e.to_string(),
+                });
+                tried.push(format!("{mirror} ({e})"));
+            }
+        }
+    }
+    if !tried.is_empty() && !mirrors.fallback {
+        return Err(TransferError::NoMirror {
+            reference: reference.familiar(),
+            registry: reference.registry.clone(),
+            tried: tried.join("; "),
+        });
+    }
+    pull_from(client, store, &reference, &reference, options).await
+}
+
+/// Pulls `from` (`reference` itself, or its place in a mirror) into `store`
+/// and tags it there as `reference`.
+async fn pull_from(
+    client: &RegistryClient,
+    store: &Store,
+    reference: &Reference,
+    from: &Reference,
+    options: &PullOptions,
+) -> Result<PulledImage, TransferError> {
+    let repository = Repository::of(from);
+    let top = client.get_manifest(from).await?;
     let registry_digest = top.digest.clone();
     store_document(store, &top.bytes, &top.digest)?;
-    let top_doc = parse_document(&reference, &top.media_type, &top.bytes)?;
+    let top_doc = parse_document(from, &top.media_type, &top.bytes)?;
 
     // The manifests to pull the blobs of, and what the tag will name.
     let (manifests, target) = match &top_doc {
@@ -337,10 +396,10 @@ pub async fn pull_image(
             let mut docs = Vec::new();
             for child in &children {
                 let m = client
-                    .get_manifest(&with_digest(&reference, &child.digest))
+                    .get_manifest(&with_digest(from, &child.digest))
                     .await?;
                 store_document(store, &m.bytes, &m.digest)?;
-                docs.push(parse_document(&reference, &m.media_type, &m.bytes)?);
+                docs.push(parse_document(from, &m.media_type, &m.bytes)?);
             }
             let target = if options.all_platforms {
                 top_doc.descriptor()
@@ -371,7 +430,7 @@ pub async fn pull_image(
     // here, and a lazy one is fetched from here.
     store.update(|w| {
         for layer in &layers {
-            w.add_blob_source(layer, &reference.registry, &reference.repository)?;
+            w.add_blob_source(layer, &from.registry, &from.repository)?;
         }
         Ok(())
     })?;
@@ -395,8 +454,9 @@ pub async fn pull_image(
     .try_collect::<Vec<()>>()
     .await?;
 
-    store.tag(&reference, &target)?;
+    store.tag(reference, &target)?;
     Ok(PulledImage {
+        source: from.clone(),
         target,
         registry_digest,
         downloaded,
