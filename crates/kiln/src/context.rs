@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use kiln_image::{Store, StoreOptions};
-use kiln_registry::{ClientOptions, Event, EventHandler, RegistryClient, RetryPolicy};
+use kiln_registry::{ClientOptions, Event, EventHandler, Mirror, RegistryClient, RetryPolicy};
 use kiln_sandbox::RuncExecutor;
 
 use crate::progress::{Progress, ProgressMode, TaskId};
@@ -96,6 +96,42 @@ fn effective_capabilities() -> Option<u64> {
         .find_map(|l| l.strip_prefix("CapEff:"))?
         .trim();
     u64::from_str_radix(hex, 16).ok()
+}
+
+/// Registries whose images pulls take from a mirror first
+/// (`--registry-mirror`), and whether they fall back to the registry
+/// itself when every mirror fails.
+#[derive(Debug, Clone)]
+pub(crate) struct PullMirrors {
+    /// (registry, mirror), in the order tried for each registry.
+    pub(crate) mirrors: Vec<(String, Mirror)>,
+    pub(crate) fallback: bool,
+}
+
+impl PullMirrors {
+    /// `[REGISTRY=]MIRROR[/PREFIX]`, each; Docker Hub when no registry is
+    /// named.
+    pub(crate) fn parse(specs: &[String], fallback: bool) -> anyhow::Result<PullMirrors> {
+        let mut mirrors = Vec::new();
+        for spec in specs {
+            let (registry, mirror) = match spec.split_once('=') {
+                Some((registry, mirror)) => (registry, mirror),
+                None => (kiln_image::DOCKER_HUB, spec.as_str()),
+            };
+            let host: Mirror = registry
+                .parse()
+                .ok()
+                .filter(|m: &Mirror| m.prefix.is_empty())
+                .with_context(|| {
+                    format!("--registry-mirror {spec}: {registry:?} is not a registry host")
+                })?;
+            let mirror: Mirror = mirror
+                .parse()
+                .with_context(|| format!("--registry-mirror {spec}"))?;
+            mirrors.push((host.registry, mirror));
+        }
+        Ok(PullMirrors { mirrors, fallback })
+    }
 }
 
 /// The hidden first argument that makes kiln a run's guardian
@@ -236,19 +272,28 @@ impl Context {
     }
 
     /// A registry client for a build, whose own view owns the terminal:
-    /// each finished blob, retry, resume and restart is a line for `note`;
-    /// each event also goes to `also`.
+    /// each finished blob, retry, resume, restart and mirror tried is a
+    /// line for `note`; each event also goes to `also`. Its pulls go
+    /// through `mirrors` first.
     pub(crate) fn client_with_notes(
         &self,
         note: Arc<dyn Fn(&str) + Send + Sync>,
         also: Option<EventHandler>,
+        mirrors: &PullMirrors,
     ) -> RegistryClient {
-        RegistryClient::new(self.client_options().on_event(move |event| {
-            if let Some(also) = &also {
-                also(event);
-            }
-            note_event(&*note, event);
-        }))
+        let mut options = self
+            .client_options()
+            .mirror_fallback(mirrors.fallback)
+            .on_event(move |event| {
+                if let Some(also) = &also {
+                    also(event);
+                }
+                note_event(&*note, event);
+            });
+        for (registry, mirror) in &mirrors.mirrors {
+            options = options.pull_mirror(registry, mirror.clone());
+        }
+        RegistryClient::new(options)
     }
 
     fn client_options(&self) -> ClientOptions {
@@ -347,6 +392,11 @@ fn render_event(progress: &Progress, tasks: &Mutex<HashMap<String, TaskId>>, eve
             None,
             format!("{}: mounted from {from}", short_label(operation)),
         ),
+        Event::MirrorFailed { .. } | Event::Mirrored { .. } => {
+            if let Some(line) = mirror_line(event) {
+                progress.note(None, line);
+            }
+        }
         _ => {}
     }
 }
@@ -380,7 +430,27 @@ fn note_event(note: &dyn Fn(&str), event: &Event) {
             "{}: starting over: {reason}",
             short_label(operation)
         )),
+        Event::MirrorFailed { .. } | Event::Mirrored { .. } => {
+            if let Some(line) = mirror_line(event) {
+                note(&line);
+            }
+        }
         _ => {}
+    }
+}
+
+/// What a pull did with a mirror, as a line.
+fn mirror_line(event: &Event) -> Option<String> {
+    match event {
+        Event::MirrorFailed {
+            image,
+            mirror,
+            reason,
+        } => Some(format!("{image}: not from mirror {mirror}: {reason}")),
+        Event::Mirrored { image, mirror, .. } => {
+            Some(format!("{image}: pulled from mirror {mirror}"))
+        }
+        _ => None,
     }
 }
 

@@ -21,7 +21,8 @@ fn plan(args: &[&str]) -> Value {
 fn plan_with_env(args: &[&str], env: &[(&str, &str)]) -> Value {
     let mut cmd = Kiln::new().cmd();
     cmd.arg("executor").args(args).arg("--print-plan");
-    cmd.env_remove("KANIKO_REGISTRY_MIRROR");
+    cmd.env_remove("KANIKO_REGISTRY_MIRROR")
+        .env_remove("KANIKO_REGISTRY_MAP");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -361,8 +362,45 @@ fn every_kaniko_flag_reads_into_its_plan() {
             ],
             |p| p["ca_files"] == json!(["/certs/ca.pem"]),
         ),
+        // Pull mirrors: Docker Hub's, then any registry's, in Kaniko's order.
         (&["-d", D, "--registry-mirror", "mirror.example"], |p| {
-            notes(p).contains("--registry-mirror mirror.example: not yet")
+            has(p, "--registry-mirror", "docker.io=mirror.example")
+                && !build_flags(p).contains(&"--skip-default-registry-fallback".into())
+        }),
+        (
+            &[
+                "-d",
+                D,
+                "--registry-mirror=m1.example/hub",
+                "--registry-map",
+                "index.docker.io=m0.example;quay.io=q.example:5000/proxy",
+                "--registry-map=gcr.io=g1.example;g2.example",
+                "--skip-default-registry-fallback",
+            ],
+            |p| {
+                let mirrors: Vec<String> = build_flags(p)
+                    .windows(2)
+                    .filter(|w| w[0] == "--registry-mirror")
+                    .map(|w| w[1].clone())
+                    .collect();
+                mirrors
+                    == [
+                        "index.docker.io=m0.example",
+                        "quay.io=q.example:5000/proxy",
+                        "gcr.io=g1.example",
+                        "gcr.io=g2.example",
+                        "docker.io=m1.example/hub",
+                    ]
+                    && build_flags(p).contains(&"--skip-default-registry-fallback".into())
+            },
+        ),
+        // An empty map is nothing (`--registry-map=$VAR`, unset).
+        (&["-d", D, "--registry-map="], |p| {
+            !build_flags(p).contains(&"--registry-mirror".into())
+        }),
+        (&["-d", D, "--skip-default-registry-fallback"], |p| {
+            notes(p).contains("--skip-default-registry-fallback: no --registry-mirror")
+                && !build_flags(p).contains(&"--skip-default-registry-fallback".into())
         }),
         (&["-d", D, "--push-retry", "7"], |p| {
             p["registry_attempts"] == 8
@@ -435,6 +473,27 @@ fn every_kaniko_flag_reads_into_its_plan() {
             serde_json::to_string_pretty(&p).unwrap()
         );
     }
+    let p = plan_with_env(
+        &["-d", D, "--registry-map", "ghcr.io=flag.example"],
+        &[
+            ("KANIKO_REGISTRY_MAP", "ghcr.io=env.example"),
+            ("KANIKO_REGISTRY_MIRROR", "hub.example"),
+        ],
+    );
+    let mirrors: Vec<String> = build_flags(&p)
+        .windows(2)
+        .filter(|w| w[0] == "--registry-mirror")
+        .map(|w| w[1].clone())
+        .collect();
+    assert_eq!(
+        mirrors,
+        [
+            "ghcr.io=flag.example",
+            "ghcr.io=env.example",
+            "docker.io=hub.example"
+        ],
+        "{p}"
+    );
     // One info line for each flag that changes nothing.
     let p = plan(&["-d", D, "--use-new-run", "--single-snapshot", "--force"]);
     assert_eq!(p["notes"].as_array().unwrap().len(), 3, "{p}");
@@ -472,8 +531,16 @@ fn what_kaniko_refuses_and_what_kiln_cannot_do_fail_clearly() {
             "expected HOST=FILE",
         ),
         (
-            &["-d", D, "--registry-map", "index.docker.io=mirror.example"][..],
-            "--registry-map index.docker.io=mirror.example: kiln cannot rewrite",
+            &["-d", D, "--registry-map", "mirror.example"][..],
+            "--registry-map mirror.example: expected REGISTRY=MIRROR",
+        ),
+        (
+            &["-d", D, "--registry-map", "a b=mirror.example"][..],
+            "\"a b\" is not a registry host",
+        ),
+        (
+            &["-d", D, "--registry-mirror", "https://mirror.example"][..],
+            "without a scheme",
         ),
         (
             &[
@@ -858,4 +925,137 @@ fn a_local_git_context_builds_the_ref_it_names() {
         layer_of("kiln.local/git:main"),
         "the two refs' app.txt differ"
     );
+}
+
+/// `busybox:kiln-mirror-test` of Docker Hub, as a seeder pushes it to
+/// `registry` under `name`: rootfs tarballs of different sizes, so that
+/// each place holds its own image. Its manifest digest.
+fn seed(registry: &Registry, name: &str, extra_bytes: u64) -> String {
+    let seeder = Kiln::new();
+    let work = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(work.path(), extra_bytes);
+    let full = format!("{}/{name}", registry.host());
+    seeder.ok(&["import", tarball.to_str().unwrap(), "--tag", &full]);
+    seeder.ok(&["push", &full]);
+    let (repo, tag) = full.rsplit_once(':').unwrap();
+    seeder.image_digest(repo, tag).unwrap()
+}
+
+/// A loopback port nothing listens on: a mirror that is down.
+fn dead_mirror() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+/// Pulls go to the mirrors first, in order: `--registry-mirror` for Docker
+/// Hub (whose image the mirror holds under a prefix: Docker Hub itself is
+/// never asked), `--registry-map` for another registry, falling back to it
+/// past a dead mirror; with `--skip-default-registry-fallback` a build whose
+/// mirrors all fail stops, naming each.
+#[test]
+fn pulls_go_to_the_mirrors_first_and_fall_back_unless_told_not_to() {
+    let Some(origin) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let Some(mirror) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let hub_digest = seed(&mirror, "hub/library/busybox:kiln-mirror-test", 1000);
+    let origin_digest = seed(&origin, "base/busybox:1", 0);
+    let mirrored_digest = seed(&mirror, "proxy/base/busybox:1", 2000);
+    let dead = dead_mirror();
+    let build = |kiln: &Kiln, base: &str, flags: &[&str]| {
+        let work = tempfile::tempdir().unwrap();
+        let ctx = scratch_context(work.path(), &format!("FROM {base}\nCOPY app.txt /app/\n"));
+        let mut cmd = kiln.cmd();
+        cmd.args([
+            "--registry-attempts",
+            "1",
+            "executor",
+            "--no-push",
+            "-d",
+            "reg.example/app:1",
+        ])
+        .arg("-c")
+        .arg(&ctx)
+        .args(flags);
+        cmd.output().unwrap()
+    };
+
+    // Docker Hub's image from its mirror, under the mirror's prefix; the
+    // dead mirror before it is passed over.
+    let kiln = Kiln::new();
+    let hub_mirror = format!("{}/hub", mirror.host());
+    let out = build(
+        &kiln,
+        "busybox:kiln-mirror-test",
+        &["--registry-mirror", &dead, "--registry-mirror", &hub_mirror],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let log = text(&out);
+    assert!(log.contains(&format!("not from mirror {dead}")), "{log}");
+    assert!(
+        log.contains(&format!("pulled from mirror {hub_mirror}")),
+        "{log}"
+    );
+    assert_eq!(
+        kiln.image_digest("busybox", "kiln-mirror-test").as_deref(),
+        Some(hub_digest.as_str())
+    );
+
+    // Another registry's image from its mapped mirror, not from itself.
+    let kiln = Kiln::new();
+    let base = format!("{}/base/busybox:1", origin.host());
+    let map = format!("{}={}/proxy", origin.host(), mirror.host());
+    let out = build(&kiln, &base, &["--registry-map", &map]);
+    assert!(out.status.success(), "{}", text(&out));
+    let repo = format!("{}/base/busybox", origin.host());
+    assert_eq!(
+        kiln.image_digest(&repo, "1").as_deref(),
+        Some(mirrored_digest.as_str())
+    );
+
+    // Its mirror down: the registry itself.
+    let kiln = Kiln::new();
+    let map = format!("{}={dead}", origin.host());
+    let out = build(&kiln, &base, &["--registry-map", &map]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("not from mirror {dead}")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        kiln.image_digest(&repo, "1").as_deref(),
+        Some(origin_digest.as_str())
+    );
+
+    // No fallback: every mirror named, and the registry never asked (the
+    // second mirror has no such repository).
+    let kiln = Kiln::new();
+    let map = format!("{}={dead};{}/elsewhere", origin.host(), mirror.host());
+    let out = build(
+        &kiln,
+        &base,
+        &["--registry-map", &map, "--skip-default-registry-fallback"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:1"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "no mirror of {} has it, and falling back to {} is turned off",
+            origin.host(),
+            origin.host()
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("tried {dead} (")), "{err}");
+    assert!(
+        err.contains(&format!("; {}/elsewhere (", mirror.host())),
+        "{err}"
+    );
+    assert_eq!(kiln.image_digest(&repo, "1"), None);
 }

@@ -20,7 +20,7 @@ use kiln_image::{Platform, Reference, Store};
 use kiln_registry::push_descriptor;
 
 use crate::build_report::{BuildInfo, BuildStatus, History, Outcome, Recorder};
-use crate::context::{Context, Isolation};
+use crate::context::{Context, Isolation, PullMirrors};
 use crate::metadata::{Metadata, PlatformImage};
 use crate::progress::ProgressMode;
 use crate::report::SourceError;
@@ -145,6 +145,14 @@ pub(crate) struct BuildArgs {
     /// build it and push it there (repeatable; see `kiln stage-key` and docs/CACHE.md).
     #[arg(long = "stage-image", value_name = "NAME=REPO")]
     stage_images: Vec<String>,
+    /// Pull base images of REGISTRY (default Docker Hub) from MIRROR first, a host with an
+    /// optional repository prefix (repeatable, tried in order, then REGISTRY itself;
+    /// BuildKit's `[registry."docker.io"] mirrors`). Pushes and caches do not use it.
+    #[arg(long = "registry-mirror", value_name = "[REGISTRY=]MIRROR[/PREFIX]")]
+    pub(crate) registry_mirrors: Vec<String>,
+    /// When every mirror of a registry fails, fail instead of pulling from the registry.
+    #[arg(long, requires = "registry_mirrors")]
+    pub(crate) skip_default_registry_fallback: bool,
     /// Run `kiln lint` on the Dockerfile first and print its findings; `--lint=error` also
     /// fails before building when one is at level error (docs/LINT.md).
     #[arg(long, value_enum, value_name = "LEVEL", num_args = 0..=1, require_equals = true,
@@ -674,6 +682,7 @@ fn build_and_export(
             crate::report::writes_to("the output", p);
         }
     }
+    let mirrors = PullMirrors::parse(&args.registry_mirrors, !args.skip_default_registry_fallback)?;
     let (isolation, why) = args.isolation.resolve()?;
     let store = ctx.store_for_engine()?;
     let runtime = ctx.runtime()?;
@@ -714,7 +723,7 @@ fn build_and_export(
             store.clone(),
             snapshotter,
             // Base pulls print lines through the build's own view.
-            ctx.client_with_notes(renderer.notes(), Some(recorder.transfers())),
+            ctx.client_with_notes(renderer.notes(), Some(recorder.transfers()), &mirrors),
             runtime.handle().clone(),
             executor,
             base_checks(&dockerfile, &dockerfile_text, recorder.tap(renderer.sink())),

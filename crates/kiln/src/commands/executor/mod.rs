@@ -149,12 +149,17 @@ pub(crate) struct ExecutorArgs {
     /// A CA certificate to trust, `HOST=FILE` (repeatable; kiln trusts it for every registry).
     #[arg(long, value_name = "HOST=FILE")]
     pub(crate) registry_certificate: Vec<String>,
-    /// A pull-through mirror for Docker Hub (repeatable; not yet used by kiln).
-    #[arg(long, value_name = "HOST")]
+    /// A mirror of Docker Hub that pulls try first, `HOST[/PREFIX]` (repeatable, in order).
+    #[arg(long, value_name = "HOST[/PREFIX]")]
     pub(crate) registry_mirror: Vec<String>,
-    /// Registry names rewritten for pulls, `FROM=TO;...` (not supported by kiln yet).
-    #[arg(long, value_name = "FROM=TO")]
+    /// Mirrors of any registry that pulls try first, `REGISTRY=MIRROR[;REGISTRY=MIRROR...]`
+    /// (repeatable, in order).
+    #[arg(long, value_name = "REGISTRY=MIRROR")]
     pub(crate) registry_map: Vec<String>,
+    /// When every mirror of a registry fails, fail instead of pulling from the registry.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = go_bool)]
+    pub(crate) skip_default_registry_fallback: Option<bool>,
     /// Retries of a failed push.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub(crate) push_retry: u32,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::ValueEnum as _;
 use kiln_build::SOURCE_DATE_EPOCH;
-use kiln_image::{Digest, Reference};
+use kiln_image::{DOCKER_HUB, Digest, Reference};
 use serde::Serialize;
 
 use super::ExecutorArgs;
@@ -235,24 +235,42 @@ pub(crate) fn plan(
             _ => bail!("--registry-certificate {c}: expected HOST=FILE"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if !args.registry_map.is_empty() {
-        bail!(
-            "--registry-map {}: kiln cannot rewrite registry names yet; \
-             name the mirror in the Dockerfile's FROM (or a --build-arg it reads)",
-            args.registry_map.join(" ")
-        );
+    // Pull mirrors, in Kaniko's order: the maps (flags, then
+    // $KANIKO_REGISTRY_MAP), then the Docker Hub mirrors (flags, then
+    // $KANIKO_REGISTRY_MIRROR).
+    let mut mirrors: Vec<(String, String)> = Vec::new();
+    for spec in args
+        .registry_map
+        .iter()
+        .cloned()
+        .chain(env("KANIKO_REGISTRY_MAP"))
+    {
+        mirrors.extend(registry_map(&spec)?);
     }
-    let mirrors: Vec<String> = args
+    for mirror in args
         .registry_mirror
         .iter()
         .cloned()
         .chain(env("KANIKO_REGISTRY_MIRROR").filter(|m| !m.is_empty()))
-        .collect();
-    if !mirrors.is_empty() {
-        notes.push(format!(
-            "--registry-mirror {}: not yet in kiln; images are pulled from the registry they name",
-            mirrors.join(" ")
-        ));
+    {
+        mirror
+            .parse::<kiln_registry::Mirror>()
+            .with_context(|| format!("--registry-mirror {mirror}"))?;
+        mirrors.push((DOCKER_HUB.to_string(), mirror));
+    }
+    for (registry, mirror) in &mirrors {
+        flag("--registry-mirror", &format!("{registry}={mirror}"));
+    }
+    if on(args.skip_default_registry_fallback) {
+        if mirrors.is_empty() {
+            notes.push(
+                "--skip-default-registry-fallback: no --registry-mirror or --registry-map, \
+                 nothing to skip"
+                    .into(),
+            );
+        } else {
+            build.push("--skip-default-registry-fallback".into());
+        }
     }
     let retries = args.push_retry.max(args.image_download_retry);
     let registry_attempts = (retries > 0).then(|| retries.saturating_add(1));
@@ -346,6 +364,33 @@ pub(crate) fn plan(
         notes,
         quiet: level < LEVELS.iter().position(|l| *l == "info").unwrap_or(4),
     })
+}
+
+/// One `--registry-map` value as Kaniko reads it: `REGISTRY=MIRROR` pairs
+/// separated by `;`, a registry named again adding a mirror after its
+/// others; kiln also takes `REGISTRY=MIRROR;MIRROR2` for two mirrors of one
+/// registry. Empty is nothing (a `--registry-map=$VAR` left unset).
+fn registry_map(spec: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for part in spec.split(';').filter(|p| !p.is_empty()) {
+        let (registry, mirror) = match (part.split_once('='), pairs.last()) {
+            (Some((registry, mirror)), _) => (registry.to_string(), mirror),
+            (None, Some((registry, _))) => (registry.clone(), part),
+            (None, None) => bail!("--registry-map {spec}: expected REGISTRY=MIRROR, got {part:?}"),
+        };
+        let host = registry
+            .parse::<kiln_registry::Mirror>()
+            .ok()
+            .filter(|m| m.prefix.is_empty());
+        if host.is_none() {
+            bail!("--registry-map {spec}: {registry:?} is not a registry host");
+        }
+        mirror
+            .parse::<kiln_registry::Mirror>()
+            .with_context(|| format!("--registry-map {spec}"))?;
+        pairs.push((registry, mirror.to_string()));
+    }
+    Ok(pairs)
 }
 
 /// `dest=PATH` as one CSV field of an `--output` spec.
