@@ -402,6 +402,26 @@ fn every_kaniko_flag_reads_into_its_plan() {
             notes(p).contains("--skip-default-registry-fallback: no --registry-mirror")
                 && !build_flags(p).contains(&"--skip-default-registry-fallback".into())
         }),
+        // The watchdog: on with kiln build's defaults, kiln's flags passed on.
+        (&["-d", D], |p| {
+            !build_flags(p).iter().any(|f| f.ends_with("-timeout"))
+        }),
+        (
+            &[
+                "-d",
+                D,
+                "--stall-timeout",
+                "30s",
+                "--step-timeout=1h",
+                "--retries",
+                "2",
+            ],
+            |p| {
+                has(p, "--stall-timeout", "30s")
+                    && has(p, "--step-timeout", "1h")
+                    && has(p, "--retries", "2")
+            },
+        ),
         (&["-d", D, "--push-retry", "7"], |p| {
             p["registry_attempts"] == 8
         }),
@@ -541,6 +561,10 @@ fn what_kaniko_refuses_and_what_kiln_cannot_do_fail_clearly() {
         (
             &["-d", D, "--registry-mirror", "https://mirror.example"][..],
             "without a scheme",
+        ),
+        (
+            &["-d", D, "--stall-timeout", "soon"][..],
+            "--stall-timeout soon",
         ),
         (
             &[
@@ -1058,4 +1082,63 @@ fn pulls_go_to_the_mirrors_first_and_fall_back_unless_told_not_to() {
         "{err}"
     );
     assert_eq!(kiln.image_digest(&repo, "1"), None);
+}
+
+/// The watchdog is on under `kiln executor` and takes kiln's flags: a RUN
+/// that hangs is diagnosed, killed, and the build exits 3, in both
+/// isolations.
+#[test]
+fn a_stalled_run_under_the_executor_is_diagnosed_and_killed() {
+    if need(Runc).is_none() {
+        return;
+    }
+    let base = kiln_testkit::busybox::BUSYBOX_TAG;
+    for (isolation, marker) in [("runc", "86431"), ("chroot", "86432")] {
+        let kiln = Kiln::new();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        kiln_testkit::busybox::rootfs(&root, &[]);
+        let tarball = dir.path().join("rootfs.tar.gz");
+        support::tar_gz(&root, &tarball);
+        kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", base]);
+        let ctx = scratch_context(
+            dir.path(),
+            &format!("FROM {base}\nRUN echo about to hang; sleep {marker}\n"),
+        );
+        let child = kiln
+            .cmd()
+            .args([
+                "executor",
+                "--no-push",
+                "--stall-timeout",
+                "2s",
+                "--retries",
+                "0",
+            ])
+            .args(["--isolation", isolation, "-c"])
+            .arg(&ctx)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = support::wait_bounded(child, std::time::Duration::from_secs(180));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{isolation}: {stderr}");
+        assert!(
+            stderr.contains("step 1 (Dockerfile:2) stalled: no output, CPU or I/O for 2s"),
+            "{isolation}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("sleep {marker}")),
+            "{isolation}, the process tree: {stderr}"
+        );
+        assert!(
+            stderr.contains("about to hang"),
+            "{isolation}, the last lines: {stderr}"
+        );
+        assert!(
+            kiln_testkit::process::processes_with(marker).is_empty(),
+            "{isolation}: the step still runs"
+        );
+    }
 }

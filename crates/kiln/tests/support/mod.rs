@@ -124,6 +124,25 @@ pub(crate) fn tar_gz(root: &Path, tarball: &Path) {
         .arg("."));
 }
 
+/// Waits for `child` for at most `bound` (which only keeps a hang from
+/// hanging the suite), then kills it and panics.
+pub(crate) fn wait_bounded(child: std::process::Child, bound: std::time::Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(bound) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("the command did not finish within {bound:?}");
+        }
+    }
+}
+
 /// Runs a command, panicking with its output unless it succeeds.
 pub(crate) fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

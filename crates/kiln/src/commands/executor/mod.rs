@@ -216,6 +216,18 @@ pub(crate) struct ExecutorArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool)]
     pub(crate) compressed_caching: Option<bool>,
+    /// kiln's own, as `kiln build`'s: kill a RUN step (each attempt) that runs longer than
+    /// this, e.g. `20m` [default: no limit].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) step_timeout: Option<String>,
+    /// kiln's own, as `kiln build`'s: kill a RUN step whose processes show no output, CPU
+    /// or I/O for this long; `0` never [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) stall_timeout: Option<String>,
+    /// kiln's own, as `kiln build`'s: run a RUN step that stalled, timed out or failed up to
+    /// N more times, each from its clean parent.
+    #[arg(long, value_name = "N")]
+    pub(crate) retries: Option<u32>,
     /// kiln's own: how RUN steps are isolated, `auto` (runc where kiln may mount, else
     /// chroot, as in an unprivileged pod; rootless for a normal user), `runc`, `chroot`
     /// or `rootless` (docs/ISOLATION.md).

@@ -278,6 +278,22 @@ pub(crate) fn plan(
         notes.push("--image-fs-extract-retry: kiln unpacks a layer once and checks it".into());
     }
 
+    // The watchdog, kiln's own flags: on with kiln build's defaults.
+    if let Some(t) = &args.step_timeout {
+        humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("--step-timeout {t}: {e}"))?;
+        build.push("--step-timeout".into());
+        build.push(t.clone());
+    }
+    if let Some(t) = &args.stall_timeout {
+        humantime::parse_duration(t).map_err(|e| anyhow::anyhow!("--stall-timeout {t}: {e}"))?;
+        build.push("--stall-timeout".into());
+        build.push(t.clone());
+    }
+    if let Some(n) = args.retries {
+        build.push("--retries".into());
+        build.push(n.to_string());
+    }
+
     // What changes nothing here.
     for (given, note) in [
         (
