@@ -36,6 +36,9 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
 SCENARIOS = BENCH / "scenarios"
 KILN = REPO / "target" / "release" / "kiln"
+# Scenario 9: the static kiln (scripts/lib/common.sh, ensure_static_kiln),
+# the binary kiln's image holds, run both on the host and in the image.
+STATIC_KILN = REPO / "target" / "static" / f"{platform.machine()}-unknown-linux-gnu" / "dist" / "kiln"
 BASE_REPO = "bench/python"
 BASE_TAG = "bookworm"
 PUSH_REPO = "bench/ml"
@@ -47,6 +50,10 @@ BEGIN = "<!-- bench:results begin -->"
 END = "<!-- bench:results end -->"
 FRESH_BEGIN = "<!-- bench:fresh-runner begin -->"
 FRESH_END = "<!-- bench:fresh-runner end -->"
+EXECUTOR_BEGIN = "<!-- bench:executor begin -->"
+EXECUTOR_END = "<!-- bench:executor end -->"
+# Scenario 9's two ways of running kiln, each its own column.
+EXECUTOR_WAYS = ("kiln-build", "kiln-executor")
 TOOLS = ("kiln", "buildkit", "buildah")
 # kiln_image::compress::DEFAULT_GZIP_LEVEL: scenario 4's floor is measured
 # at it too, so that kiln is compared with the same work.
@@ -499,6 +506,81 @@ class Kiln(Tool):
         return f"{output([KILN, '--version'])} (git {rev}{' + local changes' if dirty else ''}, release build)"
 
 
+class KilnHost(Kiln):
+    """Scenario 9: `kiln build` on the host as root (runc on overlayfs), the
+    static kiln, with kiln's registry cache as a CI job uses it."""
+
+    name = "kiln-build"
+
+    def __init__(self, work: Path):
+        super().__init__(work)
+        self.root = work / "kiln-build-root"
+
+    def base_cmd(self) -> list:
+        return [STATIC_KILN, "--progress", "plain"]
+
+    def fresh_cmds(self, ctx, dockerfile, args, ref, cache_repo):
+        # The cache ref the executor's --cache-repo names.
+        cache = f"{cache_repo}:buildcache"
+        return [self.base_cmd() + ["build", "-f", dockerfile, *build_args(args), "-t", ref, "--push",
+                                   "--cache-from", f"type=registry,ref={cache}",
+                                   "--cache-to", f"type=registry,ref={cache},mode=max", ctx]]
+
+    def version(self) -> str:
+        rev = output(["git", "-C", REPO, "rev-parse", "--short", "HEAD"])
+        return f"{output([STATIC_KILN, '--version'])} (git {rev}, static dist build)"
+
+
+class KilnExecutor(Tool):
+    """Scenario 9: Kaniko's job with kiln's image (scripts/image, the same
+    static kiln) in `docker run` with docker's default security: no
+    privileges, so RUN steps run by chroot on a tree diffed by walking
+    (docs/ISOLATION.md). Each build is a new container, whose store is its
+    own writable layer: a fresh runner. The loopback registry is reached
+    through the host's network."""
+
+    name = "kiln-executor"
+    CONTAINER_PREFIX = "kiln-bench-executor-"
+
+    def __init__(self, work: Path, image: str):
+        super().__init__(work)
+        self.image = image
+        self.runs = 0
+
+    def fresh_reset(self) -> None:
+        # The containers are kept until here (not --rm), so that their files
+        # are deleted before the inodes settle, not during the next build.
+        names = output(["docker", "ps", "-a", "--format", "{{.Names}}"]).split()
+        ours = [n for n in names if n.startswith(self.CONTAINER_PREFIX)]
+        if ours:
+            run(["docker", "rm", "-f", *ours], quiet=True)
+
+    reset = fresh_reset
+
+    def fresh_cmds(self, ctx, dockerfile, args, ref, cache_repo):
+        self.runs += 1
+        return [["docker", "run", "--name", f"{self.CONTAINER_PREFIX}{os.getpid()}-{self.runs}",
+                 "--network", "host", "-v", f"{ctx}:/workspace:ro", self.image,
+                 "--context=dir:///workspace", f"--dockerfile={dockerfile.relative_to(ctx)}",
+                 f"--destination={ref}", "--cache=true", f"--cache-repo={cache_repo}",
+                 "--log-format=text", *build_args(args)]]
+
+    def version(self) -> str:
+        return f"kiln's image {self.image} ({output(['docker', 'run', '--rm', '--entrypoint', '/kaniko/kiln', self.image, '--version'])})"
+
+
+def ensure_kiln_image(work: Path) -> str:
+    """kiln's image of the static kiln, loaded into docker (untimed): what
+    `scripts/image --load` makes, named after the binary's digest."""
+    tag = f"kiln.bench/kiln:{sha256_file(STATIC_KILN)[:12]}"
+    if not output(["docker", "image", "ls", "-q", tag]).strip():
+        log(f"building kiln's image {tag} (scripts/image)")
+        env = dict(os.environ, KILN_ROOT=str(work / "image-store"))
+        run([REPO / "scripts" / "image", "--kiln", STATIC_KILN, "--tag", tag, "--out", work / "kiln-image", "--load"],
+            env=env)
+    return tag
+
+
 class BuildKit(Tool):
     """Docker Engine's BuildKit through buildx (the `docker` driver, with
     the containerd image store so the OCI exporter is available)."""
@@ -664,6 +746,12 @@ def scenarios(ctx_ml: Path, base_ref: str, fresh_base_ref: str, quick: bool) -> 
         Scenario("8", "fresh CI runner with a registry cache", "fresh", ctx_ml, ml_df, {"BASE": fresh_base_ref},
                  0.3, "≤ 0.3×", phases=(Phase("a", "one-line app edit", mutate=True),
                                        Phase("b", "unchanged tree", pull_target_mb=5.0))),
+        # kiln executor in kiln's image without privileges against kiln build
+        # on the host, each with its registry cache (#12).
+        Scenario("9", "kiln executor (unprivileged container) vs kiln build", "executor", ctx_ml, ml_df,
+                 {"BASE": fresh_base_ref}, 1.3, "≤ 1.3×",
+                 phases=(Phase("a", "cold: empty runner, empty cache"),
+                         Phase("b", "one-line app edit, fresh runner, the cache of (a)", mutate=True))),
     ]
 
 
@@ -829,6 +917,58 @@ class Bench:
         if any(ph.mutate for ph in phases):
             main = scn.context / "app" / "main.py"
             main.write_text(re.sub(r'^BUILD_STAMP = .*$', 'BUILD_STAMP = "original"', main.read_text(), flags=re.M))
+
+    def run_executor_scenario(self, scn: Scenario) -> None:
+        """Scenario 9: the same CI job run by `kiln build` on the host and by
+        `kiln executor` in kiln's image without privileges. Per round: (a)
+        both start empty, with a cache repository of their own that is
+        empty too; (b) one line of the app changed, both start empty again
+        and read the cache (a) wrote. As in scenario 8, before each phase
+        every runner is wiped and the inodes let settle, then each builds."""
+        log(f"scenario {scn.id}: {scn.title}")
+        ways: list[Tool] = [KilnHost(self.work), KilnExecutor(self.work, ensure_kiln_image(self.work))]
+        self.cache_registry.restart_empty()
+        push_base(self.cache_registry, self.base_layout)
+        rows = {ph.suffix: f"{scn.id}{ph.suffix}" for ph in scn.phase_list()}
+        samples = {row: {w.name: [] for w in ways} for row in rows.values()}
+        failed: dict[str, str] = {}
+        for r in range(self.opts.runs):
+            order = ways[r % len(ways):] + ways[: r % len(ways)]
+            for ph in scn.phase_list():
+                for way in ways:
+                    way.fresh_reset()
+                self.settle()
+                for way in order:
+                    if way.name in failed:
+                        continue
+                    label = f"run{r}{ph.suffix}"
+                    if ph.mutate:
+                        self.mutate(scn, way, label)
+                    elif way.name in self.edited:
+                        (scn.context / "app" / "main.py").write_text(self.edited[way.name])
+                    repo = f"{self.cache_registry.host}/bench/exec-{way.name}-r{r}"
+                    cmds = way.fresh_cmds(scn.context, scn.dockerfile, scn.args, f"{repo}:latest", f"{repo}-cache")
+                    try:
+                        with self.logfile(scn, way, label) as f:
+                            sample = timed(cmds, way.env(), f)
+                    except RuntimeError as e:
+                        failed[way.name] = str(e)
+                        log(f"  {way.name}: failed: {e}")
+                        continue
+                    log(f"  {way.name:13} {label:6} {sample.seconds:7.2f} s")
+                    samples[rows[ph.suffix]][way.name].append(sample)
+        for way in ways:
+            way.fresh_reset()
+        for ph in scn.phase_list():
+            row = rows[ph.suffix]
+            self.results[row] = {
+                "title": ph.title, "target": scn.target, "target_text": scn.target_text,
+                "samples": {k: [s.__dict__ for s in v] for k, v in samples[row].items()},
+                "failed": failed, "retried": {}, "executor": True,
+                "versions": {w.name: w.version() for w in ways},
+            }
+        main = scn.context / "app" / "main.py"
+        main.write_text(re.sub(r'^BUILD_STAMP = .*$', 'BUILD_STAMP = "original"', main.read_text(), flags=re.M))
 
     def run_once(self, scn: Scenario, tool: Tool, base_ref: str, label: str, phase: Phase,
                  reset: bool = True) -> Sample:
@@ -1071,7 +1211,8 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
 
 def main_rows(results: dict) -> dict:
     """The rows of the main table: all but scenario 8's and the floor."""
-    return {sid: r for sid, r in results.items() if sid != "floor4" and not r.get("fresh")}
+    return {sid: r for sid, r in results.items()
+            if sid != "floor4" and not r.get("fresh") and not r.get("executor")}
 
 
 def failure_notes(rows: dict) -> list[str]:
@@ -1085,6 +1226,57 @@ def failure_notes(rows: dict) -> list[str]:
                              f"`{msg.splitlines()[0][:200]}`")
     # Scenario 8's rows share one list of failures.
     return list(dict.fromkeys(notes))
+
+
+def report_executor(results: dict, machine: dict, opts, started: str, duration: float) -> str | None:
+    """Scenario 9's block: kiln executor unprivileged over kiln build."""
+    rows = {sid: r for sid, r in results.items() if r.get("executor")}
+    if not rows:
+        return None
+    versions = next(iter(rows.values()))["versions"]
+    lines = []
+    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+                 f"({opts.runs} timed run{'s' if opts.runs != 1 else ''} of each build, the two alternating; "
+                 f"before each phase both runners wiped{'' if opts.quick else ' and, on an ext4 without a journal, its inodes let settle'}; "
+                 f"the whole run took {duration / 60:.0f} min), on {machine['cores']} cores ({machine['cpu']}"
+                 f"{', ' + machine['virt'] + ' guest' if machine['virt'] else ''}), {machine['memory_mib'] / 1024:.0f} GiB, "
+                 f"{machine['disk']}, {machine['os']}, Linux {machine['kernel']}.")
+    lines.append("")
+    lines.append(f"- kiln build: {versions.get('kiln-build', '?')}, on the host as root (runc, overlayfs)")
+    lines.append(f"- kiln executor: {versions.get('kiln-executor', '?')}, in `docker run --network host` with "
+                 "docker's default security (no privileges: chroot isolation, trees diffed by walking)")
+    lines.append(f"- registry: {machine['versions'].get('registry', '?')}; docker: Engine "
+                 f"{output(['docker', 'version', '--format', '{{.Server.Version}}'])}")
+    lines.append("")
+    lines.append("Median wall time in seconds (min–max of the timed runs) of the scenario-1 (ML) image's CI job: "
+                 "registry cache read and written (`mode=max`), image pushed, on a runner that kept nothing. "
+                 "Ratio: kiln executor's median over kiln build's.")
+    lines.append("")
+    lines.append("| # | CI job | kiln build (host) | kiln executor (unprivileged) | executor / build | target | holds |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for sid, r in rows.items():
+        cells, meds = {}, {}
+        for way in EXECUTOR_WAYS:
+            s = r["samples"].get(way)
+            if way in r["failed"]:
+                cells[way] = "failed"
+                continue
+            if not s:
+                cells[way] = "—"
+                continue
+            secs = [x["seconds"] for x in s]
+            meds[way] = median(secs)
+            rng = f" ({fmt_s(min(secs))}–{fmt_s(max(secs))})" if len(secs) > 1 else ""
+            cells[way] = fmt_s(meds[way]) + rng
+        ratio = meds["kiln-executor"] / meds["kiln-build"] if len(meds) == 2 else None
+        holds = "—" if ratio is None else ("yes" if ratio <= r["target"] else "**no**")
+        lines.append(f"| {sid} | {r['title']} | {cells['kiln-build']} | {cells['kiln-executor']} | "
+                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} |")
+    lines.append("")
+    for sid, r in rows.items():
+        for way, msg in r["failed"].items():
+            lines.append(f"- scenario {sid}, {way} failed: `{msg.splitlines()[0][:200]}`")
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def fmt_mb(n: float | None) -> str:
@@ -1215,7 +1407,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, help="timed runs per tool and scenario (default 3; --quick: 1)")
     p.add_argument("--warmups", type=int, help="untimed runs first (default 1; --quick: 0)")
     p.add_argument("--quick", action="store_true", help="each scenario once, with smaller sizes: a smoke test")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,6′,7,8", help="comma-separated (6′ or 6p: one stage)")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,6′,7,8,9", help="comma-separated (6′ or 6p: one stage)")
     p.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of kiln,buildkit,buildah")
     p.add_argument("--work", type=Path, default=REPO / "target" / "bench", help="work dir (default target/bench)")
     p.add_argument("--output", type=Path, help="report file (default docs/BENCHMARKS.md; --quick: WORK/BENCHMARKS-quick.md)")
@@ -1236,8 +1428,11 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/run needs root (runc, overlay mounts, dockerd, buildah)", file=sys.stderr)
         return 1
-    if not KILN.exists():
+    if any(s != "9" for s in wanted) and not KILN.exists():
         print(f"{KILN} is missing: bench/run builds it", file=sys.stderr)
+        return 1
+    if "9" in wanted and not STATIC_KILN.exists():
+        print(f"{STATIC_KILN} is missing: bench/run builds it (ensure_static_kiln)", file=sys.stderr)
         return 1
 
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -1263,7 +1458,10 @@ def main() -> int:
         machine = machine_info(work, bench.tools)
         for sid in wanted:
             scn = all_scenarios[sid]
-            bench.run_scenario(scn, base_ref)
+            if scn.state == "executor":
+                bench.run_executor_scenario(scn)
+            else:
+                bench.run_scenario(scn, base_ref)
             if sid == "4" and not opts.no_floor:
                 bench.floor(scn)
             (work / "results.json").write_text(json.dumps({"machine": machine, "results": bench.results}, indent=1))
@@ -1278,6 +1476,10 @@ def main() -> int:
         if fresh:
             write_report(output_path, fresh, FRESH_BEGIN, FRESH_END)
             print(fresh)
+        executor = report_executor(bench.results, machine, opts, started, duration)
+        if executor:
+            write_report(output_path, executor, EXECUTOR_BEGIN, EXECUTOR_END)
+            print(executor)
         log(f"wrote {output_path}")
     finally:
         base_registry.stop()
