@@ -9,13 +9,14 @@
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A directory of this process's, mode 0700 (its contents may be secrets),
-/// removed with everything in it when dropped.
+/// removed with everything in it when dropped (unless [left](OwnedDir::leave)).
 #[derive(Debug)]
 pub struct OwnedDir {
     path: PathBuf,
+    left: AtomicBool,
 }
 
 impl OwnedDir {
@@ -34,7 +35,10 @@ impl OwnedDir {
                 Ok(()) => {
                     // Explicitly too: the umask must not decide.
                     fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o700))?;
-                    return Ok(OwnedDir { path });
+                    return Ok(OwnedDir {
+                        path,
+                        left: AtomicBool::new(false),
+                    });
                 }
                 // Left by an earlier process with our pid.
                 Err(rustix::io::Errno::EXIST) => continue,
@@ -53,6 +57,12 @@ impl OwnedDir {
         &self.path
     }
 
+    /// Keeps it when dropped: it goes with the container this process runs
+    /// in, or to the sweep of whoever comes after this process ends.
+    pub fn leave(&self) {
+        self.left.store(true, Ordering::Relaxed);
+    }
+
     /// Removes it now, reporting a failure (dropping it ignores them).
     pub fn remove(self) -> io::Result<()> {
         let path = self.path.clone();
@@ -63,6 +73,9 @@ impl OwnedDir {
 
 impl Drop for OwnedDir {
     fn drop(&mut self) {
+        if *self.left.get_mut() {
+            return;
+        }
         let _ = remove_tree(&self.path);
     }
 }

@@ -436,7 +436,10 @@ fn every_kaniko_flag_reads_into_its_plan() {
         (&["-d", D, "--kaniko-dir", "/k"], |p| {
             notes(p).contains("--kaniko-dir")
         }),
-        (&["-d", D, "--cleanup"], |p| notes(p).contains("--cleanup")),
+        (&["-d", D, "--cleanup"], |p| {
+            p["cleanup"] == true && !notes(p).contains("--cleanup")
+        }),
+        (&["-d", D], |p| p["cleanup"] == false),
         (&["-d", D, "--force"], |p| notes(p).contains("--force")),
         (&["-d", D, "-v", "debug"], |p| p["quiet"] == false),
         (&["-d", D, "--verbosity=warn", "--force"], |p| {
@@ -1141,4 +1144,47 @@ fn a_stalled_run_under_the_executor_is_diagnosed_and_killed() {
             "{isolation}: the step still runs"
         );
     }
+}
+
+/// As Kaniko leaves its filesystem unless `--cleanup`, the executor leaves
+/// chroot isolation's trees (the steps' filesystems) to the container's
+/// end, which would otherwise wait for their removal; the next chroot
+/// build's sweep takes them, and `--cleanup` removes its own before exit.
+#[test]
+fn the_executor_leaves_its_trees_unless_told_to_clean_up() {
+    if need(Runc).is_none() {
+        return;
+    }
+    let base = kiln_testkit::busybox::BUSYBOX_TAG;
+    let kiln = Kiln::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    kiln_testkit::busybox::rootfs(&root, &[]);
+    let tarball = dir.path().join("rootfs.tar.gz");
+    support::tar_gz(&root, &tarball);
+    kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", base]);
+    let trees = |kiln: &Kiln| -> Vec<String> {
+        match fs_err::read_dir(kiln.root.path().join("trees")) {
+            Ok(entries) => entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let build = |dockerfile: &str, flags: &[&str]| {
+        let work = tempfile::tempdir().unwrap();
+        let ctx = scratch_context(work.path(), dockerfile);
+        let mut args = vec!["executor", "--no-push", "--isolation", "chroot", "-c"];
+        args.push(ctx.to_str().unwrap());
+        args.extend(flags);
+        kiln.ok(&args);
+    };
+    build(&format!("FROM {base}\nRUN echo one > /one\n"), &[]);
+    let left = trees(&kiln);
+    assert_eq!(left.len(), 1, "{left:?}");
+    build(
+        &format!("FROM {base}\nRUN echo two > /two\n"),
+        &["--cleanup"],
+    );
+    assert_eq!(trees(&kiln), Vec::<String>::new());
 }

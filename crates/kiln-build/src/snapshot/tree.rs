@@ -127,6 +127,19 @@ impl TreeSnapshotter {
         remove_tree(self.inner.dir.path())
     }
 
+    /// Forgets every tree and leaves them on disk, for the end of a build
+    /// whose process ends soon: in a container that goes with it (Kaniko's
+    /// place), the removal [`close`](TreeSnapshotter::close) does would only
+    /// delay the end (tens of thousands of files); elsewhere the next
+    /// command's sweep removes them.
+    pub fn leave(&self) {
+        let _make = lock(&self.inner.make);
+        let mut state = self.state();
+        state.trees.clear();
+        state.pins.clear();
+        self.inner.dir.leave();
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.inner.state)
     }

@@ -164,6 +164,10 @@ pub(crate) struct BuildArgs {
     /// for `kiln history`.
     #[arg(long, value_name = "DIR")]
     report: Option<PathBuf>,
+    /// `kiln executor` without `--cleanup`: chroot isolation's trees are left
+    /// to the container's end or the next command's sweep, not removed.
+    #[arg(skip)]
+    pub(crate) leave_trees: bool,
 }
 
 /// `--lint`: print the findings, or (`error`) fail on those at level error.
@@ -734,7 +738,11 @@ fn build_and_export(
     let result = engine.build(&request);
     if let Some(trees) = trees {
         // The engine lives on in the signal handler; its trees need not.
-        let _ = trees.close();
+        if args.leave_trees {
+            trees.leave();
+        } else {
+            let _ = trees.close();
+        }
     }
     renderer.finish();
     let result = match result {

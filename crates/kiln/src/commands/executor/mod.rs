@@ -179,7 +179,8 @@ pub(crate) struct ExecutorArgs {
     /// Kaniko's working directory; kiln works in its store (`--root`).
     #[arg(long, value_name = "DIR")]
     pub(crate) kaniko_dir: Option<PathBuf>,
-    /// Kaniko cleans its filesystem after the build; kiln never changes the one it runs in.
+    /// Remove the steps' trees (chroot isolation) before exiting, instead of leaving them
+    /// to the container's end (kiln never changes the filesystem it runs in).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = go_bool)]
     pub(crate) cleanup: Option<bool>,
@@ -343,8 +344,11 @@ pub(crate) fn run(ctx: &Context, args: ExecutorArgs) -> anyhow::Result<ExitCode>
     argv.push("--file".into());
     argv.push(dockerfile.into());
     argv.push(context.into());
-    let build = BuildCli::try_parse_from(argv)
+    let mut build = BuildCli::try_parse_from(argv)
         .map_err(|e| anyhow::anyhow!("the kiln build flags of this plan: {e}"))?;
+    // As Kaniko, which leaves its filesystem as the build made it unless
+    // --cleanup: the steps' trees go with the container.
+    build.args.leave_trees = !plan.cleanup;
     let result = super::build::execute(&ctx, &build.args);
     drop(scratch);
     match result? {

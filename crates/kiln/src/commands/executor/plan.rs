@@ -43,6 +43,9 @@ pub(crate) struct Plan {
     pub(crate) notes: Vec<String>,
     /// `-v` below info: the notes are not printed.
     pub(crate) quiet: bool,
+    /// `--cleanup`: the steps' trees removed before kiln exits, not left
+    /// to the container's end (or the next kiln command's sweep).
+    pub(crate) cleanup: bool,
 }
 
 /// Kaniko's log levels, most quiet first (logrus's names).
@@ -309,10 +312,6 @@ pub(crate) fn plan(
             "--kaniko-dir: kiln works in its store (--root)",
         ),
         (
-            args.cleanup.is_some(),
-            "--cleanup: kiln never changes the filesystem it runs in",
-        ),
-        (
             args.force.is_some(),
             "--force: kiln runs inside or outside a container alike",
         ),
@@ -379,6 +378,7 @@ pub(crate) fn plan(
         image_name_tag_digest_file: args.image_name_tag_digest_file.clone(),
         notes,
         quiet: level < LEVELS.iter().position(|l| *l == "info").unwrap_or(4),
+        cleanup: on(args.cleanup),
     })
 }
 
