@@ -444,6 +444,26 @@ fn a_base_of_another_platform_gives_buildkits_warning() {
     let (code, stderr) = build_with_report(&kiln, skipped.path(), &report_dir, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("InvalidBaseImagePlatform"), "{stderr}");
+
+    // `# check=error=true`: built, then failed before the export, as
+    // BuildKit's "lint violation found"; the report says why.
+    let strict = context("# check=error=true\nFROM foreign:1\nENV A=3\n");
+    let layout = work.path().join("strict.tar");
+    let (code, stderr) = build_with_report(
+        &kiln,
+        strict.path(),
+        &report_dir,
+        &["--output", &format!("type=oci,dest={}", layout.display())],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("lint violation found for rules: InvalidBaseImagePlatform"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(!layout.exists(), "a build that failed its checks exported");
+    let report = read_json(&report_dir.join("report.json"));
+    assert_eq!(report["build"]["status"], "failed", "{report}");
 }
 
 /// `KILN_HISTORY_KEEP` bounds the history, `kiln history prune --keep N`

@@ -213,8 +213,15 @@ fn lint_first(
 /// the stage is built for, a warning (once per message) with BuildKit's
 /// text, unless the Dockerfile's `# check=` directive (or the hadolint
 /// configuration's `ignored`) turns the check off. The build goes on, as
-/// BuildKit's does.
-fn base_checks(dockerfile: &Path, text: &[u8], sink: EventSink) -> EventSink {
+/// BuildKit's does; the findings at level error (`# check=error=true`)
+/// are noted in `errors`, which fail the build at its end, as BuildKit's
+/// "lint violation found" does.
+fn base_checks(
+    dockerfile: &Path,
+    text: &[u8],
+    sink: EventSink,
+    errors: Arc<std::sync::Mutex<Vec<kiln_lint::Finding>>>,
+) -> EventSink {
     let shown = dockerfile.display().to_string();
     let text = text.to_vec();
     let config = super::lint::find_config()
@@ -262,6 +269,9 @@ fn base_checks(dockerfile: &Path, text: &[u8], sink: EventSink) -> EventSink {
                 message: format!("{}: {}", f.rule, f.message),
                 line: Some(f.line),
             });
+            if f.severity == kiln_lint::Severity::Error {
+                errors.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+            }
         }
     })
 }
@@ -722,6 +732,7 @@ fn build_and_export(
         ),
     };
     let renderer = crate::render::Renderer::new(ctx.args.progress);
+    let check_errors = Arc::new(std::sync::Mutex::new(Vec::new()));
     let engine = Arc::new(
         Engine::with_snapshotter(
             store.clone(),
@@ -730,7 +741,12 @@ fn build_and_export(
             ctx.client_with_notes(renderer.notes(), Some(recorder.transfers()), &mirrors),
             runtime.handle().clone(),
             executor,
-            base_checks(&dockerfile, &dockerfile_text, recorder.tap(renderer.sink())),
+            base_checks(
+                &dockerfile,
+                &dockerfile_text,
+                recorder.tap(renderer.sink()),
+                check_errors.clone(),
+            ),
         )
         .map_err(|e| build_error(&dockerfile, &dockerfile_text, e))?,
     );
@@ -779,6 +795,28 @@ fn build_and_export(
             return Ok(Finished::Stopped { code, error });
         }
     };
+    // `# check=error=true`: BuildKit fails the build once it is done,
+    // before anything is exported.
+    let violated = std::mem::take(&mut *check_errors.lock().unwrap_or_else(|e| e.into_inner()));
+    if let Some(first) = violated.first() {
+        let mut rules: Vec<&str> = violated.iter().map(|f| f.rule).collect();
+        rules.dedup();
+        let text = String::from_utf8_lossy(&dockerfile_text);
+        let location = kiln_dockerfile::Location {
+            start_line: first.line,
+            end_line: first.line,
+        };
+        return Err(SourceError::new(
+            &dockerfile,
+            &text,
+            location,
+            format!(
+                "lint violation found for rules: {} (# check=error=true); nothing was exported",
+                rules.join(", ")
+            ),
+        )
+        .into());
+    }
     if !matches!(ctx.args.progress, ProgressMode::Json | ProgressMode::Quiet) {
         for (step, attempts) in &result.attempts {
             eprintln!("step {step} needed {attempts} attempts");
