@@ -3,6 +3,7 @@
 mod build_report;
 mod commands;
 mod context;
+mod files;
 mod metadata;
 mod pipeline;
 mod progress;

@@ -18,10 +18,8 @@
 //! does not have, and is left out.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
 
-use anyhow::Context as _;
 use kiln_image::document::Descriptor;
 use kiln_image::{Digest, Platform};
 use serde::Serialize;
@@ -113,26 +111,13 @@ impl Metadata {
     /// over it (a CI step reading it never sees half), mode 0644 as buildx.
     pub(crate) fn write(&self, path: &Path) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let context = || format!("writing the metadata file {}", path.display());
-        let mut temp = tempfile::Builder::new()
-            .prefix(".kiln-metadata-")
-            .tempfile_in(dir)
-            .with_context(context)?;
-        temp.write_all(&self.to_json())
-            .and_then(|()| {
-                temp.as_file()
-                    .set_permissions(std::fs::Permissions::from_mode(0o644))
-            })
-            .and_then(|()| temp.as_file().sync_all())
-            .with_context(context)?;
-        temp.persist(path)
-            .map_err(|e| e.error)
-            .with_context(context)?;
-        Ok(())
+        crate::files::write_whole(
+            path,
+            &self.to_json(),
+            std::fs::Permissions::from_mode(0o644),
+            "metadata",
+            "the metadata file ",
+        )
     }
 }
 

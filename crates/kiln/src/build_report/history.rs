@@ -8,7 +8,6 @@
 //! filled under a temp name, then renamed). Temp directories a killed kiln
 //! left are swept by the next one that saves a report.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -35,26 +34,13 @@ fn to_json(report: &Report) -> String {
 /// `bytes` at `path`, whole or not at all, mode 0644.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let context = || format!("writing {}", path.display());
-    let mut temp = tempfile::Builder::new()
-        .prefix(".kiln-report-")
-        .tempfile_in(dir)
-        .with_context(context)?;
-    temp.write_all(bytes)
-        .and_then(|()| {
-            temp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-        })
-        .and_then(|()| temp.as_file().sync_all())
-        .with_context(context)?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(context)?;
-    Ok(())
+    crate::files::write_whole(
+        path,
+        bytes,
+        std::fs::Permissions::from_mode(0o644),
+        "report",
+        "",
+    )
 }
 
 /// The reports kept in a store.

@@ -300,24 +300,8 @@ fn fix_file(
 /// `path` now holds `bytes`: a temp file beside it, with its mode, renamed
 /// over it.
 fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let context = || format!("writing {}", path.display());
     let permissions = fs_err::metadata(path)?.permissions();
-    let mut temp = tempfile::Builder::new()
-        .prefix(".kiln-lint-")
-        .tempfile_in(dir)
-        .with_context(context)?;
-    temp.write_all(bytes)
-        .and_then(|()| temp.as_file().set_permissions(permissions))
-        .and_then(|()| temp.as_file().sync_all())
-        .with_context(context)?;
-    temp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(context)?;
-    Ok(())
+    crate::files::write_whole(path, bytes, permissions, "lint", "")
 }
 
 /// The bytes of `file` (`-`: standard input) and its name in findings.
