@@ -1129,6 +1129,26 @@ def fmt_s(x: float | None) -> str:
     return f"{x:.2f}" if x < 10 else f"{x:.1f}"
 
 
+def time_cells(r: dict, names) -> tuple[dict, dict]:
+    """A result row's cell for each of `names` (tools, or ways of running
+    one): its median with the range of its runs, "failed" or "—"; and the
+    medians it has."""
+    cells, meds = {}, {}
+    for name in names:
+        s = r["samples"].get(name)
+        if name in r["failed"]:
+            cells[name] = "failed"
+            continue
+        if not s:
+            cells[name] = "—"
+            continue
+        secs = [x["seconds"] for x in s]
+        meds[name] = median(secs)
+        rng = f" ({fmt_s(min(secs))}–{fmt_s(max(secs))})" if len(secs) > 1 else ""
+        cells[name] = fmt_s(meds[name]) + rng
+    return cells, meds
+
+
 def report(results: dict, machine: dict, opts, started: str, duration: float) -> str:
     lines = []
     lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
@@ -1152,20 +1172,7 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
     lines.append("| # | scenario | kiln | BuildKit | Buildah | kiln / faster peer | target | holds | kiln peak RSS |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
     for sid, r in main_rows(results).items():
-        cells = {}
-        meds = {}
-        for tool in TOOLS:
-            s = r["samples"].get(tool)
-            if tool in r["failed"]:
-                cells[tool] = "failed"
-                continue
-            if not s:
-                cells[tool] = "—"
-                continue
-            secs = [x["seconds"] for x in s]
-            meds[tool] = median(secs)
-            rng = f" ({fmt_s(min(secs))}–{fmt_s(max(secs))})" if len(secs) > 1 else ""
-            cells[tool] = fmt_s(meds[tool]) + rng
+        cells, meds = time_cells(r, TOOLS)
         peers = [meds[p] for p in PEERS if p in meds]
         ratio = meds["kiln"] / min(peers) if "kiln" in meds and peers else None
         holds = "—"
@@ -1255,19 +1262,7 @@ def report_executor(results: dict, machine: dict, opts, started: str, duration: 
     lines.append("| # | CI job | kiln build (host) | kiln executor (unprivileged) | executor / build | target | holds |")
     lines.append("|---|---|---|---|---|---|---|")
     for sid, r in rows.items():
-        cells, meds = {}, {}
-        for way in EXECUTOR_WAYS:
-            s = r["samples"].get(way)
-            if way in r["failed"]:
-                cells[way] = "failed"
-                continue
-            if not s:
-                cells[way] = "—"
-                continue
-            secs = [x["seconds"] for x in s]
-            meds[way] = median(secs)
-            rng = f" ({fmt_s(min(secs))}–{fmt_s(max(secs))})" if len(secs) > 1 else ""
-            cells[way] = fmt_s(meds[way]) + rng
+        cells, meds = time_cells(r, EXECUTOR_WAYS)
         ratio = meds["kiln-executor"] / meds["kiln-build"] if len(meds) == 2 else None
         holds = "—" if ratio is None else ("yes" if ratio <= r["target"] else "**no**")
         lines.append(f"| {sid} | {r['title']} | {cells['kiln-build']} | {cells['kiln-executor']} | "
@@ -1318,21 +1313,9 @@ def report_fresh(results: dict, machine: dict, opts, started: str, duration: flo
     lines.append("|---|---|---|---|---|---|---|---|")
     pulled: dict[str, dict[str, list[dict]]] = {}
     for sid, r in rows.items():
-        cells, meds = {}, {}
-        pulled[sid] = {}
-        for tool in TOOLS:
-            s = r["samples"].get(tool)
-            if tool in r["failed"]:
-                cells[tool] = "failed"
-                continue
-            if not s:
-                cells[tool] = "—"
-                continue
-            secs = [x["seconds"] for x in s]
-            meds[tool] = median(secs)
-            rng = f" ({fmt_s(min(secs))}–{fmt_s(max(secs))})" if len(secs) > 1 else ""
-            cells[tool] = fmt_s(meds[tool]) + rng
-            pulled[sid][tool] = [x["pulled"] for x in s if x.get("pulled") is not None]
+        cells, meds = time_cells(r, TOOLS)
+        pulled[sid] = {tool: [x["pulled"] for x in r["samples"][tool] if x.get("pulled") is not None]
+                       for tool in meds}
         peers = [meds[p] for p in PEERS if p in meds]
         ratio = meds["kiln"] / min(peers) if "kiln" in meds and peers else None
         holds = "—" if ratio is None else ("yes" if ratio <= r["target"] else "**no**")
