@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_testkit::need::{Runc, Tool, need};
-use support::{Kiln, full_busybox_root, run, tar_gz, text};
+use support::{Kiln, full_busybox_root, run, sleeping, tar_gz, text};
 
 const BASE: &str = "kiln.local/isolation-base:1";
 
@@ -117,29 +117,6 @@ fn build(kiln: &Kiln, ctx: &Path, secret: &Path, isolation: &str, out: &Path) ->
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// Processes whose command line is `sleep <marker>`.
-fn sleeping(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(cmdline) = fs_err::read(format!("/proc/{pid}/cmdline")) {
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            if args.first().is_some_and(|a| a.ends_with(b"sleep"))
-                && args.get(1) == Some(&marker.as_bytes())
-            {
-                found.push(pid);
-            }
-        }
-    }
-    found
 }
 
 #[test]

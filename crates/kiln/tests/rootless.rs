@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use kiln_testkit::need::{Root, Runc, Tool, need};
 use kiln_testkit::{Registry, RegistryOptions};
-use support::{Kiln, full_busybox_root, run, tar_gz, text};
+use support::{Kiln, full_busybox_root, run, sleeping, tar_gz, text};
 
 const BASE: &str = "kiln.local/rootless-base:1";
 const EPOCH: &str = "1700000000";
@@ -392,29 +392,6 @@ fn a_normal_user_asking_for_runc_is_told_to_build_rootless() {
     let kiln = Kiln::new();
     let err = kiln.fails(&["build", "--isolation", "rootless", ctx.to_str().unwrap()]);
     assert!(err.contains("normal user"), "{err}");
-}
-
-/// Processes whose command line is `sleep <marker>`.
-fn sleeping(marker: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(cmdline) = fs_err::read(format!("/proc/{pid}/cmdline")) {
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            if args.first().is_some_and(|a| a.ends_with(b"sleep"))
-                && args.get(1) == Some(&marker.as_bytes())
-            {
-                found.push(pid);
-            }
-        }
-    }
-    found
 }
 
 /// The user's build of a step running `sleep MARKER` twice (one in the

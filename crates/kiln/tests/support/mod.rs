@@ -182,3 +182,27 @@ pub(crate) fn kiln_image() -> Option<kiln_testkit::own_image::KilnImage> {
     };
     Some(kiln_testkit::own_image::kiln_image(&kiln))
 }
+
+/// Live processes whose command line is `sleep <marker>` (whichever
+/// program path runs it): what a test's step left running.
+pub(crate) fn sleeping(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in fs_err::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(cmdline) = fs_err::read(format!("/proc/{pid}/cmdline")) {
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            if args.first().is_some_and(|a| a.ends_with(b"sleep"))
+                && args.get(1) == Some(&marker.as_bytes())
+            {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
