@@ -1099,11 +1099,7 @@ fn a_stalled_run_under_the_executor_is_diagnosed_and_killed() {
     for (isolation, marker) in [("runc", "86431"), ("chroot", "86432")] {
         let kiln = Kiln::new();
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("rootfs");
-        kiln_testkit::busybox::rootfs(&root, &[]);
-        let tarball = dir.path().join("rootfs.tar.gz");
-        support::tar_gz(&root, &tarball);
-        kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", base]);
+        support::import_busybox(&kiln, base, &[]);
         let ctx = scratch_context(
             dir.path(),
             &format!("FROM {base}\nRUN echo about to hang; sleep {marker}\n"),
@@ -1157,12 +1153,7 @@ fn the_executor_leaves_its_trees_unless_told_to_clean_up() {
     }
     let base = kiln_testkit::busybox::BUSYBOX_TAG;
     let kiln = Kiln::new();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("rootfs");
-    kiln_testkit::busybox::rootfs(&root, &[]);
-    let tarball = dir.path().join("rootfs.tar.gz");
-    support::tar_gz(&root, &tarball);
-    kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", base]);
+    support::import_busybox(&kiln, base, &[]);
     let trees = |kiln: &Kiln| -> Vec<String> {
         match fs_err::read_dir(kiln.root.path().join("trees")) {
             Ok(entries) => entries

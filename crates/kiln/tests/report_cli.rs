@@ -21,12 +21,7 @@ const BASE: &str = kiln_testkit::busybox::BUSYBOX_TAG;
 fn kiln_with_base() -> Option<Kiln> {
     need(Runc)?;
     let kiln = Kiln::new();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("rootfs");
-    kiln_testkit::busybox::rootfs(&root, &[]);
-    let tarball = dir.path().join("rootfs.tar.gz");
-    support::tar_gz(&root, &tarball);
-    kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", BASE]);
+    support::import_busybox(&kiln, BASE, &[]);
     Some(kiln)
 }
 
@@ -393,19 +388,7 @@ fn a_base_of_another_platform_gives_buildkits_warning() {
     } else {
         ("linux/arm64", "linux/amd64")
     };
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("rootfs");
-    kiln_testkit::busybox::rootfs(&root, &[]);
-    let tarball = dir.path().join("rootfs.tar.gz");
-    support::tar_gz(&root, &tarball);
-    kiln.ok(&[
-        "import",
-        tarball.to_str().unwrap(),
-        "--tag",
-        "foreign:1",
-        "--platform",
-        host.0,
-    ]);
+    support::import_busybox(&kiln, "foreign:1", &["--platform", host.0]);
     let ctx = context("FROM foreign:1\nENV A=1\nCMD [\"sh\"]\n");
     let work = tempfile::tempdir().unwrap();
     let report_dir = work.path().join("report");

@@ -29,19 +29,7 @@ const BASE: &str = kiln_testkit::busybox::BUSYBOX_TAG;
 fn kiln_with_base() -> Option<Kiln> {
     need(Runc)?;
     let kiln = Kiln::new();
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("rootfs");
-    kiln_testkit::busybox::rootfs(&root, &[]);
-    let tarball = dir.path().join("rootfs.tar.gz");
-    support::run(
-        Command::new("tar")
-            .arg("czf")
-            .arg(&tarball)
-            .arg("-C")
-            .arg(&root)
-            .arg("."),
-    );
-    kiln.ok(&["import", tarball.to_str().unwrap(), "--tag", BASE]);
+    support::import_busybox(&kiln, BASE, &[]);
     Some(kiln)
 }
 

@@ -206,3 +206,16 @@ pub(crate) fn sleeping(marker: &str) -> Vec<u32> {
     }
     found
 }
+
+/// kiln-testkit's busybox root (every applet) imported into `kiln`'s
+/// store as `tag`, with `extra` import flags (`--platform`).
+pub(crate) fn import_busybox(kiln: &Kiln, tag: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    kiln_testkit::busybox::rootfs(&root, &[]);
+    let tarball = dir.path().join("rootfs.tar.gz");
+    tar_gz(&root, &tarball);
+    let mut args = vec!["import", tarball.to_str().unwrap(), "--tag", tag];
+    args.extend_from_slice(extra);
+    kiln.ok(&args);
+}
