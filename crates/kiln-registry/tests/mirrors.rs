@@ -6,25 +6,14 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Recorder, reference, repo};
+use common::{Recorder, reference};
 use kiln_image::{Store, media};
 use kiln_registry::{Event, Mirror, PullOptions, RegistryClient, TransferError, pull_image};
 use kiln_testkit::{FaultProxy, Faults, Registry, RegistryOptions, TestImage};
 
 /// Pushes `image` to `host` as `name:1`.
 async fn seed(client: &RegistryClient, host: &str, name: &str, image: &TestImage) {
-    let repository = repo(host, name);
-    for blob in [&image.layer, &image.config] {
-        client
-            .push_blob(
-                &repository,
-                &blob.digest,
-                &Bytes::from(blob.bytes.clone()),
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    common::push_blobs(client, host, name, image).await;
     client
         .put_manifest(
             &reference(host, &format!("{name}:1")),

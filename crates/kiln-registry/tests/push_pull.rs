@@ -143,28 +143,13 @@ async fn large_blobs_go_in_chunks_and_small_ones_in_one_put() {
     assert_eq!(progress.iter().filter(|&&b| b == size).count(), 2);
 }
 
-async fn push_image(client: &RegistryClient, host: &str, name: &str, image: &TestImage) {
-    let repository = repo(host, name);
-    for blob in [&image.layer, &image.config] {
-        client
-            .push_blob(
-                &repository,
-                &blob.digest,
-                &Bytes::from(blob.bytes.clone()),
-                None,
-            )
-            .await
-            .unwrap();
-    }
-}
-
 #[tokio::test]
 async fn manifests_by_tag_and_by_digest() {
     let Some(registry) = start() else { return };
     let (client, _recorder, _config) = client();
     let host = registry.host();
     let image = TestImage::small();
-    push_image(&client, &host, "kiln/image", &image).await;
+    common::push_blobs(&client, &host, "kiln/image", &image).await;
 
     let tagged = reference(&host, "kiln/image:v1");
     let digest = client
@@ -199,7 +184,7 @@ async fn manifests_by_tag_and_by_digest() {
     );
 
     // A manifest pushed by digest alone (as index children are).
-    push_image(&client, &host, "kiln/untagged", &image).await;
+    common::push_blobs(&client, &host, "kiln/untagged", &image).await;
     let untagged = reference(&host, &format!("kiln/untagged@{digest}"));
     client
         .put_manifest(

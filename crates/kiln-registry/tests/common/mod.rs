@@ -6,8 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use kiln_image::{Digest, Reference};
 use kiln_registry::{ClientOptions, Event, RegistryClient, Repository, RetryPolicy};
+use kiln_testkit::TestImage;
 
 /// Collects every event of a client.
 #[derive(Clone, Default)]
@@ -97,4 +99,20 @@ pub fn repo(host: &str, name: &str) -> Repository {
 
 pub fn digest_of(bytes: &[u8]) -> Digest {
     Digest::of(bytes)
+}
+
+/// Pushes `image`'s layer and config blobs to `host`/`name` (no manifest).
+pub async fn push_blobs(client: &RegistryClient, host: &str, name: &str, image: &TestImage) {
+    let repository = repo(host, name);
+    for blob in [&image.layer, &image.config] {
+        client
+            .push_blob(
+                &repository,
+                &blob.digest,
+                &Bytes::from(blob.bytes.clone()),
+                None,
+            )
+            .await
+            .unwrap();
+    }
 }
