@@ -134,7 +134,7 @@ pub fn probe(path: &Path) -> io::Result<Probe> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Missing),
         Err(e) => return Err(e),
     };
-    Ok(match try_locking(file, LockKind::Exclusive)? {
+    Ok(match try_locking_past_forks(file)? {
         None => Probe::Busy,
         Some(held) if linked(held.file())? => Probe::Free(held),
         // Unlinked by its last holder: nobody looks at it again.
@@ -274,7 +274,7 @@ pub fn remove_if_abandoned(path: &Path) -> io::Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
-    if try_locking(file, LockKind::Exclusive)?.is_none() {
+    if try_locking_past_forks(file)?.is_none() {
         return Ok(false);
     }
     match fs_err::remove_file(path) {
@@ -298,6 +298,48 @@ fn open(path: &Path) -> io::Result<fs_err::File> {
         .open(path)
 }
 
+/// How long [`try_locking_past_forks`] waits for a dead owner's child.
+const FORK_GRACE: Duration = Duration::from_secs(10);
+
+/// Locks `file` exclusively if nobody holds it, as [`try_locking`]; but a
+/// lock file [`create_owned`] made whose owner is dead and which is still
+/// held is waited for (up to [`FORK_GRACE`]). Its holder then is a child
+/// the owner forked that has not reached its `exec` yet: std opens every
+/// file O_CLOEXEC, so the child holds the owner's locks only until then. A
+/// sweep that took that moment for a live owner left the dead owner's
+/// mounts and directories behind until some later command swept again.
+fn try_locking_past_forks(file: fs_err::File) -> io::Result<Option<LockFile>> {
+    let dead_owner = owner_pid(file.path()).filter(|&pid| !process_alive(pid));
+    let started = Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(LockFile::new(file))),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(locking_error(&file, e)),
+        }
+        if dead_owner.is_none() || started.elapsed() >= FORK_GRACE {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pid a [`create_owned`] name starts with (`<pid>-<seq><suffix>`).
+fn owner_pid(path: &Path) -> Option<u32> {
+    let name = path.file_name()?.to_str()?;
+    let (pid, rest) = name.split_once('-')?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .filter(|seq| !seq.is_empty())?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` exists (a zombie too: whoever reaps it sweeps
+/// after it).
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// `None` if another open file description holds the lock.
 fn try_locking(file: fs_err::File, kind: LockKind) -> io::Result<Option<LockFile>> {
     let attempt = match kind {
@@ -307,11 +349,12 @@ fn try_locking(file: fs_err::File, kind: LockKind) -> io::Result<Option<LockFile
     match attempt {
         Ok(()) => Ok(Some(LockFile::new(file))),
         Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(e)) => Err(io::Error::new(
-            e.kind(),
-            format!("locking {}: {e}", file.path().display()),
-        )),
+        Err(TryLockError::Error(e)) => Err(locking_error(&file, e)),
     }
+}
+
+fn locking_error(file: &fs_err::File, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("locking {}: {e}", file.path().display()))
 }
 
 fn linked(file: &fs_err::File) -> io::Result<bool> {
@@ -339,6 +382,50 @@ mod tests {
         };
         held.unlink().unwrap();
         assert!(matches!(probe(&path).unwrap(), Probe::Missing));
+    }
+
+    /// A pid no process has: one of a child that has been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_dead_owners_lock_held_by_its_forked_child_is_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        // As `create_owned` names it, for an owner that has died; another
+        // description (the owner's child before its exec) still holds it.
+        let path = tmp.path().join(format!("{}-3-root.lock", dead_pid()));
+        let child = lock(&path, LockKind::Exclusive).unwrap();
+        let released = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(child);
+        });
+        let started = Instant::now();
+        let Probe::Free(held) = probe(&path).unwrap() else {
+            panic!("the dead owner's lock is free once its child lets go");
+        };
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        released.join().unwrap();
+        drop(held);
+
+        // A live owner's (ours) is busy at once, as is a name of no owner.
+        for name in [
+            format!("{}-4-root.lock", std::process::id()),
+            "x.lock".into(),
+        ] {
+            let path = tmp.path().join(name);
+            let _held = lock(&path, LockKind::Exclusive).unwrap();
+            let started = Instant::now();
+            assert!(matches!(probe(&path).unwrap(), Probe::Busy));
+            assert!(!remove_if_abandoned(&path).unwrap());
+            assert!(
+                started.elapsed() < FORK_GRACE / 2,
+                "no wait for a live owner"
+            );
+        }
     }
 
     #[test]
