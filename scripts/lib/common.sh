@@ -195,7 +195,13 @@ ensure_static_kiln() {
   log "cargo build --profile dist (static: crt-static, target/static)"
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
     cargo build --profile dist --locked -p kiln --target "$triple" --target-dir "$KILN_REPO/target/static"
-  export KILN_STATIC_BIN=$KILN_REPO/target/static/$triple/dist/kiln
+  KILN_STATIC_BIN=$(static_kiln_path)
+  export KILN_STATIC_BIN
+}
+
+# static_kiln_path: where ensure_static_kiln puts the binary.
+static_kiln_path() {
+  echo "$KILN_REPO/target/static/$(rustc -vV | sed -n 's/^host: //p')/dist/kiln"
 }
 
 # ensure_chromium: Debian's chromium, in which the tests render `kiln build
