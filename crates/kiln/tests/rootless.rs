@@ -394,6 +394,55 @@ fn a_normal_user_asking_for_runc_is_told_to_build_rootless() {
     assert!(err.contains("normal user"), "{err}");
 }
 
+/// A user given subordinate ranges on a machine without the setuid
+/// helpers that map them (newuidmap, newgidmap: hidden here behind
+/// /dev/null in a mount namespace of the test's) is told what to install,
+/// rather than quietly given a single-id namespace that cannot chown.
+#[test]
+fn ranges_without_newuidmap_are_an_error_that_says_what_to_install() {
+    // unshare(1) is util-linux's, as setpriv is.
+    if !needs() {
+        return;
+    }
+    let (uid, gid) = user(RANGED, Some("300000:65536"));
+    let home = Home::new(uid, gid);
+    let ctx = context(
+        &home.path().join("home"),
+        "FROM scratch\nCOPY Dockerfile /\n",
+    );
+    home.chown_all();
+    let as_user = home.kiln();
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(
+            "mount --bind /dev/null /usr/bin/newuidmap && \
+             mount --bind /dev/null /usr/bin/newgidmap && exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(as_user.get_program())
+        .args(as_user.get_args())
+        .args(["build", "--isolation", "rootless", ctx.to_str().unwrap()])
+        .current_dir(as_user.get_current_dir().unwrap());
+    for (key, value) in as_user.get_envs() {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let out = cmd.output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("newuidmap is not installed")
+            && said.contains(RANGED)
+            && said.contains("apt-get install uidmap"),
+        "{said}"
+    );
+    // No step was started.
+    let active = fs_err::read_dir(home.store().join("active")).map_or(0, |d| d.count());
+    assert_eq!(active, 0, "{said}");
+}
+
 /// The user's build of a step running `sleep MARKER` twice (one in the
 /// background), once both run.
 fn build_sleeping(home: &Home, marker: &str) -> std::process::Child {

@@ -122,3 +122,46 @@ fn kilns_image_builds_and_pushes_in_a_container_without_privileges() {
     let again = fs_err::read_to_string(work.path().join("out2/digest")).unwrap();
     assert_eq!(again, digest, "a reproducible rebuild from the cache");
 }
+
+/// A normal user inside such a container (`docker run --user`) cannot
+/// build rootless: docker's seccomp profile refuses user namespaces. kiln
+/// says so and what works there, before it makes anything.
+#[test]
+fn a_user_in_a_container_is_told_that_user_namespaces_are_refused() {
+    let Some(image) = support::kiln_image() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    fs_err::create_dir_all(&ctx).unwrap();
+    fs_err::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY Dockerfile /\n").unwrap();
+    for isolation in ["rootless", "auto"] {
+        let out = Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--user",
+                "1000:1000",
+                "--tmpfs",
+                "/tmp:mode=1777",
+            ])
+            .args(["-e", "HOME=/tmp", "--entrypoint", "/kaniko/kiln"])
+            .arg("-v")
+            .arg(format!("{}:/workspace:ro", ctx.display()))
+            .arg(&image.name)
+            .args(["build", "--isolation", isolation, "/workspace"])
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "--isolation {isolation}:\n{said}"
+        );
+        assert!(
+            said.contains("user namespace") && said.contains("--isolation chroot"),
+            "--isolation {isolation}:\n{said}"
+        );
+        assert!(!said.contains("panicked"), "{said}");
+    }
+}
