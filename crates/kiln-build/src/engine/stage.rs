@@ -104,7 +104,7 @@ pub(crate) struct StepInfo {
 }
 
 /// A step sealed with its layer still being written, by `writer`, beside
-/// the steps after it (ARCHITECTURE.md, "Commits in the background").
+/// the steps after it (ARCHITECTURE.md, glossary: "Pending step").
 /// The stage's `layers` and `chain` do not have it yet: `chain` is the
 /// chain it was built on, the one it is finished on.
 pub(crate) struct PendingStep {
