@@ -113,10 +113,6 @@ pub(crate) struct PendingStep {
     writer: std::thread::JoinHandle<Result<WrittenLayer, SnapshotError>>,
 }
 
-/// A step that ran: its layer (none if it changed nothing) and the chain
-/// to continue from; or none yet, its layer being written.
-type Executed = Option<(Option<LayerRef>, Option<Vec<Snapshot>>)>;
-
 /// A resolved base image.
 pub(super) struct BaseImage {
     pub(super) manifest_digest: Digest,
@@ -557,7 +553,7 @@ impl StageRunner<'_> {
             created: created.to_string(),
             started,
         };
-        let executed = self.execute(step, state, scope, info).inspect_err(|e| {
+        let empty = self.execute(step, state, scope, info).inspect_err(|e| {
             if let Some(step) = id {
                 emit(Event::StepFailed {
                     step,
@@ -567,9 +563,6 @@ impl StageRunner<'_> {
                 });
             }
         })?;
-        // A layer being written is not empty (an empty one is known when
-        // the step is sealed).
-        let empty = matches!(executed, Some((None, _)));
         state.key = key;
         state.config.history(&history, created, empty);
         state.steps_run += 1;
@@ -794,17 +787,17 @@ impl StageRunner<'_> {
         }
     }
 
-    /// Runs a filesystem step on a fresh snapshot; returns its layer (none
-    /// if it changed nothing) and the chain to continue from, or nothing
-    /// when its layer is left to be written in the background (then it is
-    /// the stage's pending step).
+    /// Runs a filesystem step on a fresh snapshot and ends it (its layer
+    /// recorded, the chain to continue from set), or leaves its layer to
+    /// be written in the background (then it is the stage's pending step).
+    /// True if it changed nothing (no layer): known when it is sealed.
     fn execute(
         &self,
         step: Step,
         state: &mut StageOutcome,
         scope: &StageScope<'_>,
         info: StepInfo,
-    ) -> Result<Executed, BuildError> {
+    ) -> Result<bool, BuildError> {
         let command = &info.command;
         let key = &info.key;
         let link = matches!(command, Command::Copy(c) if c.link)
@@ -865,17 +858,29 @@ impl StageRunner<'_> {
             let committed = active
                 .commit(&self.commit_options())
                 .map_err(commit_error)?;
-            return self.committed(step.id, committed, link).map(Some);
+            let (layer, chain) = self.committed(step.id, committed, link)?;
+            let empty = layer.is_none();
+            self.step_finished(state, &info, layer, chain)?;
+            return Ok(empty);
         }
         let sealed = active.seal(&self.commit_options()).map_err(commit_error);
         // No root stands on the step below any more: it can be finished.
         self.settle(state)?;
         match sealed? {
-            Sealed::Committed(committed) => self.committed(step.id, *committed, false).map(Some),
-            Sealed::Unchanged => Ok(Some((None, state.chain.clone()))),
+            Sealed::Committed(committed) => {
+                let (layer, chain) = self.committed(step.id, *committed, false)?;
+                let empty = layer.is_none();
+                self.step_finished(state, &info, layer, chain)?;
+                Ok(empty)
+            }
+            Sealed::Unchanged => {
+                let chain = state.chain.clone();
+                self.step_finished(state, &info, None, chain)?;
+                Ok(true)
+            }
             Sealed::Pending(commit) => {
                 self.write_in_background(info, commit)?;
-                Ok(None)
+                Ok(false)
             }
         }
     }
