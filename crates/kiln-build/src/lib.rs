@@ -64,7 +64,8 @@ pub use crate::run::{
     run_step, sweep_scratch,
 };
 pub use crate::snapshot::{
-    ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, ReadOnlyMount, Snapshot,
-    SnapshotError, Snapshotter, TreeSnapshotter, UnpackEvent, chain_id,
+    ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, PendingCommit,
+    ReadOnlyMount, Sealed, Snapshot, SnapshotError, Snapshotter, TreeSnapshotter, UnpackEvent,
+    WrittenLayer, chain_id,
 };
 pub use crate::watchdog::TAIL_LINES;

@@ -304,7 +304,7 @@ impl StageRunner<'_> {
             let owner = if chown
                 .split(':')
                 .all(|p| p.is_empty() || p.bytes().all(|b| b.is_ascii_digit()))
-                || !active.parents().is_empty()
+                || !options.link
             {
                 ops::resolve_chown(active.root(), chown).map_err(fail)?
             } else {

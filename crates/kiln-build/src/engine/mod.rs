@@ -250,8 +250,35 @@ pub struct Engine {
     /// How often the watchdog looks at a running RUN step
     /// (`SAMPLE_EVERY`); tests with millisecond limits look more often.
     pub sample_every: Duration,
+    /// Whether a step's layer is written in the background while the next
+    /// step runs on its files (on by default; off, each step waits for its
+    /// commit). Snapshotters that cannot stack a step on a sealed one
+    /// (the tree one) commit at once either way.
+    pub background_commits: bool,
     /// The sandbox runs in flight, so a cancel reaches them.
-    pub(crate) running: Mutex<Vec<RunControl>>,
+    pub(crate) running: Arc<Mutex<Vec<RunControl>>>,
+}
+
+/// What [`Engine::cancel`] does, for threads that do not hold the engine
+/// (a background commit that failed).
+#[derive(Clone)]
+pub(crate) struct Canceller {
+    cancel: Arc<AtomicBool>,
+    running: Arc<Mutex<Vec<RunControl>>>,
+}
+
+impl Canceller {
+    pub(crate) fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        for control in self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            control.cancel();
+        }
+    }
 }
 
 /// Cleans up after kiln processes that died without doing it themselves
@@ -324,7 +351,8 @@ impl Engine {
             events,
             cancel: Arc::new(AtomicBool::new(false)),
             sample_every: SAMPLE_EVERY,
-            running: Mutex::new(Vec::new()),
+            background_commits: true,
+            running: Arc::default(),
         })
     }
 
@@ -336,14 +364,13 @@ impl Engine {
 
     /// Stops the build: marks it cancelled and cancels running steps.
     pub fn cancel(&self) {
-        self.cancel.store(true, Ordering::SeqCst);
-        for control in self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            control.cancel();
+        self.canceller().cancel();
+    }
+
+    pub(crate) fn canceller(&self) -> Canceller {
+        Canceller {
+            cancel: Arc::clone(&self.cancel),
+            running: Arc::clone(&self.running),
         }
     }
 
@@ -863,6 +890,7 @@ impl Engine {
                         steps,
                         downloads: Mutex::default(),
                         scratch_dirs: Mutex::default(),
+                        pending: Mutex::default(),
                         keys_only: false,
                     };
                     let outcome = runner.run();

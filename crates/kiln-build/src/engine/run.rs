@@ -2,6 +2,7 @@
 //! (`crate::run`), with the sources its mounts read, under the watchdog
 //! (`crate::watchdog`), attempt after attempt.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_dockerfile::instructions::RunCommand;
@@ -17,7 +18,7 @@ use crate::events::{Event, millis};
 use crate::run::{
     MountSource, MountSources, RunError, RunStep, cache_key_parts, command_args, run_step,
 };
-use crate::snapshot::{ActiveSnapshot, Snapshot};
+use crate::snapshot::{ActiveSnapshot, PendingCommit, Snapshot};
 use crate::watchdog::{StepPolicy, StepRecorder, StepWatch};
 
 /// How one attempt of a RUN went wrong.
@@ -127,18 +128,21 @@ impl StageRunner<'_> {
         Ok((key, format!("RUN {}", args.args.join(" "))))
     }
 
-    /// Runs a RUN step on a fresh snapshot of `parents` (named `name`),
+    /// Runs a RUN step on a fresh snapshot of `parents` (or of the sealed
+    /// step `below`, on them; named `name`),
     /// again on a new one after a stall, a timeout or a non-zero exit
     /// while the step has retries left, and returns the snapshot of the
     /// attempt that succeeded, to commit. Each failed attempt's snapshot
     /// is discarded before the next starts, after a backoff that a cancel
     /// of the build cuts short. The policy is the build's with the step's
     /// own `# kiln:` settings, as planned.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_attempts(
         &self,
         step: Step,
         run: &RunCommand,
         parents: &[Snapshot],
+        below: Option<&Arc<dyn PendingCommit>>,
         name: &str,
         state: &StageOutcome,
         scope: &StageScope<'_>,
@@ -148,7 +152,7 @@ impl StageRunner<'_> {
         let attempts = policy.attempts();
         let mut attempt = 1;
         loop {
-            let active = self.engine.snapshotter.activate(parents, name)?;
+            let active = self.activate(parents, below, name)?;
             let failure =
                 match self.run_command(step, run, &*active, state, scope, &policy, attempt) {
                     Ok(()) => {

@@ -20,7 +20,10 @@ use crate::events::{Event, StepId, millis};
 use crate::ops::Download;
 use crate::remote_cache::{self, StepRecord};
 use crate::run::DEFAULT_PATH;
-use crate::snapshot::{ActiveSnapshot, CommitOptions, Layer, Snapshot};
+use crate::snapshot::{
+    ActiveSnapshot, CommitOptions, Committed, Layer, PendingCommit, Sealed, Snapshot,
+    SnapshotError, WrittenLayer,
+};
 use crate::watchdog::Overrides;
 
 /// A layer of the image being built.
@@ -77,11 +80,37 @@ pub(crate) struct StageRunner<'a> {
     /// the copy their file), and the temp dirs holding them.
     pub(crate) downloads: Mutex<HashMap<String, Arc<Download>>>,
     pub(crate) scratch_dirs: Mutex<Vec<kiln_fs::OwnedDir>>,
+    /// The step whose layer is being written in the background while the
+    /// next one runs on its files (at most one per stage).
+    pub(crate) pending: Mutex<Option<PendingStep>>,
     /// Key the stage without building it (the key pass of stage images,
     /// `engine/stage_image.rs`): instructions expanded and applied to the
     /// config, every filesystem step keyed; nothing looked up in the
     /// cache, run or reported.
     pub(crate) keys_only: bool,
+}
+
+/// What a filesystem step's end needs to know about it: for the cache
+/// record, `--cache-to` and its events, written when its layer is done.
+pub(crate) struct StepInfo {
+    id: Option<StepId>,
+    location: Location,
+    key: Digest,
+    /// The key of the step before.
+    parent: Digest,
+    command: Command,
+    created: String,
+    started: Instant,
+}
+
+/// A step sealed with its layer still being written, by `writer`, beside
+/// the steps after it (ARCHITECTURE.md, glossary: "Pending step").
+/// The stage's `layers` and `chain` do not have it yet: `chain` is the
+/// chain it was built on, the one it is finished on.
+pub(crate) struct PendingStep {
+    info: StepInfo,
+    commit: Arc<dyn PendingCommit>,
+    writer: std::thread::JoinHandle<Result<WrittenLayer, SnapshotError>>,
 }
 
 /// A resolved base image.
@@ -203,24 +232,37 @@ impl StageRunner<'_> {
         if let Some(c) = state.config.config.config.as_mut() {
             c.on_build = None;
         }
-        for trigger in &triggers {
-            let command = parse_trigger(trigger, location)?;
-            self.step(Step::default(), &command, &mut state, &mut scope)?;
-        }
-        for (i, command) in planned.stage.commands.iter().enumerate() {
-            if self.engine.cancelled() {
-                return Err(BuildError::Cancelled);
+        let steps = (|| {
+            for trigger in &triggers {
+                let command = parse_trigger(trigger, location)?;
+                self.step(Step::default(), &command, &mut state, &mut scope)?;
             }
-            // The stages it reads (`COPY --from`, `RUN --mount=from=`) are
-            // waited for before its clock starts: a step's time is its own
-            // work, not another stage's. A failed one is the step's error.
-            for (_, source) in planned.sources.iter().filter(|(c, _)| *c == i) {
-                if let Source::Stage(stage) = source {
-                    let _ = self.board.get(*stage);
+            for (i, command) in planned.stage.commands.iter().enumerate() {
+                if self.engine.cancelled() {
+                    return Err(BuildError::Cancelled);
                 }
+                // The stages it reads (`COPY --from`, `RUN --mount=from=`)
+                // are waited for before its clock starts: a step's time is
+                // its own work, not another stage's. A failed one is the
+                // step's error.
+                for (_, source) in planned.sources.iter().filter(|(c, _)| *c == i) {
+                    if let Source::Stage(stage) = source {
+                        let _ = self.board.get(*stage);
+                    }
+                }
+                let step = self.steps.get(i).copied().unwrap_or_default();
+                self.step(step, command, &mut state, &mut scope)?;
             }
-            let step = self.steps.get(i).copied().unwrap_or_default();
-            self.step(step, command, &mut state, &mut scope)?;
+            Ok(())
+        })();
+        // A layer still being written is finished whatever happened: a
+        // step that failed (or a cancel) after it does not lose it.
+        let settled = self.settle(&mut state);
+        match (steps, settled) {
+            (Ok(()), Ok(())) => {}
+            // A failed background commit cancels the steps after it.
+            (Ok(()) | Err(BuildError::Cancelled), Err(e)) => return Err(e),
+            (Err(e), _) => return Err(e),
         }
         state.env = scope
             .env()
@@ -458,6 +500,8 @@ impl StageRunner<'_> {
             self.cached(&key, &key_text, id)?
         };
         if let Some((record, from)) = cached {
+            // Its layer goes on top of the one still being written.
+            self.settle(state)?;
             let layer = match (&record.layer, &record.diff_id) {
                 (Some(d), Some(diff)) => Some(LayerRef {
                     descriptor: d.clone(),
@@ -500,19 +544,41 @@ impl StageRunner<'_> {
         if let Some(step) = id {
             emit(Event::StepStarted { step });
         }
-        let result = self
-            .execute(step, command, state, scope, &key)
-            .inspect_err(|e| {
-                if let Some(step) = id {
-                    emit(Event::StepFailed {
-                        step,
-                        duration_ms: millis(started.elapsed()),
-                        reason: e.message(),
-                        exit_code: e.exit_code(),
-                    });
-                }
-            })?;
-        let (layer, chain) = result;
+        let info = StepInfo {
+            id,
+            location: command.location(),
+            key: key.clone(),
+            parent,
+            command: command.clone(),
+            created: created.to_string(),
+            started,
+        };
+        let empty = self.execute(step, state, scope, info).inspect_err(|e| {
+            if let Some(step) = id {
+                emit(Event::StepFailed {
+                    step,
+                    duration_ms: millis(started.elapsed()),
+                    reason: e.message(),
+                    exit_code: e.exit_code(),
+                });
+            }
+        })?;
+        state.key = key;
+        state.config.history(&history, created, empty);
+        state.steps_run += 1;
+        Ok(())
+    }
+
+    /// The end of a step that ran, once its layer is done: the cache
+    /// record, the stage's layers and chain, `--cache-to`'s record, the
+    /// event.
+    fn step_finished(
+        &self,
+        state: &mut StageOutcome,
+        info: &StepInfo,
+        layer: Option<LayerRef>,
+        chain: Option<Vec<Snapshot>>,
+    ) -> Result<(), BuildError> {
         let size = layer.as_ref().map(|l| l.descriptor.size);
         let digest = layer.as_ref().map(|l| l.descriptor.digest.to_string());
         let record = CacheRecord {
@@ -522,26 +588,23 @@ impl StageRunner<'_> {
         };
         self.engine
             .store
-            .update(|w| w.put_cache(&key_text, &record))
+            .update(|w| w.put_cache(&info.key.to_string(), &record))
             .map_err(BuildError::store("recording the build cache"))?;
         if let Some(layer) = layer {
             state.layers.push(layer);
         }
         self.record(
             state,
-            &key,
-            parent,
+            &info.key,
+            info.parent.clone(),
             size.is_some(),
-            (command, created, started),
+            (&info.command, &info.created, info.started),
         );
         state.chain = chain;
-        state.key = key;
-        state.config.history(&history, created, size.is_none());
-        state.steps_run += 1;
-        if let Some(step) = id {
-            emit(Event::StepDone {
+        if let Some(step) = info.id {
+            self.engine.emit(Event::StepDone {
                 step,
-                duration_ms: millis(started.elapsed()),
+                duration_ms: millis(info.started.elapsed()),
                 cached: false,
                 layer_size: size,
                 layer_digest: digest,
@@ -549,6 +612,59 @@ impl StageRunner<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Finishes the step whose layer is being written in the background,
+    /// if there is one: waits for its layer, makes it a snapshot on the
+    /// chain it was built on and ends the step as one committed at once
+    /// ends. Called before anything needs the stage's layers or chain,
+    /// once the step stacked on it is sealed, and at the stage's end
+    /// whatever happened. A failure is that step's, named with its line.
+    fn settle(&self, state: &mut StageOutcome) -> Result<(), BuildError> {
+        let Some(PendingStep {
+            info,
+            commit,
+            writer,
+        }) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        if let Some(step) = info.id
+            && !writer.is_finished()
+        {
+            self.engine.emit(Event::StepNote {
+                step,
+                text: "waiting for its layer to be written".to_string(),
+            });
+        }
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let parents = state.chain.clone().unwrap_or_default();
+        let committed = written.and_then(|w| commit.finish(w, &parents));
+        // Its directories go (the upper dir is a snapshot now, or the
+        // commit failed): nothing is stacked on them any more.
+        drop(commit);
+        let ended = committed
+            .map_err(|e| BuildError::Commit {
+                location: info.location,
+                source: Cause::new(e),
+            })
+            .and_then(|c| self.committed(info.id, c, false))
+            .and_then(|(layer, chain)| self.step_finished(state, &info, layer, chain));
+        if let (Err(e), Some(step)) = (&ended, info.id) {
+            self.engine.emit(Event::StepFailed {
+                step,
+                duration_ms: millis(info.started.elapsed()),
+                reason: e.message(),
+                exit_code: None,
+            });
+        }
+        ended
     }
 
     /// The cache record of `key`: the store's, else one a `--cache-from`
@@ -671,16 +787,19 @@ impl StageRunner<'_> {
         }
     }
 
-    /// Runs a filesystem step on a fresh snapshot; returns its layer (none
-    /// if it changed nothing) and the chain to continue from.
+    /// Runs a filesystem step on a fresh snapshot and ends it (its layer
+    /// recorded, the chain to continue from set), or leaves its layer to
+    /// be written in the background (then it is the stage's pending step).
+    /// True if it changed nothing (no layer): known when it is sealed.
     fn execute(
         &self,
         step: Step,
-        command: &Command,
         state: &mut StageOutcome,
         scope: &StageScope<'_>,
-        key: &Digest,
-    ) -> Result<(Option<LayerRef>, Option<Vec<Snapshot>>), BuildError> {
+        info: StepInfo,
+    ) -> Result<bool, BuildError> {
+        let command = &info.command;
+        let key = &info.key;
         let link = matches!(command, Command::Copy(c) if c.link)
             || matches!(command, Command::Add(a) if a.link);
         if let Command::Run(run) = command
@@ -690,22 +809,36 @@ impl StageRunner<'_> {
             crate::container::check_runnable(self.platform)
                 .map_err(BuildError::run(run.origin.location))?;
         }
+        // A step runs on the files of a step whose layer is still being
+        // written; a --link one is made on nothing, and stacked on the
+        // finished layers.
+        let pipelined = self.engine.background_commits && !link;
+        let below = if pipelined {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|p| Arc::clone(&p.commit))
+        } else {
+            self.settle(state)?;
+            None
+        };
         let parents = if link {
             Vec::new()
+        } else if below.is_some() {
+            state.chain.clone().unwrap_or_default()
         } else {
             self.chain(state, command.location())?
         };
+        let below = below.as_ref();
         let active: Box<dyn ActiveSnapshot> = match command {
             // A RUN may run several times (retries), each time on a fresh
             // snapshot of the same clean parents.
             Command::Run(run) => {
-                self.run_attempts(step, run, &parents, &short_key(key), state, scope)?
+                self.run_attempts(step, run, &parents, below, &short_key(key), state, scope)?
             }
             _ => {
-                let active = self
-                    .engine
-                    .snapshotter
-                    .activate(&parents, &short_key(key))?;
+                let active = self.activate(&parents, below, &short_key(key))?;
                 match command {
                     Command::Workdir(_) => {
                         self.mkdir_workdir(&*active, &state.config, command.location())?
@@ -716,13 +849,107 @@ impl StageRunner<'_> {
                 active
             }
         };
-        let committed = active
-            .commit(&self.commit_options())
+        let location = command.location();
+        let commit_error = |e| BuildError::Commit {
+            location,
+            source: Cause::new(e),
+        };
+        if !pipelined {
+            let committed = active
+                .commit(&self.commit_options())
+                .map_err(commit_error)?;
+            let (layer, chain) = self.committed(step.id, committed, link)?;
+            let empty = layer.is_none();
+            self.step_finished(state, &info, layer, chain)?;
+            return Ok(empty);
+        }
+        let sealed = active.seal(&self.commit_options()).map_err(commit_error);
+        // No root stands on the step below any more: it can be finished.
+        self.settle(state)?;
+        match sealed? {
+            Sealed::Committed(committed) => {
+                let (layer, chain) = self.committed(step.id, *committed, false)?;
+                let empty = layer.is_none();
+                self.step_finished(state, &info, layer, chain)?;
+                Ok(empty)
+            }
+            Sealed::Unchanged => {
+                let chain = state.chain.clone();
+                self.step_finished(state, &info, None, chain)?;
+                Ok(true)
+            }
+            Sealed::Pending(commit) => {
+                self.write_in_background(info, commit)?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Starts writing a sealed step's layer on a thread of its own, and
+    /// makes it the stage's pending step. If the writing fails, the build
+    /// is cancelled at once (the steps running on it stop), and the
+    /// failure is the step's when it is settled.
+    fn write_in_background(
+        &self,
+        info: StepInfo,
+        commit: Arc<dyn PendingCommit>,
+    ) -> Result<(), BuildError> {
+        let canceller = self.engine.canceller();
+        let writing = Arc::clone(&commit);
+        let writer = std::thread::Builder::new()
+            .name("kiln-commit".to_string())
+            .spawn(move || {
+                let written = writing.write();
+                if written.is_err() {
+                    canceller.cancel();
+                }
+                written
+            })
             .map_err(|e| BuildError::Commit {
-                location: command.location(),
-                source: Cause::new(e),
+                location: info.location,
+                source: Cause::new(SnapshotError::io(
+                    "starting the layer writer in",
+                    self.engine.store.root(),
+                )(e)),
             })?;
-        if let (Some(step), Some(l)) = (step.id, &committed.layer) {
+        if let Some(step) = info.id {
+            self.engine.emit(Event::StepNote {
+                step,
+                text: "writing its layer in the background".to_string(),
+            });
+        }
+        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingStep {
+            info,
+            commit,
+            writer,
+        });
+        Ok(())
+    }
+
+    /// A step's root: on `parents`, or on the files of the step `below`
+    /// (sealed, on `parents`) whose layer is still being written.
+    pub(crate) fn activate(
+        &self,
+        parents: &[Snapshot],
+        below: Option<&Arc<dyn PendingCommit>>,
+        name: &str,
+    ) -> Result<Box<dyn ActiveSnapshot>, BuildError> {
+        Ok(match below {
+            Some(pending) => Arc::clone(pending).activate_above(parents, name)?,
+            None => self.engine.snapshotter.activate(parents, name)?,
+        })
+    }
+
+    /// A committed step's layer, told and recorded in the build's
+    /// encoding, and the chain to continue from (none after a --link
+    /// step: prepared when a later step needs it).
+    fn committed(
+        &self,
+        step: Option<StepId>,
+        committed: Committed,
+        link: bool,
+    ) -> Result<(Option<LayerRef>, Option<Vec<Snapshot>>), BuildError> {
+        if let (Some(step), Some(l)) = (step, &committed.layer) {
             let t = &l.timings;
             self.engine.emit(Event::StepCommitted {
                 step,

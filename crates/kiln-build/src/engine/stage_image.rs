@@ -230,6 +230,7 @@ impl Engine {
                 steps: Vec::new(),
                 downloads: Default::default(),
                 scratch_dirs: Default::default(),
+                pending: Default::default(),
                 keys_only: true,
             };
             let outcome = runner.run()?;
@@ -323,6 +324,7 @@ impl Engine {
                 steps: Vec::new(),
                 downloads: Default::default(),
                 scratch_dirs: Default::default(),
+                pending: Default::default(),
                 keys_only: false,
             };
             match runner.reused(&keyed[&stage], image) {

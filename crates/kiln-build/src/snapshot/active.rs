@@ -14,8 +14,8 @@ use rustix::fs::{Gid, Mode, Uid};
 
 use super::mount::{self, Overlay};
 use super::{
-    ActiveSnapshot, OverlaySnapshotter, ReadOnlyMount, Snapshot, SnapshotError, chain_id,
-    check_chain, diff, lock, mounts_under, record, remove_tree,
+    ActiveSnapshot, OverlaySnapshotter, PendingCommit, ReadOnlyMount, Sealed, Snapshot,
+    SnapshotError, chain_id, check_chain, diff, lock, mounts_under, record, remove_tree,
 };
 
 /// How [`ActiveSnapshot::commit`] writes the layer.
@@ -91,15 +91,41 @@ impl CommitTimings {
     }
 }
 
+/// A layer written by [`PendingCommit::write`], to be made a snapshot by
+/// [`PendingCommit::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenLayer {
+    info: kiln_image::compress::LayerBlob,
+    stats: LayerStats,
+    timings: CommitTimings,
+}
+
 /// A writable overlay of some snapshots: the root filesystem of one step.
 /// Dropping it discards it (unmounts and removes it, errors ignored).
 #[derive(Debug)]
 pub(super) struct OverlayActive {
     snapshotter: OverlaySnapshotter,
     parents: Vec<Snapshot>,
+    /// A sealed step between `parents` and this root, its upper dir the
+    /// topmost lower; held so that its directories outlive this mount.
+    below: Option<Arc<OverlayPending>>,
     key: String,
     upper: PathBuf,
     slot: Slot,
+}
+
+/// A sealed step (see [`Sealed::Pending`]): its upper dir, unmounted,
+/// with what the diff left out, in its active dir, whose lock it keeps.
+#[derive(Debug)]
+pub(super) struct OverlayPending {
+    snapshotter: OverlaySnapshotter,
+    upper: PathBuf,
+    exclude: Arc<std::collections::HashSet<Vec<u8>>>,
+    opts: CommitOptions,
+    diff: Duration,
+    /// Removed (with what is left of the upper dir) when the last
+    /// reference goes.
+    _slot: Slot,
 }
 
 impl OverlaySnapshotter {
@@ -109,9 +135,12 @@ impl OverlaySnapshotter {
     pub(super) fn mount_active(
         &self,
         parents: &[Snapshot],
+        below: Option<Arc<OverlayPending>>,
         key: &str,
     ) -> Result<OverlayActive, SnapshotError> {
         check_chain(parents)?;
+        // The pending step's own active dir (locked by this process) keeps
+        // its upper dir; only the snapshots need pins.
         let mut slot = Slot::create(self, key, parents)?;
         self.check_ready(parents)?;
         let upper = slot.dir.join("upper");
@@ -119,10 +148,15 @@ impl OverlaySnapshotter {
         for d in [&upper, &work, &slot.root] {
             make_dir(d)?;
         }
-        copy_root_metadata(parents.last().map(Snapshot::dir), &upper)?;
+        let top = match &below {
+            Some(p) => Some(p.upper.as_path()),
+            None => parents.last().map(Snapshot::dir),
+        };
+        copy_root_metadata(top, &upper)?;
         // Topmost first, as overlayfs lists lower dirs. FROM scratch still
         // needs one lower dir: an empty one.
-        let mut lowers: Vec<PathBuf> = parents.iter().rev().map(|s| s.dir.clone()).collect();
+        let mut lowers: Vec<PathBuf> = below.iter().map(|p| p.upper.clone()).collect();
+        lowers.extend(parents.iter().rev().map(|s| s.dir.clone()));
         if lowers.is_empty() {
             lowers.push(slot.empty_dir()?);
         }
@@ -136,6 +170,7 @@ impl OverlaySnapshotter {
         Ok(OverlayActive {
             snapshotter: self.clone(),
             parents: parents.to_vec(),
+            below,
             key: key.to_string(),
             upper,
             slot,
@@ -260,6 +295,28 @@ impl ActiveSnapshot for OverlayActive {
         self.commit_inner(opts)
     }
 
+    /// Unmounts the root and finds what changed; the layer is left to
+    /// the [`OverlayPending`] returned, whose upper dir stays in this
+    /// active dir (locked, so a sweep leaves it) until it is finished.
+    fn seal(mut self: Box<Self>, opts: &CommitOptions) -> Result<Sealed, SnapshotError> {
+        let started = Instant::now();
+        let Some(exclude) = self.unmount_and_diff()? else {
+            return Ok(Sealed::Unchanged);
+        };
+        let this = *self;
+        // The pending step's files are read from its own upper dir; the
+        // mount below is no longer needed.
+        drop(this.below);
+        Ok(Sealed::Pending(Arc::new(OverlayPending {
+            snapshotter: this.snapshotter,
+            upper: this.upper,
+            exclude: Arc::new(exclude),
+            opts: opts.clone(),
+            diff: started.elapsed(),
+            _slot: this.slot,
+        })))
+    }
+
     /// Throws the step's changes away: unmounts and removes everything.
     fn discard(mut self: Box<Self>) -> Result<(), SnapshotError> {
         self.slot.finish()
@@ -267,52 +324,137 @@ impl ActiveSnapshot for OverlayActive {
 }
 
 impl OverlayActive {
-    fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
-        // Nothing may change the upper dir while it is archived.
+    /// Unmounts the root (nothing may change the upper dir while it is
+    /// archived) and compares the upper dir with the layers below: the
+    /// names to leave out of the layer, or `None` if nothing changed.
+    fn unmount_and_diff(
+        &mut self,
+    ) -> Result<Option<std::collections::HashSet<Vec<u8>>>, SnapshotError> {
         self.slot.unmount()?;
+        let mut lowers: Vec<PathBuf> = self.below.iter().map(|p| p.upper.clone()).collect();
+        lowers.extend(self.parents.iter().rev().map(|s| s.dir.clone()));
+        let diff = diff::diff(&self.upper, &lowers)?;
+        Ok((!diff.empty).then_some(diff.exclude))
+    }
+
+    fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
+        if self.below.is_some() {
+            return Err(SnapshotError::AbovePending {
+                key: self.key.clone(),
+            });
+        }
         let upper = self.upper.clone();
-        let lowers: Vec<PathBuf> = self.parents.iter().rev().map(|s| s.dir.clone()).collect();
         let mut timings = CommitTimings::default();
         let mut clock = Instant::now();
         let mut lap = || {
             let now = Instant::now();
             std::mem::replace(&mut clock, now).elapsed()
         };
-        let diff = diff::diff(&upper, &lowers)?;
+        let exclude = self.unmount_and_diff()?;
         timings.diff = lap();
-        if diff.empty {
+        let Some(exclude) = exclude else {
             return Ok(Committed {
                 layer: None,
                 chain: self.parents.clone(),
             });
-        }
+        };
 
         let store = self.snapshotter.store();
-        let (info, stats) = write_layer(store, &upper, diff.exclude, opts, || {
+        let (info, stats) = write_layer(store, &upper, Arc::new(exclude), opts, || {
             timings.archive = lap();
         })?;
         timings.store = lap();
 
-        let below = self.parents.last().map(Snapshot::chain_id);
+        let written = WrittenLayer {
+            info,
+            stats,
+            timings,
+        };
+        self.snapshotter
+            .adopt_written(written, &upper, &self.parents, opts.format)
+    }
+}
+
+impl OverlaySnapshotter {
+    /// Makes the upper dir `upper`, written as `written`, a snapshot on
+    /// `parents`: the end of every commit.
+    fn adopt_written(
+        &self,
+        mut written: WrittenLayer,
+        upper: &Path,
+        parents: &[Snapshot],
+        format: Format,
+    ) -> Result<Committed, SnapshotError> {
+        let started = Instant::now();
+        let info = written.info;
+        let below = parents.last().map(Snapshot::chain_id);
         let chain_id = chain_id(below, &info.diff_id);
-        let snapshot = self
-            .snapshotter
-            .adopt(&chain_id, &info.diff_id, &upper, &info.digest)?;
-        timings.snapshot = lap();
-        let mut chain = self.parents.clone();
+        let snapshot = self.adopt(&chain_id, &info.diff_id, upper, &info.digest)?;
+        written.timings.snapshot = started.elapsed();
+        let mut chain = parents.to_vec();
         chain.push(snapshot.clone());
-        let media_type = info.compression.layer_media_type(opts.format);
+        let media_type = info.compression.layer_media_type(format);
         Ok(Committed {
             layer: Some(CommittedLayer {
                 descriptor: Descriptor::new(media_type, info.digest, info.size),
                 diff_id: info.diff_id,
                 uncompressed_size: info.uncompressed_size,
-                stats,
+                stats: written.stats,
                 snapshot,
-                timings,
+                timings: written.timings,
             }),
             chain,
         })
+    }
+}
+
+impl PendingCommit for OverlayPending {
+    fn activate_above(
+        self: Arc<Self>,
+        parents: &[Snapshot],
+        key: &str,
+    ) -> Result<Box<dyn ActiveSnapshot>, SnapshotError> {
+        let snapshotter = self.snapshotter.clone();
+        Ok(Box::new(snapshotter.mount_active(
+            parents,
+            Some(self),
+            key,
+        )?))
+    }
+
+    /// The upper dir through tar, diffID, compressor and digest into a
+    /// blob in the store, as a serial commit writes it: the same bytes.
+    fn write(&self) -> Result<WrittenLayer, SnapshotError> {
+        let mut timings = CommitTimings {
+            diff: self.diff,
+            ..CommitTimings::default()
+        };
+        let started = Instant::now();
+        let mut archived = None;
+        let (info, stats) = write_layer(
+            self.snapshotter.store(),
+            &self.upper,
+            Arc::clone(&self.exclude),
+            &self.opts,
+            || archived = Some(started.elapsed()),
+        )?;
+        timings.archive = archived.unwrap_or_default();
+        timings.store = started.elapsed() - timings.archive;
+        Ok(WrittenLayer {
+            info,
+            stats,
+            timings,
+        })
+    }
+
+    fn finish(
+        &self,
+        written: WrittenLayer,
+        parents: &[Snapshot],
+    ) -> Result<Committed, SnapshotError> {
+        check_chain(parents)?;
+        self.snapshotter
+            .adopt_written(written, &self.upper, parents, self.opts.format)
     }
 }
 
@@ -324,7 +466,7 @@ impl OverlayActive {
 pub(crate) fn write_layer(
     store: &kiln_image::Store,
     upper: &Path,
-    exclude: std::collections::HashSet<Vec<u8>>,
+    exclude: Arc<std::collections::HashSet<Vec<u8>>>,
     opts: &CommitOptions,
     archived: impl FnOnce(),
 ) -> Result<(kiln_image::compress::LayerBlob, LayerStats), SnapshotError> {
@@ -338,7 +480,7 @@ pub(crate) fn write_layer(
     };
     let mut blob = BlobWriter::new(store.ingest()?, &compress).map_err(write_error)?;
     let mut write = WriteOptions::default();
-    write.exclude = Arc::new(exclude);
+    write.exclude = exclude;
     let stats = layer::write(upper, &mut blob, &write).map_err(write_error)?;
     let (ingest, info) = blob.finish().map_err(write_error)?;
     archived();

@@ -90,6 +90,12 @@ pub enum SnapshotError {
         limit: usize,
     },
 
+    /// A root stacked on a step whose layer is still being written was
+    /// asked to commit; only a seal can end it (its chain is not known
+    /// until the step below is finished).
+    #[error("the root of step {key} is stacked on a layer not yet committed: seal it instead")]
+    AbovePending { key: String },
+
     #[error("unmounting {}", target.display())]
     Unmount {
         target: PathBuf,

@@ -78,12 +78,12 @@ use std::sync::Arc;
 use kiln_image::document::Descriptor;
 use kiln_image::{Digest, SnapshotRecord, SnapshotState, Store, Unsynced};
 
-pub use active::{CommitOptions, Committed};
+pub use active::{CommitOptions, Committed, WrittenLayer};
 pub use chain::chain_id;
 pub(crate) use chain::chain_ids;
 pub use error::SnapshotError;
 pub(crate) use sweep::SweepReport;
-pub use traits::{ActiveSnapshot, ReadOnlyMount, Snapshotter};
+pub use traits::{ActiveSnapshot, PendingCommit, ReadOnlyMount, Sealed, Snapshotter};
 pub use tree::TreeSnapshotter;
 pub use unpack::UnpackEvent;
 
@@ -245,7 +245,7 @@ impl Snapshotter for OverlaySnapshotter {
         parents: &[Snapshot],
         key: &str,
     ) -> Result<Box<dyn ActiveSnapshot>, SnapshotError> {
-        Ok(Box::new(self.mount_active(parents, key)?))
+        Ok(Box::new(self.mount_active(parents, None, key)?))
     }
 
     fn mount_readonly(&self, chain: &[Snapshot]) -> Result<Box<dyn ReadOnlyMount>, SnapshotError> {

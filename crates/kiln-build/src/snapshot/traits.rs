@@ -8,8 +8,9 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
-use super::active::{CommitOptions, Committed};
+use super::active::{CommitOptions, Committed, WrittenLayer};
 use super::sweep::SweepReport;
 use super::unpack::UnpackEvent;
 use super::{Layer, Snapshot, SnapshotError};
@@ -74,8 +75,63 @@ pub trait ActiveSnapshot: Send + Sync + fmt::Debug {
     /// the chain stays the parents.
     fn commit(self: Box<Self>, opts: &CommitOptions) -> Result<Committed, SnapshotError>;
 
+    /// Ends the step for a commit that finishes while the next step runs
+    /// (the build's pipeline, ARCHITECTURE.md): nothing may change the
+    /// root after this. What changed is found now; the layer is written
+    /// later, on any thread, by the [`PendingCommit`] returned, while the
+    /// next step runs on its files.
+    ///
+    /// A snapshotter that cannot stack a step on files not yet made a
+    /// snapshot commits at once (the default: [`Sealed::Committed`]).
+    fn seal(self: Box<Self>, opts: &CommitOptions) -> Result<Sealed, SnapshotError> {
+        self.commit(opts).map(|c| Sealed::Committed(Box::new(c)))
+    }
+
     /// Throws the step's changes away and removes the root.
     fn discard(self: Box<Self>) -> Result<(), SnapshotError>;
+}
+
+/// A step's root after [`ActiveSnapshot::seal`].
+#[derive(Debug)]
+pub enum Sealed {
+    /// Committed already (layer and snapshot made, or no layer).
+    Committed(Box<Committed>),
+    /// Nothing changed: no layer, and the next step builds on the chain
+    /// this one was built on.
+    Unchanged,
+    /// Changes whose layer is still to be written.
+    Pending(Arc<dyn PendingCommit>),
+}
+
+/// A sealed step whose layer is still to be made: its files stay where
+/// they are, read-only, for the steps stacked on them, while
+/// [`write`](PendingCommit::write) turns them into a layer blob beside
+/// those steps. Its directories are removed when the last reference (the
+/// engine's, the roots stacked on it) goes, so a root stacked on it never
+/// loses its lower dir.
+pub trait PendingCommit: Send + Sync + fmt::Debug {
+    /// A writable root for the next step: the sealed step's files over
+    /// `parents`, the chain the sealed step was built on (bottom first).
+    /// Only [`ActiveSnapshot::seal`] or discard may end it.
+    fn activate_above(
+        self: Arc<Self>,
+        parents: &[Snapshot],
+        key: &str,
+    ) -> Result<Box<dyn ActiveSnapshot>, SnapshotError>;
+
+    /// Writes the layer blob into the store (tar, both hashes,
+    /// compression, streamed): the slow part, on any thread, once.
+    fn write(&self) -> Result<WrittenLayer, SnapshotError>;
+
+    /// Makes the written layer a snapshot on `parents` (the chain the
+    /// sealed step was built on, bottom first). Call it once no root made
+    /// by [`activate_above`](PendingCommit::activate_above) is mounted any
+    /// more (each was sealed or discarded): the files move into place.
+    fn finish(
+        &self,
+        written: WrittenLayer,
+        parents: &[Snapshot],
+    ) -> Result<Committed, SnapshotError>;
 }
 
 /// A read-only view of a chain, removed when dropped.

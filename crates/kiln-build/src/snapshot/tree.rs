@@ -39,7 +39,7 @@
 //! Snapshots live as long as the process: the next build unpacks its base
 //! again (as Kaniko does); the store keeps the blobs and the cache.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -441,7 +441,7 @@ impl TreeActive {
 
         let archive = Instant::now();
         let store = &snapshotter.inner.store;
-        let (info, stats) = write_layer(store, &upper, HashSet::new(), opts, || {})?;
+        let (info, stats) = write_layer(store, &upper, Arc::default(), opts, || {})?;
         let archive_time = archive.elapsed();
         remove_tree(&upper)?;
 

@@ -63,7 +63,19 @@ impl Harness {
         dockerfile: &str,
         tweak: impl FnOnce(&mut BuildRequest),
     ) -> (Result<BuildResult, BuildError>, Vec<Event>) {
-        self.with_engine(context, dockerfile, tweak, |engine, request| {
+        self.build_on(context, dockerfile, tweak, |_| {})
+    }
+
+    /// [`Harness::build`] on an engine `on_engine` sets up
+    /// (`background_commits`, a cancel).
+    pub(crate) fn build_on(
+        &self,
+        context: &Path,
+        dockerfile: &str,
+        tweak: impl FnOnce(&mut BuildRequest),
+        on_engine: impl FnOnce(&mut Engine),
+    ) -> (Result<BuildResult, BuildError>, Vec<Event>) {
+        self.with_engine(context, dockerfile, tweak, on_engine, |engine, request| {
             engine.build(request)
         })
     }
@@ -76,9 +88,13 @@ impl Harness {
         stage: &str,
         tweak: impl FnOnce(&mut BuildRequest),
     ) -> Result<Vec<(Platform, Digest)>, BuildError> {
-        self.with_engine(context, dockerfile, tweak, |engine, request| {
-            engine.stage_keys(request, stage)
-        })
+        self.with_engine(
+            context,
+            dockerfile,
+            tweak,
+            |_| {},
+            |engine, request| engine.stage_keys(request, stage),
+        )
         .0
     }
 
@@ -89,13 +105,14 @@ impl Harness {
         context: &Path,
         dockerfile: &str,
         tweak: impl FnOnce(&mut BuildRequest),
+        on_engine: impl FnOnce(&mut Engine),
         work: impl FnOnce(&Engine, &BuildRequest) -> T,
     ) -> (T, Vec<Event>) {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink_events = Arc::clone(&events);
         let sink = Arc::new(move |e: Event| sink_events.lock().unwrap().push(e));
         let executor = Arc::new(RuncExecutor::new(self.root.path().join("runc")));
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             self.store.clone(),
             self.client.clone(),
             self.runtime.handle().clone(),
@@ -103,6 +120,7 @@ impl Harness {
             sink,
         )
         .unwrap();
+        on_engine(&mut engine);
         let mut request = BuildRequest::new(
             context.to_path_buf(),
             context.join("Dockerfile"),
