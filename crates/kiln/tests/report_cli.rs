@@ -248,10 +248,15 @@ fn a_run_steps_process_time_is_in_the_report() {
             .clone()
     };
     let run = step("RUN sleep 1");
-    let process = run["process_ms"].as_u64().expect("a RUN has a process time");
+    let process = run["process_ms"]
+        .as_u64()
+        .expect("a RUN has a process time");
     assert!(process >= 1000, "{run}");
     assert!(process <= run["duration_ms"].as_u64().unwrap(), "{run}");
-    assert!(step("COPY")["process_ms"].is_null(), "a COPY runs no process");
+    assert!(
+        step("COPY")["process_ms"].is_null(),
+        "a COPY runs no process"
+    );
     assert!(step("ENV")["process_ms"].is_null());
     let totals = &report["totals"];
     assert_eq!(totals["process_ms"].as_u64(), Some(process));

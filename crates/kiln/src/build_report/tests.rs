@@ -297,7 +297,12 @@ fn the_critical_path_goes_back_through_the_stage_waited_for() {
 #[test]
 fn the_process_path_is_the_longest_chain_of_process_times_through_the_stages() {
     let mut recorded = three_stages();
-    for (at, step, ms) in [(1990, 2, 1900), (1400, 6, 1300), (4000, 5, 1000), (5900, 5, 800)] {
+    for (at, step, ms) in [
+        (1990, 2, 1900),
+        (1400, 6, 1300),
+        (4000, 5, 1000),
+        (5900, 5, 800),
+    ] {
         recorded.record(
             at,
             &Event::StepProcess {
