@@ -943,7 +943,10 @@ class Bench:
                         retried[row].setdefault(tool.name, []).append((label, str(e)))
                         log(f"  {tool.name}: failed, trying once more: {e}")
                         try:
-                            sample = self.run_once(scn, tool, base_ref, f"{label}-retry", ph, reset=reset)
+                            # Scenario 8's retry starts from a wiped tool too;
+                            # 11's later phases need what the one before left.
+                            sample = self.run_once(scn, tool, base_ref, f"{label}-retry", ph,
+                                                   reset=scn.state != "series" or ph is phases[0])
                         except RuntimeError as e:
                             failed[tool.name] = str(e)
                             log(f"  {tool.name}: failed again: {e}")
