@@ -52,6 +52,8 @@ FRESH_BEGIN = "<!-- bench:fresh-runner begin -->"
 FRESH_END = "<!-- bench:fresh-runner end -->"
 EXECUTOR_BEGIN = "<!-- bench:executor begin -->"
 EXECUTOR_END = "<!-- bench:executor end -->"
+SEED_BEGIN = "<!-- bench:seed begin -->"
+SEED_END = "<!-- bench:seed end -->"
 # Scenario 9's two ways of running kiln, each its own column.
 EXECUTOR_WAYS = ("kiln-build", "kiln-executor")
 TOOLS = ("kiln", "buildkit", "buildah")
@@ -203,10 +205,10 @@ class Registry:
 # ---------------------------------------------------------------- inputs
 
 
-def ensure_wheelhouse(work: Path) -> Path:
-    """The pinned wheels of bench/requirements.txt, downloaded once."""
-    wheels = work / "wheels"
-    reqs = BENCH / "requirements.txt"
+def ensure_wheelhouse(work: Path, name: str = "wheels", reqs: Path = BENCH / "requirements.txt") -> Path:
+    """The pinned wheels of `reqs` (bench/requirements.txt), downloaded
+    once into WORK/`name`."""
+    wheels = work / name
     stamp = wheels / f".complete-{hashlib.sha256(reqs.read_bytes()).hexdigest()[:16]}"
     if stamp.exists():
         return wheels
@@ -345,6 +347,31 @@ def prepare_ml_context(work: Path, wheels: Path, quick: bool) -> Path:
     return ctx
 
 
+def prepare_seed_context(work: Path, wheels: Path) -> Path:
+    """target/bench/ctx/seed: scenario 11's folder, its wheelhouse (hard
+    links) and bench/requirements-seed.txt as pip's constraints."""
+    ctx = work / "ctx" / "seed"
+    src = SCENARIOS / "11-seed"
+    if (ctx / "app").exists():
+        shutil.rmtree(ctx / "app")
+    ctx.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "app", ctx / "app")
+    shutil.copy2(src / "Dockerfile", ctx / "Dockerfile")
+    text = (BENCH / "requirements-seed.txt").read_text()
+    if not (ctx / "constraints.txt").exists() or (ctx / "constraints.txt").read_text() != text:
+        (ctx / "constraints.txt").write_text(text)
+    (ctx / "wheels").mkdir(exist_ok=True)
+    want = {w.name for w in wheels.glob("*.whl")}
+    for old in (ctx / "wheels").iterdir():
+        if old.name not in want:
+            old.unlink()
+    for name in want:
+        dst = ctx / "wheels" / name
+        if not dst.exists():
+            os.link(wheels / name, dst)
+    return ctx
+
+
 # ---------------------------------------------------------------- timing
 
 
@@ -355,6 +382,10 @@ class Sample:
     tree_rss_mib: float | None = None  # ru_maxrss over kiln and its reaped children
     load: float = 0.0
     pulled: dict | None = None  # scenario 8: blob bytes served by the registry, by repository
+    # kiln: the process time on the critical path of the builds it ran
+    # (report.json's totals.process_critical_ms, summed over the builds of
+    # the sample); the sample's seconds less this is kiln's own overhead.
+    process_s: float | None = None
 
 
 def timed(cmds: list[list], env: dict, logf, watch_rss: bool = False) -> Sample:
@@ -483,6 +514,11 @@ class Kiln(Tool):
 
     def base_cmd(self) -> list:
         return [KILN, "--progress", "plain"]
+
+    def reports(self) -> set[Path]:
+        """The build reports kiln keeps in its store (docs/REPORT.md)."""
+        history = self.root / "history"
+        return set(history.glob("*/report.json")) if history.is_dir() else set()
 
     def build_cmds(self, ctx, dockerfile, args, tag, keep=False):
         return [self.base_cmd() + ["build", "-f", dockerfile, *build_args(args), "-t", tag,
@@ -690,6 +726,9 @@ class Phase:
     title: str
     mutate: bool = False  # change one line of the app before the build
     pull_target_mb: float | None = None  # kiln pulls less than this many MB (10^6 bytes)
+    # The row's own target, where the phases of a scenario have different ones (11).
+    target: float | None = None
+    target_text: str | None = None
 
 
 @dataclass
@@ -705,7 +744,10 @@ class Scenario:
     # same build done once (untimed) before the runs; push: the image built
     # into the tool's store once, the registry emptied before each run;
     # fresh: a previous CI run (untimed) built and pushed the image and its
-    # registry cache, and each build starts with the tool's state wiped.
+    # registry cache, and each build starts with the tool's state wiped;
+    # series: the first phase cold (every cache cleared), each phase after
+    # it built on what the one before left (scenario 11: cold, no-change
+    # rebuild, one-line edit).
     state: str
     context: Path
     dockerfile: Path
@@ -721,7 +763,8 @@ class Scenario:
         return self.phases or (Phase("", self.title, self.mutate),)
 
 
-def scenarios(ctx_ml: Path, base_ref: str, fresh_base_ref: str, quick: bool) -> list[Scenario]:
+def scenarios(ctx_ml: Path, base_ref: str, fresh_base_ref: str, quick: bool,
+              ctx_seed: Path | None = None) -> list[Scenario]:
     base = {"BASE": base_ref}
     big = dict(base, MIB=256 if quick else 2048)
     small = dict(base, FILES=20000 if quick else 200000)
@@ -752,7 +795,15 @@ def scenarios(ctx_ml: Path, base_ref: str, fresh_base_ref: str, quick: bool) -> 
                  {"BASE": fresh_base_ref}, 1.3, "≤ 1.3×",
                  phases=(Phase("a", "cold: empty runner, empty cache"),
                          Phase("b", "one-line app edit, fresh runner, the cache of (a)", mutate=True))),
-    ]
+    ] + ([] if ctx_seed is None else [
+        # The seed-sized image (#16): TensorFlow and ONNX, three pip steps
+        # with cache mounts. Not in the default list: it takes long.
+        Scenario("11", "seed-sized image (TensorFlow, ONNX)", "series", ctx_seed, ctx_seed / "Dockerfile", base,
+                 phases=(Phase("a", "seed image (TensorFlow, ONNX): cold", target=0.4, target_text="≤ 0.4×"),
+                         Phase("b", "seed image: rebuild, nothing changed", target=0.1, target_text="≤ 0.1×"),
+                         Phase("c", "seed image: one-line edit", mutate=True, target=0.1,
+                               target_text="≤ 0.1×"))),
+    ])
 
 
 PRIME_DOCKERFILE = "ARG BASE\nFROM ${BASE}\nRUN true\n"
@@ -780,7 +831,7 @@ class Bench:
         return open(self.logs / f"{safe}-{tool.name}-{label}.log", "wb")
 
     def prepare(self, scn: Scenario, tool: Tool, base_ref: str) -> None:
-        if scn.state == "cold":
+        if scn.state in ("cold", "series"):
             tool.reset()
         elif scn.state == "base":
             self.prime(scn, tool, base_ref)
@@ -885,13 +936,17 @@ class Bench:
                     # to start a container: "read init-p: connection reset by
                     # peer"); the report says so. Failing twice drops the tool
                     # from the scenario.
+                    reset = scn.state != "fresh" and (scn.state != "series" or ph is phases[0])
                     try:
-                        sample = self.run_once(scn, tool, base_ref, label, ph, reset=scn.state != "fresh")
+                        sample = self.run_once(scn, tool, base_ref, label, ph, reset=reset)
                     except RuntimeError as e:
                         retried[row].setdefault(tool.name, []).append((label, str(e)))
                         log(f"  {tool.name}: failed, trying once more: {e}")
                         try:
-                            sample = self.run_once(scn, tool, base_ref, f"{label}-retry", ph)
+                            # Scenario 8's retry starts from a wiped tool too;
+                            # 11's later phases need what the one before left.
+                            sample = self.run_once(scn, tool, base_ref, f"{label}-retry", ph,
+                                                   reset=scn.state != "series" or ph is phases[0])
                         except RuntimeError as e:
                             failed[tool.name] = str(e)
                             log(f"  {tool.name}: failed again: {e}")
@@ -899,6 +954,8 @@ class Bench:
                     extra = f", kiln RSS {sample.kiln_rss_mib:.0f} MiB" if sample.kiln_rss_mib else ""
                     if sample.pulled is not None:
                         extra += f", pulled {sum(sample.pulled.values()) / 1e6:.1f} MB"
+                    if sample.process_s is not None:
+                        extra += f", step processes {sample.process_s:.2f} s"
                     log(f"  {tool.name:8} {label:8} {sample.seconds:7.2f} s{extra}")
                     if not warm_up:
                         samples[row][tool.name].append(sample)
@@ -906,14 +963,16 @@ class Bench:
             row = rows[ph.suffix]
             self.results[row] = {
                 "title": ph.title if scn.phases else scn.title,
-                "target": scn.target,
-                "target_text": scn.target_text,
+                "target": ph.target if ph.target is not None else scn.target,
+                "target_text": ph.target_text if ph.target_text is not None else scn.target_text,
                 "samples": {k: [s.__dict__ for s in v] for k, v in samples[row].items()},
                 "failed": failed,
                 "retried": retried[row],
             }
             if scn.state == "fresh":
                 self.results[row] |= {"fresh": True, "scenario": scn.title, "pull_target_mb": ph.pull_target_mb}
+            if scn.state == "series":
+                self.results[row]["seed"] = True
         if any(ph.mutate for ph in phases):
             main = scn.context / "app" / "main.py"
             main.write_text(re.sub(r'^BUILD_STAMP = .*$', 'BUILD_STAMP = "original"', main.read_text(), flags=re.M))
@@ -949,8 +1008,11 @@ class Bench:
                     repo = f"{self.cache_registry.host}/bench/exec-{way.name}-r{r}"
                     cmds = way.fresh_cmds(scn.context, scn.dockerfile, scn.args, f"{repo}:latest", f"{repo}-cache")
                     try:
+                        before = way.reports() if isinstance(way, Kiln) else None
                         with self.logfile(scn, way, label) as f:
                             sample = timed(cmds, way.env(), f)
+                        if before is not None:
+                            sample.process_s = process_seconds(way.reports() - before)
                     except RuntimeError as e:
                         failed[way.name] = str(e)
                         log(f"  {way.name}: failed: {e}")
@@ -992,8 +1054,11 @@ class Bench:
         else:
             cmds = tool.build_cmds(scn.context, scn.dockerfile, args, self.tag(scn), keep=primed)
         offset = self.cache_registry.log_offset() if scn.state == "fresh" else None
+        before = tool.reports() if isinstance(tool, Kiln) else None
         with self.logfile(scn, tool, label) as f:
             sample = timed(cmds, tool.env(), f, watch_rss=tool.name == "kiln")
+        if before is not None:
+            sample.process_s = process_seconds(tool.reports() - before)
         if offset is not None:
             sample.pulled = self.cache_registry.blob_bytes_since(offset)
         return sample
@@ -1037,6 +1102,20 @@ class Bench:
                                   "levels": {str(k): {"export": v, "gzip_bytes": gzip_bytes[k]}
                                              for k, v in exports.items()}}
         log(f"  generate {gen:.2f} s")
+
+
+def process_seconds(reports: set[Path]) -> float | None:
+    """The process time on the critical path of the builds whose reports
+    these are, in seconds (totals.process_critical_ms, docs/REPORT.md);
+    None without a report (a push builds nothing) or from a kiln that does
+    not report it."""
+    total = 0
+    for path in reports:
+        ms = json.loads(path.read_text()).get("totals", {}).get("process_critical_ms")
+        if ms is None:
+            return None
+        total += ms
+    return total / 1000 if reports else None
 
 
 # ext4 without a journal does not hand out an inode again until 60 s after
@@ -1108,6 +1187,7 @@ def machine_info(work: Path, tools: list[Tool]) -> dict:
         "kernel": platform.release(),
         "os": os_name,
         "virt": virt,
+        "uptime": output(["uptime"]),
         "versions": {t.name: t.version() for t in tools}
         | {
             "runc": output(["runc", "--version"]).splitlines()[0],
@@ -1149,6 +1229,29 @@ def time_cells(r: dict, names) -> tuple[dict, dict]:
     return cells, meds
 
 
+def overhead(samples: list[dict]) -> tuple[float, float] | None:
+    """kiln's own overhead over `samples`: the median of wall time less the
+    process time on the critical path (from kiln's build reports), and that
+    median as a share of the median wall time. None without reports."""
+    pairs = [(x["seconds"], x["seconds"] - x["process_s"]) for x in samples if x.get("process_s") is not None]
+    if not pairs:
+        return None
+    return median([o for _, o in pairs]), median([o for _, o in pairs]) / median([w for w, _ in pairs])
+
+
+def overhead_cell(samples: list[dict]) -> str:
+    o = overhead(samples)
+    return "—" if o is None else f"{fmt_s(o[0])} s ({o[1]:.0%})"
+
+
+OVERHEAD_NOTE = ("kiln overhead: kiln's wall time less the time its step processes ran on the critical "
+                 "path (`totals.process_critical_ms` of its build reports, docs/REPORT.md: the longest "
+                 "chain of RUN process times through the stage graph; for one stage, their sum), median "
+                 "of the timed runs, and its share of kiln's median wall time. It is what kiln spent on "
+                 "its own work: cache keys, pulls and unpacks, COPY, mounts, starting the runtime, "
+                 "committing layers, export.")
+
+
 def report(results: dict, machine: dict, opts, started: str, duration: float) -> str:
     lines = []
     lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
@@ -1167,10 +1270,12 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
     lines.append("")
     lines.append("Median wall time in seconds (min–max of the timed runs). Ratio: kiln's median over the "
                  "faster peer's median in the same run. Peak RSS: the kiln process's VmHWM (its threads, "
-                 "not runc or the step's processes), largest of the runs.")
+                 "not runc or the step's processes), largest of the runs. " + OVERHEAD_NOTE + " A push "
+                 "(7) has no build report: all of its time is kiln's.")
     lines.append("")
-    lines.append("| # | scenario | kiln | BuildKit | Buildah | kiln / faster peer | target | holds | kiln peak RSS |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
+    lines.append("| # | scenario | kiln | BuildKit | Buildah | kiln / faster peer | target | holds | kiln overhead "
+                 "| kiln peak RSS |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for sid, r in main_rows(results).items():
         cells, meds = time_cells(r, TOOLS)
         peers = [meds[p] for p in PEERS if p in meds]
@@ -1186,7 +1291,8 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
         rss = [x["kiln_rss_mib"] for x in r["samples"].get("kiln", []) if x.get("kiln_rss_mib")]
         rss_cell = f"{max(rss):.0f} MiB" if rss else "—"
         lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
-                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | {rss_cell} |")
+                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | "
+                     f"{overhead_cell(r['samples'].get('kiln', []))} | {rss_cell} |")
     lines.append("")
     notes = failure_notes(main_rows(results))
     if notes:
@@ -1216,10 +1322,29 @@ def report(results: dict, machine: dict, opts, started: str, duration: float) ->
     return "\n".join(lines)
 
 
+def seed_targets(results: dict) -> list[str]:
+    """Scenario 11's targets beside the ratios (#16): kiln's overhead at
+    most 10% of the cold build's wall time, its peak RSS under 200 MiB."""
+    cold = results.get("11a")
+    if not cold:
+        return []
+    lines = []
+    o = overhead(cold["samples"].get("kiln", []))
+    if o is not None:
+        lines.append(f"- scenario 11, kiln's overhead in the cold build (11a): {fmt_s(o[0])} s, {o[1]:.1%} of its "
+                     f"wall time; target ≤ 10%: {'yes' if o[1] <= 0.10 else '**no**'}")
+    rss = [x["kiln_rss_mib"] for sid in ("11a", "11b", "11c") if sid in results
+           for x in results[sid]["samples"].get("kiln", []) if x.get("kiln_rss_mib")]
+    if rss:
+        lines.append(f"- scenario 11, kiln's peak RSS (largest of 11a–c): {max(rss):.0f} MiB; target < 200 MiB: "
+                     f"{'yes' if max(rss) < 200 else '**no**'}")
+    return lines + [""] if lines else []
+
+
 def main_rows(results: dict) -> dict:
     """The rows of the main table: all but scenario 8's and the floor."""
     return {sid: r for sid, r in results.items()
-            if sid != "floor4" and not r.get("fresh") and not r.get("executor")}
+            if sid != "floor4" and not r.get("fresh") and not r.get("executor") and not r.get("seed")}
 
 
 def failure_notes(rows: dict) -> list[str]:
@@ -1233,6 +1358,53 @@ def failure_notes(rows: dict) -> list[str]:
                              f"`{msg.splitlines()[0][:200]}`")
     # Scenario 8's rows share one list of failures.
     return list(dict.fromkeys(notes))
+
+
+def report_seed(results: dict, machine: dict, opts, started: str, duration: float) -> str | None:
+    """Scenario 11's block: the seed-sized image, cold, no-change rebuild
+    and one-line edit, with kiln's overhead and the machine's load."""
+    rows = {sid: r for sid, r in results.items() if r.get("seed")}
+    if not rows:
+        return None
+    lines = []
+    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+                 f"({opts.warmups} warm-up and {opts.runs} timed run{'s' if opts.runs != 1 else ''} of the three "
+                 f"builds per tool, one after the other on the same store, tools alternating; the whole run took "
+                 f"{duration / 60:.0f} min), on {machine['cores']} cores ({machine['cpu']}"
+                 f"{', ' + machine['virt'] + ' guest' if machine['virt'] else ''}), {machine['memory_mib'] / 1024:.0f} GiB, "
+                 f"{machine['disk']}, {machine['os']}, Linux {machine['kernel']}.")
+    lines.append("")
+    for k in TOOLS:
+        if k in machine["versions"]:
+            lines.append(f"- {TOOL_NAMES[k]}: {machine['versions'][k]}")
+    lines.append(f"- `uptime` before the run: {machine.get('uptime', '?')}; after it: "
+                 f"{machine.get('uptime_after') or output(['uptime'])}")
+    lines.append("")
+    lines.append("Median wall time in seconds (min–max of the timed runs), OCI tarball out. Ratio: kiln's median "
+                 "over the faster peer's median in the same run. Load: the 1-minute load average when each "
+                 "tool's build started, kiln / BuildKit / Buildah (other work shares this machine). "
+                 + OVERHEAD_NOTE)
+    lines.append("")
+    lines.append("| # | scenario | kiln | BuildKit | Buildah | kiln / faster peer | target | holds | kiln overhead "
+                 "| kiln peak RSS | load |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for sid, r in rows.items():
+        cells, meds = time_cells(r, TOOLS)
+        peers = [meds[p] for p in PEERS if p in meds]
+        ratio = meds["kiln"] / min(peers) if "kiln" in meds and peers else None
+        holds = "—" if r["target"] is None or ratio is None else ("yes" if ratio <= r["target"] else "**no**")
+        kiln = r["samples"].get("kiln", [])
+        rss = [x["kiln_rss_mib"] for x in kiln if x.get("kiln_rss_mib")]
+        load = " / ".join(", ".join(f"{x['load']:.1f}" for x in r["samples"].get(t, [])) or "—" for t in TOOLS)
+        lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
+                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | "
+                     f"{overhead_cell(kiln)} | {f'{max(rss):.0f} MiB' if rss else '—'} | {load} |")
+    lines.append("")
+    lines += seed_targets(results)
+    notes = failure_notes(rows)
+    if notes:
+        lines += notes + [""]
+    return "\n".join(lines)
 
 
 def report_executor(results: dict, machine: dict, opts, started: str, duration: float) -> str | None:
@@ -1257,16 +1429,19 @@ def report_executor(results: dict, machine: dict, opts, started: str, duration: 
     lines.append("")
     lines.append("Median wall time in seconds (min–max of the timed runs) of the scenario-1 (ML) image's CI job: "
                  "registry cache read and written (`mode=max`), image pushed, on a runner that kept nothing. "
-                 "Ratio: kiln executor's median over kiln build's.")
+                 "Ratio: kiln executor's median over kiln build's. " + OVERHEAD_NOTE + " Here for kiln build "
+                 "only: the executor's reports stay in its container's store.")
     lines.append("")
-    lines.append("| # | CI job | kiln build (host) | kiln executor (unprivileged) | executor / build | target | holds |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines.append("| # | CI job | kiln build (host) | kiln executor (unprivileged) | executor / build | target | holds "
+                 "| kiln build overhead |")
+    lines.append("|---|---|---|---|---|---|---|---|")
     for sid, r in rows.items():
         cells, meds = time_cells(r, EXECUTOR_WAYS)
         ratio = meds["kiln-executor"] / meds["kiln-build"] if len(meds) == 2 else None
         holds = "—" if ratio is None else ("yes" if ratio <= r["target"] else "**no**")
         lines.append(f"| {sid} | {r['title']} | {cells['kiln-build']} | {cells['kiln-executor']} | "
-                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} |")
+                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | "
+                     f"{overhead_cell(r['samples'].get('kiln-build', []))} |")
     lines.append("")
     for sid, r in rows.items():
         for way, msg in r["failed"].items():
@@ -1307,10 +1482,10 @@ def report_fresh(results: dict, machine: dict, opts, started: str, duration: flo
     lines.append("")
     lines.append("Median wall time in seconds (min–max of the timed runs) of the build, with the cache read "
                  "and written and the image pushed, on a runner whose tool kept nothing. Ratio: kiln's median "
-                 "over the faster peer's median in the same run.")
+                 "over the faster peer's median in the same run. " + OVERHEAD_NOTE)
     lines.append("")
-    lines.append("| # | fresh runner | kiln | BuildKit | Buildah | kiln / faster peer | target | holds |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("| # | fresh runner | kiln | BuildKit | Buildah | kiln / faster peer | target | holds | kiln overhead |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     pulled: dict[str, dict[str, list[dict]]] = {}
     for sid, r in rows.items():
         cells, meds = time_cells(r, TOOLS)
@@ -1320,7 +1495,8 @@ def report_fresh(results: dict, machine: dict, opts, started: str, duration: flo
         ratio = meds["kiln"] / min(peers) if "kiln" in meds and peers else None
         holds = "—" if ratio is None else ("yes" if ratio <= r["target"] else "**no**")
         lines.append(f"| {sid} | {r['title']} | {cells['kiln']} | {cells['buildkit']} | {cells['buildah']} | "
-                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} |")
+                     f"{f'{ratio:.2f}×' if ratio is not None else '—'} | {r['target_text']} | {holds} | "
+                     f"{overhead_cell(r['samples'].get('kiln', []))} |")
     lines.append("")
     lines.append("Blob bytes each tool pulled from the registry during the build, in MB (10⁶ bytes; median of "
                  "the timed runs, min–max if they differ): every `GET /v2/…/blobs/…` the registry served, "
@@ -1390,7 +1566,8 @@ def main() -> int:
     p.add_argument("--runs", type=int, help="timed runs per tool and scenario (default 3; --quick: 1)")
     p.add_argument("--warmups", type=int, help="untimed runs first (default 1; --quick: 0)")
     p.add_argument("--quick", action="store_true", help="each scenario once, with smaller sizes: a smoke test")
-    p.add_argument("--scenarios", default="1,2,3,4,5,6,6′,7,8,9", help="comma-separated (6′ or 6p: one stage)")
+    p.add_argument("--scenarios", default="1,2,3,4,5,6,6′,7,8,9",
+                   help="comma-separated (6′ or 6p: one stage; 11, the seed-sized image, is not in the default)")
     p.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of kiln,buildkit,buildah")
     p.add_argument("--work", type=Path, default=REPO / "target" / "bench", help="work dir (default target/bench)")
     p.add_argument("--output", type=Path, help="report file (default docs/BENCHMARKS.md; --quick: WORK/BENCHMARKS-quick.md)")
@@ -1433,8 +1610,13 @@ def main() -> int:
         bench.push_registry.start(wipe=True)
         base_ref = push_base(base_registry, layout)
         ctx_ml = prepare_ml_context(work, wheels, opts.quick)
+        # Scenario 11's wheelhouse (about 320 MB) is fetched only for it.
+        ctx_seed = None
+        if "11" in wanted:
+            seed_wheels = ensure_wheelhouse(work, "wheels-seed", BENCH / "requirements-seed.txt")
+            ctx_seed = prepare_seed_context(work, seed_wheels)
         fresh_base_ref = f"{bench.cache_registry.host}/{BASE_REPO}:{BASE_TAG}"
-        all_scenarios = {s.id: s for s in scenarios(ctx_ml, base_ref, fresh_base_ref, opts.quick)}
+        all_scenarios = {s.id: s for s in scenarios(ctx_ml, base_ref, fresh_base_ref, opts.quick, ctx_seed)}
         for sid in wanted:
             if sid not in all_scenarios:
                 p.error(f"unknown scenario {sid}")
@@ -1449,6 +1631,7 @@ def main() -> int:
                 bench.floor(scn)
             (work / "results.json").write_text(json.dumps({"machine": machine, "results": bench.results}, indent=1))
         duration = time.perf_counter() - t_start
+        machine["uptime_after"] = output(["uptime"])
         # Each block is written only by a run that measured it, so that
         # `--scenarios 8` leaves the others' results as they are.
         if main_rows(bench.results):
@@ -1459,6 +1642,10 @@ def main() -> int:
         if fresh:
             write_report(output_path, fresh, FRESH_BEGIN, FRESH_END)
             print(fresh)
+        seed = report_seed(bench.results, machine, opts, started, duration)
+        if seed:
+            write_report(output_path, seed, SEED_BEGIN, SEED_END)
+            print(seed)
         executor = report_executor(bench.results, machine, opts, started, duration)
         if executor:
             write_report(output_path, executor, EXECUTOR_BEGIN, EXECUTOR_END)

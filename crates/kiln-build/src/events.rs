@@ -75,6 +75,15 @@ pub enum Event {
         done: u64,
         total: Option<u64>,
     },
+    /// A RUN step's process ended (each attempt of a retried step sends
+    /// one): `duration_ms` is how long the runtime ran it, from its start
+    /// until it exited and its output was read. Mounts prepared before and
+    /// the commit after are not in it: that is kiln's time, not the step's.
+    StepProcess {
+        step: StepId,
+        duration_ms: u64,
+        exit_code: i32,
+    },
     /// A note about a step that is not output (a retry, a lock wait).
     StepNote { step: StepId, text: String },
     /// The step's changes became a layer: `size` bytes of tar, `compressed`

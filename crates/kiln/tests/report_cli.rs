@@ -225,6 +225,60 @@ fn a_build_and_its_cached_rebuild_have_reports_and_a_history() {
     }
 }
 
+/// Issue #16: the harness takes kiln's overhead as the build's duration
+/// less the process time on the critical path, so the process time must be
+/// the step's command, not kiln's work around it.
+#[test]
+fn a_run_steps_process_time_is_in_the_report() {
+    let Some(kiln) = kiln_with_base() else { return };
+    let ctx = context(&format!(
+        "FROM {BASE}\nRUN sleep 1 && echo slept > /s.txt\nCOPY data.txt /data.txt\nENV A=1\n"
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let (code, stderr) = build_with_report(&kiln, ctx.path(), work.path(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let report = read_json(&work.path().join("report.json"));
+    let step = |prefix: &str| {
+        report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["instruction"].as_str().unwrap().starts_with(prefix))
+            .unwrap()
+            .clone()
+    };
+    let run = step("RUN sleep 1");
+    let process = run["process_ms"]
+        .as_u64()
+        .expect("a RUN has a process time");
+    assert!(process >= 1000, "{run}");
+    assert!(process <= run["duration_ms"].as_u64().unwrap(), "{run}");
+    assert!(
+        step("COPY")["process_ms"].is_null(),
+        "a COPY runs no process"
+    );
+    assert!(step("ENV")["process_ms"].is_null());
+    let totals = &report["totals"];
+    assert_eq!(totals["process_ms"].as_u64(), Some(process));
+    // One stage: its chain is the sum of its steps' process times.
+    assert_eq!(totals["process_critical_ms"].as_u64(), Some(process));
+    assert!(process <= report["build"]["duration_ms"].as_u64().unwrap());
+
+    // A cached rebuild runs no process.
+    let again = work.path().join("again");
+    let (code, stderr) = build_with_report(&kiln, ctx.path(), &again, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let cached = read_json(&again.join("report.json"));
+    assert_eq!(cached["totals"]["process_critical_ms"], 0);
+    assert!(
+        cached["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["process_ms"].is_null())
+    );
+}
+
 #[test]
 fn a_failed_build_has_its_report_with_the_exit_code_and_output() {
     let Some(kiln) = kiln_with_base() else { return };

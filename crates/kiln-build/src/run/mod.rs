@@ -206,7 +206,14 @@ fn run(exec: &dyn Executor, spec: &RunSpec, step: &RunStep<'_>) -> Result<ExitIn
         inner: lines,
         observer: step.observer,
     };
-    Ok(exec.run(spec, &sink, step.control)?)
+    let started = std::time::Instant::now();
+    let exit = exec.run(spec, &sink, step.control)?;
+    events(Event::StepProcess {
+        step: id,
+        duration_ms: crate::events::millis(started.elapsed()),
+        exit_code: exit.code,
+    });
+    Ok(exit)
 }
 
 /// `USER` against the root, with BuildKit's messages for a missing name.

@@ -66,3 +66,55 @@ pub(super) fn path(stages: &[Stage], steps: &[Step]) -> Vec<u32> {
     path.reverse();
     path
 }
+
+/// The longest chain of process times through the stage graph, in ms: a
+/// lane's steps run one after the other, and a stage starts once the
+/// stages it reads are done, so a lane's chain is its own steps' process
+/// times plus the longest chain among the lanes it needs; the build's is
+/// the longest of all lanes (platforms and independent stages run side by
+/// side). For one stage it is the sum of its steps' process times. No
+/// schedule of the same processes ends sooner, so the build's duration
+/// less this is time kiln spent on its own work or waiting for it.
+pub(super) fn process_path_ms(stages: &[Stage], steps: &[Step]) -> u64 {
+    let process: HashMap<u32, u64> = steps
+        .iter()
+        .map(|s| (s.id, s.process_ms.unwrap_or(0)))
+        .collect();
+    let mut memo: HashMap<usize, u64> = HashMap::new();
+    (0..stages.len())
+        .map(|i| chain(i, stages, &process, &mut memo, &mut Vec::new()))
+        .max()
+        .unwrap_or(0)
+}
+
+fn chain(
+    i: usize,
+    stages: &[Stage],
+    process: &HashMap<u32, u64>,
+    memo: &mut HashMap<usize, u64>,
+    visiting: &mut Vec<usize>,
+) -> u64 {
+    if let Some(ms) = memo.get(&i) {
+        return *ms;
+    }
+    if visiting.contains(&i) {
+        return 0; // a malformed graph must not loop
+    }
+    visiting.push(i);
+    let lane = &stages[i];
+    let own: u64 = lane.steps.iter().filter_map(|id| process.get(id)).sum();
+    let needs = lane
+        .needs
+        .iter()
+        .filter_map(|name| {
+            stages
+                .iter()
+                .position(|s| &s.name == name && s.platform == lane.platform)
+        })
+        .map(|n| chain(n, stages, process, memo, visiting))
+        .max()
+        .unwrap_or(0);
+    visiting.pop();
+    memo.insert(i, own + needs);
+    own + needs
+}

@@ -122,6 +122,12 @@ pub(crate) struct Step {
     pub(crate) start_ms: Option<u64>,
     pub(crate) end_ms: Option<u64>,
     pub(crate) duration_ms: Option<u64>,
+    /// How long its processes ran (a RUN's command in the runtime, every
+    /// attempt of a retried step); `None` for a step that ran none (COPY,
+    /// a cache hit). The rest of `duration_ms` is kiln's: the cache key,
+    /// mounts, the commit of the layer.
+    #[serde(default)]
+    pub(crate) process_ms: Option<u64>,
     /// `sha256:...`, for the steps that have one (RUN, COPY, ADD, WORKDIR).
     pub(crate) cache_key: Option<String>,
     /// The `--cache-from` a `remote-cached` step came from.
@@ -268,6 +274,15 @@ pub(crate) struct Totals {
     pub(crate) new_layer_bytes: u64,
     /// The time of the critical path's steps.
     pub(crate) critical_path_ms: u64,
+    /// The steps' process times, summed.
+    #[serde(default)]
+    pub(crate) process_ms: u64,
+    /// The longest chain of process times through the stage graph: no
+    /// schedule of these steps ends sooner. `build.duration_ms` less this
+    /// is kiln's own time (see "Process time and kiln's overhead" in
+    /// docs/REPORT.md).
+    #[serde(default)]
+    pub(crate) process_critical_ms: u64,
 }
 
 /// What went to and from registries during the build and its exports

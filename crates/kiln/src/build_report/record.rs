@@ -237,6 +237,8 @@ struct Seen {
     done: Option<Done>,
     failed: Option<(u64, u64, String, Option<i32>)>,
     committed: Option<(u64, CommitTimes)>,
+    /// The summed run time of its processes (a RUN's attempts).
+    process_ms: Option<u64>,
     retries: Vec<Retry>,
     watchdog: Vec<Diagnosis>,
     lock_waits: Vec<LockWait>,
@@ -349,6 +351,12 @@ pub(super) fn assemble(recorded: &Recorded, outcome: &Outcome, id: &str, end: u6
             }
             Event::StepStarted { step } => {
                 seen.entry(*step).or_default().started.get_or_insert(at);
+            }
+            Event::StepProcess {
+                step, duration_ms, ..
+            } => {
+                let s = seen.entry(*step).or_default();
+                s.process_ms = Some(s.process_ms.unwrap_or(0) + duration_ms);
             }
             Event::StepNote { step, text } => seen.entry(*step).or_default().notes.push(Note {
                 at_ms: at,
@@ -477,7 +485,8 @@ pub(super) fn assemble(recorded: &Recorded, outcome: &Outcome, id: &str, end: u6
     for s in &mut steps {
         s.critical = critical_path.contains(&s.id);
     }
-    let totals = totals(&steps, &critical_path);
+    let mut totals = totals(&steps, &critical_path);
+    totals.process_critical_ms = critical::process_path_ms(&stages, &steps);
     let transfers = transfers(recorded);
     let started_at = recorded.started_at.unwrap_or(SystemTime::UNIX_EPOCH);
     Report {
@@ -588,6 +597,7 @@ fn step(id: StepId, s: Seen, recorded: &Recorded, end: u64) -> Step {
         start_ms: start,
         end_ms: finish,
         duration_ms: start.zip(finish).map(|(a, b)| b.saturating_sub(a)),
+        process_ms: s.process_ms,
         cache_key: s.key,
         cache_from: s.cache_from,
         layer,
@@ -696,6 +706,7 @@ fn totals(steps: &[Step], critical_path: &[StepId]) -> Totals {
         if critical_path.contains(&s.id) {
             t.critical_path_ms += s.duration_ms.unwrap_or(0);
         }
+        t.process_ms += s.process_ms.unwrap_or(0);
     }
     t
 }

@@ -292,6 +292,35 @@ fn the_critical_path_goes_back_through_the_stage_waited_for() {
     assert_eq!(r.totals.critical_path_ms, 5 + 2000 + 1 + 70 + 3890);
 }
 
+/// The process chain of three_stages: build (step 2) and tools (step 6)
+/// side by side, then app (step 5, two attempts).
+#[test]
+fn the_process_path_is_the_longest_chain_of_process_times_through_the_stages() {
+    let mut recorded = three_stages();
+    for (at, step, ms) in [
+        (1990, 2, 1900),
+        (1400, 6, 1300),
+        (4000, 5, 1000),
+        (5900, 5, 800),
+    ] {
+        recorded.record(
+            at,
+            &Event::StepProcess {
+                step,
+                duration_ms: ms,
+                exit_code: 0,
+            },
+        );
+    }
+    let r = assemble(&recorded, &failed("x"), "20250615T163320Z-0001", 6010);
+    let step = |id: u32| r.steps.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(step(5).process_ms, Some(1800), "every attempt counts");
+    assert_eq!(step(1).process_ms, None, "a cache hit runs nothing");
+    assert_eq!(r.totals.process_ms, 1900 + 1300 + 1800);
+    // max(build 1900, tools 1300) + app 1800.
+    assert_eq!(r.totals.process_critical_ms, 1900 + 1800);
+}
+
 #[test]
 fn totals_count_steps_layers_and_transfers() {
     let r = report();
