@@ -63,6 +63,7 @@ mod diff;
 mod error;
 #[cfg(feature = "testing")]
 pub(crate) mod fake;
+mod fold;
 mod gc;
 mod lock;
 mod mount;

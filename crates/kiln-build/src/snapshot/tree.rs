@@ -10,6 +10,9 @@
 //!   <n>/root/                          a step's root
 //!   <n>/upper/                         at commit: the diff, as overlayfs's
 //!                                      upper dir would hold it
+//!   <n>/                               while a chain is unpacked: one of
+//!                                      its layers, folded onto the one
+//!                                      below when all are (`fold.rs`)
 //! ```
 //!
 //! A step works in place: [`activate`](Snapshotter::activate) takes its
@@ -21,7 +24,8 @@
 //! root then becomes the tree of the new chain. A tree someone else needs
 //! after a step took it (a retry, a second stage on the same base, a view
 //! held meanwhile) is unpacked again from the chain's layer blobs, which
-//! the store keeps.
+//! the store keeps: all at once, one thread per core, as the overlay
+//! snapshotter unpacks its layers, then folded into one tree by renames.
 //!
 //! What counts as a change (the overlay differ's rules, `diff.rs`, where an
 //! index can answer them): a directory is kept if its type, permissions,
@@ -55,8 +59,9 @@ use kiln_image::{Digest, Store};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Stat};
 
 use super::active::{CommitOptions, CommitTimings, Committed, CommittedLayer, write_layer};
+use super::fold::fold;
 use super::plain::{copy_meta, kind, list, lstat, make_dir, read_link};
-use super::unpack::{UnpackEvent, unpack};
+use super::unpack::{UnpackEvent, parallel, unpack};
 use super::{
     ActiveSnapshot, Layer, ReadOnlyMount, Snapshot, SnapshotError, Snapshotter, chain_id,
     chain_ids, check_chain, remove_tree,
@@ -165,7 +170,11 @@ impl TreeSnapshotter {
             })
     }
 
-    /// Unpacks the layers of `chain_id` into the new directory `dir`.
+    /// Unpacks the layers of `chain_id` into the new directory `dir`: all
+    /// at once, each into a directory of its own, folded onto the one
+    /// below by renames (`fold.rs`); in order onto one tree if that fails
+    /// (a layer that cannot be unpacked alone: a hardlink to a file of a
+    /// layer below, which applying in order allows).
     fn unpack_chain(
         &self,
         chain_id: &Digest,
@@ -173,27 +182,66 @@ impl TreeSnapshotter {
         on_event: &(dyn Fn(UnpackEvent<'_>) + Sync),
     ) -> Result<(), SnapshotError> {
         let layers = self.layers_of(chain_id)?;
+        let chain = chain_ids(layers.iter().map(|l| &l.diff_id));
+        if layers.len() > 1 && self.unpack_at_once(&layers, &chain, dir, on_event).is_ok() {
+            return Ok(());
+        }
         make_dir(dir, 0o755)?;
         let result = (|| {
-            let mut below: Option<Digest> = None;
-            for layer in &layers {
-                let id = super::chain_id(below.as_ref(), &layer.diff_id);
+            for (layer, id) in layers.iter().zip(&chain) {
                 on_event(UnpackEvent::Started {
-                    chain_id: &id,
+                    chain_id: id,
                     layer,
                 });
                 let stats = unpack(&self.inner.store, layer, dir, Whiteouts::Apply)?;
                 on_event(UnpackEvent::Finished {
-                    chain_id: &id,
+                    chain_id: id,
                     layer,
                     stats: &stats,
                 });
-                below = Some(id);
             }
             Ok(())
         })();
         if result.is_err() {
             let _ = remove_tree(dir);
+        }
+        result
+    }
+
+    /// The layers unpacked in parallel (one thread per core), then folded
+    /// bottom up; `dir` is made only if it all worked.
+    fn unpack_at_once(
+        &self,
+        layers: &[Layer],
+        chain: &[Digest],
+        dir: &Path,
+        on_event: &(dyn Fn(UnpackEvent<'_>) + Sync),
+    ) -> Result<(), SnapshotError> {
+        let dirs: Vec<PathBuf> = layers.iter().map(|_| self.slot()).collect();
+        let indices: Vec<usize> = (0..layers.len()).collect();
+        let result = (|| {
+            let collected = parallel(&indices, |&i| {
+                let (layer, chain_id) = (&layers[i], &chain[i]);
+                make_dir(&dirs[i], 0o755)?;
+                on_event(UnpackEvent::Started { chain_id, layer });
+                let stats = unpack(&self.inner.store, layer, &dirs[i], Whiteouts::Collect)?;
+                on_event(UnpackEvent::Finished {
+                    chain_id,
+                    layer,
+                    stats: &stats,
+                });
+                Ok(stats.collected)
+            })?;
+            for (upper, collected) in dirs.iter().zip(&collected).skip(1) {
+                fold(&dirs[0], upper, collected)?;
+                remove_tree(upper)?;
+            }
+            fs_err::rename(&dirs[0], dir).map_err(SnapshotError::io("renaming", &dirs[0]))
+        })();
+        if result.is_err() {
+            for d in &dirs {
+                let _ = remove_tree(d);
+            }
         }
         result
     }

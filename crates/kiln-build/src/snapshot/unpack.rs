@@ -184,7 +184,7 @@ fn make_dir(dir: &Path) -> Result<(), SnapshotError> {
 /// Runs `f` on every item on up to one thread per core; returns the
 /// results in order, or the error of the first item that failed (the
 /// others finish the item they are on and take no more).
-fn parallel<T: Sync, R: Send>(
+pub(super) fn parallel<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&T) -> Result<R, SnapshotError> + Sync,
 ) -> Result<Vec<R>, SnapshotError> {

@@ -42,6 +42,12 @@ pub enum Whiteouts {
     /// Carry them out: delete from the destination what they name. For
     /// flattening layers, in order, into one root filesystem.
     Apply,
+    /// Report them: nothing is deleted or marked, and [`ApplyStats::collected`]
+    /// lists the paths the whiteouts and opaque markers name, with the
+    /// directories the archive has entries for. For a layer unpacked into an
+    /// empty directory of its own and folded onto the layers below it
+    /// afterwards (the tree snapshotter unpacks a chain's layers at once).
+    Collect,
 }
 
 impl Whiteouts {
@@ -50,7 +56,7 @@ impl Whiteouts {
         match self {
             Whiteouts::Overlay => Some(xattr::OVERLAY_OPAQUE),
             Whiteouts::UserOverlay => Some(xattr::USER_OVERLAY_OPAQUE),
-            Whiteouts::Plain | Whiteouts::Apply => None,
+            Whiteouts::Plain | Whiteouts::Apply | Whiteouts::Collect => None,
         }
     }
 }
@@ -192,6 +198,26 @@ pub struct ApplyStats {
     pub bytes: u64,
     /// Bytes of tar read.
     pub tar_bytes: u64,
+    /// [`Whiteouts::Collect`]: what the layer says about the layers below.
+    pub collected: Collected,
+}
+
+/// What a layer applied with [`Whiteouts::Collect`] says about the layers
+/// below it: paths relative to the directory it was applied to, without a
+/// leading `/`, in archive order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Collected {
+    /// What each `.wh.NAME` entry hides.
+    pub whiteouts: Vec<Vec<u8>>,
+    /// The directories of the `.wh..wh..opq` entries: nothing below shows
+    /// through them.
+    pub opaque: Vec<Vec<u8>>,
+    /// The directories the archive has an entry for (`""` for `./`), still
+    /// directories at its end: their metadata is the archive's. Any other
+    /// directory was made as a missing parent, and says nothing about the
+    /// one below.
+    pub dirs: Vec<Vec<u8>>,
 }
 
 /// Applies the uncompressed tar read from `reader` to the directory
@@ -669,6 +695,14 @@ impl Applier<'_> {
         } else {
             self.stats.opaque_dirs += 1;
         }
+        if self.opts.whiteouts == Whiteouts::Collect {
+            let collected = &mut self.stats.collected;
+            match name {
+                Some(name) => collected.whiteouts.push(join(parent, name)),
+                None => collected.opaque.push(parent.to_vec()),
+            }
+            return Ok(());
+        }
         let Some(dir) = self.whiteout_dir(parent)? else {
             return Ok(());
         };
@@ -679,6 +713,7 @@ impl Applier<'_> {
                 xattr::set_fd(&dir, opaque, b"y").map_err(|x| self.err("marking opaque", parent, x))
             }
             (None, Whiteouts::Apply) => self.prune(parent, &dir),
+            (_, Whiteouts::Collect) => unreachable!("collected before"),
             (Some(name), Whiteouts::Overlay | Whiteouts::UserOverlay) => {
                 self.overlay_whiteout(e, &dir, name, parent)
             }
@@ -810,6 +845,9 @@ impl Applier<'_> {
                 .map_err(|x| self.err("changing the mode of", &d.rel, x))?;
             rustix::fs::futimens(&fd, &d.times)
                 .map_err(|x| self.err("setting the times of", &d.rel, x))?;
+            if self.opts.whiteouts == Whiteouts::Collect {
+                self.stats.collected.dirs.push(d.rel);
+            }
         }
         Ok(())
     }

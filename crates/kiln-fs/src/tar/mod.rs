@@ -15,7 +15,9 @@ mod read;
 pub mod whiteout;
 mod write;
 
-pub use apply::{ApplyOptions, ApplyStats, MissingParents, Owners, TopEntry, Whiteouts, apply};
+pub use apply::{
+    ApplyOptions, ApplyStats, Collected, MissingParents, Owners, TopEntry, Whiteouts, apply,
+};
 pub use error::TarError;
 pub use read::{Entry, TarReader, looks_like_header};
 pub use write::{EntryHeader, TarWriter};

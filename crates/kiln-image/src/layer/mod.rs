@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 pub use error::LayerError;
 use kiln_fs::tar::{ApplyOptions, Owners};
-pub use kiln_fs::tar::{ApplyStats, Whiteouts};
+pub use kiln_fs::tar::{ApplyStats, Collected, Whiteouts};
 pub use walk::write;
 
 /// How [`extract`] writes.
