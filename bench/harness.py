@@ -324,42 +324,30 @@ def prepare_ml_context(work: Path, wheels: Path, quick: bool) -> Path:
     """target/bench/ctx/ml: the scenario folder, the wheelhouse (hard
     links, so file identities stay and context hashing can be memoised)
     and the requirements file."""
-    ctx = work / "ctx" / "ml"
-    src = SCENARIOS / "1-ml"
-    if (ctx / "app").exists():
-        shutil.rmtree(ctx / "app")
-    ctx.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src / "app", ctx / "app")
-    shutil.copy2(src / "Dockerfile", ctx / "Dockerfile")
-    reqs = BENCH / ("requirements-quick.txt" if quick else "requirements.txt")
-    text = reqs.read_text()
-    if not (ctx / "requirements.txt").exists() or (ctx / "requirements.txt").read_text() != text:
-        (ctx / "requirements.txt").write_text(text)
-    (ctx / "wheels").mkdir(exist_ok=True)
-    want = {w.name for w in wheels.glob("*.whl")}
-    for old in (ctx / "wheels").iterdir():
-        if old.name not in want:
-            old.unlink()
-    for name in want:
-        dst = ctx / "wheels" / name
-        if not dst.exists():
-            os.link(wheels / name, dst)
-    return ctx
+    return fill_context(work / "ctx" / "ml", SCENARIOS / "1-ml", wheels,
+                        "requirements.txt",
+                        BENCH / ("requirements-quick.txt" if quick else "requirements.txt"))
 
 
 def prepare_seed_context(work: Path, wheels: Path) -> Path:
     """target/bench/ctx/seed: scenario 11's folder, its wheelhouse (hard
     links) and bench/requirements-seed.txt as pip's constraints."""
-    ctx = work / "ctx" / "seed"
-    src = SCENARIOS / "11-seed"
+    return fill_context(work / "ctx" / "seed", SCENARIOS / "11-seed", wheels,
+                        "constraints.txt", BENCH / "requirements-seed.txt")
+
+
+def fill_context(ctx: Path, src: Path, wheels: Path, reqs_name: str, reqs: Path) -> Path:
+    """`ctx` made from the scenario folder `src`: its app and Dockerfile
+    copied, `reqs` as `reqs_name` (rewritten only when it changed, so its
+    mtime stays), and the wheelhouse hard-linked (only its current wheels)."""
     if (ctx / "app").exists():
         shutil.rmtree(ctx / "app")
     ctx.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src / "app", ctx / "app")
     shutil.copy2(src / "Dockerfile", ctx / "Dockerfile")
-    text = (BENCH / "requirements-seed.txt").read_text()
-    if not (ctx / "constraints.txt").exists() or (ctx / "constraints.txt").read_text() != text:
-        (ctx / "constraints.txt").write_text(text)
+    text = reqs.read_text()
+    if not (ctx / reqs_name).exists() or (ctx / reqs_name).read_text() != text:
+        (ctx / reqs_name).write_text(text)
     (ctx / "wheels").mkdir(exist_ok=True)
     want = {w.name for w in wheels.glob("*.whl")}
     for old in (ctx / "wheels").iterdir():
