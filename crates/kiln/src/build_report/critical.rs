@@ -4,8 +4,11 @@
 //!
 //! A step waits for the step before it in its stage, and a stage's first
 //! step for every stage it reads (the engine starts a stage once those are
-//! done). From the step that ended last, the path goes back each time to
-//! the predecessor that ended last, the one that was waited for.
+//! done). From the last step of the lane that ended last, the path goes
+//! back each time to the predecessor that ended last, the one that was
+//! waited for. (A step's end includes its layer, which is written while
+//! the next step runs: within a lane the order, not the ends, says who
+//! came last.)
 
 use std::collections::HashMap;
 
@@ -52,9 +55,16 @@ pub(super) fn path(stages: &[Stage], steps: &[Step]) -> Vec<u32> {
             .collect()
     };
     let ends = |s: &&Step| (s.end_ms, s.id);
-    let Some(mut current) = timed.values().copied().max_by_key(ends) else {
+    let Some(last) = timed.values().copied().max_by_key(ends) else {
         return Vec::new();
     };
+    // The path ends at the last step of the lane that ended last. A step
+    // that ended after a later step of its lane started (its layer was
+    // written in the background) is that step's predecessor, not its end.
+    let mut current = lane_of
+        .get(&last.id)
+        .and_then(|lane| last_of(lane))
+        .unwrap_or(last);
     let mut path = vec![current.id];
     while let Some(previous) = predecessors(current).into_iter().max_by_key(ends) {
         if path.contains(&previous.id) {

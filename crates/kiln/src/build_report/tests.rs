@@ -689,6 +689,38 @@ fn collect_keys(value: &serde_json::Value, keys: &mut std::collections::BTreeSet
     }
 }
 
+/// A step's layer written in the background ends it after the next step
+/// of its lane: the path still ends at the lane's last step, and runs
+/// through both.
+#[test]
+fn a_step_whose_layer_ended_after_the_next_step_is_its_predecessor() {
+    let r = assemble(
+        &recorded(vec![
+            (0, stage("s", &[])),
+            (0, planned(1, "s", 2, "[s 1/3] RUN make")),
+            (0, planned(2, "s", 3, "[s 2/3] RUN false")),
+            (0, planned(3, "s", 4, "[s 3/3] RUN true")),
+            (0, Event::StepStarted { step: 1 }),
+            (100, Event::StepStarted { step: 2 }),
+            (
+                150,
+                Event::StepFailed {
+                    step: 2,
+                    duration_ms: 50,
+                    reason: "exit code: 1".into(),
+                    exit_code: Some(1),
+                },
+            ),
+            (400, done(1, 400, Some((10, "sha256:aa")))),
+        ]),
+        &failed("exit code: 1"),
+        "x",
+        400,
+    );
+    assert_eq!(r.steps[0].end_ms, Some(400));
+    assert_eq!(r.critical_path, [1, 2]);
+}
+
 #[test]
 fn each_platform_has_its_own_lanes_and_chain() {
     let on = |p: &str| Some(p.to_string());
