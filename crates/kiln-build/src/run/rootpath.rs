@@ -29,8 +29,11 @@ pub(crate) fn resolve(root: &Path, path: &Path) -> io::Result<PathBuf> {
 ///
 /// A name that changes between the resolution and the opening (a
 /// directory found, then gone or a symlink leading nowhere) is looked up
-/// again, a few times: only a step renaming it at that very moment makes
-/// this fail, and then with the error, never with another directory.
+/// again, waiting a little longer each time (half a second in all): only
+/// a step renaming it all that while makes this fail, and then with the
+/// error, never with another directory. (A rename by `mv` in a parallel
+/// step leaves the name missing for as long as that step takes to start
+/// its next command: retries without a pause all fell in that gap.)
 pub(crate) fn open_dir_made(root: &Path, path: &Path) -> io::Result<(OwnedFd, PathBuf)> {
     let at = |e: kiln_fs::Errno| {
         let e = io::Error::from(e);
@@ -43,7 +46,10 @@ pub(crate) fn open_dir_made(root: &Path, path: &Path) -> io::Result<(OwnedFd, Pa
         let rel = tree.resolve(path.as_os_str().as_bytes()).map_err(at)?;
         match tree.make_dir_all(&rel, &NewDir::default()) {
             Ok(dir) => return Ok((dir, tree.host(&rel))),
-            Err(kiln_fs::Errno::NOENT | kiln_fs::Errno::NOTDIR) if tries < 8 => tries += 1,
+            Err(kiln_fs::Errno::NOENT | kiln_fs::Errno::NOTDIR) if tries < 30 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(tries));
+            }
             Err(e) => return Err(at(e)),
         }
     }
