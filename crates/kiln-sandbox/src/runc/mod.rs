@@ -199,6 +199,20 @@ impl RuncExecutor {
     }
 }
 
+/// How often a container that failed to start for a passing reason
+/// ([`transient_start_failure`]) is started again.
+const START_RETRIES: u32 = 3;
+
+/// Whether runc's start failure is one that passes: runc 1.1's nsexec
+/// re-executes a sealed copy of itself (its CVE-2019-5736 guard) and, with
+/// many runc starting at once, may find that copy busy: "could not ensure
+/// we are a cloned binary: Device or resource busy". Seen in kiln's CI
+/// with parallel tests; nothing of the step ran.
+fn transient_start_failure(stderr: &str) -> bool {
+    stderr.contains("could not ensure we are a cloned binary")
+        && stderr.contains("Device or resource busy")
+}
+
 impl Executor for RuncExecutor {
     fn runs_real_programs(&self) -> bool {
         true
@@ -212,7 +226,22 @@ impl Executor for RuncExecutor {
     ) -> Result<ExitInfo, SandboxError> {
         // Dropped last, on every path out, unwinding included.
         let _finished = control.finish_on_drop();
-        self.run_inner(spec, output, control)
+        let mut retried = 0;
+        loop {
+            match self.run_inner(spec, output, control) {
+                // The container never started: nothing ran, nothing was
+                // written; a fresh attempt (new id, new bundle) is safe.
+                Err(SandboxError::Start { stderr, .. })
+                    if retried < START_RETRIES
+                        && transient_start_failure(&stderr)
+                        && !control.is_cancelled() =>
+                {
+                    retried += 1;
+                    std::thread::sleep(Duration::from_millis(100 * u64::from(retried)));
+                }
+                other => return other,
+            }
+        }
     }
 
     fn sweep(&self) -> Result<usize, SandboxError> {
@@ -600,6 +629,23 @@ fn is_stale(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_busy_cloned_binary_is_started_again() {
+        // runc 1.1.15's words in kiln's CI (command::log_errors of its log).
+        assert!(transient_start_failure(
+            "nsexec[19817]: could not ensure we are a cloned binary: Device or resource busy; \
+             runc run failed: unable to start container process: waiting for init preliminary \
+             setup: read init-p: connection reset by peer"
+        ));
+        assert!(!transient_start_failure(
+            "runc run failed: unable to start container process: exec: \"nope\": executable \
+             file not found in $PATH"
+        ));
+        assert!(!transient_start_failure(
+            "could not ensure we are a cloned binary: Operation not permitted"
+        ));
+    }
 
     #[test]
     fn ids_are_unique_and_name_their_process() {
