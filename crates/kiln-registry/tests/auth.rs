@@ -45,17 +45,7 @@ async fn round_trip(client: &RegistryClient, host: &str, name: &str) {
     assert_eq!(pulled, data);
 
     let image = TestImage::small();
-    for blob in [&image.layer, &image.config] {
-        client
-            .push_blob(
-                &repository,
-                &blob.digest,
-                &Bytes::from(blob.bytes.clone()),
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    common::push_blobs(client, host, name, &image).await;
     let tagged = reference(host, &format!("{name}:v1"));
     client
         .put_manifest(

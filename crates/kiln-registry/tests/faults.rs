@@ -409,18 +409,7 @@ async fn manifest_requests_are_retried_through_errors_and_stalls() {
     );
     let host = proxy.host();
     let image = TestImage::small();
-    let repository = repo(&host, "kiln/flaky");
-    for blob in [&image.layer, &image.config] {
-        client
-            .push_blob(
-                &repository,
-                &blob.digest,
-                &Bytes::from(blob.bytes.clone()),
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    common::push_blobs(&client, &host, "kiln/flaky", &image).await;
     let tagged = reference(&host, "kiln/flaky:v1");
     client
         .put_manifest(

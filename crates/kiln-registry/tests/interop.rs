@@ -37,18 +37,7 @@ async fn skopeo_reads_what_kiln_pushes() {
     let host = registry.host();
     let (client, _recorder, _config) = common::client();
     let image = TestImage::small();
-    let repository = repo(&host, "kiln/interop");
-    for blob in [&image.layer, &image.config] {
-        client
-            .push_blob(
-                &repository,
-                &blob.digest,
-                &Bytes::from(blob.bytes.clone()),
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    common::push_blobs(&client, &host, "kiln/interop", &image).await;
     client
         .put_manifest(
             &reference(&host, "kiln/interop:v1"),

@@ -41,17 +41,7 @@ async fn round_trip(client: &RegistryClient, host: &str) {
         .unwrap();
     assert_eq!(pulled, data);
     let image = TestImage::small();
-    for blob in [&image.layer, &image.config] {
-        client
-            .push_blob(
-                &repository,
-                &blob.digest,
-                &Bytes::from(blob.bytes.clone()),
-                None,
-            )
-            .await
-            .unwrap();
-    }
+    common::push_blobs(client, host, "kiln/tls", &image).await;
     let tagged = reference(host, "kiln/tls:v1");
     client
         .put_manifest(
