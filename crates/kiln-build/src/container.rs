@@ -217,11 +217,13 @@ pub fn select_image(
         None
     } else {
         Some(
-            binfmt_handler(&platform.architecture).ok_or_else(|| ContainerError::NoEmulation {
-                name: name.to_string(),
-                platform: platform.to_string(),
-                architecture: platform.architecture.clone(),
-                host: host.to_string(),
+            crate::emulation::handler(&platform.architecture).ok_or_else(|| {
+                ContainerError::NoEmulation {
+                    name: name.to_string(),
+                    platform: platform.to_string(),
+                    architecture: platform.architecture.clone(),
+                    host: host.to_string(),
+                }
             })?,
         )
     };
@@ -238,7 +240,7 @@ fn emulation_hint(platforms: &[String]) -> String {
         .iter()
         .filter_map(|p| {
             let platform = Platform::parse(p).ok()?;
-            let handler = binfmt_handler(&platform.architecture)?;
+            let handler = crate::emulation::handler(&platform.architecture)?;
             Some((p.clone(), handler))
         })
         .collect();
@@ -251,28 +253,6 @@ fn emulation_hint(platforms: &[String]) -> String {
                  (install qemu-user-static, then pass --platform)"
             .to_string(),
     }
-}
-
-/// The binfmt_misc entry that runs binaries of `architecture` (an OCI
-/// name) through QEMU, if one is registered and enabled.
-fn binfmt_handler(architecture: &str) -> Option<String> {
-    let entry = binfmt_entry(architecture);
-    let text = fs_err::read_to_string(&entry).ok()?;
-    (text.lines().next() == Some("enabled")).then(|| entry.display().to_string())
-}
-
-/// Where binfmt_misc registers QEMU for `architecture` (an OCI name), as
-/// Debian's qemu-user-static (binfmt-support) names the entry.
-fn binfmt_entry(architecture: &str) -> std::path::PathBuf {
-    let qemu = match architecture {
-        "amd64" => "x86_64",
-        "arm64" => "aarch64",
-        "386" => "i386",
-        "mips64le" => "mips64el",
-        "loong64" => "loongarch64",
-        other => other,
-    };
-    Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"))
 }
 
 /// Whether this machine can run programs of `platform`: natively (its own
@@ -288,14 +268,27 @@ pub(crate) fn check_runnable(platform: &Platform) -> Result<(), crate::run::RunE
     }
     let native = platform.architecture == host.architecture
         || (host.architecture == "amd64" && platform.architecture == "386");
-    if native || binfmt_handler(&platform.architecture).is_some() {
+    if native || crate::emulation::handler(&platform.architecture).is_some() {
         return Ok(());
+    }
+    if !crate::emulation::visible() {
+        if crate::emulation::runs_here(&platform.architecture).is_none() {
+            // No way to tell here: the step will say.
+            return Ok(());
+        }
+        return Err(crate::run::RunError::NoEmulationHere {
+            host: host.architecture.clone(),
+            platform: platform.to_string(),
+            architecture: platform.architecture.clone(),
+        });
     }
     Err(crate::run::RunError::NoEmulation {
         host: host.architecture.clone(),
         platform: platform.to_string(),
         architecture: platform.architecture.clone(),
-        handler: binfmt_entry(&platform.architecture).display().to_string(),
+        handler: crate::emulation::entry(&platform.architecture)
+            .display()
+            .to_string(),
     })
 }
 

@@ -22,6 +22,7 @@
 
 mod container;
 mod context;
+mod emulation;
 mod engine;
 mod events;
 mod export;

@@ -42,6 +42,22 @@ pub enum RunError {
         handler: String,
     },
 
+    /// The same, in a container: binfmt_misc is not mounted there, and a
+    /// test program of the architecture did not run, so no handler of the
+    /// host serves the container.
+    #[error(
+        "this {host} machine cannot run {platform} programs: binfmt_misc is not mounted here \
+         (a container), and a test program for {architecture} did not run, so no QEMU handler \
+         of the host serves this container; on the host, install qemu-user-static (its \
+         handlers carry the F flag, which containers need) and run the build again, or build \
+         this platform on a {platform} runner"
+    )]
+    NoEmulationHere {
+        host: String,
+        platform: String,
+        architecture: String,
+    },
+
     /// A RUN for another operating system than the machine's.
     #[error("this {host} machine cannot run {platform} programs: a RUN step runs on {host}")]
     ForeignOs { host: String, platform: String },
