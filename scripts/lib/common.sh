@@ -210,6 +210,19 @@ ensure_chromium() {
   ensure_apt_packages chromium
 }
 
+# ensure_podman: podman 5 from trixie (bookworm's 4.3 plays no Job) and
+# catatonit for its pods' infra containers: the tests run the Jobs of
+# `kiln ci k8s` with `podman kube play`. Without recommends, so that
+# trixie's buildah does not replace bookworm's, a peer of bench/run.
+ensure_podman() {
+  ensure_trixie_suite
+  if ! dpkg-query -W -f='${Version}' podman 2>/dev/null | grep -q '^5' \
+    || ! command -v catatonit >/dev/null; then
+    log "installing podman 5 from trixie"
+    as_root apt-get install -y -qq --no-install-recommends podman/trixie catatonit >/dev/null
+  fi
+}
+
 # ensure_buildah: Buildah from Debian's archive (1.28 on bookworm), a peer
 # of bench/run; it runs RUN steps through the same runc.
 ensure_buildah() {

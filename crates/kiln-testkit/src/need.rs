@@ -166,6 +166,42 @@ impl Need for Docker {
     }
 }
 
+/// podman 5 or later, whose `podman kube play` plays a Job (bookworm's
+/// 4.3 does not), for the tests that run `kiln ci k8s`'s Jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Podman;
+
+impl Need for Podman {
+    type Found = ();
+
+    fn find(&self) -> Result<(), Missing> {
+        let how = "apt-get install podman/trixie catatonit (scripts/test does)";
+        let out = Command::new("podman")
+            .args(["version", "--format", "{{.Client.Version}}"])
+            .env("PODMAN_IGNORE_CGROUPSV1_WARNING", "1")
+            .stderr(Stdio::null())
+            .output();
+        let version = match out {
+            Ok(out) if out.status.success() => {
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            }
+            _ => return Err(Missing::new("podman does not run", how)),
+        };
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        if major.is_some_and(|m| m >= 5) {
+            Ok(())
+        } else {
+            Err(Missing::new(
+                format!("podman {version} cannot play a Job (5 or later can)"),
+                how,
+            ))
+        }
+    }
+}
+
 /// A program the tests run, found on `PATH`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {

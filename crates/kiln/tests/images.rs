@@ -7,7 +7,7 @@ use kiln_testkit::need::{Docker, Tool, need};
 use kiln_testkit::{Fault, FaultProxy, Faults, Registry, RegistryOptions, Rule};
 use std::process::Command;
 use std::time::Duration;
-use support::{Kiln, rootfs_tarball, run, stdout};
+use support::{Kiln, base64_encode, rootfs_tarball, run, stdout};
 
 fn registry() -> Option<Registry> {
     Registry::start(RegistryOptions::default())
@@ -368,27 +368,6 @@ fn basic_auth_comes_from_the_docker_config() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", support::text(&out));
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -98,7 +98,7 @@ pub(crate) struct HostedArgs {
 pub(crate) struct K8sArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The image with kiln (and /bin/sh) the pods run.
+    /// The image with kiln (and `sh` on its PATH, as in kiln's -debug image) the pods run.
     #[arg(long, value_name = "IMAGE")]
     kiln_image: String,
     /// The repository the pods clone.

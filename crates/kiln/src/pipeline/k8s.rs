@@ -23,7 +23,7 @@ use super::{Spec, Yaml, build_command, duration, sh_quote};
 pub(crate) struct K8s {
     /// The Jobs' name prefix (`NAME-build`, `NAME-merge`); a DNS label.
     pub(crate) name: String,
-    /// The image with kiln (and `/bin/sh`) the pods run.
+    /// The image with kiln (and `sh` on its PATH) the pods run.
     pub(crate) kiln_image: String,
     pub(crate) git_url: String,
     /// A branch or tag (`git clone --branch`).
@@ -226,7 +226,9 @@ pub(crate) fn jobs(spec: &Spec, k8s: &K8s) -> Vec<Yaml> {
                                 "containers",
                                 Yaml::Seq(vec![kiln_container(
                                     k8s,
-                                    vec!["/bin/sh".into(), "-c".into(), build_script(spec)],
+                                    // `sh` from the image's PATH: kiln's debug
+                                    // image has it in /busybox, not /bin.
+                                    vec!["sh".into(), "-c".into(), build_script(spec)],
                                     vec![
                                         mount("workspace", WORKSPACE, false),
                                         mount("store", STORE, false),
