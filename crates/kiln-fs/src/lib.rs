@@ -48,7 +48,7 @@ pub use owned::{OwnedDir, abandoned, sweep};
 pub use resolve::{Component, Lookup, MAX_SYMLINKS, ResolveError, Resolved, resolve_with};
 pub use root::{
     NewDir, Owner, Resolution, Root, chown_at, host_path, is_dir, names, open_child_dir,
-    remove_all, resolve_in_root, stamps, stat_at,
+    remove_all, resolve_in_root, stamps, stat_at, typed_names,
 };
 pub use rustix::io::Errno;
 pub use space::{Space, human_bytes};

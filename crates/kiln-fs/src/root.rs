@@ -497,6 +497,27 @@ pub fn names(dir: impl AsFd) -> Result<Vec<Vec<u8>>, Errno> {
     Ok(out)
 }
 
+/// [`names`] with the type each directory entry gives (`Unknown` where the
+/// filesystem does not fill it in), for walks that can skip a `stat`.
+pub fn typed_names(dir: impl AsFd) -> Result<Vec<(Vec<u8>, FileType)>, Errno> {
+    let fd = rustix::fs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    for entry in Dir::new(fd)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            out.push((name.to_vec(), entry.file_type()));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// Access and modification times for the `utimensat` calls.
 pub fn stamps(atime: Timespec, mtime: Timespec) -> Timestamps {
     Timestamps {

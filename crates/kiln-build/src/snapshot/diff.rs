@@ -46,7 +46,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use kiln_fs::names;
+use kiln_fs::typed_names;
 use kiln_fs::xattr::{self, Xattrs, proc_path};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
@@ -105,7 +105,8 @@ struct Differ<'a> {
 struct Frame {
     fd: OwnedFd,
     rel: Vec<u8>,
-    names: std::vec::IntoIter<Vec<u8>>,
+    /// With the type its directory entry gives.
+    names: std::vec::IntoIter<(Vec<u8>, FileType)>,
     /// The lower layers (indices into `roots`) whose directory at `rel`
     /// shows through, topmost first; `None` if that cannot be known.
     lowers: Option<Vec<usize>>,
@@ -131,7 +132,7 @@ impl Differ<'_> {
         let mut stack = vec![self.frame(top, Vec::new(), lowers, false)?];
         loop {
             let frame = stack.last_mut().expect("the root frame is popped last");
-            let Some(name) = frame.names.next() else {
+            let Some((name, hint)) = frame.names.next() else {
                 let done = stack.pop().expect("non-empty");
                 let kept = done.kept || !done.same;
                 match stack.last_mut() {
@@ -146,6 +147,22 @@ impl Differ<'_> {
                 }
                 continue;
             };
+            // Where no lower directory shows through, a file, a symlink,
+            // a FIFO or a device other than a whiteout is new, so kept:
+            // the entry's type says enough, without a stat (in the new
+            // directories of a `pip install`, nearly every entry).
+            if frame.lowers.as_ref().is_none_or(Vec::is_empty)
+                && matches!(
+                    hint,
+                    FileType::RegularFile
+                        | FileType::Symlink
+                        | FileType::Fifo
+                        | FileType::BlockDevice
+                )
+            {
+                frame.kept = true;
+                continue;
+            }
             let rel = join(&frame.rel, &name);
             let st = rustix::fs::statat(&frame.fd, &name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| self.err("inspecting", &rel, e))?;
@@ -209,7 +226,7 @@ impl Differ<'_> {
         lowers: Option<Vec<usize>>,
         same: bool,
     ) -> Result<Frame, SnapshotError> {
-        let names = names(&fd).map_err(|e| self.err("reading", &rel, e))?;
+        let names = typed_names(&fd).map_err(|e| self.err("reading", &rel, e))?;
         Ok(Frame {
             fd,
             rel,
