@@ -26,6 +26,10 @@ use crate::snapshot::{
 };
 use crate::watchdog::Overrides;
 
+/// The nice value of a thread writing a layer in the background (Linux
+/// nice is per thread, and threads it starts inherit it).
+const BACKGROUND_NICE: i32 = 10;
+
 /// A layer of the image being built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LayerRef {
@@ -899,6 +903,11 @@ impl StageRunner<'_> {
         let writer = std::thread::Builder::new()
             .name("kiln-commit".to_string())
             .spawn(move || {
+                // Below the steps in priority (its compression threads
+                // inherit it): the next step's process is what the build
+                // waits for, the layer only at the stage's end, when
+                // nothing else runs. Best effort.
+                let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
                 let written = writing.write();
                 if written.is_err() {
                     canceller.cancel();
