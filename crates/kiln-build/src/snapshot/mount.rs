@@ -24,6 +24,16 @@
 //! wants `nofollow`: redirects neither made nor followed, as `off` means
 //! where the kernel does not force `redirect_always_follow`
 //! (overlayfs.rst, "Redirect dir"; fs/overlayfs/params.c).
+//!
+//! A writable overlay is `volatile` (Linux 5.10+, the new mount API only):
+//! a step's `fsync`s and the unmount do not wait for its writes to reach
+//! the disk. Without it the unmount at the end of a step (before the next
+//! step may start on its upper dir) synced the upper filesystem: half a
+//! second after a `pip install` of TensorFlow. Snapshots are left to
+//! writeback anyway: each is stamped with the boot id, and one an earlier
+//! boot left is unpacked again from its blob, never used (`mod.rs`). A
+//! volatile mount leaves `work/incompat/volatile` in its work dir, which
+//! goes with the step's active dir.
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -221,6 +231,12 @@ fn mount_new_api(overlay: &Overlay, target: &Path) -> Result<(), Fallback> {
     }
     if overlay.userxattr {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr").map_err(|e| fail(kernel_log(&fs), e))?;
+    }
+    if overlay.upper.is_some() {
+        // A kernel before 5.10 does not know it: a mount that syncs.
+        if rustix::mount::fsconfig_set_flag(&fs, "volatile").is_err() {
+            let _ = kernel_log(&fs);
+        }
     }
     for (key, value) in overlay.options() {
         set(key, OsStr::new(value))?;
