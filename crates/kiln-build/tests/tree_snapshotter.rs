@@ -7,11 +7,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use kiln_build::testing::suite::store_layer;
 use kiln_build::{Layer, Snapshotter, TreeSnapshotter};
 use kiln_image::Store;
-use kiln_image::compress::{BlobWriter, CompressOptions};
-use kiln_image::document::Descriptor;
-use kiln_image::media::{Compression, Format};
 
 fn tree(store: &Store, _dir: &Path) -> Option<Arc<dyn Snapshotter>> {
     Some(Arc::new(TreeSnapshotter::new(store).unwrap()))
@@ -24,22 +22,7 @@ fn stored_layer(store: &Store, build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -
     let mut tar = tar::Builder::new(Vec::new());
     build(&mut tar);
     let bytes = tar.into_inner().unwrap();
-    let mut blob = BlobWriter::new(
-        store.ingest().unwrap(),
-        &CompressOptions::new(Compression::Gzip),
-    )
-    .unwrap();
-    blob.write_all(&bytes).unwrap();
-    let (ingest, info) = blob.finish().unwrap();
-    ingest.commit().unwrap();
-    Layer {
-        diff_id: info.diff_id,
-        blob: Descriptor::new(
-            Compression::Gzip.layer_media_type(Format::Oci),
-            info.digest,
-            info.size,
-        ),
-    }
+    store_layer(store, |blob| blob.write_all(&bytes).unwrap())
 }
 
 fn entry(tar: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, data: &[u8]) {

@@ -479,22 +479,10 @@ pub fn remove_all(dir: impl AsFd, name: &[u8]) -> Result<u64, Errno> {
 /// `os.ReadDir`, which fsutil walks with, sorts too: the order decides
 /// which of several hardlinked names is written first).
 pub fn names(dir: impl AsFd) -> Result<Vec<Vec<u8>>, Errno> {
-    let fd = rustix::fs::openat(
-        dir,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    for entry in Dir::new(fd)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            out.push(name.to_vec());
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(typed_names(dir)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
 }
 
 /// [`names`] with the type each directory entry gives (`Unknown` where the

@@ -119,20 +119,9 @@ impl Bench {
                 Node::Whiteout => whiteout(&path),
             }
         }
-        let ingest = self.store.ingest().expect("an ingest");
-        let mut blob =
-            BlobWriter::new(ingest, &CompressOptions::new(Compression::Gzip)).expect("a writer");
-        layer::write(&dir, &mut blob, &WriteOptions::default()).expect("the layer");
-        let (ingest, info) = blob.finish().expect("the blob");
-        ingest.commit().expect("stored");
-        Layer {
-            diff_id: info.diff_id,
-            blob: Descriptor::new(
-                Compression::Gzip.layer_media_type(Format::Oci),
-                info.digest,
-                info.size,
-            ),
-        }
+        store_layer(&self.store, |blob| {
+            layer::write(&dir, blob, &WriteOptions::default()).expect("the layer");
+        })
     }
 
     /// Two layers: a base, and one that changes a file, deletes one and
@@ -165,6 +154,27 @@ impl Bench {
 
     fn prepare(&self, layers: &[Layer]) -> Vec<Snapshot> {
         self.snap.prepare(layers).expect("prepared")
+    }
+}
+
+/// A gzip layer (OCI) in `store` of the tar `write` gives the blob writer.
+pub fn store_layer(
+    store: &Store,
+    write: impl FnOnce(&mut BlobWriter<kiln_image::Ingest>),
+) -> Layer {
+    let ingest = store.ingest().expect("an ingest");
+    let mut blob =
+        BlobWriter::new(ingest, &CompressOptions::new(Compression::Gzip)).expect("a writer");
+    write(&mut blob);
+    let (ingest, info) = blob.finish().expect("the blob");
+    ingest.commit().expect("stored");
+    Layer {
+        diff_id: info.diff_id,
+        blob: Descriptor::new(
+            Compression::Gzip.layer_media_type(Format::Oci),
+            info.digest,
+            info.size,
+        ),
     }
 }
 
