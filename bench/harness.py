@@ -1250,9 +1250,14 @@ OVERHEAD_NOTE = ("kiln overhead: kiln's wall time less the time its step process
                  "committing layers, export.")
 
 
+def measured_by(started: str, opts) -> str:
+    """The opening of every report block: when, and the command line."""
+    return f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}`"
+
+
 def report(results: dict, machine: dict, opts, started: str, duration: float) -> str:
     lines = []
-    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+    lines.append(f"{measured_by(started, opts)} "
                  f"({opts.warmups} warm-up and {opts.runs} timed run{'s' if opts.runs != 1 else ''} per tool and scenario, "
                  f"tools alternating; the whole run took {duration / 60:.0f} min).")
     lines.append("")
@@ -1365,7 +1370,7 @@ def report_seed(results: dict, machine: dict, opts, started: str, duration: floa
     if not rows:
         return None
     lines = []
-    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+    lines.append(f"{measured_by(started, opts)} "
                  f"({opts.warmups} warm-up and {opts.runs} timed run{'s' if opts.runs != 1 else ''} of the three "
                  f"builds per tool, one after the other on the same store, tools alternating; before each round every "
                  f"tool wiped{'' if opts.quick else ' and, on an ext4 without a journal, its inodes let settle'}; "
@@ -1414,7 +1419,7 @@ def report_executor(results: dict, machine: dict, opts, started: str, duration: 
         return None
     versions = next(iter(rows.values()))["versions"]
     lines = []
-    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+    lines.append(f"{measured_by(started, opts)} "
                  f"({opts.runs} timed run{'s' if opts.runs != 1 else ''} of each build, the two alternating; "
                  f"before each phase both runners wiped{'' if opts.quick else ' and, on an ext4 without a journal, its inodes let settle'}; "
                  f"the whole run took {duration / 60:.0f} min), on {machine['cores']} cores ({machine['cpu']}"
@@ -1469,7 +1474,7 @@ def report_fresh(results: dict, machine: dict, opts, started: str, duration: flo
     if not rows:
         return None
     lines = []
-    lines.append(f"Measured {started} by `bench/run{' ' + ' '.join(opts.argv) if opts.argv else ''}` "
+    lines.append(f"{measured_by(started, opts)} "
                  f"(after one untimed build with each tool, {opts.runs} timed run{'s' if opts.runs != 1 else ''} "
                  f"of each build per tool, tools alternating; before each build every tool wiped and, on an ext4 "
                  f"without a journal, its inodes let settle; the whole run took {duration / 60:.0f} min), on "
