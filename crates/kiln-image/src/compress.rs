@@ -367,6 +367,111 @@ pub fn decompress<'a>(
     })
 }
 
+/// Runs `consume` on the bytes of `reader`, which a thread of its own
+/// reads (decompresses, hashes: whatever `reader` does) up to
+/// [`READ_AHEAD`] bytes ahead. Unpacking a layer is then gunzip and SHA-256
+/// on one core and creating files on another, instead of one after the
+/// other on one. Returns what `consume` returned and `reader`, once the
+/// thread stopped: at the end of the stream, at its first read error
+/// (which `consume` reads in its place, as it would have from `reader`),
+/// or when `consume` returned without reading to the end (the thread's
+/// next chunk then has nowhere to go; `reader` is left past what
+/// `consume` read, by up to [`READ_AHEAD`]).
+pub fn read_ahead<R: Read + Send, T>(
+    mut reader: R,
+    consume: impl FnOnce(&mut dyn Read) -> T,
+) -> (T, R) {
+    const CHUNK: usize = 256 * 1024;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(READ_AHEAD / CHUNK);
+    std::thread::scope(|s| {
+        let reading = s.spawn(move || {
+            loop {
+                let mut chunk = vec![0; CHUNK];
+                let mut n = 0;
+                let result = loop {
+                    match reader.read(&mut chunk[n..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(k) => {
+                            n += k;
+                            if n == chunk.len() {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                chunk.truncate(n);
+                let end = n < CHUNK || result.is_err();
+                if n > 0 && tx.send(Ok(chunk)).is_err() {
+                    break;
+                }
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e));
+                }
+                if end {
+                    break;
+                }
+            }
+            reader
+        });
+        let mut chunks = Chunks {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+            failed: false,
+        };
+        let out = consume(&mut chunks);
+        // The thread blocked on a full channel wakes up to a closed one.
+        drop(chunks);
+        let reader = match reading.join() {
+            Ok(reader) => reader,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        (out, reader)
+    })
+}
+
+/// How far [`read_ahead`]'s thread may get ahead of its consumer.
+pub const READ_AHEAD: usize = 4 << 20;
+
+/// The consumer's end of [`read_ahead`].
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+    /// The thread sent an error (and stopped): the stream ends in error,
+    /// however often it is read.
+    failed: bool,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.chunk.len() {
+            if self.failed {
+                return Err(io::Error::other("an earlier read of this stream failed"));
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+                // The thread stopped after the last byte (or an error
+                // it already sent).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// Sniffs the compression from the first bytes of `reader` (see
 /// [`Compression::detect`]) and returns it with a reader of the
 /// uncompressed bytes.

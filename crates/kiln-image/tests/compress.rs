@@ -340,3 +340,84 @@ fn output_errors_are_reported_not_panicked() {
         drop(w);
     }
 }
+
+#[test]
+fn read_ahead_hands_over_every_byte_and_the_reader() {
+    let data = sample(9 << 20);
+    let (gz, b) = blob(&data, &CompressOptions::new(Compression::Gzip));
+    let inflating =
+        kiln_image::HashingReader::new(compress::decompress(&gz[..], Compression::Gzip).unwrap());
+    // Small, odd reads on the consumer's side, as a tar parser makes.
+    let (back, hashing) = compress::read_ahead(inflating, |r| {
+        let mut back = Vec::new();
+        let mut buf = [0u8; 511];
+        loop {
+            match r.read(&mut buf).unwrap() {
+                0 => break back,
+                n => back.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    assert!(back == data, "read_ahead changed the bytes");
+    let (_, diff_id, len) = hashing.finish();
+    assert_eq!((diff_id, len), (b.diff_id, data.len() as u64));
+}
+
+/// A reader that gives `good` bytes, then fails.
+struct Breaking {
+    good: usize,
+    read: usize,
+}
+
+impl Read for Breaking {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.read == self.good {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "corrupt deflate stream",
+            ));
+        }
+        let n = buf.len().min(self.good - self.read);
+        buf[..n].fill(7);
+        self.read += n;
+        Ok(n)
+    }
+}
+
+#[test]
+fn read_ahead_passes_the_readers_error_on() {
+    let good = 3 * (1 << 20) + 17;
+    let ((got, first, again), _) = compress::read_ahead(Breaking { good, read: 0 }, |r| {
+        let mut got = 0;
+        let mut buf = vec![0u8; 100_000];
+        let first = loop {
+            match r.read(&mut buf) {
+                Ok(0) => panic!("an error read as the end of the stream"),
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        (got, first, r.read(&mut buf))
+    });
+    assert_eq!(got, good, "bytes before the error were lost");
+    assert_eq!(first.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(first.to_string(), "corrupt deflate stream");
+    assert!(again.is_err(), "a failed stream read as ended: {again:?}");
+}
+
+#[test]
+fn read_ahead_stops_when_the_consumer_does() {
+    // Far more than fits ahead: the thread must stop, not read it all.
+    let endless = io::repeat(1).take(1 << 40);
+    let (n, rest) = compress::read_ahead(endless, |r| {
+        let mut buf = vec![0u8; 1000];
+        r.read_exact(&mut buf).unwrap();
+        buf.len()
+    });
+    assert_eq!(n, 1000);
+    let read = (1u64 << 40) - rest.limit();
+    assert!(
+        read <= (compress::READ_AHEAD + (1 << 20)) as u64,
+        "read {read} bytes ahead of a consumer that took 1000"
+    );
+}

@@ -155,12 +155,18 @@ pub(crate) fn unpack(
         source,
     };
     let reader = compress::decompress(blob, compression).map_err(unpack_error)?;
-    let mut hashing = HashingReader::new(reader);
-    let stats =
-        layer::extract(&mut hashing, dir, &ExtractOptions::new(whiteouts)).map_err(unpack_error)?;
-    // Anything after the end-of-archive blocks is part of the diffID.
-    io::copy(&mut hashing, &mut io::sink()).map_err(SnapshotError::io("reading", &blob_path))?;
-    let (_, actual, _) = hashing.finish();
+    // Gunzip on one core; the diffID's hash and the files written on
+    // another (gunzip is the longer part).
+    let (extracted, _) = compress::read_ahead(reader, |tar| {
+        let mut hashing = HashingReader::new(tar);
+        let stats = layer::extract(&mut hashing, dir, &ExtractOptions::new(whiteouts))
+            .map_err(unpack_error)?;
+        // Anything after the end-of-archive blocks is part of the diffID.
+        io::copy(&mut hashing, &mut io::sink())
+            .map_err(SnapshotError::io("reading", &blob_path))?;
+        Ok::<_, SnapshotError>((stats, hashing.finish().1))
+    });
+    let (stats, actual) = extracted?;
     if actual != layer.diff_id {
         return Err(SnapshotError::DiffIdMismatch {
             blob: digest.clone(),
