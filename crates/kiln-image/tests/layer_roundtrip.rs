@@ -458,3 +458,80 @@ fn extracts_without_chown() {
     let m = fs_err::metadata(tmp.path().join("owned")).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o4755));
 }
+
+/// A file entry with its own mode and owner.
+fn file_entry(tar: &mut RawTar, name: &str, mode: u32, gid: u32) {
+    let mut h = raw_header(name.as_bytes(), b'0', 2, b"");
+    octal(&mut h[100..108], u64::from(mode));
+    octal(&mut h[116..124], u64::from(gid));
+    checksum(&mut h);
+    tar.header(h).data(b"hi");
+}
+
+/// Extraction leaves out the `chown` and `chmod` that would change nothing
+/// (a new file is the creator's, its mode the one asked for less the
+/// umask): whatever the umask, in a setgid directory (whose group a new
+/// file takes) and under a default ACL (which stands in for the umask),
+/// owners and modes still come out as the archive says.
+#[test]
+fn owners_and_modes_are_exact_under_any_umask_setgid_dir_or_default_acl() {
+    if need(Root).is_none() {
+        return;
+    }
+    // nextest runs each test in a process of its own: this umask is ours.
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    rich_tree(&src);
+    let tar = write_tar(&src, &WriteOptions::default());
+    let want = describe(&src, Describe::default());
+    for umask in [0o077, 0o000, 0o022] {
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask));
+        for mode in [Whiteouts::Apply, Whiteouts::Overlay] {
+            let dst = tmp.path().join(format!("dst-{umask:o}-{mode:?}"));
+            extract(&tar, &dst, mode);
+            assert_eq!(
+                describe(&dst, Describe::default()),
+                want,
+                "umask {umask:o}, {mode:?}"
+            );
+        }
+    }
+
+    // Directories in the destination the archive does not list.
+    let dst = tmp.path().join("pre");
+    let (sg, acl) = (dst.join("sg"), dst.join("acl"));
+    fs_err::create_dir_all(&sg).unwrap();
+    fs_err::create_dir_all(&acl).unwrap();
+    lchown(&sg, 0, 1234);
+    chmod(&sg, 0o2775);
+    // user::rwx group::r-x other::--- for what is created inside.
+    let mut default_acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm) in [(0x01u16, 7u16), (0x04, 5), (0x20, 0)] {
+        default_acl.extend_from_slice(&tag.to_le_bytes());
+        default_acl.extend_from_slice(&perm.to_le_bytes());
+        default_acl.extend_from_slice(&u32::MAX.to_le_bytes());
+    }
+    lsetxattr(&acl, "system.posix_acl_default", &default_acl);
+    use std::os::unix::fs::MetadataExt;
+    let mut raw = RawTar::new();
+    file_entry(&mut raw, "sg/root", 0o644, 0);
+    file_entry(&mut raw, "sg/staff", 0o644, 1234);
+    file_entry(&mut raw, "acl/r", 0o644, 0);
+    file_entry(&mut raw, "acl/x", 0o755, 0);
+    file_entry(&mut raw, "acl/w", 0o666, 0);
+    extract(&raw.finish(), &dst, Whiteouts::Apply);
+    let meta = |rel: &str| fs_err::symlink_metadata(dst.join(rel)).unwrap();
+    assert_eq!(
+        meta("sg/root").gid(),
+        0,
+        "the setgid directory's group stayed"
+    );
+    assert_eq!(meta("sg/staff").gid(), 1234);
+    for (rel, mode) in [("acl/r", 0o644), ("acl/x", 0o755), ("acl/w", 0o666)] {
+        assert_eq!(
+            meta(rel).mode() & 0o7777,
+            mode,
+            "{rel}: the default ACL's mode stayed"
+        );
+    }
+}
