@@ -398,8 +398,13 @@ const ATTEMPTS: u32 = 5;
 /// How long a registry writer waits after its `PUT` before reading the
 /// index back: three times its own read-to-put time, within these bounds.
 /// A writer that read the index before ours landed and puts its own within
-/// that wait is seen, and merged with.
-const SETTLE_MIN: Duration = Duration::from_millis(300);
+/// that wait is seen, and merged with. That window is a handful of small
+/// requests (the layers went up before); the floor is for a writer slower
+/// than us, a busier runner or one further from the registry. The wait is
+/// after every build's last step, so the floor is no longer than that:
+/// 100 ms, many times the window of a writer beside its registry (a few
+/// ms on loopback).
+const SETTLE_MIN: Duration = Duration::from_millis(100);
 const SETTLE_MAX: Duration = Duration::from_secs(5);
 
 /// Writes `records` (grouped by platform) into the cache `to`, merged with
