@@ -241,6 +241,95 @@ fn two_runners_writing_different_platforms_to_one_ref_keep_both() {
     assert_eq!(amd64.2.entries.len(), 3, "the old b.txt's entry is kept");
 }
 
+/// A writer whose index another writer replaced right after its `PUT` (one
+/// that read the index before it) reads the index back, finds its child
+/// gone, merges again and puts it back: both platforms survive. The proxy
+/// holds the answer to the amd64 writer's `PUT` (which has landed) while
+/// the arm64 writer's stale index lands.
+#[test]
+fn a_writer_whose_index_was_replaced_after_its_put_merges_again() {
+    let Some(registry) = Registry::start(RegistryOptions::default()) else {
+        return;
+    };
+    let (Some(arm), Some(amd)) = (Harness::with_busybox(), Harness::with_busybox()) else {
+        return;
+    };
+    let path = "app/cache:raced";
+    let direct = format!("{}/{path}", registry.host());
+    let dockerfile = "FROM scratch\nCOPY a.txt /a.txt\n";
+    let ctx = context("a\n", "");
+    let build = |h: &Harness, platform: &str, cache: &str| {
+        let (result, events) = h.build(ctx.path(), dockerfile, |r| {
+            r.platforms = vec![Platform::parse(platform).unwrap()];
+            r.cache_to = vec![to(&format!("type=registry,ref={cache}"))];
+        });
+        result.unwrap();
+        assert!(warnings(&events).is_empty(), "{:?}", warnings(&events));
+    };
+    build(&arm, "linux/arm64", &direct);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = RegistryClient::new(ClientOptions::default());
+    let reference = Reference::parse(&direct).unwrap();
+    // What the other writer read, and puts back after amd64's PUT.
+    let stale = runtime.block_on(client.get_manifest(&reference)).unwrap();
+
+    let proxy = FaultProxy::start(
+        &registry.host(),
+        Faults::new().rule(
+            Rule::new(Fault::HoldResponse {
+                duration: Duration::from_millis(500),
+            })
+            .method("PUT")
+            .path("/manifests/raced"),
+        ),
+    );
+    let has_amd64 = |index: &Index| {
+        index
+            .manifests
+            .iter()
+            .any(|d| d.platform().is_some_and(|p| p.architecture == "amd64"))
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = runtime.block_on(client.get_manifest(&reference)).unwrap();
+                if has_amd64(&serde_json::from_slice(&now.bytes).unwrap()) {
+                    runtime
+                        .block_on(client.put_manifest(
+                            &reference,
+                            &stale.media_type,
+                            stale.bytes.clone(),
+                        ))
+                        .unwrap();
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "amd64's PUT never landed"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        build(&amd, "linux/amd64", &format!("{}/{path}", proxy.host()));
+    });
+
+    let (index, children) = read_cache(&direct);
+    let mut platforms: Vec<String> = children.iter().map(|(p, ..)| p.to_string()).collect();
+    platforms.sort();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{index:?}");
+    assert_eq!(proxy.fired(0), 1, "the PUT was not held");
+    let puts = proxy
+        .exchanges()
+        .iter()
+        .filter(|e| e.method == "PUT" && e.target.contains("/manifests/raced"))
+        .count();
+    assert_eq!(
+        puts, 2,
+        "amd64 put its index once: it never saw it replaced"
+    );
+}
+
 /// An entry past its `ttl` is ignored when read and dropped when the cache
 /// is next written; one within it is kept.
 #[test]

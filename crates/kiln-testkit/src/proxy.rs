@@ -46,6 +46,10 @@ pub enum Fault {
     /// Remove the `Range` header: upstream answers with the whole body, as
     /// servers that ignore ranges do.
     IgnoreRange,
+    /// Forward the request; hold upstream's answer for `duration` before
+    /// passing any of it: the request has taken effect, the client does not
+    /// know yet (a slow answer to a `PUT` that landed).
+    HoldResponse { duration: Duration },
 }
 
 /// Which requests a [`Fault`] applies to: method and path substring, the
@@ -436,6 +440,9 @@ async fn exchange(
         break head;
     };
     state.set_status(index, response_head.status());
+    if let Some(Fault::HoldResponse { duration }) = &fault {
+        tokio::time::sleep(*duration).await;
+    }
     client_w.write_all(&response_head.to_bytes()).await?;
     let response_framing = response_framing(&response_head, &method);
     let (limit, stall) = match &fault {
