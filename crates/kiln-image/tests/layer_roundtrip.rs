@@ -24,16 +24,21 @@ fn extract(tar: &[u8], dest: &Path, mode: Whiteouts) -> layer::ApplyStats {
     layer::extract(tar, dest, &ExtractOptions::new(mode)).unwrap()
 }
 
+/// `rich_tree` made in `tmp`, its layer tar and what it holds.
+fn rich_layer(tmp: &Path) -> (Vec<u8>, Vec<String>) {
+    let src = tmp.join("src");
+    rich_tree(&src);
+    let tar = write_tar(&src, &WriteOptions::default());
+    (tar, describe(&src, Describe::default()))
+}
+
 #[test]
 fn round_trip_preserves_everything() {
     if need(Root).is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    rich_tree(&src);
-    let tar = write_tar(&src, &WriteOptions::default());
-    let want = describe(&src, Describe::default());
+    let (tar, want) = rich_layer(tmp.path());
 
     for mode in [Whiteouts::Apply, Whiteouts::Overlay] {
         let dst = tmp.path().join(format!("dst-{mode:?}"));
@@ -480,10 +485,7 @@ fn owners_and_modes_are_exact_under_any_umask_setgid_dir_or_default_acl() {
     }
     // nextest runs each test in a process of its own: this umask is ours.
     let tmp = tempfile::tempdir().unwrap();
-    let src = tmp.path().join("src");
-    rich_tree(&src);
-    let tar = write_tar(&src, &WriteOptions::default());
-    let want = describe(&src, Describe::default());
+    let (tar, want) = rich_layer(tmp.path());
     for umask in [0o077, 0o000, 0o022] {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask));
         for mode in [Whiteouts::Apply, Whiteouts::Overlay] {
