@@ -217,12 +217,16 @@ pub(crate) fn archive(
 /// so a tar that is not what its diffID says is an error, and `dir` is
 /// then the caller's to throw away.
 pub(crate) fn fill(tar: CacheTar, dir: &Path) -> Result<Memo, String> {
-    let mut reader = HashingReader::new(tar.tar);
-    layer::extract(&mut reader, dir, &ExtractOptions::new(Whiteouts::Apply))
-        .map_err(|e| crate::engine::with_causes(&e))?;
-    // Trailing bytes after the tar's end (padding) count for the digest.
-    io::copy(&mut reader, &mut io::sink()).map_err(|e| e.to_string())?;
-    let (_, diff_id, _) = reader.finish();
+    // The blob's gunzip on a thread of its own, as a layer's unpack.
+    let (read, _) = kiln_image::compress::read_ahead(tar.tar, |stream| {
+        let mut reader = HashingReader::new(stream);
+        layer::extract(&mut reader, dir, &ExtractOptions::new(Whiteouts::Apply))
+            .map_err(|e| crate::engine::with_causes(&e))?;
+        // Trailing bytes after the tar's end (padding) count for the digest.
+        io::copy(&mut reader, &mut io::sink()).map_err(|e| e.to_string())?;
+        Ok::<_, String>(reader.finish().1)
+    });
+    let diff_id = read?;
     if diff_id != tar.diff_id {
         return Err(format!(
             "its contents are {diff_id}, not the {} the cache names",
