@@ -123,8 +123,11 @@ fn unpack(
         .with_context(|| format!("reading the context archive {name}"))?;
     let root =
         kiln_fs::Root::open(&dir).map_err(|e| anyhow::anyhow!("opening {}: {e}", dir.display()))?;
-    apply(tar, &root, &ApplyOptions::add_archive(None))
-        .with_context(|| format!("unpacking the context archive {name}"))?;
+    // Decompressed on a thread of its own while the files are written.
+    let (applied, _) = kiln_image::compress::read_ahead(tar, |tar| {
+        apply(tar, &root, &ApplyOptions::add_archive(None))
+    });
+    applied.with_context(|| format!("unpacking the context archive {name}"))?;
     Ok(dir)
 }
 
