@@ -1,6 +1,5 @@
 //! Preparing a chain: every missing layer unpacked into its own directory.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kiln_image::compress;
 use kiln_image::layer::{self, ApplyStats, ExtractOptions, Whiteouts};
 use kiln_image::media::Compression;
-use kiln_image::{Digest, HashingReader, SnapshotState, Store};
+use kiln_image::{Digest, SnapshotState, Store};
 
 use super::{
     Layer, OverlaySnapshotter, Snapshot, SnapshotError, chain_ids, lock, record, remove_tree,
@@ -148,25 +147,14 @@ pub(crate) fn unpack(
         }
     })?;
     let blob = store.open_blob(digest)?;
-    let blob_path = blob.path().to_path_buf();
     let unpack_error = |source| SnapshotError::Unpack {
         blob: digest.clone(),
         dir: dir.to_path_buf(),
         source,
     };
     let reader = compress::decompress(blob, compression).map_err(unpack_error)?;
-    // Gunzip on one core; the diffID's hash and the files written on
-    // another (gunzip is the longer part).
-    let (extracted, _) = compress::read_ahead(reader, |tar| {
-        let mut hashing = HashingReader::new(tar);
-        let stats = layer::extract(&mut hashing, dir, &ExtractOptions::new(whiteouts))
-            .map_err(unpack_error)?;
-        // Anything after the end-of-archive blocks is part of the diffID.
-        io::copy(&mut hashing, &mut io::sink())
-            .map_err(SnapshotError::io("reading", &blob_path))?;
-        Ok::<_, SnapshotError>((stats, hashing.finish().1))
-    });
-    let (stats, actual) = extracted?;
+    let (stats, actual) = layer::extract_hashed(reader, dir, &ExtractOptions::new(whiteouts))
+        .map_err(unpack_error)?;
     if actual != layer.diff_id {
         return Err(SnapshotError::DiffIdMismatch {
             blob: digest.clone(),

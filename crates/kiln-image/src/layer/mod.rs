@@ -37,6 +37,8 @@ use std::sync::Arc;
 
 pub use error::LayerError;
 use kiln_fs::tar::{ApplyOptions, Owners};
+
+use crate::Digest;
 pub use kiln_fs::tar::{ApplyStats, Collected, Whiteouts};
 pub use walk::write;
 
@@ -80,6 +82,25 @@ pub fn extract(
         Owners::Unchanged
     };
     Ok(kiln_fs::tar::apply(reader, &root, &apply)?)
+}
+
+/// [`extract`] of a layer stream (a decompressing reader, say) read on a
+/// thread of its own ([`crate::compress::read_ahead`]: gunzip on one core,
+/// the files and the hash on another). Returns what it did and the SHA-256
+/// of every byte of the stream, trailing bytes included: the diffID, for
+/// the caller to check against the one it expects.
+pub fn extract_hashed(
+    reader: impl Read + Send,
+    dest: &Path,
+    opts: &ExtractOptions,
+) -> Result<(ApplyStats, Digest), LayerError> {
+    let (extracted, _) = crate::compress::read_ahead(reader, |stream| {
+        let mut hashing = crate::HashingReader::new(stream);
+        // Reads to the end of the stream.
+        let stats = extract(&mut hashing, dest, opts)?;
+        Ok((stats, hashing.finish().1))
+    });
+    extracted
 }
 
 /// How [`write`] archives.

@@ -24,7 +24,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use kiln_image::layer::{self, ExtractOptions, Whiteouts, WriteOptions};
-use kiln_image::{Digest, HashingReader, HashingWriter, Sha256};
+use kiln_image::{Digest, HashingWriter, Sha256};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
@@ -217,16 +217,8 @@ pub(crate) fn archive(
 /// so a tar that is not what its diffID says is an error, and `dir` is
 /// then the caller's to throw away.
 pub(crate) fn fill(tar: CacheTar, dir: &Path) -> Result<Memo, String> {
-    // The blob's gunzip on a thread of its own, as a layer's unpack.
-    let (read, _) = kiln_image::compress::read_ahead(tar.tar, |stream| {
-        let mut reader = HashingReader::new(stream);
-        layer::extract(&mut reader, dir, &ExtractOptions::new(Whiteouts::Apply))
-            .map_err(|e| crate::engine::with_causes(&e))?;
-        // Trailing bytes after the tar's end (padding) count for the digest.
-        io::copy(&mut reader, &mut io::sink()).map_err(|e| e.to_string())?;
-        Ok::<_, String>(reader.finish().1)
-    });
-    let diff_id = read?;
+    let (_, diff_id) = layer::extract_hashed(tar.tar, dir, &ExtractOptions::new(Whiteouts::Apply))
+        .map_err(|e| crate::engine::with_causes(&e))?;
     if diff_id != tar.diff_id {
         return Err(format!(
             "its contents are {diff_id}, not the {} the cache names",
