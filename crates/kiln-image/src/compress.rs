@@ -376,7 +376,7 @@ pub fn decompress<'a>(
 /// (which `consume` reads in its place, as it would have from `reader`),
 /// or when `consume` returned without reading to the end (the thread's
 /// next chunk then has nowhere to go; `reader` is left past what
-/// `consume` read, by up to [`READ_AHEAD`]).
+/// `consume` read, by up to [`READ_AHEAD`] and two 256 KiB chunks).
 pub fn read_ahead<R: Read + Send, T>(
     mut reader: R,
     consume: impl FnOnce(&mut dyn Read) -> T,

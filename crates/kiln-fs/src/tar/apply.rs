@@ -412,29 +412,22 @@ impl Applier<'_> {
         };
         self.replaced = false;
         let mut made = None;
-        match e.kind {
-            // Created O_EXCL: whatever is at the name shows as EEXIST.
-            Kind::File => self.file(tar, e, &rel, &dir, base)?,
-            Kind::Dir => {
-                let existing =
-                    kind_at(&dir.fd, base).map_err(|x| self.err("inspecting", &rel, x))?;
-                made = Some(self.dir(e, &rel, &dir.fd, base, existing)?);
-            }
-            Kind::Link => {
-                let existing =
-                    kind_at(&dir.fd, base).map_err(|x| self.err("inspecting", &rel, x))?;
-                self.hardlink(e, &rel, &dir.fd, base, existing)?;
-            }
-            _ => {
-                if kind_at(&dir.fd, base)
-                    .map_err(|x| self.err("inspecting", &rel, x))?
-                    .is_some()
-                {
-                    self.replace(&dir.fd, base, &rel)?;
-                }
-                match e.kind {
-                    Kind::Symlink => self.symlink(e, &rel, &dir.fd, base)?,
-                    _ => self.node(e, &rel, &dir.fd, base)?,
+        // A file is created O_EXCL: whatever is at its name shows as EEXIST.
+        if e.kind == Kind::File {
+            self.file(tar, e, &rel, &dir, base)?;
+        } else {
+            let existing = kind_at(&dir.fd, base).map_err(|x| self.err("inspecting", &rel, x))?;
+            match e.kind {
+                Kind::Dir => made = Some(self.dir(e, &rel, &dir.fd, base, existing)?),
+                Kind::Link => self.hardlink(e, &rel, &dir.fd, base, existing)?,
+                _ => {
+                    if existing.is_some() {
+                        self.replace(&dir.fd, base, &rel)?;
+                    }
+                    match e.kind {
+                        Kind::Symlink => self.symlink(e, &rel, &dir.fd, base)?,
+                        _ => self.node(e, &rel, &dir.fd, base)?,
+                    }
                 }
             }
         }
