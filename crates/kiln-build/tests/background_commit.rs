@@ -204,6 +204,92 @@ fn a_background_commit_that_fails_fails_the_build_with_its_step() {
     drop(disk);
 }
 
+/// Whether a blob being written under `ingest` has bytes yet.
+fn blob_begun(ingest: &Path) -> bool {
+    fs_err::read_dir(ingest).is_ok_and(|list| {
+        list.flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0))
+    })
+}
+
+#[test]
+fn a_file_that_vanishes_under_a_background_commit_fails_the_build_with_its_step() {
+    // While the step's layer is written (`/big` first, byte order: once
+    // its blob has bytes, the writer is inside /big), a file after it is
+    // removed from the upper directory behind kiln's back: the layer is
+    // not made without it, the build fails with the step's line and the
+    // file's path, and nothing of it is recorded.
+    let Some(h) = Harness::new() else {
+        return;
+    };
+    let base = busybox_image(&h.store);
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile = format!(
+        "FROM {base}\nRUN head -c 30000000 /dev/urandom > /big && echo v > /vanishing\nRUN sleep 60\n"
+    );
+    let (active, ingest) = (h.store.root().join("active"), h.store.root().join("ingest"));
+    let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let remove_on_note = |engine: &mut kiln_build::Engine| {
+        let inner = Arc::clone(&engine.events);
+        let removed = Arc::clone(&removed);
+        engine.events = Arc::new(move |e: Event| {
+            if matches!(&e, Event::StepNote { text, .. } if text.contains("in the background")) {
+                let (active, ingest, removed) =
+                    (active.clone(), ingest.clone(), Arc::clone(&removed));
+                std::thread::spawn(move || {
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while !blob_begun(&ingest) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    for slot in fs_err::read_dir(&active).unwrap() {
+                        let file = slot.unwrap().path().join("upper/vanishing");
+                        if fs_err::remove_file(&file).is_ok() {
+                            removed.lock().unwrap().push(file);
+                        }
+                    }
+                });
+            }
+            inner(e);
+        });
+    };
+    let started = Instant::now();
+    let (result, events) = h.build_on(ctx.path(), &dockerfile, |_| {}, remove_on_note);
+    let err = result.unwrap_err();
+    let removed = removed.lock().unwrap().clone();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "the sleeping step was stopped"
+    );
+    assert!(
+        matches!(err, BuildError::Commit { .. }),
+        "{err:?}\n{events:#?}"
+    );
+    assert_eq!(err.location().map(|l| l.start_line), Some(2), "{err}");
+    let mut chain = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    assert!(
+        chain.contains(removed[0].to_str().unwrap()) && chain.contains("No such file"),
+        "{chain}"
+    );
+    let first = step_at(&events, 2);
+    let key = events
+        .iter()
+        .find_map(|e| match e {
+            Event::StepKeyed { step, key } if *step == first => Some(key.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(h.store.read(|r| r.cache(&key)).unwrap().is_none());
+    assert!(active_entries(&h).is_empty(), "{:?}", active_entries(&h));
+    assert_nothing_mounted(h.store.root());
+    assert!(h.store.verify().unwrap().is_ok());
+}
+
 #[test]
 fn a_build_cancelled_during_a_background_commit_keeps_only_whole_layers() {
     // Ctrl-C while a layer is written in the background: the step on it

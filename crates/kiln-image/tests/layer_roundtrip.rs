@@ -537,3 +537,84 @@ fn owners_and_modes_are_exact_under_any_umask_setgid_dir_or_default_acl() {
         );
     }
 }
+
+/// A writer that runs `change` once, on its first write: while the layer
+/// writer is inside the tree (its buffer fills in the first file).
+struct ChangeOnFirstWrite<F: FnMut()> {
+    change: Option<F>,
+    out: Vec<u8>,
+}
+
+impl<F: FnMut()> std::io::Write for ChangeOnFirstWrite<F> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(mut change) = self.change.take() {
+            change();
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_file_that_vanishes_shrinks_or_grows_while_written_is_an_error_naming_it() {
+    // `a` (2 MiB) is being read when the output first sees bytes; `b`
+    // comes after it. Whatever happens to them then, the layer is refused
+    // with the file's path, never written with an entry that lies.
+    type Change = fn(&Path);
+    let cases: [(&str, Change, &str, &str); 3] = [
+        (
+            "vanishes",
+            |d| fs_err::remove_file(d.join("b")).unwrap(),
+            "b",
+            "inspecting",
+        ),
+        (
+            "shrinks",
+            |d| {
+                fs_err::File::options()
+                    .write(true)
+                    .open(d.join("a"))
+                    .unwrap()
+                    .set_len(4096)
+                    .unwrap()
+            },
+            "a",
+            "changed while it was being archived",
+        ),
+        (
+            "grows",
+            |d| {
+                use std::io::Write;
+                let mut f = fs_err::File::options()
+                    .append(true)
+                    .open(d.join("a"))
+                    .unwrap();
+                f.write_all(&[1; 8192]).unwrap();
+            },
+            "a",
+            "changed while it was being archived",
+        ),
+    ];
+    for (what, change, name, says) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("upper");
+        fs_err::create_dir(&dir).unwrap();
+        fs_err::write(dir.join("a"), vec![7u8; 2 << 20]).unwrap();
+        fs_err::write(dir.join("b"), b"after a").unwrap();
+        let out = ChangeOnFirstWrite {
+            change: Some(|| change(&dir)),
+            out: Vec::new(),
+        };
+        let err = layer::write(&dir, out, &WriteOptions::default())
+            .expect_err(&format!("a file that {what} is no layer"));
+        let shown = format!("{err}");
+        assert!(
+            shown.contains(dir.join(name).to_str().unwrap()) && shown.contains(says),
+            "{what}: {shown}"
+        );
+    }
+}
