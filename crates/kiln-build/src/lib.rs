@@ -43,13 +43,13 @@ pub use crate::context::{
     HashMemo, Selection,
 };
 pub use crate::engine::{
-    BuildError, BuildNetwork, BuildRequest, BuildResult, BuiltImage, Cause, Engine,
+    BuildError, BuildNetwork, BuildRequest, BuildResult, BuiltImage, Cause, Engine, LayersAhead,
     SOURCE_DATE_EPOCH, SecretSource, SecretSpec, StageImage, sweep_after_crash,
 };
 pub use crate::events::{Event, EventSink, Hang, StepId, Stream};
 pub use crate::export::{
-    Dest, Encoding, ExportError, Output, OutputKind, encode_image, record_layer_encoding,
-    stored_images, write_docker, write_local, write_oci,
+    Dest, Encoding, ExportError, OciTarAhead, Output, OutputKind, encode_image,
+    record_layer_encoding, stored_images, write_docker, write_local, write_oci,
 };
 pub use crate::ops::{
     Chmod, CopyError, CopyOptions, CopyStats, Fetcher, FilterDecision, Owner, SourceItem,

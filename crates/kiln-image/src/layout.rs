@@ -18,14 +18,16 @@
 //! to the layout (root ignores the blobs' 0444 mode) would change the
 //! store's blob under its digest, for every later build and export.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kiln_fs::CopyStats;
 
-use crate::document::{ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Document, Index};
+use crate::document::{
+    ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, Descriptor, Document, ImageDocument, Index,
+};
 use crate::media::{self, Format};
 use crate::store::{DOCUMENT_LIMIT, Store, StoreError};
 use crate::{Digest, HashingReader, Reference};
@@ -228,30 +230,177 @@ fn check_size(d: &Descriptor, blob: &crate::Blob) -> Result<(), StoreError> {
     }
 }
 
-/// Writes `images` as an OCI layout in tar form: `oci-layout` and
-/// `index.json` first (a streaming reader knows the images before the
-/// blobs), then each blob once, documents before what they reference.
-/// Returns the output and how the blob bytes were copied.
+/// Writes `images` as an OCI layout in tar form: `oci-layout`, then each
+/// blob once (an image's layers bottom first, then its config and its
+/// manifest; an index after its manifests), then `index.json`. Layers
+/// first, so that a build can write an image's finished layers before it
+/// has the rest ([`TarAhead`]); `index.json` last, as BuildKit's tars
+/// have it. Returns the output and how the blob bytes were copied.
 pub fn write_tar<W: TarSink>(
     store: &Store,
     out: W,
     images: &[LayoutImage],
 ) -> Result<(W, CopyStats), StoreError> {
     let mut tar = TarOut::new(out);
+    write_head(&mut tar)?;
+    let order = tar_order(store, images)?;
+    write_rest(tar, store, &order, images)
+}
+
+fn write_head<W: TarSink>(tar: &mut TarOut<W>) -> Result<(), StoreError> {
     tar.file("oci-layout", OCI_LAYOUT_FILE)?;
+    tar.dir("blobs/")?;
+    tar.dir("blobs/sha256/")
+}
+
+/// The blobs of `order` not written yet, then `index.json`.
+fn write_rest<W: TarSink>(
+    mut tar: TarOut<W>,
+    store: &Store,
+    order: &[Descriptor],
+    images: &[LayoutImage],
+) -> Result<(W, CopyStats), StoreError> {
+    for d in order {
+        tar.blob(store, d)?;
+    }
     let entries = images.iter().map(LayoutImage::index_entry).collect();
     tar.file(
         "index.json",
         Document::new(Index::new(Format::Oci, entries)).bytes(),
     )?;
-    tar.dir("blobs/")?;
-    tar.dir("blobs/sha256/")?;
+    tar.finish()
+}
+
+/// The blobs of `images` in the order of a layout tar: for each image,
+/// its layers bottom first, its config, its manifest, and an index after
+/// its manifests; each blob once. The blobs are those of
+/// [`Store::image_blobs`] (a foreign layer left out, a lazy one in).
+fn tar_order(store: &Store, images: &[LayoutImage]) -> Result<Vec<Descriptor>, StoreError> {
+    let mut rank = HashMap::new();
+    let mut listed = Vec::new();
+    let mut seen = HashSet::new();
     for image in images {
+        rank_blobs(store, &image.target, &mut rank)?;
         for d in store.image_blobs(&image.target)? {
-            tar.blob(store, &d)?;
+            if seen.insert(d.digest.clone()) {
+                listed.push(d);
+            }
         }
     }
-    tar.finish()
+    listed.sort_by_key(|d| rank.get(&d.digest).copied().unwrap_or(usize::MAX));
+    Ok(listed)
+}
+
+/// Numbers `d` and what it references in [`tar_order`]'s order.
+fn rank_blobs(
+    store: &Store,
+    d: &Descriptor,
+    rank: &mut HashMap<Digest, usize>,
+) -> Result<(), StoreError> {
+    if rank.contains_key(&d.digest) {
+        return Ok(());
+    }
+    if media::is_manifest(&d.media_type) || media::is_index(&d.media_type) {
+        match store.read_image(d)? {
+            ImageDocument::Manifest(m) => {
+                let m = m.value();
+                for child in m.layers.iter().chain(m.blobs()) {
+                    let next = rank.len();
+                    rank.entry(child.digest.clone()).or_insert(next);
+                }
+            }
+            ImageDocument::Index(i) => {
+                for child in &i.value().manifests {
+                    rank_blobs(store, child, rank)?;
+                }
+            }
+        }
+    }
+    let next = rank.len();
+    rank.entry(d.digest.clone()).or_insert(next);
+    Ok(())
+}
+
+/// An OCI layout tar begun while its image is still being built: the
+/// blobs of the image's finished bottom layers are written, and made
+/// durable, as soon as the build has them ([`TarAhead::layers`]), the rest
+/// once the image is done ([`TarAhead::finish`]), so the end of a build
+/// waits only for what its last layers add. The bytes are
+/// [`write_tar`]'s whatever was written ahead: if what was written does
+/// not lead the finished image's blobs (a layer re-encoded at the end),
+/// the file is cut back and written again from its head.
+pub struct TarAhead {
+    tar: TarOut<fs_err::File>,
+    /// Where the blobs begin.
+    head: u64,
+    /// The layers handed in so far, and the blobs written for them (each
+    /// once, in order).
+    given: Vec<Digest>,
+    written: Vec<Digest>,
+}
+
+impl TarAhead {
+    /// Writes the head (`oci-layout` and the blob directories) to `file`.
+    pub fn new(file: fs_err::File) -> Result<TarAhead, StoreError> {
+        let mut tar = TarOut::new(file);
+        write_head(&mut tar)?;
+        let head = tar.position().map_err(tar_error("head"))?;
+        Ok(TarAhead {
+            tar,
+            head,
+            given: Vec::new(),
+            written: Vec::new(),
+        })
+    }
+
+    /// `layers` are the image's bottom layers as far as the build has
+    /// them (all of them, bottom first, every time): writes the blobs of
+    /// those it has not written, up to the first not in the store yet, and
+    /// makes them durable. Returns how many blobs are written ahead. A list
+    /// that no longer begins with what it began with before writes nothing
+    /// more.
+    pub fn layers(&mut self, store: &Store, layers: &[Descriptor]) -> Result<usize, StoreError> {
+        if !layers
+            .iter()
+            .map(|d| &d.digest)
+            .zip(&self.given)
+            .all(|(a, b)| a == b)
+            || layers.len() < self.given.len()
+        {
+            return Ok(self.written.len());
+        }
+        let before = self.written.len();
+        for d in &layers[self.given.len()..] {
+            if !self.written.contains(&d.digest) {
+                if !store.contains(&d.digest)? {
+                    break;
+                }
+                self.tar.blob(store, d)?;
+                self.written.push(d.digest.clone());
+            }
+            self.given.push(d.digest.clone());
+        }
+        if self.written.len() > before {
+            self.tar.sync().map_err(tar_error("blobs"))?;
+        }
+        Ok(self.written.len())
+    }
+
+    /// Writes the rest of the layout of `images`; returns the file and how
+    /// the blob bytes were copied (those written ahead included).
+    pub fn finish(
+        mut self,
+        store: &Store,
+        images: &[LayoutImage],
+    ) -> Result<(fs_err::File, CopyStats), StoreError> {
+        let order = tar_order(store, images)?;
+        let leads = order.len() >= self.written.len()
+            && order.iter().zip(&self.written).all(|(d, w)| &d.digest == w);
+        if !leads {
+            self.tar.rewind(self.head).map_err(tar_error("blobs"))?;
+        }
+        write_rest(self.tar, store, &order, images)
+    }
 }
 
 /// Reads the layout at `dir` into the store, checking every blob against
@@ -641,6 +790,16 @@ impl<W: TarSink> TarOut<W> {
         })
     }
 
+    /// Bytes written so far (the buffer flushed).
+    fn position(&mut self) -> io::Result<u64>
+    where
+        W: Seek,
+    {
+        let out = self.builder.get_mut();
+        out.flush()?;
+        out.get_mut().stream_position()
+    }
+
     pub(crate) fn finish(self) -> Result<(W, CopyStats), StoreError> {
         let stats = self.stats;
         let out = self
@@ -649,6 +808,28 @@ impl<W: TarSink> TarOut<W> {
             .and_then(|out| out.into_inner().map_err(io::IntoInnerError::into_error))
             .map_err(tar_error("end of archive"))?;
         Ok((out, stats))
+    }
+}
+
+impl TarOut<fs_err::File> {
+    /// Flushes and makes what is written durable.
+    fn sync(&mut self) -> io::Result<()> {
+        let out = self.builder.get_mut();
+        out.flush()?;
+        out.get_ref().sync_data()
+    }
+
+    /// Cuts the file back to its first `len` bytes and writes on from
+    /// there, as if no blob had been written.
+    fn rewind(&mut self, len: u64) -> io::Result<()> {
+        let out = self.builder.get_mut();
+        out.flush()?;
+        let file = out.get_mut();
+        file.set_len(len)?;
+        file.seek(SeekFrom::Start(len))?;
+        self.written.clear();
+        self.stats = CopyStats::default();
+        Ok(())
     }
 }
 

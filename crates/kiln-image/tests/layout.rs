@@ -196,3 +196,92 @@ fn skopeo_reads_what_kiln_writes() {
     assert_eq!(read[0].target.digest, *manifest.digest());
     assert!(copy.verify().unwrap().is_ok());
 }
+
+/// The entry names of a tar, in order.
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn a_tar_written_ahead_has_the_bytes_of_one_written_after() {
+    // A build hands TarAhead its image's layers one more at a time, some
+    // not in the store yet, and the list may turn out not to lead the
+    // finished image (a layer re-encoded at the end): whatever was
+    // written ahead, the file is write_tar's, byte for byte.
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let amd64 = Platform::parse("linux/amd64").unwrap();
+    let (image, _) = make_image(&store, "ahead", 4, &amd64, true);
+    let (other, _) = make_image(&store, "other", 1, &amd64, true);
+    let layers = |d: &kiln_image::document::Descriptor| {
+        store
+            .read_document::<kiln_image::document::Manifest>(d)
+            .unwrap()
+            .value()
+            .layers
+            .clone()
+    };
+    let (mine, foreign) = (layers(&image), layers(&other)[0].clone());
+    let mut missing = mine[2].clone();
+    missing.digest = Digest::of(b"not in the store");
+    let images = [LayoutImage::tagged(
+        &reference("example.com/ahead:1"),
+        image.clone(),
+    )];
+    let serial = layout::write_tar(&store, Vec::new(), &images).unwrap().0;
+    let names = tar_names(&serial);
+    let blob = |d: &kiln_image::document::Descriptor| format!("blobs/sha256/{}", d.digest.hex());
+    assert_eq!(names.first().map(String::as_str), Some("oci-layout"));
+    assert_eq!(names.last().map(String::as_str), Some("index.json"));
+    let at = |name: &str| names.iter().position(|n| n == name).unwrap();
+    for pair in mine.windows(2) {
+        assert!(at(&blob(&pair[0])) < at(&blob(&pair[1])), "{names:?}");
+    }
+    assert!(at(&blob(&mine[3])) < at(&blob(&image)), "{names:?}");
+
+    let out = tempfile::tempdir().unwrap();
+    type Feed<'a> = (&'a str, Vec<Vec<kiln_image::document::Descriptor>>, usize);
+    let one_more = (1..=mine.len()).map(|n| mine[..n].to_vec()).collect();
+    let mut with_missing = mine.clone();
+    with_missing[2] = missing.clone();
+    let mut longer = mine.clone();
+    longer.push(foreign.clone());
+    let cases: Vec<Feed> = vec![
+        ("nothing ahead", vec![], 0),
+        ("one more layer each time", one_more, 4),
+        (
+            "a layer not in the store yet",
+            vec![with_missing, mine.clone()],
+            4,
+        ),
+        (
+            "a bottom that changed",
+            vec![vec![foreign.clone()], mine.clone()],
+            1,
+        ),
+        ("a layer the image does not have", vec![longer], 5),
+    ];
+    for (case, feeds, ahead) in cases {
+        let path = out.path().join(format!("{case}.tar"));
+        let mut tar = layout::TarAhead::new(fs_err::File::create(&path).unwrap()).unwrap();
+        let mut written = 0;
+        for feed in &feeds {
+            written = tar.layers(&store, feed).unwrap();
+        }
+        assert_eq!(written, ahead, "{case}");
+        let (file, _) = tar.finish(&store, &images).unwrap();
+        drop(file);
+        assert!(
+            fs_err::read(&path).unwrap() == serial,
+            "{case}: not write_tar's bytes"
+        );
+    }
+    let copy = tempfile::tempdir().unwrap();
+    let copy = Store::open(copy.path()).unwrap();
+    let read = layout::read_tar(&copy, serial.as_slice()).unwrap();
+    same_content(&store, &copy, &images, &read);
+}

@@ -625,3 +625,77 @@ fn a_fresh_runner_finds_what_the_last_one_left_in_a_cache_mount() {
     );
     assert!(log.contains("found: left by a"), "{log}");
 }
+
+#[test]
+fn an_oci_tar_begun_during_the_build_is_the_export_after_it() {
+    // One type=oci file output: the image's finished bottom layers go into
+    // it while the last step still runs. The file is, byte for byte, what
+    // `kiln export` writes of the same image afterwards; a build that fails
+    // leaves nothing beside the outputs.
+    let Some(OnPulledBase {
+        registry: _registry,
+        kiln,
+        work,
+        ctx,
+    }) = on_pulled_base(|base| {
+        format!(
+            "FROM {base}\nRUN head -c 3000000 /dev/urandom > /one\nCOPY app.txt /app/\n\
+             RUN sleep 2 && echo two > /two\n"
+        )
+    })
+    else {
+        return;
+    };
+    let outputs = work.path().join("out");
+    fs_err::create_dir(&outputs).unwrap();
+    let built = outputs.join("built.tar");
+    let out = kiln.ok(&[
+        "build",
+        "-t",
+        "kiln.local/ahead:1",
+        "--output",
+        &format!("type=oci,dest={}", built.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let log = text(&out);
+    assert!(
+        log.contains("blobs of the output were written while the build ran"),
+        "{log}"
+    );
+    let exported = work.path().join("exported.tar");
+    kiln.ok(&[
+        "export",
+        "kiln.local/ahead:1",
+        "--output",
+        &format!("type=oci,dest={}", exported.display()),
+    ]);
+    assert!(
+        fs_err::read(&built).unwrap() == fs_err::read(&exported).unwrap(),
+        "the tar written during the build is not the export's"
+    );
+    Kiln::new().ok(&["load", built.to_str().unwrap()]);
+
+    fs_err::write(
+        ctx.join("Dockerfile"),
+        fs_err::read_to_string(ctx.join("Dockerfile"))
+            .unwrap()
+            .replace("echo two > /two", "false"),
+    )
+    .unwrap();
+    let failed = kiln
+        .cmd()
+        .args(["build", "--output"])
+        .arg(format!(
+            "type=oci,dest={}",
+            outputs.join("failed.tar").display()
+        ))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let left: Vec<String> = fs_err::read_dir(&outputs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["built.tar"], "{}", text(&failed));
+}

@@ -237,6 +237,9 @@ pub struct BuildResult {
     pub attempts: BTreeMap<StepId, u32>,
 }
 
+/// See [`Engine::layers_ahead`].
+pub type LayersAhead = Arc<dyn Fn(&Platform, &[Descriptor]) + Send + Sync>;
+
 /// What a build needs from its surroundings.
 pub struct Engine {
     pub store: Store,
@@ -255,6 +258,11 @@ pub struct Engine {
     /// commit). Snapshotters that cannot stack a step on a sealed one
     /// (the tree one) commit at once either way.
     pub background_commits: bool,
+    /// Told the target stage's layers (bottom first, all of them so far)
+    /// each time a step adds one, with the image's platform: an exporter
+    /// may write them before the build ends ([`crate::OciTarAhead`]).
+    /// Called on the stage's thread; it should not wait long.
+    pub layers_ahead: Option<LayersAhead>,
     /// The sandbox runs in flight, so a cancel reaches them.
     pub(crate) running: Arc<Mutex<Vec<RunControl>>>,
 }
@@ -352,6 +360,7 @@ impl Engine {
             cancel: Arc::new(AtomicBool::new(false)),
             sample_every: SAMPLE_EVERY,
             background_commits: true,
+            layers_ahead: None,
             running: Arc::default(),
         })
     }

@@ -520,6 +520,7 @@ impl StageRunner<'_> {
                 // needs the chain unpacks it from the cached blob.
                 state.layers.push(layer);
                 state.chain = None;
+                self.layers_grew(state);
             }
             self.record(
                 state,
@@ -596,6 +597,7 @@ impl StageRunner<'_> {
             .map_err(BuildError::store("recording the build cache"))?;
         if let Some(layer) = layer {
             state.layers.push(layer);
+            self.layers_grew(state);
         }
         self.record(
             state,
@@ -616,6 +618,18 @@ impl StageRunner<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Tells [`Engine::layers_ahead`] the target stage's layers so far.
+    fn layers_grew(&self, state: &StageOutcome) {
+        if let Some(tell) = &self.engine.layers_ahead
+            && self.stage == self.plan.target
+            && !self.keys_only
+        {
+            let layers: Vec<Descriptor> =
+                state.layers.iter().map(|l| l.descriptor.clone()).collect();
+            tell(self.target_platform, &layers);
+        }
     }
 
     /// Finishes the step whose layer is being written in the background,

@@ -27,4 +27,4 @@ pub(crate) use encode::encode_layer;
 pub use encode::{Encoding, encode_image, record_layer_encoding, stored_images};
 pub use error::ExportError;
 pub use output::{Dest, Output, OutputKind};
-pub use write::{write_docker, write_local, write_oci};
+pub use write::{OciTarAhead, write_docker, write_local, write_oci};

@@ -2,14 +2,14 @@
 //! files. (Pushing is kiln-registry's `push_descriptor`.)
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use kiln_fs::CopyStats;
 use kiln_fs::tar::{ApplyOptions, Owners, Whiteouts};
 use kiln_image::compress::decompress;
 use kiln_image::docker_archive::{self, ArchiveImage};
 use kiln_image::document::{Descriptor, Manifest};
-use kiln_image::layout::{self, LayoutImage};
+use kiln_image::layout::{self, LayoutImage, TarAhead as LayoutAhead};
 use kiln_image::media::Compression;
 use kiln_image::{Platform, Reference, Store};
 
@@ -130,16 +130,64 @@ pub fn write_local(
     Ok(())
 }
 
+/// `type=oci` to a file, begun while the build runs: the blobs of the
+/// image's finished bottom layers go into a temporary file beside `path`
+/// as the build makes them ([`OciTarAhead::layers`], on a thread of the
+/// caller's), and [`OciTarAhead::finish`] writes the rest and puts the
+/// file in place. The bytes are [`write_oci`]'s. Dropped unfinished (the
+/// build failed), it removes its temporary file.
+pub struct OciTarAhead {
+    path: PathBuf,
+    tmp: tempfile::TempPath,
+    ahead: LayoutAhead,
+}
+
+impl OciTarAhead {
+    pub fn create(path: &Path) -> Result<OciTarAhead, ExportError> {
+        let (file, tmp) = temp_beside(path)?;
+        let ahead = LayoutAhead::new(file)?;
+        Ok(OciTarAhead {
+            path: path.to_path_buf(),
+            tmp,
+            ahead,
+        })
+    }
+
+    /// Writes what it can of `layers`, the image's bottom layers so far
+    /// (see [`LayoutAhead::layers`]); returns how many blobs are written.
+    pub fn layers(&mut self, store: &Store, layers: &[Descriptor]) -> Result<usize, ExportError> {
+        Ok(self.ahead.layers(store, layers)?)
+    }
+
+    /// Writes the rest of the layout of `target`, named `name`, and puts
+    /// the file at its path.
+    pub fn finish(
+        self,
+        store: &Store,
+        name: &Reference,
+        target: &Descriptor,
+    ) -> Result<CopyStats, ExportError> {
+        let images = [LayoutImage::tagged(name, target.clone())];
+        let (file, stats) = self.ahead.finish(store, &images)?;
+        persist(file, self.tmp, &self.path)?;
+        Ok(stats)
+    }
+}
+
 /// Writes a file through a temporary name in the same directory, so a
 /// failed export never leaves a half-written file under the final name.
 fn write_file(
     path: &Path,
     write: impl FnOnce(fs_err::File) -> Result<(fs_err::File, CopyStats), ExportError>,
 ) -> Result<CopyStats, ExportError> {
-    let io = |source| ExportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let (file, tmp) = temp_beside(path)?;
+    let (file, stats) = write(file)?;
+    persist(file, tmp, path)?;
+    Ok(stats)
+}
+
+/// A temporary file in `path`'s directory, removed when dropped.
+fn temp_beside(path: &Path) -> Result<(fs_err::File, tempfile::TempPath), ExportError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -147,12 +195,23 @@ fn write_file(
     let tmp = tempfile::Builder::new()
         .prefix(".kiln-export-")
         .tempfile_in(dir)
-        .map_err(io)?;
+        .map_err(|source| ExportError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let (file, tmp_path) = tmp.into_parts();
     let file = fs_err::File::from_parts(file, tmp_path.to_path_buf());
-    let (file, stats) = write(file)?;
+    Ok((file, tmp_path))
+}
+
+/// Makes `file` durable and renames it to `path`.
+fn persist(file: fs_err::File, tmp: tempfile::TempPath, path: &Path) -> Result<(), ExportError> {
+    let io = |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     file.sync_all().map_err(io)?;
     drop(file);
-    tmp_path.persist(path).map_err(|e| io(e.error))?;
-    Ok(stats)
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }

@@ -733,25 +733,38 @@ fn build_and_export(
     };
     let renderer = crate::render::Renderer::new(ctx.args.progress);
     let check_errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let engine = Arc::new(
-        Engine::with_snapshotter(
-            store.clone(),
-            snapshotter,
-            // Base pulls print lines through the build's own view.
-            ctx.client_with_notes(renderer.notes(), Some(recorder.transfers()), &mirrors),
-            runtime.handle().clone(),
-            executor,
-            base_checks(
-                &dockerfile,
-                &dockerfile_text,
-                recorder.tap(renderer.sink()),
-                check_errors.clone(),
-            ),
-        )
-        .map_err(|e| build_error(&dockerfile, &dockerfile_text, e))?,
-    );
+    // An OCI tar output is begun while the build runs (tar_ahead.rs).
+    let ahead = super::tar_ahead::TarAhead::begin(
+        &store,
+        &outputs,
+        &build_encoding,
+        request.platforms.len(),
+    )?;
+    let mut engine = Engine::with_snapshotter(
+        store.clone(),
+        snapshotter,
+        // Base pulls print lines through the build's own view.
+        ctx.client_with_notes(renderer.notes(), Some(recorder.transfers()), &mirrors),
+        runtime.handle().clone(),
+        executor,
+        base_checks(
+            &dockerfile,
+            &dockerfile_text,
+            recorder.tap(renderer.sink()),
+            check_errors.clone(),
+        ),
+    )
+    .map_err(|e| build_error(&dockerfile, &dockerfile_text, e))?;
+    engine.layers_ahead = ahead.as_ref().map(super::tar_ahead::TarAhead::hook);
+    let engine = Arc::new(engine);
     let stop = install_signal_handlers(&engine)?;
     let result = engine.build(&request);
+    // Built or not, the output begun takes no more layers (a failed
+    // build's is removed here).
+    let mut ahead = ahead.map(super::tar_ahead::TarAhead::stop);
+    if result.is_err() {
+        ahead = None;
+    }
     if let Some(trees) = trees {
         // The engine lives on in the signal handler; its trees need not.
         if args.leave_trees {
@@ -858,9 +871,28 @@ fn build_and_export(
         let (target, images) = encoded(&store, &result, &build_encoding, &encoding)?;
         match &output.kind {
             // How the blob bytes were copied is for tests and benchmarks.
-            OutputKind::Oci { dest } => {
-                kiln_build::write_oci(&store, dest, &export_name, &target)?;
-            }
+            OutputKind::Oci { dest } => match ahead.take() {
+                Some((begun, Ok(written))) => {
+                    begun.finish(&store, &export_name, &target)?;
+                    if written > 0 {
+                        ctx.progress.note(
+                            None,
+                            format!(
+                                "{written} blobs of the output were written while the build ran"
+                            ),
+                        );
+                    }
+                }
+                // Writing ahead failed: the whole export again, from the
+                // start, gives the real error if there still is one.
+                Some((begun, Err(_))) => {
+                    drop(begun);
+                    kiln_build::write_oci(&store, dest, &export_name, &target)?;
+                }
+                None => {
+                    kiln_build::write_oci(&store, dest, &export_name, &target)?;
+                }
+            },
             OutputKind::Docker { dest } => {
                 kiln_build::write_docker(&store, dest, &export_name, &target, &images[0].platform)?;
             }

@@ -18,6 +18,7 @@ pub(crate) mod run;
 pub(crate) mod stage_key;
 pub(crate) mod store;
 pub(crate) mod tag;
+mod tar_ahead;
 
 use anyhow::Context as _;
 use kiln_image::document::Descriptor;
