@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Barrier, Mutex};
 
 use kiln_build::{
-    ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, ReadOnlyMount, Snapshot,
-    SnapshotError, Snapshotter, UnpackEvent, chain_id,
+    ActiveSnapshot, CommitOptions, Committed, Layer, OverlaySnapshotter, ReadOnlyMount, Sealed,
+    Snapshot, SnapshotError, Snapshotter, UnpackEvent, chain_id,
 };
 use kiln_image::compress::{self, BlobWriter, CompressOptions};
 use kiln_image::document::Descriptor;
@@ -284,6 +284,25 @@ fn entry_names(store: &Store, committed: &Committed) -> Vec<String> {
 /// `None` when the step made no layer.
 fn commit_names(store: &Store, active: Box<dyn ActiveSnapshot>) -> Option<Vec<String>> {
     let committed = active.commit(&CommitOptions::default()).unwrap();
+    committed.layer.as_ref()?;
+    Some(entry_names(store, &committed))
+}
+
+/// Seals, then writes and finishes the layer as a background commit
+/// does; the layer's entry names, or `None` when the step made none.
+fn seal_names(
+    store: &Store,
+    active: Box<dyn ActiveSnapshot>,
+    parents: &[Snapshot],
+) -> Option<Vec<String>> {
+    let committed = match active.seal(&CommitOptions::default()).unwrap() {
+        Sealed::Unchanged => return None,
+        Sealed::Committed(committed) => *committed,
+        Sealed::Pending(pending) => {
+            let written = pending.write(parents).unwrap();
+            pending.finish(written, parents).unwrap()
+        }
+    };
     committed.layer.as_ref()?;
     Some(entry_names(store, &committed))
 }
@@ -900,10 +919,20 @@ fn copied_up_but_unchanged_is_no_change() {
         return;
     };
     let parents = base(&f);
+    // Each step twice: committed at once, and sealed (the seal looks only
+    // for a first change, the background write diffs it all): the same
+    // layer either way.
     let step = |key: &str, run: &dyn Fn(&Path)| {
         let active = f.snap.activate(&parents, key).unwrap();
         run(active.root());
-        commit_names(&f.store, active)
+        let committed = commit_names(&f.store, active);
+        let active = f
+            .snap
+            .activate(&parents, &format!("{key}, sealed"))
+            .unwrap();
+        run(active.root());
+        assert_eq!(seal_names(&f.store, active, &parents), committed, "{key}");
+        committed
     };
 
     // The sandbox's stubs, removed, /etc's times restored as kiln-sandbox
@@ -967,6 +996,9 @@ fn copied_up_but_unchanged_is_no_change() {
     let active = f.snap.activate(&parents, "ghost").unwrap();
     whiteout(&f.upper(&*active).join("ghost"));
     assert_eq!(commit_names(&f.store, active), None);
+    let active = f.snap.activate(&parents, "ghost-sealed").unwrap();
+    whiteout(&f.upper(&*active).join("ghost"));
+    assert_eq!(seal_names(&f.store, active, &parents), None);
 
     // Real changes next to the stubs keep /etc and only them.
     assert_eq!(

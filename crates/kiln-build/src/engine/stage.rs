@@ -897,7 +897,8 @@ impl StageRunner<'_> {
                 Ok(true)
             }
             Sealed::Pending(commit) => {
-                self.write_in_background(info, commit)?;
+                let parents = state.chain.clone().unwrap_or_default();
+                self.write_in_background(info, commit, parents)?;
                 Ok(false)
             }
         }
@@ -911,6 +912,7 @@ impl StageRunner<'_> {
         &self,
         info: StepInfo,
         commit: Arc<dyn PendingCommit>,
+        parents: Vec<Snapshot>,
     ) -> Result<(), BuildError> {
         let canceller = self.engine.canceller();
         let writing = Arc::clone(&commit);
@@ -922,7 +924,7 @@ impl StageRunner<'_> {
                 // waits for, the layer only at the stage's end, when
                 // nothing else runs. Best effort.
                 let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
-                let written = writing.write();
+                let written = writing.write(&parents);
                 if written.is_err() {
                     canceller.cancel();
                 }

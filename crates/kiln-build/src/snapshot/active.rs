@@ -114,14 +114,14 @@ pub(super) struct OverlayActive {
     slot: Slot,
 }
 
-/// A sealed step (see [`Sealed::Pending`]): its upper dir, unmounted,
-/// with what the diff left out, in its active dir, whose lock it keeps.
+/// A sealed step (see [`Sealed::Pending`]): its upper dir, unmounted and
+/// known to hold a change, in its active dir, whose lock it keeps.
 #[derive(Debug)]
 pub(super) struct OverlayPending {
     snapshotter: OverlaySnapshotter,
     upper: PathBuf,
-    exclude: Arc<std::collections::HashSet<Vec<u8>>>,
     opts: CommitOptions,
+    /// The seal's look for a change.
     diff: Duration,
     /// Removed (with what is left of the upper dir) when the last
     /// reference goes.
@@ -295,14 +295,16 @@ impl ActiveSnapshot for OverlayActive {
         self.commit_inner(opts)
     }
 
-    /// Unmounts the root and finds what changed; the layer is left to
-    /// the [`OverlayPending`] returned, whose upper dir stays in this
-    /// active dir (locked, so a sweep leaves it) until it is finished.
+    /// Unmounts the root and finds whether anything changed, up to the
+    /// first change; the rest of the diff and the layer are left to the
+    /// [`OverlayPending`] returned, whose upper dir stays in this active
+    /// dir (locked, so a sweep leaves it) until it is finished.
     fn seal(mut self: Box<Self>, opts: &CommitOptions) -> Result<Sealed, SnapshotError> {
         let started = Instant::now();
-        let Some(exclude) = self.unmount_and_diff()? else {
+        self.slot.unmount()?;
+        if !diff::changed(&self.upper, &self.lowers())? {
             return Ok(Sealed::Unchanged);
-        };
+        }
         let this = *self;
         // The pending step's files are read from its own upper dir; the
         // mount below is no longer needed.
@@ -310,7 +312,6 @@ impl ActiveSnapshot for OverlayActive {
         Ok(Sealed::Pending(Arc::new(OverlayPending {
             snapshotter: this.snapshotter,
             upper: this.upper,
-            exclude: Arc::new(exclude),
             opts: opts.clone(),
             diff: started.elapsed(),
             _slot: this.slot,
@@ -331,10 +332,15 @@ impl OverlayActive {
         &mut self,
     ) -> Result<Option<std::collections::HashSet<Vec<u8>>>, SnapshotError> {
         self.slot.unmount()?;
+        let diff = diff::diff(&self.upper, &self.lowers())?;
+        Ok((!diff.empty).then_some(diff.exclude))
+    }
+
+    /// The dirs the root was mounted over, topmost first.
+    fn lowers(&self) -> Vec<PathBuf> {
         let mut lowers: Vec<PathBuf> = self.below.iter().map(|p| p.upper.clone()).collect();
         lowers.extend(self.parents.iter().rev().map(|s| s.dir.clone()));
-        let diff = diff::diff(&self.upper, &lowers)?;
-        Ok((!diff.empty).then_some(diff.exclude))
+        lowers
     }
 
     fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
@@ -422,11 +428,16 @@ impl PendingCommit for OverlayPending {
         )?))
     }
 
-    /// The upper dir through tar, diffID, compressor and digest into a
-    /// blob in the store, as a serial commit writes it: the same bytes.
-    fn write(&self) -> Result<WrittenLayer, SnapshotError> {
+    /// The diff against `parents` (the step below is one of them by now,
+    /// a snapshot with the files its upper dir had), then the upper dir
+    /// through tar, diffID, compressor and digest into a blob in the
+    /// store, as a serial commit writes it: the same bytes.
+    fn write(&self, parents: &[Snapshot]) -> Result<WrittenLayer, SnapshotError> {
+        let started = Instant::now();
+        let lowers: Vec<PathBuf> = parents.iter().rev().map(|s| s.dir.clone()).collect();
+        let exclude = diff::diff(&self.upper, &lowers)?.exclude;
         let mut timings = CommitTimings {
-            diff: self.diff,
+            diff: self.diff + started.elapsed(),
             ..CommitTimings::default()
         };
         let started = Instant::now();
@@ -434,7 +445,7 @@ impl PendingCommit for OverlayPending {
         let (info, stats) = write_layer(
             self.snapshotter.store(),
             &self.upper,
-            Arc::clone(&self.exclude),
+            Arc::new(exclude),
             &self.opts,
             || archived = Some(started.elapsed()),
         )?;

@@ -72,6 +72,17 @@ pub(crate) struct Diff {
 /// Compares the upper dir `upper` with the lower dirs `lowers` (topmost
 /// first) it was mounted over.
 pub(crate) fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Diff, SnapshotError> {
+    compare(upper, lowers, false)
+}
+
+/// Whether [`diff`] would find a change (`!empty`), stopping at the first
+/// one: a step's seal needs to know that much at once, its layer's
+/// writer the rest.
+pub(crate) fn changed(upper: &Path, lowers: &[PathBuf]) -> Result<bool, SnapshotError> {
+    Ok(!compare(upper, lowers, true)?.empty)
+}
+
+fn compare(upper: &Path, lowers: &[PathBuf], first_change: bool) -> Result<Diff, SnapshotError> {
     let roots = lowers
         .iter()
         .map(|l| {
@@ -87,6 +98,7 @@ pub(crate) fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Diff, SnapshotErr
     let mut d = Differ {
         upper,
         roots,
+        first_change,
         diff: Diff::default(),
     };
     let root_lowers = Some((0..lowers.len()).collect());
@@ -98,6 +110,8 @@ pub(crate) fn diff(upper: &Path, lowers: &[PathBuf]) -> Result<Diff, SnapshotErr
 struct Differ<'a> {
     upper: &'a Path,
     roots: Vec<OwnedFd>,
+    /// Stop at the first change (then `diff.exclude` is incomplete).
+    first_change: bool,
     diff: Diff,
 }
 
@@ -131,7 +145,14 @@ impl Differ<'_> {
     fn walk(&mut self, top: OwnedFd, lowers: Option<Vec<usize>>) -> Result<bool, SnapshotError> {
         let mut stack = vec![self.frame(top, Vec::new(), lowers, false)?];
         loop {
+            let depth = stack.len();
             let frame = stack.last_mut().expect("the root frame is popped last");
+            // Something under the frame is kept, or it is a directory (not
+            // the root) that differs, kept when it is popped: so will be
+            // the root.
+            if self.first_change && (frame.kept || (depth > 1 && !frame.same)) {
+                return Ok(true);
+            }
             let Some((name, hint)) = frame.names.next() else {
                 let done = stack.pop().expect("non-empty");
                 let kept = done.kept || !done.same;

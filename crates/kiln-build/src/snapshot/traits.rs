@@ -121,7 +121,11 @@ pub trait PendingCommit: Send + Sync + fmt::Debug {
 
     /// Writes the layer blob into the store (tar, both hashes,
     /// compression, streamed): the slow part, on any thread, once.
-    fn write(&self) -> Result<WrittenLayer, SnapshotError>;
+    /// `parents` is the chain the sealed step stands on now, bottom first:
+    /// the one it was built on, with the step that was pending below it
+    /// finished (its files, now a snapshot, are what the diff compares
+    /// with).
+    fn write(&self, parents: &[Snapshot]) -> Result<WrittenLayer, SnapshotError>;
 
     /// Makes the written layer a snapshot on `parents` (the chain the
     /// sealed step was built on, bottom first). Call it once no root made
