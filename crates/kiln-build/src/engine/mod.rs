@@ -17,7 +17,6 @@ mod cache_key;
 mod config;
 mod copy;
 mod error;
-mod prehash;
 mod run;
 mod stage;
 mod stage_image;
@@ -447,17 +446,7 @@ impl Engine {
         );
         let shared = self.shared(request, encoding, &prepared, &counter, secrets, remote);
         let multi = shared.multi;
-        let prehashed = prehash::selections(&plans[0]);
-        let built = AtomicBool::new(false);
         let outcomes: Vec<Result<Built, BuildError>> = std::thread::scope(|scope| {
-            // The context files the steps read, hashed while the bases
-            // are pulled (prehash.rs); it stops with the build.
-            let (context, memo, built) = (shared.context, shared.memo, &built);
-            let _ = std::thread::Builder::new()
-                .name("kiln-prehash".to_string())
-                .spawn_scoped(scope, move || {
-                    prehash::prehash(context, memo, &prehashed, built);
-                });
             let handles: Vec<_> = plans
                 .iter()
                 .zip(platforms)
@@ -466,12 +455,10 @@ impl Engine {
                     scope.spawn(move || self.build_platform(plan, platform, shared))
                 })
                 .collect();
-            let outcomes = handles
+            handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err(BuildError::Panicked)))
-                .collect();
-            built.store(true, Ordering::SeqCst);
-            outcomes
+                .collect()
         });
         let mut images = Vec::new();
         let (mut run, mut cached) = (0, 0);
