@@ -29,7 +29,7 @@ pub(crate) type Written = (OciTarAhead, Result<usize, ExportError>);
 impl TarAhead {
     /// Begins the output of `outputs` if it can be written ahead: one
     /// `type=oci` output to a file, in the build's encoding, of a build of
-    /// one platform.
+    /// one platform (`platforms`: how many the request names).
     pub(crate) fn begin(
         store: &Store,
         outputs: &[Output],
@@ -45,7 +45,8 @@ impl TarAhead {
         else {
             return Ok(None);
         };
-        if platforms != 1 || output.encoding(build) != *build {
+        // No platform given is this machine's: one.
+        if platforms > 1 || output.encoding(build) != *build {
             return Ok(None);
         }
         TarAhead::start(store.clone(), path).map(Some)
