@@ -189,19 +189,38 @@ fn a_background_commit_that_fails_fails_the_build_with_its_step() {
     assert!(events.iter().any(
         |e| matches!(e, Event::StepFailed { step, reason, .. } if *step == first && reason.contains("committing"))
     ));
+    nothing_of_the_step_kept(&h, &events, 2);
+    drop(h);
+    drop(disk);
+}
+
+/// Makes `engine` run `then` each time a step's layer starts being
+/// written in the background (its note), before the event goes on.
+fn on_background_write(engine: &mut kiln_build::Engine, then: impl Fn() + Send + Sync + 'static) {
+    let inner = Arc::clone(&engine.events);
+    engine.events = Arc::new(move |e: Event| {
+        if matches!(&e, Event::StepNote { text, .. } if text.contains("in the background")) {
+            then();
+        }
+        inner(e);
+    });
+}
+
+/// Nothing of the step at `line` was kept: no cache record, nothing under
+/// active/ or mounted, a store that verifies.
+fn nothing_of_the_step_kept(h: &Harness, events: &[Event], line: usize) {
+    let step = step_at(events, line);
     let key = events
         .iter()
         .find_map(|e| match e {
-            Event::StepKeyed { step, key } if *step == first => Some(key.clone()),
+            Event::StepKeyed { step: s, key } if *s == step => Some(key.clone()),
             _ => None,
         })
         .unwrap();
     assert!(h.store.read(|r| r.cache(&key)).unwrap().is_none());
-    assert!(active_entries(&h).is_empty(), "{:?}", active_entries(&h));
+    assert!(active_entries(h).is_empty(), "{:?}", active_entries(h));
     assert_nothing_mounted(h.store.root());
     assert!(h.store.verify().unwrap().is_ok());
-    drop(h);
-    drop(disk);
 }
 
 /// Whether a blob being written under `ingest` has bytes yet.
@@ -230,26 +249,21 @@ fn a_file_that_vanishes_under_a_background_commit_fails_the_build_with_its_step(
     let (active, ingest) = (h.store.root().join("active"), h.store.root().join("ingest"));
     let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
     let remove_on_note = |engine: &mut kiln_build::Engine| {
-        let inner = Arc::clone(&engine.events);
         let removed = Arc::clone(&removed);
-        engine.events = Arc::new(move |e: Event| {
-            if matches!(&e, Event::StepNote { text, .. } if text.contains("in the background")) {
-                let (active, ingest, removed) =
-                    (active.clone(), ingest.clone(), Arc::clone(&removed));
-                std::thread::spawn(move || {
-                    let deadline = Instant::now() + Duration::from_secs(30);
-                    while !blob_begun(&ingest) && Instant::now() < deadline {
-                        std::thread::sleep(Duration::from_millis(1));
+        on_background_write(engine, move || {
+            let (active, ingest, removed) = (active.clone(), ingest.clone(), Arc::clone(&removed));
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !blob_begun(&ingest) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                for slot in fs_err::read_dir(&active).unwrap() {
+                    let file = slot.unwrap().path().join("upper/vanishing");
+                    if fs_err::remove_file(&file).is_ok() {
+                        removed.lock().unwrap().push(file);
                     }
-                    for slot in fs_err::read_dir(&active).unwrap() {
-                        let file = slot.unwrap().path().join("upper/vanishing");
-                        if fs_err::remove_file(&file).is_ok() {
-                            removed.lock().unwrap().push(file);
-                        }
-                    }
-                });
-            }
-            inner(e);
+                }
+            });
         });
     };
     let started = Instant::now();
@@ -276,18 +290,7 @@ fn a_file_that_vanishes_under_a_background_commit_fails_the_build_with_its_step(
         chain.contains(removed[0].to_str().unwrap()) && chain.contains("No such file"),
         "{chain}"
     );
-    let first = step_at(&events, 2);
-    let key = events
-        .iter()
-        .find_map(|e| match e {
-            Event::StepKeyed { step, key } if *step == first => Some(key.clone()),
-            _ => None,
-        })
-        .unwrap();
-    assert!(h.store.read(|r| r.cache(&key)).unwrap().is_none());
-    assert!(active_entries(&h).is_empty(), "{:?}", active_entries(&h));
-    assert_nothing_mounted(h.store.root());
-    assert!(h.store.verify().unwrap().is_ok());
+    nothing_of_the_step_kept(&h, &events, 2);
 }
 
 #[test]
@@ -305,14 +308,8 @@ fn a_build_cancelled_during_a_background_commit_keeps_only_whole_layers() {
         "FROM {base}\nRUN head -c 20000000 /dev/urandom > /big && echo one > /one\nRUN sleep 30\n"
     );
     let cancel_on_note = |engine: &mut kiln_build::Engine| {
-        let inner = Arc::clone(&engine.events);
         let cancel = Arc::clone(&engine.cancel);
-        engine.events = Arc::new(move |e: Event| {
-            if matches!(&e, Event::StepNote { text, .. } if text.contains("in the background")) {
-                cancel.store(true, Ordering::SeqCst);
-            }
-            inner(e);
-        });
+        on_background_write(engine, move || cancel.store(true, Ordering::SeqCst));
     };
     let started = Instant::now();
     let (result, events) = h.build_on(ctx.path(), &dockerfile, |_| {}, cancel_on_note);
