@@ -153,10 +153,8 @@ impl OverlaySnapshotter {
             None => parents.last().map(Snapshot::dir),
         };
         copy_root_metadata(top, &upper)?;
-        // Topmost first, as overlayfs lists lower dirs. FROM scratch still
-        // needs one lower dir: an empty one.
-        let mut lowers: Vec<PathBuf> = below.iter().map(|p| p.upper.clone()).collect();
-        lowers.extend(parents.iter().rev().map(|s| s.dir.clone()));
+        // FROM scratch still needs one lower dir: an empty one.
+        let mut lowers = lower_dirs(below.as_deref(), parents);
         if lowers.is_empty() {
             lowers.push(slot.empty_dir()?);
         }
@@ -186,7 +184,7 @@ impl OverlaySnapshotter {
         self.check_ready(chain)?;
         make_dir(&slot.root)?;
         if !chain.is_empty() {
-            let mut lowers: Vec<PathBuf> = chain.iter().rev().map(|s| s.dir.clone()).collect();
+            let mut lowers = lower_dirs(None, chain);
             // Without an upper dir overlayfs wants two lower dirs; an empty
             // one at the bottom still lets it interpret the whiteouts.
             if lowers.len() == 1 {
@@ -338,9 +336,7 @@ impl OverlayActive {
 
     /// The dirs the root was mounted over, topmost first.
     fn lowers(&self) -> Vec<PathBuf> {
-        let mut lowers: Vec<PathBuf> = self.below.iter().map(|p| p.upper.clone()).collect();
-        lowers.extend(self.parents.iter().rev().map(|s| s.dir.clone()));
-        lowers
+        lower_dirs(self.below.as_deref(), &self.parents)
     }
 
     fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
@@ -434,8 +430,7 @@ impl PendingCommit for OverlayPending {
     /// store, as a serial commit writes it: the same bytes.
     fn write(&self, parents: &[Snapshot]) -> Result<WrittenLayer, SnapshotError> {
         let started = Instant::now();
-        let lowers: Vec<PathBuf> = parents.iter().rev().map(|s| s.dir.clone()).collect();
-        let exclude = diff::diff(&self.upper, &lowers)?.exclude;
+        let exclude = diff::diff(&self.upper, &lower_dirs(None, parents))?.exclude;
         let mut timings = CommitTimings {
             diff: self.diff + started.elapsed(),
             ..CommitTimings::default()
@@ -467,6 +462,17 @@ impl PendingCommit for OverlayPending {
         self.snapshotter
             .adopt_written(written, &self.upper, parents, self.opts.format)
     }
+}
+
+/// The lower dirs of a root on `parents` (bottom first) and the sealed
+/// step `below` them, if any: topmost first, as overlayfs lists them and
+/// the differ looks names up.
+fn lower_dirs(below: Option<&OverlayPending>, parents: &[Snapshot]) -> Vec<PathBuf> {
+    below
+        .map(|p| p.upper.clone())
+        .into_iter()
+        .chain(parents.iter().rev().map(|s| s.dir.clone()))
+        .collect()
 }
 
 /// Writes the upper dir `upper` (less the `exclude`d names that changed
