@@ -333,10 +333,9 @@ pub struct TarAhead {
     tar: TarOut<fs_err::File>,
     /// Where the blobs begin.
     head: u64,
-    /// The layers handed in so far, and the blobs written for them (each
-    /// once, in order).
+    /// The layers handed in and written so far (a layer given twice is
+    /// written once).
     given: Vec<Digest>,
-    written: Vec<Digest>,
 }
 
 impl TarAhead {
@@ -349,7 +348,6 @@ impl TarAhead {
             tar,
             head,
             given: Vec::new(),
-            written: Vec::new(),
         })
     }
 
@@ -367,23 +365,21 @@ impl TarAhead {
             .all(|(a, b)| a == b)
             || layers.len() < self.given.len()
         {
-            return Ok(self.written.len());
+            return Ok(self.tar.written.len());
         }
-        let before = self.written.len();
+        let before = self.tar.written.len();
         for d in &layers[self.given.len()..] {
-            if !self.written.contains(&d.digest) {
-                if !store.contains(&d.digest)? {
-                    break;
-                }
-                self.tar.blob(store, d)?;
-                self.written.push(d.digest.clone());
+            if !store.contains(&d.digest)? {
+                break;
             }
+            // Once however often it is given.
+            self.tar.blob(store, d)?;
             self.given.push(d.digest.clone());
         }
-        if self.written.len() > before {
+        if self.tar.written.len() > before {
             self.tar.sync().map_err(tar_error("blobs"))?;
         }
-        Ok(self.written.len())
+        Ok(self.tar.written.len())
     }
 
     /// Writes the rest of the layout of `images`; returns the file and how
@@ -394,8 +390,11 @@ impl TarAhead {
         images: &[LayoutImage],
     ) -> Result<(fs_err::File, CopyStats), StoreError> {
         let order = tar_order(store, images)?;
-        let leads = order.len() >= self.written.len()
-            && order.iter().zip(&self.written).all(|(d, w)| &d.digest == w);
+        // The blobs written, in the order written.
+        let mut seen = HashSet::new();
+        let written: Vec<&Digest> = self.given.iter().filter(|d| seen.insert(*d)).collect();
+        let leads = order.len() >= written.len()
+            && order.iter().zip(&written).all(|(d, w)| &d.digest == *w);
         if !leads {
             self.tar.rewind(self.head).map_err(tar_error("blobs"))?;
         }

@@ -883,13 +883,11 @@ fn build_and_export(
                         );
                     }
                 }
-                // Writing ahead failed: the whole export again, from the
-                // start, gives the real error if there still is one.
-                Some((begun, Err(_))) => {
-                    drop(begun);
-                    kiln_build::write_oci(&store, dest, &export_name, &target)?;
-                }
-                None => {
+                // Not begun, or writing ahead failed: that file goes, and
+                // the whole export from the start gives the real error if
+                // there still is one.
+                failed => {
+                    drop(failed);
                     kiln_build::write_oci(&store, dest, &export_name, &target)?;
                 }
             },
