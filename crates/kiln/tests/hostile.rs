@@ -129,9 +129,9 @@ fn hostile_steps_reach_nothing_of_kilns_or_the_hosts() {
 /// symlink to a host directory in its place, and back, while stage `use`
 /// mounts `source=sub` of the same cache again and again. Whatever the
 /// moment, the mount is the cache's directory, never the host's, and it is
-/// made: nothing is deleted, so the directory kiln found is still there
-/// (a path resolved first and mounted later sometimes finds the symlink,
-/// sometimes nothing).
+/// made (a path resolved first and mounted later sometimes finds the
+/// symlink, sometimes nothing; the directory kiln made while the name was
+/// missing is sometimes replaced by the `mv` back before its mount).
 #[test]
 fn a_cache_subdirectory_swapped_for_a_symlink_mounts_nothing_of_the_hosts() {
     if need(Runc).is_none() {

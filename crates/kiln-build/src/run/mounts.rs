@@ -30,6 +30,33 @@ use super::scratch::Scratch;
 use super::secrets::Staged;
 use super::sources::MountSource;
 
+/// The directory `source` of the cache at `cache`, found (or made) and
+/// bind-mounted in `scratch` by its descriptor. A parallel step may also
+/// remove that directory before it is mounted: an empty one kiln has just
+/// made is replaced by a `mv` renaming another directory onto its name,
+/// and the kernel refuses to mount a removed directory (`ENOENT`). Then
+/// the name is looked up again, as [`rootpath::open_dir_made`] does for a
+/// name that changed on the way.
+fn pinned_cache_dir(
+    scratch: &mut Scratch,
+    cache: &Path,
+    source: &str,
+) -> Result<PathBuf, RunError> {
+    let mut tries = 0;
+    loop {
+        let (dir, _) = rootpath::open_dir_made(cache, Path::new(source))?;
+        match scratch.pinned_view(&dir) {
+            Err(_) if tries < 30 && removed(&dir) => tries += 1,
+            pinned => return pinned,
+        }
+    }
+}
+
+/// Whether the open directory `dir` has been removed from its parent.
+fn removed(dir: &std::os::fd::OwnedFd) -> bool {
+    rustix::fs::fstat(dir).is_ok_and(|st| st.st_nlink == 0)
+}
+
 /// One `--mount`, with every default applied. Pure data: the cache key
 /// and the step are both made from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,11 +410,10 @@ pub(crate) fn prepare(
                 // cache in gets its path: while a step has a cache, the
                 // cache is in that step's root, not at this path.
                 if from.is_none() && source != "/" {
-                    let (dir, path) = rootpath::open_dir_made(&host, Path::new(source))?;
                     host = if binds_are_mounts {
-                        out.scratch(step.scratch)?.pinned_view(&dir)?
+                        pinned_cache_dir(out.scratch(step.scratch)?, &host, source)?
                     } else {
-                        path
+                        rootpath::open_dir_made(&host, Path::new(source))?.1
                     };
                 }
                 out.mounts.push(Mount::bind(host, target, *readonly));
@@ -447,6 +473,12 @@ fn existing_source(root: &Path, from: &Option<String>, source: &str) -> Result<P
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use kiln_testkit::need::{Root, need};
+
     use super::*;
 
     #[test]
@@ -478,5 +510,66 @@ mod tests {
             target("/..", "/app"),
             Err(RunError::InvalidMountTarget { .. })
         ));
+    }
+
+    /// A cache's `source=` directory under a parallel step that keeps renaming
+    /// it away, a symlink to the host in its place, and back: the rename back
+    /// lands on whatever kiln made meanwhile and removes it when it is empty.
+    /// Every pin is made, and is a directory of the cache (never the host's).
+    #[test]
+    fn a_directory_removed_before_its_mount_is_found_again() {
+        if need(Root).is_none() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, victim) = (tmp.path().join("cache"), tmp.path().join("victim"));
+        fs_err::create_dir_all(cache.join("sub")).unwrap();
+        fs_err::create_dir(&victim).unwrap();
+        let stop = AtomicBool::new(false);
+        // Stops the renaming thread however the test ends: the scope
+        // waits for it.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let (sub, held) = (cache.join("sub"), cache.join("held"));
+                // A pause between commands, as a shell's takes to start
+                // the next: kiln finds the name missing in one and makes
+                // the directory, which the rename back then replaces.
+                let pause = || std::thread::sleep(Duration::from_micros(300));
+                while !stop.load(Ordering::Relaxed) {
+                    // rename(2) as `mv` calls it: onto an empty directory
+                    // it replaces that directory.
+                    if fs_err::rename(&sub, &held).is_ok() {
+                        pause();
+                        let _ = std::os::unix::fs::symlink(&victim, &sub);
+                        pause();
+                        let _ = fs_err::remove_file(&sub);
+                        pause();
+                        let _ = fs_err::rename(&held, &sub);
+                    }
+                    pause();
+                }
+            });
+            let _stop = Stop(&stop);
+            let host = fs_err::metadata(&victim).unwrap().ino();
+            let end = Instant::now() + Duration::from_secs(2);
+            let mut pinned = 0;
+            while Instant::now() < end {
+                let mut scratch = Scratch::create(tmp.path()).unwrap();
+                let got = pinned_cache_dir(&mut scratch, &cache, "/sub").map(|p| {
+                    let meta = fs_err::metadata(p).unwrap();
+                    (meta.is_dir(), meta.ino())
+                });
+                scratch.remove().unwrap();
+                let (is_dir, ino) = got.unwrap_or_else(|e| panic!("pin {pinned}: {e:?}"));
+                assert!(is_dir && ino != host, "pin {pinned} is the host's");
+                pinned += 1;
+            }
+        });
     }
 }
