@@ -100,10 +100,16 @@ pub enum Event {
     /// The step finished; `layer_size` is the compressed size of its layer,
     /// `layer_digest` the layer blob's digest. `config_only`: an instruction that only changes the image config
     /// (ENV, CMD, LABEL, ARG...), so there was nothing to run or to take
-    /// from the cache.
+    /// from the cache. `duration_ms` is the step's own time, up to its
+    /// layer being written. `settled_after_ms`: how long before this event
+    /// that was. A step whose layer is written in the background is
+    /// recorded (and this event sent) once the step after it is sealed or
+    /// its stage ends; for it this is the time from its layer's end to
+    /// then. 0 for every other step.
     StepDone {
         step: StepId,
         duration_ms: u64,
+        settled_after_ms: u64,
         cached: bool,
         layer_size: Option<u64>,
         layer_digest: Option<String>,

@@ -98,6 +98,17 @@ fn a_pipelined_build_gives_the_image_of_a_serial_one() {
             &events,
             |e| matches!(e, Event::StepDone { step, .. } if *step == first),
         );
+        let settled_after = events
+            .iter()
+            .find_map(|e| match e {
+                Event::StepDone {
+                    step,
+                    settled_after_ms,
+                    ..
+                } if *step == first => Some(*settled_after_ms),
+                _ => None,
+            })
+            .unwrap();
         if background {
             // The sleep ran while the layer below was written.
             assert!(
@@ -105,8 +116,15 @@ fn a_pipelined_build_gives_the_image_of_a_serial_one() {
                 "{events:#?}"
             );
             assert!(second_started < first_done, "{events:#?}");
+            // The step ended with its layer, before the sleep did, when it
+            // was recorded (unless its layer took the whole sleep).
+            assert!(
+                settled_after > 0 || note_at(&events, first, "waiting for its layer"),
+                "{events:#?}"
+            );
         } else {
             assert!(second_started > first_done, "{events:#?}");
+            assert_eq!(settled_after, 0);
         }
         let encoding = Encoding {
             epoch: Some(1_700_000_000),

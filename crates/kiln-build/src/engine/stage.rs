@@ -114,7 +114,8 @@ pub(crate) struct StepInfo {
 pub(crate) struct PendingStep {
     info: StepInfo,
     commit: Arc<dyn PendingCommit>,
-    writer: std::thread::JoinHandle<Result<WrittenLayer, SnapshotError>>,
+    /// The layer, and when its writing ended.
+    writer: std::thread::JoinHandle<(Result<WrittenLayer, SnapshotError>, Instant)>,
 }
 
 /// A resolved base image.
@@ -464,6 +465,7 @@ impl StageRunner<'_> {
             self.engine.emit(Event::StepDone {
                 step,
                 duration_ms: millis(started.elapsed()),
+                settled_after_ms: 0,
                 cached: false,
                 layer_size: None,
                 layer_digest: None,
@@ -537,6 +539,7 @@ impl StageRunner<'_> {
                 emit(Event::StepDone {
                     step,
                     duration_ms: millis(started.elapsed()),
+                    settled_after_ms: 0,
                     cached: true,
                     layer_size: size,
                     layer_digest: digest,
@@ -583,6 +586,7 @@ impl StageRunner<'_> {
         info: &StepInfo,
         layer: Option<LayerRef>,
         chain: Option<Vec<Snapshot>>,
+        written: Option<Instant>,
     ) -> Result<(), BuildError> {
         let size = layer.as_ref().map(|l| l.descriptor.size);
         let digest = layer.as_ref().map(|l| l.descriptor.digest.to_string());
@@ -608,9 +612,13 @@ impl StageRunner<'_> {
         );
         state.chain = chain;
         if let Some(step) = info.id {
+            // A layer written in the background ended the step before now.
+            let now = Instant::now();
+            let ended = written.unwrap_or(now);
             self.engine.emit(Event::StepDone {
                 step,
-                duration_ms: millis(info.started.elapsed()),
+                duration_ms: millis(ended.saturating_duration_since(info.started)),
+                settled_after_ms: millis(now.saturating_duration_since(ended)),
                 cached: false,
                 layer_size: size,
                 layer_digest: digest,
@@ -659,7 +667,7 @@ impl StageRunner<'_> {
                 text: "waiting for its layer to be written".to_string(),
             });
         }
-        let written = writer
+        let (written, written_at) = writer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let parents = state.chain.clone().unwrap_or_default();
@@ -673,7 +681,9 @@ impl StageRunner<'_> {
                 source: Cause::new(e),
             })
             .and_then(|c| self.committed(info.id, c, false))
-            .and_then(|(layer, chain)| self.step_finished(state, &info, layer, chain));
+            .and_then(|(layer, chain)| {
+                self.step_finished(state, &info, layer, chain, Some(written_at))
+            });
         if let (Err(e), Some(step)) = (&ended, info.id) {
             self.engine.emit(Event::StepFailed {
                 step,
@@ -878,7 +888,7 @@ impl StageRunner<'_> {
                 .map_err(commit_error)?;
             let (layer, chain) = self.committed(step.id, committed, link)?;
             let empty = layer.is_none();
-            self.step_finished(state, &info, layer, chain)?;
+            self.step_finished(state, &info, layer, chain, None)?;
             return Ok(empty);
         }
         let sealed = active.seal(&self.commit_options()).map_err(commit_error);
@@ -888,12 +898,12 @@ impl StageRunner<'_> {
             Sealed::Committed(committed) => {
                 let (layer, chain) = self.committed(step.id, *committed, false)?;
                 let empty = layer.is_none();
-                self.step_finished(state, &info, layer, chain)?;
+                self.step_finished(state, &info, layer, chain, None)?;
                 Ok(empty)
             }
             Sealed::Unchanged => {
                 let chain = state.chain.clone();
-                self.step_finished(state, &info, None, chain)?;
+                self.step_finished(state, &info, None, chain, None)?;
                 Ok(true)
             }
             Sealed::Pending(commit) => {
@@ -928,7 +938,7 @@ impl StageRunner<'_> {
                 if written.is_err() {
                     canceller.cancel();
                 }
-                written
+                (written, Instant::now())
             })
             .map_err(|e| BuildError::Commit {
                 location: info.location,

@@ -384,13 +384,16 @@ pub(super) fn assemble(recorded: &Recorded, outcome: &Outcome, id: &str, end: u6
             Event::StepDone {
                 step,
                 duration_ms,
+                settled_after_ms,
                 cached,
                 layer_size,
                 layer_digest,
                 config_only,
             } => {
                 seen.entry(*step).or_default().done = Some(Done {
-                    at,
+                    // The step's own end: a step whose layer was written in
+                    // the background is recorded after it.
+                    at: at.saturating_sub(*settled_after_ms),
                     duration: *duration_ms,
                     cached: *cached,
                     config_only: *config_only,

@@ -31,6 +31,7 @@ fn done(step: u32, ms: u64, layer: Option<(u64, &str)>) -> Event {
     Event::StepDone {
         step,
         duration_ms: ms,
+        settled_after_ms: 0,
         cached: false,
         layer_size: layer.map(|(s, _)| s),
         layer_digest: layer.map(|(_, d)| d.to_string()),
@@ -42,6 +43,7 @@ fn cached(step: u32, ms: u64, size: u64, digest: &str) -> Event {
     Event::StepDone {
         step,
         duration_ms: ms,
+        settled_after_ms: 0,
         cached: true,
         layer_size: Some(size),
         layer_digest: Some(digest.into()),
@@ -150,6 +152,7 @@ fn three_stages() -> Recorded {
             Event::StepDone {
                 step: 3,
                 duration_ms: 1,
+                settled_after_ms: 0,
                 cached: false,
                 layer_size: None,
                 layer_digest: None,
@@ -400,6 +403,43 @@ fn a_step_running_when_the_build_stopped_failed_and_the_rest_did_not_run() {
     assert_eq!(r.steps[1].status, StepStatus::NotRun);
     assert_eq!(r.steps[1].start_ms, None);
     assert_eq!(r.critical_path, [1]);
+}
+
+#[test]
+fn a_step_recorded_after_its_layer_was_written_in_the_background_ends_with_it() {
+    // Step 1 runs 0-1000 ms, its layer is written by 1300; step 2 runs on
+    // its files from 1000 and is sealed at 4000, when step 1 is recorded.
+    let settled = Event::StepDone {
+        step: 1,
+        duration_ms: 1300,
+        settled_after_ms: 2700,
+        cached: false,
+        layer_size: Some(10),
+        layer_digest: Some("sha256:aaa".into()),
+        config_only: false,
+    };
+    let r = assemble(
+        &recorded(vec![
+            (0, stage("s", &[])),
+            (0, planned(1, "s", 2, "[s 1/2] RUN make")),
+            (0, planned(2, "s", 3, "[s 2/2] RUN sleep 3")),
+            (0, Event::StepStarted { step: 1 }),
+            (1000, Event::StepStarted { step: 2 }),
+            (4000, settled),
+            (4050, done(2, 3050, None)),
+        ]),
+        &Outcome {
+            status: BuildStatus::Succeeded,
+            exit_code: 0,
+            error: None,
+        },
+        "x",
+        4100,
+    );
+    let times = |i: usize| (r.steps[i].start_ms, r.steps[i].end_ms);
+    assert_eq!(times(0), (Some(0), Some(1300)));
+    assert_eq!(times(1), (Some(1000), Some(4050)));
+    assert_eq!(r.totals.critical_path_ms, 1300 + 3050);
 }
 
 #[test]

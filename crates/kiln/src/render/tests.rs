@@ -52,6 +52,7 @@ fn done(step: u32, ms: u64, layer: Option<u64>) -> Event {
     Event::StepDone {
         step,
         duration_ms: ms,
+        settled_after_ms: 0,
         cached: false,
         layer_size: layer,
         layer_digest: None,
@@ -96,6 +97,7 @@ fn two_stage_build() -> Vec<(u64, Event)> {
             Event::StepDone {
                 step: 1,
                 duration_ms: 0,
+                settled_after_ms: 0,
                 cached: true,
                 layer_size: Some(3_500_000),
                 layer_digest: None,
@@ -310,6 +312,7 @@ fn config_only_steps_are_neither_run_nor_cached() {
     let config = |step| Event::StepDone {
         step,
         duration_ms: 0,
+        settled_after_ms: 0,
         cached: false,
         layer_size: None,
         layer_digest: None,
@@ -334,6 +337,7 @@ fn config_only_steps_are_neither_run_nor_cached() {
                 Event::StepDone {
                     step: 1,
                     duration_ms: 0,
+                    settled_after_ms: 0,
                     cached: true,
                     layer_size: Some(1024),
                     layer_digest: None,
