@@ -179,8 +179,14 @@ impl Root {
             };
             match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
-                    let target = rustix::fs::readlinkat(&dir, name, Vec::new())?;
-                    Ok(Lookup::Link(target.into_bytes()))
+                    match rustix::fs::readlinkat(&dir, name, Vec::new()) {
+                        Ok(target) => Ok(Lookup::Link(target.into_bytes())),
+                        // Changed since the stat (a parallel step renaming
+                        // it): taken as it is now, gone or no symlink.
+                        Err(Errno::NOENT) => Ok(Lookup::Missing(())),
+                        Err(Errno::INVAL) => Ok(Lookup::Found(())),
+                        Err(e) => Err(e),
+                    }
                 }
                 Ok(_) => Ok(Lookup::Found(())),
                 Err(Errno::NOENT | Errno::NOTDIR) => Ok(Lookup::Missing(())),
