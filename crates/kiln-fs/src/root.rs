@@ -574,6 +574,44 @@ mod tests {
         dir
     }
 
+    /// A name that a parallel process keeps turning from a symlink into
+    /// nothing, a directory and back: each resolution is one of the states
+    /// it had, never an error (the symlink seen by the stat may be gone,
+    /// or a directory, by the readlink).
+    #[test]
+    fn a_symlink_changing_under_the_resolution_is_taken_as_it_is() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open_with(dir.path(), Resolution::Userspace).unwrap();
+        let name = dir.path().join("sub");
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = symlink("/elsewhere", &name);
+                    let _ = fs_err::remove_file(&name);
+                    let _ = fs_err::create_dir(&name);
+                    let _ = fs_err::remove_dir(&name);
+                }
+            });
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            let states: [&[u8]; 2] = [b"sub/x", b"elsewhere/x"];
+            let mut got = Ok(b"sub/x".to_vec());
+            while matches!(&got, Ok(p) if states.contains(&p.as_slice()))
+                && std::time::Instant::now() < end
+            {
+                got = root.resolve(b"sub/x");
+            }
+            // Before asserting: the scope waits for the thread.
+            stop.store(true, Ordering::Relaxed);
+            let got = got.map(String::from_utf8);
+            assert!(
+                matches!(&got, Ok(Ok(p)) if p == "sub/x" || p == "elsewhere/x"),
+                "{got:?}"
+            );
+        });
+    }
+
     #[test]
     fn symlinks_and_dot_dot_stay_inside() {
         both(|res| {
