@@ -67,6 +67,14 @@ fn recorded(events: Vec<(u64, Event)>) -> Recorded {
     r
 }
 
+fn succeeded() -> Outcome {
+    Outcome {
+        status: BuildStatus::Succeeded,
+        exit_code: 0,
+        error: None,
+    }
+}
+
 fn failed(error: &str) -> Outcome {
     Outcome {
         status: BuildStatus::Failed,
@@ -428,11 +436,7 @@ fn a_step_recorded_after_its_layer_was_written_in_the_background_ends_with_it() 
             (4000, settled),
             (4050, done(2, 3050, None)),
         ]),
-        &Outcome {
-            status: BuildStatus::Succeeded,
-            exit_code: 0,
-            error: None,
-        },
+        &succeeded(),
         "x",
         4100,
     );
@@ -549,16 +553,7 @@ fn base_layer_pulls_count_for_the_base_and_the_step_that_ran() {
             },
         );
     }
-    let report = assemble(
-        &r,
-        &Outcome {
-            status: BuildStatus::Succeeded,
-            exit_code: 0,
-            error: None,
-        },
-        "20250615T163320Z-0002",
-        1000,
-    );
+    let report = assemble(&r, &succeeded(), "20250615T163320Z-0002", 1000);
     let base = report.stages[0].base.as_ref().unwrap();
     assert_eq!(
         (base.image.as_str(), base.layers, base.bytes_pulled),
@@ -799,11 +794,7 @@ fn each_platform_has_its_own_lanes_and_chain() {
             (400, done(2, 300, None)),
             (900, done(4, 600, None)),
         ]),
-        &Outcome {
-            status: BuildStatus::Succeeded,
-            exit_code: 0,
-            error: None,
-        },
+        &succeeded(),
         "x",
         900,
     );
