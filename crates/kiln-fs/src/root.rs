@@ -113,6 +113,18 @@ enum Final {
     NoFollow,
 }
 
+/// How many times [`Root::resolve`] starts again when a parent it
+/// resolved has changed under it, before it gives up with `ELOOP`.
+const RESTARTS: usize = 30;
+
+/// Why one pass of [`Root::resolve`] stopped.
+enum Changed {
+    /// A parent resolved as a directory is a symlink now.
+    Parent,
+    /// Any other error, returned as it is.
+    Not(Errno),
+}
+
 impl Root {
     /// Opens the tree at `path` (itself the caller's: it may be a symlink).
     pub fn open(path: &Path) -> Result<Root, Errno> {
@@ -168,14 +180,35 @@ impl Root {
     /// the top; a missing component is kept as written (where it would be
     /// created). The result is cleaned (`a/b/c`, empty for the top).
     /// `ELOOP` past [`MAX_SYMLINKS`].
+    ///
+    /// A tree that changes under the resolution (a parallel step renaming
+    /// what it looks at) gives one of the states it had: a name that stops
+    /// being a symlink between its stat and its readlink is taken as it is
+    /// now, and a parent resolved as a directory that has become a symlink
+    /// since starts the resolution again from the top ([`RESTARTS`] times
+    /// at most, then `ELOOP`).
     pub fn resolve(&self, rel: &[u8]) -> Result<Vec<u8>, Errno> {
+        let mut restarts = 0;
+        loop {
+            match self.resolve_once(rel) {
+                Err(Changed::Parent) if restarts < RESTARTS => restarts += 1,
+                Err(Changed::Parent) => return Err(Errno::LOOP),
+                Err(Changed::Not(e)) => return Err(e),
+                Ok(path) => return Ok(path),
+            }
+        }
+    }
+
+    fn resolve_once(&self, rel: &[u8]) -> Result<Vec<u8>, Changed> {
         let resolved = resolve_with(rel, |parents, name, _last| {
             let parent: Vec<&[u8]> = parents.iter().map(|c| c.name.as_slice()).collect();
-            // The parents are resolved already: no symlink on the way.
+            // The parents were resolved with no symlink on the way: one
+            // there now (ELOOP) was put there since.
             let dir = match self.open_dir_no_symlinks(&parent.join(&b'/')) {
                 Ok(fd) => fd,
                 Err(Errno::NOENT | Errno::NOTDIR) => return Ok(Lookup::Missing(())),
-                Err(e) => return Err(e),
+                Err(Errno::LOOP) => return Err(Changed::Parent),
+                Err(e) => return Err(Changed::Not(e)),
             };
             match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
@@ -185,17 +218,17 @@ impl Root {
                         // it): taken as it is now, gone or no symlink.
                         Err(Errno::NOENT) => Ok(Lookup::Missing(())),
                         Err(Errno::INVAL) => Ok(Lookup::Found(())),
-                        Err(e) => Err(e),
+                        Err(e) => Err(Changed::Not(e)),
                     }
                 }
                 Ok(_) => Ok(Lookup::Found(())),
                 Err(Errno::NOENT | Errno::NOTDIR) => Ok(Lookup::Missing(())),
-                Err(e) => Err(e),
+                Err(e) => Err(Changed::Not(e)),
             }
         });
         match resolved {
             Ok(r) => Ok(r.path()),
-            Err(ResolveError::TooManyLinks) => Err(Errno::LOOP),
+            Err(ResolveError::TooManyLinks) => Err(Changed::Not(Errno::LOOP)),
             Err(ResolveError::Lookup(e)) => Err(e),
         }
     }
@@ -575,42 +608,58 @@ mod tests {
     }
 
     /// A name that a parallel process keeps turning from a symlink into
-    /// nothing, a directory and back: each resolution is one of the states
-    /// it had, never an error (the symlink seen by the stat may be gone,
-    /// or a directory, by the readlink). The name is the last component:
-    /// a parent turned into a symlink after it was resolved still fails
-    /// (ELOOP, reopening it), which this does not cover.
+    /// nothing, a directory and back: each resolution of it, or of a path
+    /// below it, is one of the states it had, never an error. As the last
+    /// component, the symlink seen by the stat may be gone, or a directory,
+    /// by the readlink; as a parent, resolved as a directory, it may be a
+    /// symlink when the next component is looked up in it.
     #[test]
     fn a_symlink_changing_under_the_resolution_is_taken_as_it_is() {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let root = Root::open_with(dir.path(), Resolution::Userspace).unwrap();
-        let name = dir.path().join("sub");
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let _ = symlink("/elsewhere", &name);
-                    let _ = fs_err::remove_file(&name);
-                    let _ = fs_err::create_dir(&name);
-                    let _ = fs_err::remove_dir(&name);
+        both(|res| {
+            let dir = tempfile::tempdir().unwrap();
+            let root = Root::open_with(dir.path(), res).unwrap();
+            let name = dir.path().join("sub");
+            symlink("/elsewhere", dir.path().join("alt")).unwrap();
+            let stop = AtomicBool::new(false);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let top = rustix::fs::open(dir.path(), OFlags::PATH, Mode::empty()).unwrap();
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = symlink("/elsewhere", &name);
+                        let _ = fs_err::remove_file(&name);
+                        let _ = fs_err::create_dir(&name);
+                        // A directory and a symlink swapped in one step,
+                        // back and forth: `sub` a directory again after.
+                        for _ in 0..8 {
+                            let _ = rustix::fs::renameat_with(
+                                &top,
+                                "sub",
+                                &top,
+                                "alt",
+                                rustix::fs::RenameFlags::EXCHANGE,
+                            );
+                        }
+                        let _ = fs_err::remove_dir(&name);
+                    }
+                });
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+                let states: [&[u8]; 4] = [b"sub", b"elsewhere", b"sub/x", b"elsewhere/x"];
+                let mut got = Ok(b"sub".to_vec());
+                let mut lookups = [&b"sub"[..], b"sub/x"].into_iter().cycle();
+                while matches!(&got, Ok(p) if states.contains(&p.as_slice()))
+                    && std::time::Instant::now() < end
+                {
+                    got = root.resolve(lookups.next().unwrap());
                 }
+                // Before asserting: the scope waits for the thread.
+                stop.store(true, Ordering::Relaxed);
+                let got = got.map(String::from_utf8);
+                assert!(
+                    matches!(&got, Ok(Ok(p)) if states.contains(&p.as_bytes())),
+                    "{res:?}: {got:?}"
+                );
             });
-            let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
-            let states: [&[u8]; 2] = [b"sub", b"elsewhere"];
-            let mut got = Ok(b"sub".to_vec());
-            while matches!(&got, Ok(p) if states.contains(&p.as_slice()))
-                && std::time::Instant::now() < end
-            {
-                got = root.resolve(b"sub");
-            }
-            // Before asserting: the scope waits for the thread.
-            stop.store(true, Ordering::Relaxed);
-            let got = got.map(String::from_utf8);
-            assert!(
-                matches!(&got, Ok(Ok(p)) if p == "sub" || p == "elsewhere"),
-                "{got:?}"
-            );
         });
     }
 
