@@ -706,12 +706,31 @@ fn totals(steps: &[Step], critical_path: &[StepId]) -> Totals {
                 t.new_layer_bytes += layer.size;
             }
         }
-        if critical_path.contains(&s.id) {
-            t.critical_path_ms += s.duration_ms.unwrap_or(0);
-        }
         t.process_ms += s.process_ms.unwrap_or(0);
     }
+    t.critical_path_ms = critical_time(steps.iter().filter(|s| critical_path.contains(&s.id)));
     t
+}
+
+/// The time `steps` took, each moment counted once: a step whose layer
+/// was written in the background ends after the next step started, and
+/// the two overlap. A step with no times of its own counts its duration.
+fn critical_time<'a>(steps: impl Iterator<Item = &'a Step>) -> u64 {
+    let mut spans = Vec::new();
+    let mut untimed = 0;
+    for s in steps {
+        match (s.start_ms, s.end_ms) {
+            (Some(start), Some(end)) => spans.push((start, end.max(start))),
+            _ => untimed += s.duration_ms.unwrap_or(0),
+        }
+    }
+    spans.sort_unstable();
+    let (mut total, mut reached) = (0, 0);
+    for (start, end) in spans {
+        total += end.saturating_sub(start.max(reached));
+        reached = reached.max(end);
+    }
+    total + untimed
 }
 
 fn transfers(recorded: &Recorded) -> Transfers {
