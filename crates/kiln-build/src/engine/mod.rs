@@ -17,6 +17,7 @@ mod cache_key;
 mod config;
 mod copy;
 mod error;
+mod prehash;
 mod run;
 mod stage;
 mod stage_image;
@@ -446,7 +447,20 @@ impl Engine {
         );
         let shared = self.shared(request, encoding, &prepared, &counter, secrets, remote);
         let multi = shared.multi;
+        let prehashed = prehash::selections(&plans[0]);
+        let built = AtomicBool::new(false);
         let outcomes: Vec<Result<Built, BuildError>> = std::thread::scope(|scope| {
+            // The context files the steps read, hashed while the bases
+            // are pulled (prehash.rs); it stops with the build.
+            let (context, memo, built) = (shared.context, shared.memo, &built);
+            let _ = std::thread::Builder::new()
+                .name("kiln-prehash".to_string())
+                .spawn_scoped(scope, move || {
+                    // Below the pulls and steps: it only takes what they
+                    // leave idle (its hashing threads inherit this).
+                    let _ = rustix::process::setpriority_process(None, stage::BACKGROUND_NICE);
+                    prehash::prehash(context, memo, &prehashed, built);
+                });
             let handles: Vec<_> = plans
                 .iter()
                 .zip(platforms)
@@ -455,10 +469,12 @@ impl Engine {
                     scope.spawn(move || self.build_platform(plan, platform, shared))
                 })
                 .collect();
-            handles
+            let outcomes = handles
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err(BuildError::Panicked)))
-                .collect()
+                .collect();
+            built.store(true, Ordering::SeqCst);
+            outcomes
         });
         let mut images = Vec::new();
         let (mut run, mut cached) = (0, 0);

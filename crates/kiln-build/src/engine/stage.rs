@@ -28,7 +28,7 @@ use crate::watchdog::Overrides;
 
 /// The nice value of a thread writing a layer in the background (Linux
 /// nice is per thread, and threads it starts inherit it).
-const BACKGROUND_NICE: i32 = 10;
+pub(super) const BACKGROUND_NICE: i32 = 10;
 
 /// A layer of the image being built.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,6 +118,23 @@ pub fn cache_key_parts(
     Ok(out)
 }
 
+/// What a RUN's mounts read ([`cache_key_parts`]' contents), their values
+/// taken as written (a variable stays `$NAME`): for looking ahead at a
+/// planned step, before it is expanded (a relative target is as good as
+/// any). Nothing for mounts that do not read.
+pub(crate) fn mount_contents(command: &RunCommand) -> Vec<ContentRef> {
+    let Ok(mounts) = command.mounts_as_written() else {
+        return Vec::new();
+    };
+    let written = RunCommand {
+        mounts,
+        ..command.clone()
+    };
+    plan(&written, "/")
+        .map(|planned| planned.iter().filter_map(|p| part_of(p).content).collect())
+        .unwrap_or_default()
+}
+
 /// Secrets without a file sort with the empty target, first.
 fn sort_target(p: &Planned) -> &str {
     match p {

@@ -75,6 +75,7 @@ pub(crate) use self::cache::{
 };
 pub(crate) use self::command::{CommandArgs, SCRIPT_DIR, command_args};
 pub use self::error::RunError;
+pub(crate) use self::key::mount_contents;
 pub use self::key::{ContentRef, cache_key_parts};
 pub(crate) use self::observer::StepObserver;
 pub use self::scratch::sweep_scratch;
