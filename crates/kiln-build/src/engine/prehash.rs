@@ -12,6 +12,10 @@
 //! hashing at the steps' priority slowed the base's pull and unpack
 //! beside it by as much as it saved (scenario 11, 2026-12-07 12:33); below
 //! them it takes only the time they leave idle.
+//!
+//! A build that ends early (an error, Ctrl-C) waits for the selection
+//! being hashed, as it waits for a step hashing its COPY: a digest is not
+//! interrupted once started.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
