@@ -458,7 +458,7 @@ impl Engine {
                 .spawn_scoped(scope, move || {
                     // Below the pulls and steps: it only takes what they
                     // leave idle (its hashing threads inherit this).
-                    let _ = rustix::process::setpriority_process(None, stage::BACKGROUND_NICE);
+                    stage::below_the_steps();
                     prehash::prehash(context, memo, &prehashed, built);
                 });
             let handles: Vec<_> = plans

@@ -26,9 +26,16 @@ use crate::snapshot::{
 };
 use crate::watchdog::Overrides;
 
-/// The nice value of a thread writing a layer in the background (Linux
-/// nice is per thread, and threads it starts inherit it).
-pub(super) const BACKGROUND_NICE: i32 = 10;
+/// The nice value of kiln's background work: a layer written beside the
+/// next step, the context hashed ahead (Linux nice is per thread, and
+/// threads it starts inherit it).
+const BACKGROUND_NICE: i32 = 10;
+
+/// Puts the calling thread, and the threads it starts, below the steps in
+/// priority ([`BACKGROUND_NICE`]). Best effort.
+pub(super) fn below_the_steps() {
+    let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+}
 
 /// A layer of the image being built.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -932,8 +939,8 @@ impl StageRunner<'_> {
                 // Below the steps in priority (its compression threads
                 // inherit it): the next step's process is what the build
                 // waits for, the layer only at the stage's end, when
-                // nothing else runs. Best effort.
-                let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+                // nothing else runs.
+                below_the_steps();
                 let written = writing.write(&parents);
                 if written.is_err() {
                     canceller.cancel();
