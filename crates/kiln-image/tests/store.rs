@@ -221,6 +221,34 @@ fn tags_resolve_and_record_the_image() {
 }
 
 #[test]
+fn reads_leave_the_index_file_as_it_was() {
+    // A writable open of the index marks the file open and its close
+    // records allocator state: five flushes of the disk to look up a tag,
+    // each one waiting behind a layer's writeback on a busy disk. Lookups,
+    // and opening a store whose index is made, write nothing.
+    let root = tempfile::tempdir().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    let (image, _) = make_image(&store, "a", 2, &amd64(), true);
+    let r = reference("example.com/app:1");
+    store.tag(&r, &image).unwrap();
+    drop(store);
+    let path = root.path().join("index.redb");
+    let before = fs_err::read(&path).unwrap();
+    let mtime = fs_err::metadata(&path).unwrap().modified().unwrap();
+    let store = Store::open(root.path()).unwrap();
+    assert_eq!(store.resolve(&r).unwrap(), Some(image.clone()));
+    assert_eq!(store.tags().unwrap().len(), 1);
+    assert!(store.read(|r| r.image(&image.digest)).unwrap().is_some());
+    assert!(store.read(|r| r.cache_entries()).unwrap().is_empty());
+    drop(store);
+    assert!(
+        fs_err::read(&path).unwrap() == before,
+        "the index was rewritten"
+    );
+    assert_eq!(fs_err::metadata(&path).unwrap().modified().unwrap(), mtime);
+}
+
+#[test]
 fn tagging_a_missing_image_fails() {
     let root = tempfile::tempdir().unwrap();
     let store = Store::open(root.path()).unwrap();
@@ -420,7 +448,9 @@ fn kill_during_a_transaction_then_reopen_and_verify() {
     let store = Store::open(root.path()).unwrap();
     let (image, _) = make_image(&store, "before", 1, &amd64(), true);
     store.tag(&reference("x/committed:1"), &image).unwrap();
-    drop(store);
+    // Kept open: its next lookup finds the index left open by the dead
+    // writer, which only a writable open (a repair) can read.
+    let open_before = store;
     let ready = root.path().join("ready");
     let mut child = spawn_child(
         "child_process_entry",
@@ -433,6 +463,11 @@ fn kill_during_a_transaction_then_reopen_and_verify() {
     wait_for_file(&ready, Duration::from_secs(30));
     child.kill().unwrap();
     child.wait().unwrap();
+    assert_eq!(
+        open_before.resolve(&reference("x/committed:1")).unwrap(),
+        Some(image.clone())
+    );
+    drop(open_before);
     let store = Store::open_with(
         root.path(),
         StoreOptions {

@@ -761,6 +761,91 @@ impl IndexWriter<'_> {
     }
 }
 
+/// The index's schema version, `None` in a new file; an error if it is
+/// newer than this kiln knows.
+fn check_schema(db: &impl ReadableDatabase, path: &Path) -> Result<Option<u64>, StoreError> {
+    let tx = db.begin_read().map_err(|e| redb_error(path, e))?;
+    let found = match tx.open_table(META) {
+        Ok(t) => t
+            .get("schema_version")
+            .map_err(|e| redb_error(path, e))?
+            .map(|v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(redb_error(path, e)),
+    };
+    match found {
+        Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+            path: path.to_path_buf(),
+            found: v,
+            supported: SCHEMA_VERSION,
+        }),
+        found => Ok(found),
+    }
+}
+
+/// A read transaction on `db`, given to `f`.
+fn read_in<T>(
+    db: &impl ReadableDatabase,
+    path: &Path,
+    f: impl FnOnce(&IndexReader<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = db.begin_read().map_err(|e| redb_error(path, e))?;
+    f(&IndexReader { tx: &tx, path })
+}
+
+/// The index file opened to read only, for one transaction. A writable
+/// open is not free: redb marks the file as open (a write and a flush),
+/// and its close records the allocator state and clears the mark (a
+/// commit and two flushes more), five device flushes for a lookup. On a
+/// disk busy writing a layer each of those waits behind the writeback
+/// (tens of milliseconds each, whole seconds seen on a VM's disk); this
+/// open writes and flushes nothing.
+pub(crate) struct ReadDb {
+    db: redb::ReadOnlyDatabase,
+    path: std::path::PathBuf,
+}
+
+impl ReadDb {
+    /// The index opened to read, or `None` where only a writable open
+    /// will do: the file is missing, or was not closed cleanly (a crashed
+    /// writer) and needs the repair that a writable open makes.
+    pub(crate) fn open(path: &Path) -> Result<Option<ReadDb>, StoreError> {
+        match redb::Builder::new()
+            .set_cache_size(4 << 20)
+            .open_read_only(path)
+        {
+            Ok(db) => Ok(Some(ReadDb {
+                db,
+                path: path.to_path_buf(),
+            })),
+            Err(redb::DatabaseError::RepairAborted) => Ok(None),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(redb_error(path, e)),
+        }
+    }
+
+    /// Whether the index has its tables (schema checked as
+    /// [`Db::init`] does); if not, a writable open must make them.
+    pub(crate) fn initialized(&self) -> Result<bool, StoreError> {
+        Ok(check_schema(&self.db, &self.path)?.is_some())
+    }
+
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&IndexReader<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        read_in(&self.db, &self.path, f)
+    }
+
+    pub(crate) fn close(self) -> Result<(), StoreError> {
+        self.db.close().map_err(|e| redb_error(&self.path, e))
+    }
+}
+
 /// The open index file, for one transaction.
 pub(crate) struct Db {
     db: redb::Database,
@@ -783,26 +868,7 @@ impl Db {
     /// Creates the tables of a new index, or checks an existing one's
     /// schema version.
     pub(crate) fn init(&self) -> Result<(), StoreError> {
-        let found = {
-            let tx = self
-                .db
-                .begin_read()
-                .map_err(|e| redb_error(&self.path, e))?;
-            match tx.open_table(META) {
-                Ok(t) => t
-                    .get("schema_version")
-                    .map_err(|e| redb_error(&self.path, e))?
-                    .map(|v| v.value()),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(redb_error(&self.path, e)),
-            }
-        };
-        match found {
-            Some(v) if v > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
-                path: self.path.clone(),
-                found: v,
-                supported: SCHEMA_VERSION,
-            }),
+        match check_schema(&self.db, &self.path)? {
             // Migrations from older schemas go here when there are some.
             Some(_) => Ok(()),
             None => self.write(|w| {
@@ -822,14 +888,7 @@ impl Db {
         &self,
         f: impl FnOnce(&IndexReader<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| redb_error(&self.path, e))?;
-        f(&IndexReader {
-            tx: &tx,
-            path: &self.path,
-        })
+        read_in(&self.db, &self.path, f)
     }
 
     pub(crate) fn write<T>(

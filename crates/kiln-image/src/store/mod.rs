@@ -217,7 +217,7 @@ impl Store {
             fs_err::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
         }
         store.remove_abandoned()?;
-        store.with_index("open", |db| db.init())?;
+        store.init_index()?;
         Ok(store)
     }
 
@@ -272,13 +272,39 @@ impl Store {
         operation: &str,
         f: impl FnOnce(&mut index::Db) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let _lock = lock::acquire(
+        let _lock = self.index_lock(operation)?;
+        Self::in_db(&self.index_path(), f)
+    }
+
+    /// Makes the index's tables unless they are there (most opens: then
+    /// the file is only read).
+    fn init_index(&self) -> Result<(), StoreError> {
+        let _lock = self.index_lock("open")?;
+        if let Some(db) = index::ReadDb::open(&self.index_path())? {
+            let initialized = db.initialized();
+            db.close()?;
+            if initialized? {
+                return Ok(());
+            }
+        }
+        Self::in_db(&self.index_path(), |db| db.init())
+    }
+
+    fn index_lock(&self, operation: &str) -> Result<lock::Guard, StoreError> {
+        lock::acquire(
             &self.inner.root.join("index.lock"),
             Mode::Exclusive,
             operation,
             &self.inner.options,
-        )?;
-        let mut db = index::Db::open(&self.index_path())?;
+        )
+    }
+
+    /// `f` on the index opened to write, then closed; the index lock held.
+    fn in_db<T>(
+        path: &Path,
+        f: impl FnOnce(&mut index::Db) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut db = index::Db::open(path)?;
         let out = f(&mut db);
         let closed = db.close();
         let out = out?;
@@ -595,7 +621,16 @@ impl Store {
         &self,
         f: impl FnOnce(&IndexReader<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_index("read", |db| db.read(f))
+        let _lock = self.index_lock("read")?;
+        let Some(db) = index::ReadDb::open(&self.index_path())? else {
+            // Missing or left open by a crash: the writable open repairs it.
+            return Self::in_db(&self.index_path(), |db| db.read(f));
+        };
+        let out = db.read(f);
+        let closed = db.close();
+        let out = out?;
+        closed?;
+        Ok(out)
     }
 
     /// Runs `f` in a write transaction: its changes commit together if it
