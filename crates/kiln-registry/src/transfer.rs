@@ -426,14 +426,6 @@ async fn pull_from(
             }
         }
     }
-    // Where each layer came from: a push to this registry links it from
-    // here, and a lazy one is fetched from here.
-    store.update(|w| {
-        for layer in &layers {
-            w.add_blob_source(layer, &from.registry, &from.repository)?;
-        }
-        Ok(())
-    })?;
     let mut missing = Vec::new();
     for blob in &blobs {
         let lazy = options.lazy_layers && layers.iter().any(|l| l.digest == blob.digest);
@@ -454,7 +446,15 @@ async fn pull_from(
     .try_collect::<Vec<()>>()
     .await?;
 
-    store.tag(reference, &target)?;
+    // Where each layer came from (a push to this registry links it from
+    // here, and a lazy one is fetched from here), with the tag: nothing
+    // reads a lazy layer of the image before the tag names it.
+    store.tag_with(reference, &target, |w| {
+        for layer in &layers {
+            w.add_blob_source(layer, &from.registry, &from.repository)?;
+        }
+        Ok(())
+    })?;
     Ok(PulledImage {
         source: from.clone(),
         target,

@@ -653,12 +653,25 @@ impl Store {
         reference: &Reference,
         target: &Descriptor,
     ) -> Result<Option<Descriptor>, StoreError> {
+        self.tag_with(reference, target, |_| Ok(()))
+    }
+
+    /// [`tag`](Store::tag), with `also` written in the same transaction
+    /// (a pull records where the image's layers came from): one commit of
+    /// the index, which is flushed to disk, rather than two.
+    pub fn tag_with(
+        &self,
+        reference: &Reference,
+        target: &Descriptor,
+        also: impl FnOnce(&mut IndexWriter<'_>) -> Result<(), StoreError>,
+    ) -> Result<Option<Descriptor>, StoreError> {
         // Under the gc lock, so the target checked here is still there when
         // the tag is written.
         let _gc = self.gc_lock(Mode::Shared, "tag")?;
         let record = self.image_record(target)?;
         self.with_index("tag", |db| {
             db.write(|w| {
+                also(w)?;
                 w.put_image(&target.digest, &record)?;
                 w.set_tag(reference, target)
             })
