@@ -433,6 +433,99 @@ fn prepare_unpacks_a_chain_with_spec_chain_ids() {
     assert_eq!(again, chain);
 }
 
+/// A "registry" for a layer the store only knows the source of: its blob
+/// written in 64 KiB chunks, 20 ms apart, reported as the registry's
+/// fetcher reports them; with `restart`, started over in a fresh ingest
+/// after the first chunk has had time to be read (as a retry from another
+/// source does).
+struct Chunked {
+    bytes: Vec<u8>,
+    restart: bool,
+}
+
+impl kiln_image::BlobFetcher for Chunked {
+    fn fetch(
+        &self,
+        _: &Store,
+        _: &Descriptor,
+        _: &[kiln_image::BlobSource],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        unreachable!("an unpack follows the fetch")
+    }
+
+    fn fetch_following(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        _: &[kiln_image::BlobSource],
+        wrote: &(dyn Fn(&Path, u64) + Send + Sync),
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        use std::io::Write;
+        let mut restart = self.restart;
+        let mut ingest = store.ingest_expected(&blob.digest, Some(blob.size))?;
+        let mut chunks = self.bytes.chunks(64 << 10);
+        while let Some(chunk) = chunks.next() {
+            ingest.write_all(chunk)?;
+            ingest.flush()?;
+            wrote(ingest.path(), ingest.written());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if restart {
+                restart = false;
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                ingest = store.ingest_expected(&blob.digest, Some(blob.size))?;
+                chunks = self.bytes.chunks(64 << 10);
+            }
+        }
+        ingest.commit()?;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_layer_is_unpacked_as_it_downloads_and_again_if_the_download_starts_over() {
+    for restart in [false, true] {
+        let Some(f) = Fixture::new() else {
+            return;
+        };
+        let dir = f.scratch("big");
+        write(&dir.join("etc/hostname"), "kiln");
+        // 1 MiB that gzip cannot shrink: sixteen chunks of the blob.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        write(&dir.join("opt/noise"), "");
+        fs_err::write(dir.join("opt/noise"), &noise).unwrap();
+        let layer = f.layer(&dir, Compression::Gzip, Format::Oci);
+        // The blob leaves the store for its "registry".
+        let bytes = fs_err::read(f.store.blob_path(&layer.blob.digest)).unwrap();
+        assert!(bytes.len() > 8 * (64 << 10), "{}", bytes.len());
+        fs_err::remove_file(f.store.blob_path(&layer.blob.digest)).unwrap();
+        f.store
+            .update(|w| w.add_blob_source(&layer.blob, "reg.example", "base"))
+            .unwrap();
+        f.store
+            .set_fetcher(std::sync::Arc::new(Chunked { bytes, restart }));
+        let (chain, unpacked) = f.prepare_noting_unpacks(std::slice::from_ref(&layer));
+        assert_eq!(unpacked.len(), 1, "restart {restart}");
+        let unpacked_noise = fs_err::read(chain[0].dir().join("opt/noise")).unwrap();
+        assert!(unpacked_noise == noise, "restart {restart}");
+        assert_eq!(
+            fs_err::read_to_string(chain[0].dir().join("etc/hostname")).unwrap(),
+            "kiln"
+        );
+        let record = f.record(chain[0].chain_id()).unwrap();
+        assert_eq!(record.state, SnapshotState::Ready);
+        // The blob was stored, verified, on the way.
+        assert!(f.store.contains(&layer.blob.digest).unwrap());
+    }
+}
+
 #[test]
 fn prepare_checks_diff_ids_and_media_types() {
     let Some(f) = Fixture::new() else {

@@ -29,8 +29,8 @@ pub use crate::layer::LayerError;
 pub use crate::reference::{DOCKER_HUB, Reference, ReferenceError, is_loopback_host};
 pub use crate::store::{
     Blob, BlobFetcher, BlobInfo, BlobSource, BlobSources, CacheRecord, ContextHashRecord,
-    DOCUMENT_LIMIT, ImageRecord, IndexReader, IndexWriter, Ingest, LayerVariant, LockWait,
-    LockWaitHook, Problem, PruneReport, SCHEMA_VERSION, SnapshotRecord, SnapshotState, Store,
-    StoreError, StoreOptions, Unsynced, VerifyReport,
+    DOCUMENT_LIMIT, FollowedBlob, ImageRecord, IndexReader, IndexWriter, Ingest, LayerVariant,
+    LockWait, LockWaitHook, Problem, PruneReport, SCHEMA_VERSION, SnapshotRecord, SnapshotState,
+    Store, StoreError, StoreOptions, Unsynced, VerifyReport, Wrote,
 };
 pub use kiln_platform::Platform;

@@ -3,7 +3,7 @@
 
 mod store_support;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
@@ -956,4 +956,193 @@ fn a_layer_with_a_known_source_is_fetched_when_it_is_read() {
             .is_none()
     );
     assert!(store.read(|r| r.blob_sources(first)).unwrap().is_some());
+}
+
+// ---- a blob read as it downloads -----------------------------------------
+
+/// A fetcher that writes a blob in chunks, each only once the test lets it
+/// (a channel per chunk), and reports each write as the registry's does.
+/// `restart_after` starts the blob over in a fresh ingest after that many
+/// chunks, as a retry from another source does; `corrupt` flips a byte of
+/// the last chunk.
+struct Stepwise {
+    bytes: Vec<u8>,
+    chunk: usize,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
+    restart_after: Option<usize>,
+    corrupt: bool,
+}
+
+impl kiln_image::BlobFetcher for Stepwise {
+    fn fetch(
+        &self,
+        _: &Store,
+        _: &Descriptor,
+        _: &[kiln_image::BlobSource],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        unreachable!("the store follows this fetch")
+    }
+
+    fn fetch_following(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        _: &[kiln_image::BlobSource],
+        wrote: &(dyn Fn(&Path, u64) + Send + Sync),
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let go = self.go.lock().unwrap();
+        let mut ingest = store.ingest_expected(&blob.digest, Some(blob.size))?;
+        let chunks: Vec<&[u8]> = self.bytes.chunks(self.chunk).collect();
+        let mut i = 0;
+        let mut restarted = false;
+        while i < chunks.len() {
+            go.recv()?;
+            let mut chunk = chunks[i].to_vec();
+            if self.corrupt && i + 1 == chunks.len() {
+                chunk[0] ^= 1;
+            }
+            ingest.write_all(&chunk)?;
+            ingest.flush()?;
+            wrote(ingest.path(), ingest.written());
+            i += 1;
+            if Some(i) == self.restart_after && !restarted {
+                restarted = true;
+                i = 0;
+                ingest = store.ingest_expected(&blob.digest, Some(blob.size))?;
+            }
+        }
+        ingest.commit()?;
+        Ok(())
+    }
+}
+
+/// A store whose only copy of a 1 MiB blob is at a source, fetched by a
+/// [`Stepwise`] fetcher; the sender lets its chunks go.
+fn stepwise_store(
+    dir: &Path,
+    restart_after: Option<usize>,
+    corrupt: bool,
+) -> (Store, Digest, Vec<u8>, std::sync::mpsc::Sender<()>) {
+    let store = Store::open(dir).unwrap();
+    let bytes = bytes(9, 1 << 20);
+    let blob = Descriptor::new(
+        kiln_image::media::OCI_LAYER_GZIP,
+        Digest::of(&bytes),
+        1 << 20,
+    );
+    store
+        .update(|w| w.add_blob_source(&blob, "reg.example", "base"))
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    store.set_fetcher(Arc::new(Stepwise {
+        bytes: bytes.clone(),
+        chunk: 256 << 10,
+        go: Mutex::new(rx),
+        restart_after,
+        corrupt,
+    }));
+    (store, blob.digest, bytes, tx)
+}
+
+#[test]
+fn a_blob_being_fetched_is_read_as_it_arrives_and_ends_once_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, digest, bytes, go) = stepwise_store(dir.path(), None, false);
+    // One chunk let through: its bytes are readable while the other three
+    // are not downloaded (a reader that waited for the whole blob would
+    // never get them).
+    let (got, first) = std::sync::mpsc::channel();
+    let opener = store.clone();
+    let reader = std::thread::spawn(move || {
+        let mut blob = opener.open_blob_following(&digest).unwrap();
+        assert!(blob.fetching());
+        let mut first = vec![0; 256 << 10];
+        blob.read_exact(&mut first).unwrap();
+        got.send(first).unwrap();
+        blob
+    });
+    go.send(()).unwrap();
+    let first = first
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the first chunk is read before the others come");
+    assert!(first == bytes[..256 << 10]);
+    let mut blob = reader.join().unwrap();
+    let digest = Digest::of(&bytes);
+    assert!(!store.contains(&digest).unwrap());
+    for _ in 0..3 {
+        go.send(()).unwrap();
+    }
+    let mut rest = Vec::new();
+    blob.read_to_end(&mut rest).unwrap();
+    assert!(rest == bytes[256 << 10..]);
+    // The end came after the blob was verified and stored.
+    assert!(store.contains(&digest).unwrap());
+    assert!(!blob.broken());
+    drop(blob);
+    // Stored now: read from the store, no fetch (its channel is gone).
+    drop(go);
+    let mut again = Vec::new();
+    store
+        .open_blob_following(&digest)
+        .unwrap()
+        .read_to_end(&mut again)
+        .unwrap();
+    assert!(again == bytes);
+}
+
+#[test]
+fn a_fetch_that_fails_verification_fails_the_read_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, digest, _, go) = stepwise_store(dir.path(), None, true);
+    let mut blob = store.open_blob_following(&digest).unwrap();
+    for _ in 0..3 {
+        go.send(()).unwrap();
+    }
+    let mut read = vec![0; 3 << 18];
+    blob.read_exact(&mut read).unwrap();
+    // The last chunk is the bad one: its bytes come, and then no end but
+    // the fetch's error.
+    go.send(()).unwrap();
+    let err = blob.read_to_end(&mut read).unwrap_err();
+    assert_eq!(read.len(), 1 << 20);
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(e) = source {
+        chain.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    assert!(chain.contains("was expected"), "{chain}");
+    assert!(!blob.broken());
+    drop(blob);
+    assert!(!store.contains(&digest).unwrap());
+    assert!(files_in(&dir.path().join("ingest")).is_empty());
+}
+
+#[test]
+fn a_fetch_that_starts_over_after_bytes_were_read_breaks_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, digest, bytes, go) = stepwise_store(dir.path(), Some(2), false);
+    let mut blob = store.open_blob_following(&digest).unwrap();
+    go.send(()).unwrap();
+    let mut first = vec![0; 256 << 10];
+    blob.read_exact(&mut first).unwrap();
+    // Two chunks, then the fetch starts over in another file: what was
+    // read cannot be vouched for by the new download.
+    for _ in 0..6 {
+        go.send(()).unwrap();
+    }
+    let mut rest = Vec::new();
+    let err = blob.read_to_end(&mut rest).unwrap_err();
+    assert!(err.to_string().contains("started over"), "{err}");
+    assert!(blob.broken());
+    // Dropping the reader waits for the fetch, which stores the blob for
+    // the caller to read again.
+    drop(blob);
+    let mut again = Vec::new();
+    store
+        .open_blob(&digest)
+        .unwrap()
+        .read_to_end(&mut again)
+        .unwrap();
+    assert!(again == bytes);
 }

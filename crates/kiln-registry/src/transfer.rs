@@ -8,7 +8,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt as _, TryStreamExt as _};
 use kiln_image::document::{Descriptor, ImageDocument};
-use kiln_image::{BlobFetcher, BlobSource, Digest, Ingest, Platform, Reference, Store, StoreError};
+use kiln_image::{
+    BlobFetcher, BlobSource, Digest, Ingest, Platform, Reference, Store, StoreError, Wrote,
+};
 
 use crate::{BlobSink, Error, Event, FileSource, PushOutcome, RegistryClient, Repository};
 
@@ -98,22 +100,30 @@ pub struct PulledImage {
 }
 
 /// A [`BlobSink`] writing into a store ingest, which verifies the digest
-/// again when committed.
-struct IngestSink {
+/// again when committed; with `wrote`, flushed and reported after each
+/// write.
+struct IngestSink<'a> {
     store: Store,
     digest: Digest,
     size: u64,
     ingest: Option<Ingest>,
+    wrote: Option<Wrote<'a>>,
 }
 
-impl IngestSink {
-    fn new(store: &Store, digest: &Digest, size: u64) -> Result<IngestSink, StoreError> {
+impl<'a> IngestSink<'a> {
+    fn new(
+        store: &Store,
+        digest: &Digest,
+        size: u64,
+        wrote: Option<Wrote<'a>>,
+    ) -> Result<IngestSink<'a>, StoreError> {
         let ingest = store.ingest_expected(digest, Some(size))?;
         Ok(IngestSink {
             store: store.clone(),
             digest: digest.clone(),
             size,
             ingest: Some(ingest),
+            wrote,
         })
     }
 
@@ -125,13 +135,19 @@ impl IngestSink {
     }
 }
 
-impl BlobSink for IngestSink {
+impl BlobSink for IngestSink<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write as _;
-        match self.ingest.as_mut() {
-            Some(ingest) => ingest.write_all(bytes),
-            None => Err(std::io::Error::other("ingest already closed")),
+        let Some(ingest) = self.ingest.as_mut() else {
+            return Err(std::io::Error::other("ingest already closed"));
+        };
+        ingest.write_all(bytes)?;
+        if let Some(wrote) = self.wrote {
+            // In the file, for the reader following it.
+            ingest.flush()?;
+            wrote(ingest.path(), ingest.written());
         }
+        Ok(())
     }
 
     fn written(&self) -> u64 {
@@ -159,10 +175,21 @@ pub async fn fetch_blob_into(
     repository: &Repository,
     blob: &Descriptor,
 ) -> Result<bool, TransferError> {
+    fetch_blob_reporting(client, store, repository, blob, None).await
+}
+
+/// [`fetch_blob_into`], telling `wrote` after each write.
+async fn fetch_blob_reporting(
+    client: &RegistryClient,
+    store: &Store,
+    repository: &Repository,
+    blob: &Descriptor,
+    wrote: Option<Wrote<'_>>,
+) -> Result<bool, TransferError> {
     if store.reuse(&blob.digest)?.is_some() {
         return Ok(false);
     }
-    let mut sink = IngestSink::new(store, &blob.digest, blob.size)?;
+    let mut sink = IngestSink::new(store, &blob.digest, blob.size, wrote)?;
     client
         .fetch_blob(repository, &blob.digest, Some(blob.size), &mut sink)
         .await?;
@@ -211,10 +238,20 @@ pub async fn fetch_from_sources(
     blob: &Descriptor,
     sources: &[BlobSource],
 ) -> Result<(), TransferError> {
+    fetch_from_sources_reporting(client, store, blob, sources, None).await
+}
+
+async fn fetch_from_sources_reporting(
+    client: &RegistryClient,
+    store: &Store,
+    blob: &Descriptor,
+    sources: &[BlobSource],
+    wrote: Option<Wrote<'_>>,
+) -> Result<(), TransferError> {
     let mut first = None;
     for source in sources {
         let repository = Repository::new(&source.registry, &source.repository);
-        match fetch_blob_into(client, store, &repository, blob).await {
+        match fetch_blob_reporting(client, store, &repository, blob, wrote).await {
             Ok(_) => return Ok(()),
             Err(e) => {
                 first.get_or_insert(e);
@@ -250,9 +287,36 @@ impl BlobFetcher for RegistryFetcher {
         blob: &Descriptor,
         sources: &[BlobSource],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.fetch_reporting(store, blob, sources, None)
+    }
+
+    fn fetch_following(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        sources: &[BlobSource],
+        wrote: Wrote<'_>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.fetch_reporting(store, blob, sources, Some(wrote))
+    }
+}
+
+impl RegistryFetcher {
+    fn fetch_reporting(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        sources: &[BlobSource],
+        wrote: Option<Wrote<'_>>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let fetch = || {
-            self.runtime
-                .block_on(fetch_from_sources(&self.client, store, blob, sources))
+            self.runtime.block_on(fetch_from_sources_reporting(
+                &self.client,
+                store,
+                blob,
+                sources,
+                wrote,
+            ))
         };
         // Outside the runtime the caller's thread waits for the download;
         // inside it (an async task reading a blob), a thread of its own

@@ -146,15 +146,30 @@ pub(crate) fn unpack(
             media_type: layer.blob.media_type.clone(),
         }
     })?;
-    let blob = store.open_blob(digest)?;
     let unpack_error = |source| SnapshotError::Unpack {
         blob: digest.clone(),
         dir: dir.to_path_buf(),
         source,
     };
-    let reader = compress::decompress(blob, compression).map_err(unpack_error)?;
-    let (stats, actual) = layer::extract_hashed(reader, dir, &ExtractOptions::new(whiteouts))
-        .map_err(unpack_error)?;
+    let extract = |reader: &mut (dyn std::io::Read + Send)| {
+        let reader = compress::decompress(reader, compression)?;
+        layer::extract_hashed(reader, dir, &ExtractOptions::new(whiteouts))
+    };
+    // A blob still in its registry is unpacked as it downloads. If the
+    // download starts over after bytes were unpacked (another source, a
+    // server that cannot resume), the directory is emptied and the blob,
+    // stored by then, unpacked again.
+    let mut blob = store.open_blob_following(digest)?;
+    let (stats, actual) = match extract(&mut blob) {
+        Err(_) if blob.broken() => {
+            drop(blob);
+            remove_tree(dir)?;
+            make_dir(dir)?;
+            let mut stored = store.open_blob(digest)?;
+            extract(&mut stored).map_err(unpack_error)?
+        }
+        extracted => extracted.map_err(unpack_error)?,
+    };
     if actual != layer.diff_id {
         return Err(SnapshotError::DiffIdMismatch {
             blob: digest.clone(),

@@ -59,6 +59,11 @@ impl Ingest {
         })
     }
 
+    /// The temp file the bytes go to (under `ingest/`) until the commit.
+    pub fn path(&self) -> &std::path::Path {
+        &self.temp
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.out.as_ref().map_or(0, HashingWriter::len)

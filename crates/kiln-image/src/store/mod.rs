@@ -19,6 +19,7 @@
 //! their unheld locks and removed on open and by prune.
 
 mod error;
+mod follow;
 mod gc;
 mod index;
 mod ingest;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use error::StoreError;
+pub use follow::FollowedBlob;
 pub use gc::PruneReport;
 pub use index::{
     BlobSource, BlobSources, CacheRecord, ContextHashRecord, ImageRecord, IndexReader, IndexWriter,
@@ -126,7 +128,27 @@ pub trait BlobFetcher: Send + Sync {
         blob: &Descriptor,
         sources: &[BlobSource],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// [`fetch`](BlobFetcher::fetch), calling `wrote(file, len)` after each
+    /// write to the ingest file: `file` now holds the first `len` bytes of
+    /// the blob (another file than before means the fetch started over).
+    /// For [`Store::open_blob_following`]; a fetcher without reports is
+    /// read once it is done.
+    fn fetch_following(
+        &self,
+        store: &Store,
+        blob: &Descriptor,
+        sources: &[BlobSource],
+        wrote: Wrote<'_>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let _ = wrote;
+        self.fetch(store, blob, sources)
+    }
 }
+
+/// Told after each write of a fetch to its ingest file: that file now
+/// holds this many bytes of the blob ([`BlobFetcher::fetch_following`]).
+pub type Wrote<'a> = &'a (dyn Fn(&Path, u64) + Send + Sync);
 
 #[derive(Default)]
 struct FetcherSlot(std::sync::RwLock<Option<Arc<dyn BlobFetcher>>>);
@@ -388,17 +410,26 @@ impl Store {
     /// Opens a blob; one the store lacks but knows a source of is fetched
     /// first (see [`set_fetcher`](Self::set_fetcher)).
     pub fn open_blob(&self, digest: &Digest) -> Result<Blob, StoreError> {
+        if let Some(blob) = self.open_stored(digest)? {
+            return Ok(blob);
+        }
+        self.fetch_missing(digest)?;
+        let path = self.blob_path(digest);
+        let file = fs_err::File::open(&path).map_err(StoreError::io(&path))?;
+        let size = file.metadata().map_err(StoreError::io(&path))?.len();
+        Ok(Blob { file, size })
+    }
+
+    /// The blob if the store has it.
+    fn open_stored(&self, digest: &Digest) -> Result<Option<Blob>, StoreError> {
         let path = self.blob_path(digest);
         let file = match fs_err::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.fetch_missing(digest)?;
-                fs_err::File::open(&path).map_err(StoreError::io(&path))?
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(path)(e)),
         };
         let size = file.metadata().map_err(StoreError::io(&path))?.len();
-        Ok(Blob { file, size })
+        Ok(Some(Blob { file, size }))
     }
 
     /// Makes sure the store has the blob, fetching it from a known source
@@ -428,7 +459,34 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fetcher);
     }
 
+    /// Whether a fetcher is set.
+    fn can_fetch(&self) -> bool {
+        self.inner
+            .fetcher
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some()
+    }
+
     fn fetch_missing(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.fetch_missing_with(digest, None)
+    }
+
+    /// [`fetch_missing`](Self::fetch_missing) with the fetcher's reports.
+    pub(crate) fn fetch_missing_following(
+        &self,
+        digest: &Digest,
+        wrote: Wrote<'_>,
+    ) -> Result<(), StoreError> {
+        self.fetch_missing_with(digest, Some(wrote))
+    }
+
+    fn fetch_missing_with(
+        &self,
+        digest: &Digest,
+        wrote: Option<Wrote<'_>>,
+    ) -> Result<(), StoreError> {
         let not_found = || StoreError::BlobNotFound {
             digest: digest.clone(),
             path: self.blob_path(digest),
@@ -455,13 +513,16 @@ impl Store {
                 sources: where_from,
             });
         };
-        fetcher
-            .fetch(self, &known.descriptor(digest), &known.sources)
-            .map_err(|source| StoreError::Fetch {
-                digest: digest.clone(),
-                sources: where_from,
-                source,
-            })?;
+        let blob = known.descriptor(digest);
+        match wrote {
+            Some(wrote) => fetcher.fetch_following(self, &blob, &known.sources, wrote),
+            None => fetcher.fetch(self, &blob, &known.sources),
+        }
+        .map_err(|source| StoreError::Fetch {
+            digest: digest.clone(),
+            sources: where_from,
+            source,
+        })?;
         if !self.contains(digest)? {
             return Err(not_found());
         }
