@@ -275,7 +275,15 @@ impl Store {
                 .name("kiln-fetch".into())
                 .spawn(move || {
                     let wrote = |path: &Path, len: u64| shared.wrote(path, len);
-                    let result = store.fetch_missing_following(&wanted, &wrote);
+                    let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        store.fetch_missing_following(&wanted, &wrote)
+                    }));
+                    // A reader waits for an outcome: a panic is one too.
+                    let result = fetched.unwrap_or_else(|_| {
+                        Err(StoreError::io(store.blob_path(&wanted))(io::Error::other(
+                            "the fetch's thread panicked",
+                        )))
+                    });
                     shared.finished(result.map_err(Arc::new));
                 })
                 .map_err(StoreError::io(self.blob_path(digest)))?
