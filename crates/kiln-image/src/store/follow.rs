@@ -84,6 +84,16 @@ struct Progress {
     done: Option<Result<(), Arc<StoreError>>>,
 }
 
+impl Progress {
+    /// The fetch's error, for the reader, once it has failed.
+    fn failed(&self) -> Option<io::Error> {
+        match &self.done {
+            Some(Err(e)) => Some(io::Error::other(Arc::clone(e))),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     progress: Mutex<Progress>,
@@ -162,17 +172,14 @@ impl Following {
                         match opened {
                             Ok(f) => self.file = Some((generation, f)),
                             // Gone because the fetch failed: its error.
-                            Err(_) if matches!(p.done, Some(Err(_))) => {
-                                let Some(Err(e)) = &p.done else {
-                                    unreachable!("matched above")
-                                };
-                                return Err(io::Error::other(Arc::clone(e)));
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::NotFound && !stored => {
-                                p = self.wait(p);
-                                continue;
-                            }
-                            Err(e) => return Err(e),
+                            Err(e) => match p.failed() {
+                                Some(failed) => return Err(failed),
+                                None if e.kind() == io::ErrorKind::NotFound && !stored => {
+                                    p = self.wait(p);
+                                    continue;
+                                }
+                                None => return Err(e),
+                            },
                         }
                     }
                     let (_, file) = self.file.as_ref().expect("opened above");
@@ -193,20 +200,20 @@ impl Following {
                     return Ok(n);
                 }
             }
-            match &p.done {
-                Some(Ok(())) => {
-                    // Every byte the fetch wrote has been read, and it
-                    // verified them: the end. (A blob the fetcher wrote
-                    // without reports is read from the store.)
-                    if p.file.is_none() {
-                        drop(p);
-                        return self.read_stored(buf);
-                    }
-                    return Ok(0);
-                }
-                Some(Err(e)) => return Err(io::Error::other(Arc::clone(e))),
-                None => p = self.wait(p),
+            if let Some(failed) = p.failed() {
+                return Err(failed);
             }
+            if stored {
+                // Every byte the fetch wrote has been read, and it
+                // verified them: the end. (A blob the fetcher wrote
+                // without reports is read from the store.)
+                if p.file.is_none() {
+                    drop(p);
+                    return self.read_stored(buf);
+                }
+                return Ok(0);
+            }
+            p = self.wait(p);
         }
     }
 

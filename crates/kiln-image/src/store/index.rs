@@ -783,6 +783,14 @@ fn check_schema(db: &impl ReadableDatabase, path: &Path) -> Result<Option<u64>, 
     }
 }
 
+/// How both opens open the file: a small cache, as the database lives for
+/// one transaction.
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_cache_size(4 << 20);
+    b
+}
+
 /// A read transaction on `db`, given to `f`.
 fn read_in<T>(
     db: &impl ReadableDatabase,
@@ -810,10 +818,7 @@ impl ReadDb {
     /// will do: the file is missing, or was not closed cleanly (a crashed
     /// writer) and needs the repair that a writable open makes.
     pub(crate) fn open(path: &Path) -> Result<Option<ReadDb>, StoreError> {
-        match redb::Builder::new()
-            .set_cache_size(4 << 20)
-            .open_read_only(path)
-        {
+        match builder().open_read_only(path) {
             Ok(db) => Ok(Some(ReadDb {
                 db,
                 path: path.to_path_buf(),
@@ -854,11 +859,7 @@ pub(crate) struct Db {
 
 impl Db {
     pub(crate) fn open(path: &Path) -> Result<Db, StoreError> {
-        // A small cache: the database lives for one transaction.
-        let db = redb::Builder::new()
-            .set_cache_size(4 << 20)
-            .create(path)
-            .map_err(|e| redb_error(path, e))?;
+        let db = builder().create(path).map_err(|e| redb_error(path, e))?;
         Ok(Db {
             db,
             path: path.to_path_buf(),

@@ -328,10 +328,7 @@ impl Store {
     ) -> Result<T, StoreError> {
         let mut db = index::Db::open(path)?;
         let out = f(&mut db);
-        let closed = db.close();
-        let out = out?;
-        closed?;
-        Ok(out)
+        then_closed(out, db.close())
     }
 
     // ---- blobs ----------------------------------------------------------
@@ -687,11 +684,7 @@ impl Store {
             // Missing or left open by a crash: the writable open repairs it.
             return Self::in_db(&self.index_path(), |db| db.read(f));
         };
-        let out = db.read(f);
-        let closed = db.close();
-        let out = out?;
-        closed?;
-        Ok(out)
+        then_closed(db.read(f), db.close())
     }
 
     /// Runs `f` in a write transaction: its changes commit together if it
@@ -810,4 +803,15 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         verify::verify(self)
     }
+}
+
+/// What was done with the index, once it is closed: the first error of
+/// the two, the work's before the close's.
+fn then_closed<T>(
+    out: Result<T, StoreError>,
+    closed: Result<(), StoreError>,
+) -> Result<T, StoreError> {
+    let out = out?;
+    closed?;
+    Ok(out)
 }
