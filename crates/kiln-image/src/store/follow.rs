@@ -269,7 +269,7 @@ impl Store {
         if let Some(blob) = self.open_stored(digest)? {
             return Ok(FollowedBlob::stored(blob));
         }
-        if !self.can_fetch() || self.read(|r| r.blob_sources(digest))?.is_none() {
+        if self.fetcher().is_none() || self.read(|r| r.blob_sources(digest))?.is_none() {
             // The error of a fetch, here rather than at the first read.
             return self.open_blob(digest).map(FollowedBlob::stored);
         }

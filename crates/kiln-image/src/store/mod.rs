@@ -456,14 +456,14 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fetcher);
     }
 
-    /// Whether a fetcher is set.
-    fn can_fetch(&self) -> bool {
+    /// The fetcher, if one is set.
+    fn fetcher(&self) -> Option<Arc<dyn BlobFetcher>> {
         self.inner
             .fetcher
             .0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_some()
+            .clone()
     }
 
     fn fetch_missing(&self, digest: &Digest) -> Result<(), StoreError> {
@@ -491,13 +491,7 @@ impl Store {
         let Some(known) = self.read(|r| r.blob_sources(digest))? else {
             return Err(not_found());
         };
-        let fetcher = self
-            .inner
-            .fetcher
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let fetcher = self.fetcher();
         let where_from = known
             .sources
             .iter()
