@@ -147,6 +147,115 @@ fn a_pipelined_build_gives_the_image_of_a_serial_one() {
     assert_nothing_mounted(h.root.path());
 }
 
+/// `len` bytes that gzip cannot shrink, the same on every call (xorshift).
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
+    // A big layer, a COPY, a RUN: the COPY is sealed while the big layer
+    // is still being written and waits for it stacked on it, so the RUN
+    // starts at once on the files of both (serially, the RUN starts after
+    // the big layer is done). Both layers are written beside it, each
+    // compared with what is below it, and the image is the serial build's.
+    let Some(h) = Harness::new() else {
+        return;
+    };
+    let base = busybox_image(&h.store);
+    let ctx = tempfile::tempdir().unwrap();
+    fs_err::write(ctx.path().join("big.bin"), incompressible(48 << 20)).unwrap();
+    fs_err::write(ctx.path().join("a.txt"), "alpha\n").unwrap();
+    let dockerfile = format!(
+        "FROM {base}\n\
+         RUN --mount=type=bind,source=big.bin,target=/src/big.bin \
+             cp /src/big.bin /big && mkdir /d && echo one > /d/one && echo x > /d/gone\n\
+         COPY a.txt /d/\n\
+         RUN test -s /big && cat /d/a.txt /d/one > /both && rm /d/gone && sleep 1\n"
+    );
+    let mut images = Vec::new();
+    for background in [true, false] {
+        let (result, events) = h.build_on(
+            ctx.path(),
+            &dockerfile,
+            |r| {
+                r.build_args
+                    .insert("SOURCE_DATE_EPOCH".into(), "1700000000".into());
+                r.no_cache = true;
+            },
+            |engine| engine.background_commits = background,
+        );
+        let result = result.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
+        let (big, copy, last) = (
+            step_at(&events, 2),
+            step_at(&events, 3),
+            step_at(&events, 4),
+        );
+        let started = |step| {
+            position(
+                &events,
+                |e| matches!(e, Event::StepStarted { step: s } if *s == step),
+            )
+            .unwrap()
+        };
+        let done = |step| {
+            position(
+                &events,
+                |e| matches!(e, Event::StepDone { step: s, .. } if *s == step),
+            )
+            .unwrap()
+        };
+        if background {
+            assert!(started(last) < done(big), "{events:#?}");
+            assert!(started(last) < done(copy), "{events:#?}");
+            assert!(
+                note_at(&events, copy, "writing its layer in the background"),
+                "{events:#?}"
+            );
+        } else {
+            assert!(started(last) > done(big), "{events:#?}");
+        }
+        // Recorded in order whatever finished first.
+        assert!(
+            done(big) < done(copy) && done(copy) < done(last),
+            "{events:#?}"
+        );
+        let encoding = Encoding {
+            epoch: Some(1_700_000_000),
+            rewrite_timestamps: true,
+            ..Encoding::default()
+        };
+        let (target, encoded) =
+            kiln_build::encode_image(&h.store, &result.target, &result.images, &encoding).unwrap();
+        let dir = build_support::flatten(&h.store, &result);
+        assert_eq!(
+            fs_err::read_to_string(dir.path().join("both")).unwrap(),
+            "alpha\none\n"
+        );
+        assert!(!dir.path().join("d/gone").exists());
+        images.push((
+            target.digest,
+            encoded[0].config.rootfs.diff_ids.clone(),
+            h.config(&result).history,
+        ));
+        assert!(active_entries(&h).is_empty(), "{:?}", active_entries(&h));
+    }
+    assert_eq!(images[0].2, images[1].2, "the histories differ");
+    assert_eq!(images[0].1, images[1].1, "the layers differ");
+    assert_eq!(images[0].0, images[1].0, "the images differ");
+    assert!(h.store.verify().unwrap().is_ok());
+    assert_nothing_mounted(h.root.path());
+}
+
 /// A tmpfs of `size` at `dir`, unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 
@@ -255,55 +364,78 @@ fn a_file_that_vanishes_under_a_background_commit_fails_the_build_with_its_step(
     // its blob has bytes, the writer is inside /big), a file after it is
     // removed from the upper directory behind kiln's back: the layer is
     // not made without it, the build fails with the step's line and the
-    // file's path, and nothing of it is recorded.
+    // file's path, and nothing of it is recorded. The same with a COPY
+    // sealed on it while it is written (stacked on it, pending too):
+    // nothing of that one is recorded either.
     let Some(h) = Harness::new() else {
         return;
     };
     let base = busybox_image(&h.store);
     let ctx = tempfile::tempdir().unwrap();
-    let dockerfile = format!(
-        "FROM {base}\nRUN head -c 30000000 /dev/urandom > /big && echo v > /vanishing\nRUN sleep 60\n"
-    );
-    let (active, ingest) = (h.store.root().join("active"), h.store.root().join("ingest"));
-    let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let remove_on_note = |engine: &mut kiln_build::Engine| {
-        let removed = Arc::clone(&removed);
-        on_background_write(engine, move || {
-            let (active, ingest, removed) = (active.clone(), ingest.clone(), Arc::clone(&removed));
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while !blob_begun(&ingest) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                for slot in fs_err::read_dir(&active).unwrap() {
-                    let file = slot.unwrap().path().join("upper/vanishing");
-                    if fs_err::remove_file(&file).is_ok() {
-                        removed.lock().unwrap().push(file);
-                    }
-                }
+    fs_err::write(ctx.path().join("a.txt"), "alpha\n").unwrap();
+    for between in ["", "COPY a.txt /\n"] {
+        let dockerfile = format!(
+            "FROM {base}\nRUN head -c 30000000 /dev/urandom > /big && echo v > /vanishing\n{between}RUN sleep 60\n"
+        );
+        let (active, ingest) = (h.store.root().join("active"), h.store.root().join("ingest"));
+        let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let remove_on_note = |engine: &mut kiln_build::Engine| {
+            let removed = Arc::clone(&removed);
+            let once = std::sync::Once::new();
+            on_background_write(engine, move || {
+                let (active, ingest, removed) =
+                    (active.clone(), ingest.clone(), Arc::clone(&removed));
+                once.call_once(|| {
+                    std::thread::spawn(move || {
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        while !blob_begun(&ingest) && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        for slot in fs_err::read_dir(&active).unwrap() {
+                            let file = slot.unwrap().path().join("upper/vanishing");
+                            if fs_err::remove_file(&file).is_ok() {
+                                removed.lock().unwrap().push(file);
+                            }
+                        }
+                    });
+                });
             });
-        });
-    };
-    let started = Instant::now();
-    let (result, events) = h.build_on(ctx.path(), &dockerfile, |_| {}, remove_on_note);
-    let err = result.unwrap_err();
-    let removed = removed.lock().unwrap().clone();
-    assert_eq!(removed.len(), 1, "{removed:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(45),
-        "the sleeping step was stopped"
-    );
-    assert!(
-        matches!(err, BuildError::Commit { .. }),
-        "{err:?}\n{events:#?}"
-    );
-    assert_eq!(err.location().map(|l| l.start_line), Some(2), "{err}");
-    let message = err.message();
-    assert!(
-        message.contains(removed[0].to_str().unwrap()) && message.contains("No such file"),
-        "{message}"
-    );
-    nothing_of_the_step_kept(&h, &events, 2);
+        };
+        let started = Instant::now();
+        let (result, events) = h.build_on(ctx.path(), &dockerfile, |_| {}, remove_on_note);
+        let err = result.unwrap_err();
+        let removed = removed.lock().unwrap().clone();
+        assert_eq!(removed.len(), 1, "{removed:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "the sleeping step was stopped"
+        );
+        assert!(
+            matches!(err, BuildError::Commit { .. }),
+            "{err:?}\n{events:#?}"
+        );
+        assert_eq!(err.location().map(|l| l.start_line), Some(2), "{err}");
+        let message = err.message();
+        assert!(
+            message.contains(removed[0].to_str().unwrap()) && message.contains("No such file"),
+            "{message}"
+        );
+        nothing_of_the_step_kept(&h, &events, 2);
+        if !between.is_empty() {
+            let copy = step_at(&events, 3);
+            if note_at(&events, copy, "writing its layer in the background") {
+                assert!(events.iter().any(|e| matches!(e,
+                    Event::StepFailed { step, reason, .. } if *step == copy && reason.contains("not recorded"))),
+                    "{events:#?}");
+            }
+            if events
+                .iter()
+                .any(|e| matches!(e, Event::StepKeyed { step, .. } if *step == copy))
+            {
+                nothing_of_the_step_kept(&h, &events, 3);
+            }
+        }
+    }
 }
 
 #[test]

@@ -91,9 +91,10 @@ pub(crate) struct StageRunner<'a> {
     /// the copy their file), and the temp dirs holding them.
     pub(crate) downloads: Mutex<HashMap<String, Arc<Download>>>,
     pub(crate) scratch_dirs: Mutex<Vec<kiln_fs::OwnedDir>>,
-    /// The step whose layer is being written in the background while the
-    /// next one runs on its files (at most one per stage).
-    pub(crate) pending: Mutex<Option<PendingStep>>,
+    /// The steps whose layers are being written in the background while
+    /// the next one runs on their files, oldest first, each stacked on the
+    /// one before (at most [`MAX_PENDING`]).
+    pub(crate) pending: Mutex<Vec<PendingStep>>,
     /// Key the stage without building it (the key pass of stage images,
     /// `engine/stage_image.rs`): instructions expanded and applied to the
     /// config, every filesystem step keyed; nothing looked up in the
@@ -114,10 +115,17 @@ pub(crate) struct StepInfo {
     started: Instant,
 }
 
+/// How many sealed steps of a stage may wait for their layers, stacked,
+/// while the next step runs on their files: a short step (a COPY) between
+/// a big one and a long one does not make the long one wait for the big
+/// layer. Each holds a writer thread and its upper dir; beyond this the
+/// oldest is waited for.
+const MAX_PENDING: usize = 4;
+
 /// A step sealed with its layer still being written, by `writer`, beside
 /// the steps after it (ARCHITECTURE.md, glossary: "Pending step").
 /// The stage's `layers` and `chain` do not have it yet: `chain` is the
-/// chain it was built on, the one it is finished on.
+/// chain it is finished on, once the pending steps before it are.
 pub(crate) struct PendingStep {
     info: StepInfo,
     commit: Arc<dyn PendingCommit>,
@@ -647,25 +655,60 @@ impl StageRunner<'_> {
         }
     }
 
-    /// Finishes the step whose layer is being written in the background,
-    /// if there is one: waits for its layer, makes it a snapshot on the
-    /// chain it was built on and ends the step as one committed at once
-    /// ends. Called before anything needs the stage's layers or chain,
-    /// once the step stacked on it is sealed, and at the stage's end
-    /// whatever happened. A failure is that step's, named with its line.
+    /// Finishes every step whose layer is being written in the background,
+    /// oldest first, waiting for their layers. Called before anything
+    /// needs the stage's layers or chain, and at the stage's end whatever
+    /// happened.
     fn settle(&self, state: &mut StageOutcome) -> Result<(), BuildError> {
-        let Some(PendingStep {
+        self.settle_to(state, 0)
+    }
+
+    /// Finishes the pending steps whose layers are written, oldest first
+    /// (each is finished on the chain with the one before), and waits for
+    /// the oldest while more than `keep` remain. Called only when no root
+    /// is stacked on them (the step on them sealed, or none activated). A
+    /// failure is that step's, named with its line; the pending steps
+    /// above it are lost with it (their writers joined: no thread goes on
+    /// writing), as a step stopped by a failure is.
+    fn settle_to(&self, state: &mut StageOutcome, keep: usize) -> Result<(), BuildError> {
+        loop {
+            let next = {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                match pending.first() {
+                    Some(p) if pending.len() > keep || p.writer.is_finished() => pending.remove(0),
+                    _ => return Ok(()),
+                }
+            };
+            if let Err(e) = self.settle_one(state, next) {
+                let above =
+                    std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+                for lost in above {
+                    let _ = lost.writer.join();
+                    if let Some(step) = lost.info.id {
+                        self.engine.emit(Event::StepFailed {
+                            step,
+                            duration_ms: millis(lost.info.started.elapsed()),
+                            reason: "not recorded: the layer of a step before it failed"
+                                .to_string(),
+                            exit_code: None,
+                        });
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+
+    /// Finishes one pending step: waits for its layer, makes it a snapshot
+    /// on the stage's chain (the one it was built on, with the pending
+    /// steps below it finished) and ends the step as one committed at once
+    /// ends.
+    fn settle_one(&self, state: &mut StageOutcome, pending: PendingStep) -> Result<(), BuildError> {
+        let PendingStep {
             info,
             commit,
             writer,
-        }) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
-            return Ok(());
-        };
+        } = pending;
         if let Some(step) = info.id
             && !writer.is_finished()
         {
@@ -680,7 +723,7 @@ impl StageRunner<'_> {
         let parents = state.chain.clone().unwrap_or_default();
         let committed = written.and_then(|w| commit.finish(w, &parents));
         // Its directories go (the upper dir is a snapshot now, or the
-        // commit failed): nothing is stacked on them any more.
+        // commit failed) once no pending step above holds them.
         drop(commit);
         let ended = committed
             .map_err(|e| BuildError::Commit {
@@ -824,7 +867,7 @@ impl StageRunner<'_> {
 
     /// Runs a filesystem step on a fresh snapshot and ends it (its layer
     /// recorded, the chain to continue from set), or leaves its layer to
-    /// be written in the background (then it is the stage's pending step).
+    /// be written in the background (then it is the stage's newest pending step).
     /// True if it changed nothing (no layer): known when it is sealed.
     fn execute(
         &self,
@@ -844,15 +887,15 @@ impl StageRunner<'_> {
             crate::container::check_runnable(self.platform)
                 .map_err(BuildError::run(run.origin.location))?;
         }
-        // A step runs on the files of a step whose layer is still being
-        // written; a --link one is made on nothing, and stacked on the
-        // finished layers.
+        // A step runs on the files of the steps whose layers are still
+        // being written (stacked on the newest); a --link one is made on
+        // nothing, and stacked on the finished layers.
         let pipelined = self.engine.background_commits && !link;
         let below = if pipelined {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
+                .last()
                 .map(|p| Arc::clone(&p.commit))
         } else {
             self.settle(state)?;
@@ -899,8 +942,15 @@ impl StageRunner<'_> {
             return Ok(empty);
         }
         let sealed = active.seal(&self.commit_options()).map_err(commit_error);
-        // No root stands on the step below any more: it can be finished.
-        self.settle(state)?;
+        // No root stands on the pending steps any more: those written are
+        // finished now. A step that left a layer to write stacks on the
+        // others, so the next step need not wait for them; any other end
+        // is recorded after them, in order.
+        if let Ok(Sealed::Pending(_)) = &sealed {
+            self.settle_to(state, MAX_PENDING - 1)?;
+        } else {
+            self.settle(state)?;
+        }
         match sealed? {
             Sealed::Committed(committed) => {
                 let (layer, chain) = self.committed(step.id, *committed, false)?;
@@ -914,6 +964,8 @@ impl StageRunner<'_> {
                 Ok(true)
             }
             Sealed::Pending(commit) => {
+                // The chain under the pending steps left: the writer
+                // compares with their files and this chain.
                 let parents = state.chain.clone().unwrap_or_default();
                 self.write_in_background(info, commit, parents)?;
                 Ok(false)
@@ -922,7 +974,7 @@ impl StageRunner<'_> {
     }
 
     /// Starts writing a sealed step's layer on a thread of its own, and
-    /// makes it the stage's pending step. If the writing fails, the build
+    /// makes it the stage's newest pending step. If the writing fails, the build
     /// is cancelled at once (the steps running on it stop), and the
     /// failure is the step's when it is settled.
     fn write_in_background(
@@ -960,11 +1012,14 @@ impl StageRunner<'_> {
                 text: "writing its layer in the background".to_string(),
             });
         }
-        *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(PendingStep {
-            info,
-            commit,
-            writer,
-        });
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(PendingStep {
+                info,
+                commit,
+                writer,
+            });
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 //! and a new snapshot, and read-only views of a finished stage.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use kiln_image::compress::{BlobWriter, CompressOptions};
@@ -120,6 +120,14 @@ pub(super) struct OverlayActive {
 pub(super) struct OverlayPending {
     snapshotter: OverlaySnapshotter,
     upper: PathBuf,
+    /// Where its files are: `upper` until [`PendingCommit::finish`] moves
+    /// them into their snapshot, then the snapshot's dir. The roots and
+    /// diffs of the steps stacked on it read them under a read guard:
+    /// `finish` waits for a diff above to end before it moves them.
+    files: RwLock<PathBuf>,
+    /// The sealed step it was stacked on, if that one was still pending:
+    /// its files are lower dirs of this one's (and kept while it lives).
+    below: Option<Arc<OverlayPending>>,
     opts: CommitOptions,
     /// The seal's look for a change.
     diff: Duration,
@@ -148,13 +156,9 @@ impl OverlaySnapshotter {
         for d in [&upper, &work, &slot.root] {
             make_dir(d)?;
         }
-        let top = match &below {
-            Some(p) => Some(p.upper.as_path()),
-            None => parents.last().map(Snapshot::dir),
-        };
-        copy_root_metadata(top, &upper)?;
         // FROM scratch still needs one lower dir: an empty one.
-        let mut lowers = lower_dirs(below.as_deref(), parents);
+        let mut lowers = lower_dirs(&pending_files(below.as_deref()), parents);
+        copy_root_metadata(lowers.first().map(PathBuf::as_path), &upper)?;
         if lowers.is_empty() {
             lowers.push(slot.empty_dir()?);
         }
@@ -184,7 +188,7 @@ impl OverlaySnapshotter {
         self.check_ready(chain)?;
         make_dir(&slot.root)?;
         if !chain.is_empty() {
-            let mut lowers = lower_dirs(None, chain);
+            let mut lowers = lower_dirs(&[], chain);
             // Without an upper dir overlayfs wants two lower dirs; an empty
             // one at the bottom still lets it interpret the whiteouts.
             if lowers.len() == 1 {
@@ -304,12 +308,11 @@ impl ActiveSnapshot for OverlayActive {
             return Ok(Sealed::Unchanged);
         }
         let this = *self;
-        // The pending step's files are read from its own upper dir; the
-        // mount below is no longer needed.
-        drop(this.below);
         Ok(Sealed::Pending(Arc::new(OverlayPending {
             snapshotter: this.snapshotter,
+            files: RwLock::new(this.upper.clone()),
             upper: this.upper,
+            below: this.below,
             opts: opts.clone(),
             diff: started.elapsed(),
             _slot: this.slot,
@@ -336,7 +339,7 @@ impl OverlayActive {
 
     /// The dirs the root was mounted over, topmost first.
     fn lowers(&self) -> Vec<PathBuf> {
-        lower_dirs(self.below.as_deref(), &self.parents)
+        lower_dirs(&pending_files(self.below.as_deref()), &self.parents)
     }
 
     fn commit_inner(&mut self, opts: &CommitOptions) -> Result<Committed, SnapshotError> {
@@ -424,13 +427,17 @@ impl PendingCommit for OverlayPending {
         )?))
     }
 
-    /// The diff against `parents` (the step below is one of them by now,
-    /// a snapshot with the files its upper dir had), then the upper dir
-    /// through tar, diffID, compressor and digest into a blob in the
-    /// store, as a serial commit writes it: the same bytes.
+    /// The diff against what is below: the sealed steps under it still
+    /// pending (their files held in place for the diff's length) and
+    /// `parents`; then the upper dir through tar, diffID, compressor and
+    /// digest into a blob in the store, as a serial commit writes it: the
+    /// same bytes.
     fn write(&self, parents: &[Snapshot]) -> Result<WrittenLayer, SnapshotError> {
         let started = Instant::now();
-        let exclude = diff::diff(&self.upper, &lower_dirs(None, parents))?.exclude;
+        let exclude = {
+            let below = pending_files(self.below.as_deref());
+            diff::diff(&self.upper, &lower_dirs(&below, parents))?.exclude
+        };
         let mut timings = CommitTimings {
             diff: self.diff + started.elapsed(),
             ..CommitTimings::default()
@@ -459,20 +466,37 @@ impl PendingCommit for OverlayPending {
         parents: &[Snapshot],
     ) -> Result<Committed, SnapshotError> {
         check_chain(parents)?;
-        self.snapshotter
-            .adopt_written(written, &self.upper, parents, self.opts.format)
+        let mut files = self.files.write().unwrap_or_else(|e| e.into_inner());
+        let committed =
+            self.snapshotter
+                .adopt_written(written, &self.upper, parents, self.opts.format)?;
+        if let Some(layer) = &committed.layer {
+            *files = layer.snapshot.dir.clone();
+        }
+        Ok(committed)
     }
 }
 
-/// The lower dirs of a root on `parents` (bottom first) and the sealed
-/// step `below` them, if any: topmost first, as overlayfs lists them and
-/// the differ looks names up.
-fn lower_dirs(below: Option<&OverlayPending>, parents: &[Snapshot]) -> Vec<PathBuf> {
-    below
-        .map(|p| p.upper.clone())
-        .into_iter()
-        .chain(parents.iter().rev().map(|s| s.dir.clone()))
+/// The files of the sealed step `below` and of each pending one under it,
+/// topmost first, held where they are while the guards live.
+fn pending_files(below: Option<&OverlayPending>) -> Vec<RwLockReadGuard<'_, PathBuf>> {
+    std::iter::successors(below, |p| p.below.as_deref())
+        .map(|p| p.files.read().unwrap_or_else(|e| e.into_inner()))
         .collect()
+}
+
+/// The lower dirs of a root on `parents` (bottom first) and the sealed
+/// steps `below` them (as [`pending_files`] gives them), topmost first, as
+/// overlayfs lists them and the differ looks names up. A sealed step
+/// finished since is also one of `parents`: listed once, where it is.
+fn lower_dirs(below: &[RwLockReadGuard<'_, PathBuf>], parents: &[Snapshot]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = below.iter().map(|files| PathBuf::clone(files)).collect();
+    for s in parents.iter().rev() {
+        if !dirs.contains(&s.dir) {
+            dirs.push(s.dir.clone());
+        }
+    }
+    dirs
 }
 
 /// Writes the upper dir `upper` (less the `exclude`d names that changed

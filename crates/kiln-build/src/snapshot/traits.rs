@@ -106,13 +106,15 @@ pub enum Sealed {
 /// A sealed step whose layer is still to be made: its files stay where
 /// they are, read-only, for the steps stacked on them, while
 /// [`write`](PendingCommit::write) turns them into a layer blob beside
-/// those steps. Its directories are removed when the last reference (the
-/// engine's, the roots stacked on it) goes, so a root stacked on it never
-/// loses its lower dir.
+/// those steps. A step sealed on it may be pending too, stacked on it.
+/// Its directories are removed when the last reference (the engine's, the
+/// roots and pending steps stacked on it) goes, so a root stacked on it
+/// never loses its lower dir.
 pub trait PendingCommit: Send + Sync + fmt::Debug {
     /// A writable root for the next step: the sealed step's files over
-    /// `parents`, the chain the sealed step was built on (bottom first).
-    /// Only [`ActiveSnapshot::seal`] or discard may end it.
+    /// those of the pending steps it is stacked on, if any, over
+    /// `parents`, the stage's chain under them all (bottom first). Only
+    /// [`ActiveSnapshot::seal`] or discard may end it.
     fn activate_above(
         self: Arc<Self>,
         parents: &[Snapshot],
@@ -121,16 +123,17 @@ pub trait PendingCommit: Send + Sync + fmt::Debug {
 
     /// Writes the layer blob into the store (tar, both hashes,
     /// compression, streamed): the slow part, on any thread, once.
-    /// `parents` is the chain the sealed step stands on now, bottom first:
-    /// the one it was built on, with the step that was pending below it
-    /// finished (its files, now a snapshot, are what the diff compares
-    /// with).
+    /// `parents` is the chain under the pending steps it is stacked on,
+    /// bottom first (any of those finished since are in it or not: the
+    /// diff compares with their files wherever they are).
     fn write(&self, parents: &[Snapshot]) -> Result<WrittenLayer, SnapshotError>;
 
     /// Makes the written layer a snapshot on `parents` (the chain the
-    /// sealed step was built on, bottom first). Call it once no root made
-    /// by [`activate_above`](PendingCommit::activate_above) is mounted any
-    /// more (each was sealed or discarded): the files move into place.
+    /// sealed step was built on, with the pending steps below it finished,
+    /// bottom first). Call it once no root made by
+    /// [`activate_above`](PendingCommit::activate_above) is mounted on its
+    /// files any more (each was sealed or discarded): the files move into
+    /// place, once the diff of a pending step stacked on them is done.
     fn finish(
         &self,
         written: WrittenLayer,
