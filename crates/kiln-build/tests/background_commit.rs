@@ -52,6 +52,53 @@ fn assert_nothing_mounted(root: &Path) {
     );
 }
 
+/// Builds `dockerfile` in `ctx` twice, with SOURCE_DATE_EPOCH and no
+/// cache: its layers written in the background, then each step waiting for
+/// its commit. `check` looks at each build (`true` for the first); both
+/// must give the same image byte for byte (with rewrite-timestamp, as files
+/// made at run time carry the time they were made), and leave nothing
+/// active or mounted.
+fn same_image_both_ways(
+    h: &Harness,
+    ctx: &Path,
+    dockerfile: &str,
+    check: impl Fn(bool, &[Event], &kiln_build::BuildResult),
+) {
+    let mut images = Vec::new();
+    for background in [true, false] {
+        let (result, events) = h.build_on(
+            ctx,
+            dockerfile,
+            |r| {
+                r.build_args
+                    .insert("SOURCE_DATE_EPOCH".into(), "1700000000".into());
+                r.no_cache = true;
+            },
+            |engine| engine.background_commits = background,
+        );
+        let result = result.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
+        check(background, &events, &result);
+        let encoding = Encoding {
+            epoch: Some(1_700_000_000),
+            rewrite_timestamps: true,
+            ..Encoding::default()
+        };
+        let (target, encoded) =
+            kiln_build::encode_image(&h.store, &result.target, &result.images, &encoding).unwrap();
+        images.push((
+            target.digest,
+            encoded[0].config.rootfs.diff_ids.clone(),
+            h.config(&result).history,
+        ));
+        assert!(active_entries(h).is_empty(), "{:?}", active_entries(h));
+    }
+    assert_eq!(images[0].2, images[1].2, "the histories differ");
+    assert_eq!(images[0].1, images[1].1, "the layers differ");
+    assert_eq!(images[0].0, images[1].0, "the images differ");
+    assert!(h.store.verify().unwrap().is_ok());
+    assert_nothing_mounted(h.root.path());
+}
+
 const PIPELINE: &str = "FROM IMAGE\n\
      RUN mkdir -p /out/a /out/b && for i in $(seq 1 200); do echo file $i > /out/a/$i; done \
          && seq 1 400000 > /out/b/big && rm /bin/vi && echo x > /out/gone\n\
@@ -75,27 +122,15 @@ fn a_pipelined_build_gives_the_image_of_a_serial_one() {
     let ctx = tempfile::tempdir().unwrap();
     fs_err::write(ctx.path().join("a.txt"), "alpha\n").unwrap();
     let dockerfile = PIPELINE.replace("IMAGE", &base);
-    let mut images = Vec::new();
-    for background in [true, false] {
-        let (result, events) = h.build_on(
-            ctx.path(),
-            &dockerfile,
-            |r| {
-                r.build_args
-                    .insert("SOURCE_DATE_EPOCH".into(), "1700000000".into());
-                r.no_cache = true;
-            },
-            |engine| engine.background_commits = background,
-        );
-        let result = result.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
-        let first = step_at(&events, 2);
-        let second = step_at(&events, 3);
+    same_image_both_ways(&h, ctx.path(), &dockerfile, |background, events, _| {
+        let first = step_at(events, 2);
+        let second = step_at(events, 3);
         let second_started = position(
-            &events,
+            events,
             |e| matches!(e, Event::StepStarted { step } if *step == second),
         );
         let first_done = position(
-            &events,
+            events,
             |e| matches!(e, Event::StepDone { step, .. } if *step == first),
         );
         let settled_after = events
@@ -112,39 +147,21 @@ fn a_pipelined_build_gives_the_image_of_a_serial_one() {
         if background {
             // The sleep ran while the layer below was written.
             assert!(
-                note_at(&events, first, "writing its layer in the background"),
+                note_at(events, first, "writing its layer in the background"),
                 "{events:#?}"
             );
             assert!(second_started < first_done, "{events:#?}");
             // The step ended with its layer, before the sleep did, when it
             // was recorded (unless its layer took the whole sleep).
             assert!(
-                settled_after > 0 || note_at(&events, first, "waiting for its layer"),
+                settled_after > 0 || note_at(events, first, "waiting for its layer"),
                 "{events:#?}"
             );
         } else {
             assert!(second_started > first_done, "{events:#?}");
             assert_eq!(settled_after, 0);
         }
-        let encoding = Encoding {
-            epoch: Some(1_700_000_000),
-            rewrite_timestamps: true,
-            ..Encoding::default()
-        };
-        let (target, encoded) =
-            kiln_build::encode_image(&h.store, &result.target, &result.images, &encoding).unwrap();
-        images.push((
-            target.digest,
-            encoded[0].config.rootfs.diff_ids.clone(),
-            h.config(&result).history,
-        ));
-        assert!(active_entries(&h).is_empty(), "{:?}", active_entries(&h));
-    }
-    assert_eq!(images[0].2, images[1].2, "the histories differ");
-    assert_eq!(images[0].1, images[1].1, "the layers differ");
-    assert_eq!(images[0].0, images[1].0, "the images differ");
-    assert!(h.store.verify().unwrap().is_ok());
-    assert_nothing_mounted(h.root.path());
+    });
 }
 
 /// `len` bytes that gzip cannot shrink, the same on every call (xorshift).
@@ -182,34 +199,18 @@ fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
          COPY a.txt /d/\n\
          RUN test -s /big && cat /d/a.txt /d/one > /both && rm /d/gone && sleep 1\n"
     );
-    let mut images = Vec::new();
-    for background in [true, false] {
-        let (result, events) = h.build_on(
-            ctx.path(),
-            &dockerfile,
-            |r| {
-                r.build_args
-                    .insert("SOURCE_DATE_EPOCH".into(), "1700000000".into());
-                r.no_cache = true;
-            },
-            |engine| engine.background_commits = background,
-        );
-        let result = result.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
-        let (big, copy, last) = (
-            step_at(&events, 2),
-            step_at(&events, 3),
-            step_at(&events, 4),
-        );
+    same_image_both_ways(&h, ctx.path(), &dockerfile, |background, events, result| {
+        let (big, copy, last) = (step_at(events, 2), step_at(events, 3), step_at(events, 4));
         let started = |step| {
             position(
-                &events,
+                events,
                 |e| matches!(e, Event::StepStarted { step: s } if *s == step),
             )
             .unwrap()
         };
         let done = |step| {
             position(
-                &events,
+                events,
                 |e| matches!(e, Event::StepDone { step: s, .. } if *s == step),
             )
             .unwrap()
@@ -218,7 +219,7 @@ fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
             assert!(started(last) < done(big), "{events:#?}");
             assert!(started(last) < done(copy), "{events:#?}");
             assert!(
-                note_at(&events, copy, "writing its layer in the background"),
+                note_at(events, copy, "writing its layer in the background"),
                 "{events:#?}"
             );
         } else {
@@ -229,31 +230,13 @@ fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
             done(big) < done(copy) && done(copy) < done(last),
             "{events:#?}"
         );
-        let encoding = Encoding {
-            epoch: Some(1_700_000_000),
-            rewrite_timestamps: true,
-            ..Encoding::default()
-        };
-        let (target, encoded) =
-            kiln_build::encode_image(&h.store, &result.target, &result.images, &encoding).unwrap();
-        let dir = build_support::flatten(&h.store, &result);
+        let dir = build_support::flatten(&h.store, result);
         assert_eq!(
             fs_err::read_to_string(dir.path().join("both")).unwrap(),
             "alpha\none\n"
         );
         assert!(!dir.path().join("d/gone").exists());
-        images.push((
-            target.digest,
-            encoded[0].config.rootfs.diff_ids.clone(),
-            h.config(&result).history,
-        ));
-        assert!(active_entries(&h).is_empty(), "{:?}", active_entries(&h));
-    }
-    assert_eq!(images[0].2, images[1].2, "the histories differ");
-    assert_eq!(images[0].1, images[1].1, "the layers differ");
-    assert_eq!(images[0].0, images[1].0, "the images differ");
-    assert!(h.store.verify().unwrap().is_ok());
-    assert_nothing_mounted(h.root.path());
+    });
 }
 
 /// A tmpfs of `size` at `dir`, unmounted when dropped.
