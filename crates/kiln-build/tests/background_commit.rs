@@ -239,6 +239,65 @@ fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
     });
 }
 
+#[test]
+fn a_step_that_changes_nothing_between_does_not_make_the_next_wait() {
+    // A big layer, a RUN that changes no file, a RUN: the one between is
+    // sealed with nothing to write while the big layer is still being
+    // written, and is recorded after it (an empty layer in the history, in
+    // its place), so the last RUN starts at once.
+    let Some(h) = Harness::new() else {
+        return;
+    };
+    let base = busybox_image(&h.store);
+    let ctx = tempfile::tempdir().unwrap();
+    fs_err::write(ctx.path().join("big.bin"), incompressible(48 << 20)).unwrap();
+    let dockerfile = format!(
+        "FROM {base}\n\
+         RUN --mount=type=bind,source=big.bin,target=/src/big.bin cp /src/big.bin /big\n\
+         RUN test -s /big\n\
+         RUN cmp -s /big /big && echo ok > /checked && sleep 1\n"
+    );
+    same_image_both_ways(&h, ctx.path(), &dockerfile, |background, events, result| {
+        let (big, between, last) = (step_at(events, 2), step_at(events, 3), step_at(events, 4));
+        let started = |step| {
+            position(
+                events,
+                |e| matches!(e, Event::StepStarted { step: s } if *s == step),
+            )
+            .unwrap()
+        };
+        let done = |step| {
+            position(
+                events,
+                |e| matches!(e, Event::StepDone { step: s, .. } if *s == step),
+            )
+            .unwrap()
+        };
+        if background {
+            assert!(started(last) < done(big), "{events:#?}");
+            assert!(started(last) < done(between), "{events:#?}");
+        } else {
+            assert!(started(last) > done(big), "{events:#?}");
+        }
+        assert!(
+            done(big) < done(between) && done(between) < done(last),
+            "{events:#?}"
+        );
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                Event::StepDone { step, layer_size: None, .. } if *step == between
+            )),
+            "{events:#?}"
+        );
+        let dir = build_support::flatten(&h.store, result);
+        assert_eq!(
+            fs_err::read_to_string(dir.path().join("checked")).unwrap(),
+            "ok\n"
+        );
+    });
+}
+
 /// A tmpfs of `size` at `dir`, unmounted when dropped.
 struct Tmpfs(std::path::PathBuf);
 

@@ -122,15 +122,34 @@ pub(crate) struct StepInfo {
 /// oldest is waited for.
 const MAX_PENDING: usize = 4;
 
-/// A step sealed with its layer still being written, by `writer`, beside
-/// the steps after it (ARCHITECTURE.md, glossary: "Pending step").
-/// The stage's `layers` and `chain` do not have it yet: `chain` is the
-/// chain it is finished on, once the pending steps before it are.
+/// A step sealed with its layer still being written beside the steps
+/// after it (ARCHITECTURE.md, glossary: "Pending step"), or one sealed on
+/// such steps that changed nothing, to be recorded after them. The
+/// stage's `layers` and `chain` do not have it yet: `chain` is the chain
+/// it is finished on, once the pending steps before it are.
 pub(crate) struct PendingStep {
     info: StepInfo,
-    commit: Arc<dyn PendingCommit>,
-    /// The layer, and when its writing ended.
-    writer: std::thread::JoinHandle<(Result<WrittenLayer, SnapshotError>, Instant)>,
+    end: PendingEnd,
+}
+
+enum PendingEnd {
+    /// Its layer, written by `writer`, which gives when it was done.
+    Layer {
+        commit: Arc<dyn PendingCommit>,
+        writer: std::thread::JoinHandle<(Result<WrittenLayer, SnapshotError>, Instant)>,
+    },
+    /// It changed nothing; sealed at that instant.
+    Unchanged(Instant),
+}
+
+impl PendingStep {
+    /// Whether it can be finished without waiting.
+    fn written(&self) -> bool {
+        match &self.end {
+            PendingEnd::Layer { writer, .. } => writer.is_finished(),
+            PendingEnd::Unchanged(_) => true,
+        }
+    }
 }
 
 /// A resolved base image.
@@ -675,7 +694,7 @@ impl StageRunner<'_> {
             let next = {
                 let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
                 match pending.first() {
-                    Some(p) if pending.len() > keep || p.writer.is_finished() => pending.remove(0),
+                    Some(p) if pending.len() > keep || p.written() => pending.remove(0),
                     _ => return Ok(()),
                 }
             };
@@ -683,7 +702,9 @@ impl StageRunner<'_> {
                 let above =
                     std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
                 for lost in above {
-                    let _ = lost.writer.join();
+                    if let PendingEnd::Layer { writer, .. } = lost.end {
+                        let _ = writer.join();
+                    }
                     if let Some(step) = lost.info.id {
                         self.engine.emit(Event::StepFailed {
                             step,
@@ -702,13 +723,16 @@ impl StageRunner<'_> {
     /// Finishes one pending step: waits for its layer, makes it a snapshot
     /// on the stage's chain (the one it was built on, with the pending
     /// steps below it finished) and ends the step as one committed at once
-    /// ends.
+    /// ends. One that changed nothing ends as such a step does.
     fn settle_one(&self, state: &mut StageOutcome, pending: PendingStep) -> Result<(), BuildError> {
-        let PendingStep {
-            info,
-            commit,
-            writer,
-        } = pending;
+        let PendingStep { info, end } = pending;
+        let (commit, writer) = match end {
+            PendingEnd::Layer { commit, writer } => (commit, writer),
+            PendingEnd::Unchanged(sealed) => {
+                let chain = state.chain.clone();
+                return self.step_finished(state, &info, None, chain, Some(sealed));
+            }
+        };
         if let Some(step) = info.id
             && !writer.is_finished()
         {
@@ -895,8 +919,12 @@ impl StageRunner<'_> {
             self.pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .last()
-                .map(|p| Arc::clone(&p.commit))
+                .iter()
+                .rev()
+                .find_map(|p| match &p.end {
+                    PendingEnd::Layer { commit, .. } => Some(Arc::clone(commit)),
+                    PendingEnd::Unchanged(_) => None,
+                })
         } else {
             self.settle(state)?;
             None
@@ -943,13 +971,13 @@ impl StageRunner<'_> {
         }
         let sealed = active.seal(&self.commit_options()).map_err(commit_error);
         // No root stands on the pending steps any more: those written are
-        // finished now. A step that left a layer to write stacks on the
-        // others, so the next step need not wait for them; any other end
-        // is recorded after them, in order.
-        if let Ok(Sealed::Pending(_)) = &sealed {
-            self.settle_to(state, MAX_PENDING - 1)?;
-        } else {
-            self.settle(state)?;
+        // finished now. A step that left a layer to write, or changed
+        // nothing, waits after the others (recorded in its turn), so the
+        // next step need not wait for them; a failed seal is recorded
+        // after them.
+        match &sealed {
+            Ok(Sealed::Pending(_) | Sealed::Unchanged) => self.settle_to(state, MAX_PENDING - 1)?,
+            _ => self.settle(state)?,
         }
         match sealed? {
             Sealed::Committed(committed) => {
@@ -959,8 +987,17 @@ impl StageRunner<'_> {
                 Ok(empty)
             }
             Sealed::Unchanged => {
-                let chain = state.chain.clone();
-                self.step_finished(state, &info, None, chain, None)?;
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                if pending.is_empty() {
+                    drop(pending);
+                    let chain = state.chain.clone();
+                    self.step_finished(state, &info, None, chain, None)?;
+                } else {
+                    pending.push(PendingStep {
+                        info,
+                        end: PendingEnd::Unchanged(Instant::now()),
+                    });
+                }
                 Ok(true)
             }
             Sealed::Pending(commit) => {
@@ -1017,8 +1054,7 @@ impl StageRunner<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .push(PendingStep {
                 info,
-                commit,
-                writer,
+                end: PendingEnd::Layer { commit, writer },
             });
         Ok(())
     }
