@@ -6,9 +6,12 @@ mod context_support;
 
 use std::os::unix::fs::MetadataExt;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use context_support::{Tree, age, memo, set_mtime, sources};
-use kiln_build::{BuildContext, CONTEXT_DIGEST_VERSION, HashMemo, Selection};
+use kiln_build::{BuildContext, CONTEXT_DIGEST_VERSION, ContextError, HashMemo, Selection};
 use kiln_image::{Digest, Store};
 use kiln_testkit::need::{Root, need};
 use sha2::Digest as _;
@@ -386,6 +389,50 @@ struct ChildStats {
     bytes: u64,
     reads: u64,
     store_hits: u64,
+}
+
+#[test]
+fn a_stopped_digest_ends_at_once_and_keeps_the_batches_it_finished() {
+    // 3,000 small files, then an 8 GiB one (sparse: nothing on disk, but
+    // read whole as any file). The stop flag is set while the big one is
+    // read: the digest ends with `Stopped` long before its end, and the
+    // hashes of the first batch of files (2,048 entries, all small) are
+    // in the store for the next build.
+    let t = Tree::new();
+    for i in 0..3000 {
+        t.file(&format!("a/f{i:04}"), format!("small {i}\n"));
+    }
+    t.dir("z");
+    fs_err::File::create(t.path("z/big.bin"))
+        .unwrap()
+        .set_len(8 << 30)
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    age();
+    let stop = Arc::new(AtomicBool::new(false));
+    let m = HashMemo::new(Store::open(root.path()).unwrap())
+        .with_racy_window(context_support::WINDOW)
+        .stopping_on(Arc::clone(&stop));
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::SeqCst) && m.stats().bytes_read < 64 << 20 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        let result = t.open().digest(&sources(&["."]), &[], &m);
+        // The watcher ends, whatever the digest did.
+        stop.store(true, Ordering::SeqCst);
+        result
+    });
+    assert!(matches!(result, Err(ContextError::Stopped)), "{result:?}");
+    let read = m.stats().bytes_read;
+    assert!(read < 4 << 30, "{read} bytes read");
+    let kept = Store::open(root.path())
+        .unwrap()
+        .read(|r| r.context_hash_count())
+        .unwrap();
+    assert!((2000..3000).contains(&kept), "{kept} hashes kept");
 }
 
 /// Runs [`child_process_entry`] in a new process of this test binary.

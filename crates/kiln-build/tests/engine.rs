@@ -80,6 +80,18 @@ impl Harness {
         tweak: impl FnOnce(&mut BuildRequest),
         watch: EventSink,
     ) -> Built {
+        self.build_on_engine(dockerfile, tweak, watch, |_| {})
+    }
+
+    /// [`Harness::build_with`], with `on_engine` given the engine before
+    /// the build starts.
+    fn build_on_engine(
+        &self,
+        dockerfile: &str,
+        tweak: impl FnOnce(&mut BuildRequest),
+        watch: EventSink,
+        on_engine: impl FnOnce(&mut Engine),
+    ) -> Built {
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink: EventSink = {
             let events = events.clone();
@@ -98,6 +110,7 @@ impl Harness {
         )
         .unwrap();
         engine.sample_every = Duration::from_millis(10);
+        on_engine(&mut engine);
         let mut request = BuildRequest::new(
             self.context(),
             self.context().join("Dockerfile"),
@@ -761,4 +774,56 @@ fn a_quick_run_under_limits_is_left_alone() {
     });
     built.ok();
     assert_eq!(built.count(|e| matches!(e, Event::StepDiagnosis { .. })), 0);
+}
+
+// ---- the context ------------------------------------------------------------
+
+/// Bytes this process has read (`rchar` of /proc/self/io): each test runs
+/// in a process of its own.
+fn bytes_read() -> u64 {
+    let io = fs_err::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_cancel_stops_hashing_a_huge_context_file() {
+    // Ctrl-C while a step's key needs the digest of an 8 GiB file (sparse:
+    // nothing on disk, but read whole as any file): the digest stops
+    // between two reads, and so does the one of the thread that hashes
+    // the context ahead; the build ends cancelled long before either has
+    // read the file. Without the stop both read it all (16 GiB).
+    let h = Harness::new();
+    let big = fs_err::File::create(h.context().join("big.bin")).unwrap();
+    big.set_len(8 << 30).unwrap();
+    let before = bytes_read();
+    let built = h.build_on_engine(
+        "FROM scratch\nRUN --mount=type=bind,source=big.bin,target=/big.bin true\n",
+        |_| {},
+        Arc::new(|_| {}),
+        |engine| {
+            let cancel = Arc::clone(&engine.cancel);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                while bytes_read() - before < 64 << 20
+                    && started.elapsed() < Duration::from_secs(60)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+        },
+    );
+    let read = bytes_read() - before;
+    assert!(
+        matches!(built.result, Err(BuildError::Cancelled)),
+        "{:?}\n{:#?}",
+        built.result,
+        built.events
+    );
+    assert!(read < 4 << 30, "{read} bytes read");
+    assert!(h.executor.runs().is_empty(), "{:?}", h.executor.runs());
 }

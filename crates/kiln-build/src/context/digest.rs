@@ -106,25 +106,40 @@ pub(crate) fn digest(
         seen: HashMap::new(),
         fresh: Vec::new(),
     };
-    for source in &selected {
-        enc.bytes(source.source().as_bytes());
-        enc.count(source.entries().len());
-        for entry in source.entries() {
-            enc.bytes(entry.path().as_os_str().as_bytes());
-            let mut batch = Vec::with_capacity(BATCH);
-            for item in ctx.walk_counted(entry, source.filter(), &memo.counters.walked) {
-                batch.push(item?);
-                if batch.len() == BATCH {
-                    run.encode(&mut enc, &batch)?;
-                    batch.clear();
+    let walked = (|| {
+        for source in &selected {
+            enc.bytes(source.source().as_bytes());
+            enc.count(source.entries().len());
+            for entry in source.entries() {
+                enc.bytes(entry.path().as_os_str().as_bytes());
+                let mut batch = Vec::with_capacity(BATCH);
+                for item in ctx.walk_counted(entry, source.filter(), &memo.counters.walked) {
+                    memo.check()?;
+                    batch.push(item?);
+                    if batch.len() == BATCH {
+                        run.encode(&mut enc, &batch)?;
+                        batch.clear();
+                    }
                 }
+                run.encode(&mut enc, &batch)?;
+                enc.u8(0);
             }
-            run.encode(&mut enc, &batch)?;
-            enc.u8(0);
         }
+        Ok(())
+    })();
+    match walked {
+        Ok(()) => {
+            memo.persist(run.fresh)?;
+            Ok(enc.hash.finish())
+        }
+        // The batches finished before the stop are remembered for the
+        // next build (best effort: it is stopping).
+        Err(ContextError::Stopped) => {
+            let _ = memo.persist(run.fresh);
+            Err(ContextError::Stopped)
+        }
+        Err(e) => Err(e),
     }
-    memo.persist(run.fresh)?;
-    Ok(enc.hash.finish())
 }
 
 /// One digest computation.
@@ -217,7 +232,7 @@ impl Run<'_> {
             }
             readers.push(i);
         }
-        for (task, hashed) in read.iter().zip(hash_all(&read, &self.memo.counters)?) {
+        for (task, hashed) in read.iter().zip(hash_all(&read, self.memo)?) {
             if task.linked {
                 self.seen
                     .insert(hashed.key.inode(), (hashed.key, hashed.sha));
@@ -256,8 +271,9 @@ struct Hashed {
 }
 
 /// Hashes every task, on several threads when there are several: the
-/// biggest files first, so one large file does not start last.
-fn hash_all(tasks: &[Task], counters: &Counters) -> Result<Vec<Hashed>, ContextError> {
+/// biggest files first, so one large file does not start last. Stops
+/// when the memo does.
+fn hash_all(tasks: &[Task], memo: &HashMemo) -> Result<Vec<Hashed>, ContextError> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_THREADS)
@@ -266,7 +282,7 @@ fn hash_all(tasks: &[Task], counters: &Counters) -> Result<Vec<Hashed>, ContextE
         let mut buf = vec![0; BUFFER];
         return tasks
             .iter()
-            .map(|t| hash_file(&t.path, &mut buf, counters))
+            .map(|t| hash_file(&t.path, &mut buf, memo))
             .collect();
     }
     let mut order: Vec<usize> = (0..tasks.len()).collect();
@@ -285,7 +301,7 @@ fn hash_all(tasks: &[Task], counters: &Counters) -> Result<Vec<Hashed>, ContextE
                         break;
                     }
                     let i = order[n];
-                    let result = hash_file(&tasks[i].path, &mut buf, counters);
+                    let result = hash_file(&tasks[i].path, &mut buf, memo);
                     if result.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -294,6 +310,8 @@ fn hash_all(tasks: &[Task], counters: &Counters) -> Result<Vec<Hashed>, ContextE
             });
         }
     });
+    // Tasks left unstarted by a stop have no result.
+    memo.check()?;
     let mut out = Vec::with_capacity(tasks.len());
     let mut first_error = None;
     for slot in results {
@@ -314,9 +332,12 @@ fn hash_all(tasks: &[Task], counters: &Counters) -> Result<Vec<Hashed>, ContextE
 
 /// SHA-256 of a file's content, streamed through `buf`. The stat is taken
 /// from the open file before and after reading; if they differ the file
-/// changed while being read, and it is read again.
-fn hash_file(path: &Path, buf: &mut [u8], counters: &Counters) -> Result<Hashed, ContextError> {
+/// changed while being read, and it is read again. Stops, between two
+/// reads, when the memo does.
+fn hash_file(path: &Path, buf: &mut [u8], memo: &HashMemo) -> Result<Hashed, ContextError> {
+    let counters = &memo.counters;
     for _ in 0..ATTEMPTS {
+        memo.check()?;
         let started = SystemTime::now();
         // NOFOLLOW: the walk saw a regular file; a symlink put there since
         // must not lead the read out of the context. NONBLOCK: nor may a
@@ -341,6 +362,7 @@ fn hash_file(path: &Path, buf: &mut [u8], counters: &Counters) -> Result<Hashed,
         let mut file = std::fs::File::from(fd);
         let mut hasher = sha2::Sha256::new();
         loop {
+            memo.check()?;
             let n = match file.read(buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,

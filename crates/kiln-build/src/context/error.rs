@@ -68,6 +68,11 @@ pub enum ContextError {
     /// The content-hash memo in the store could not be read or written.
     #[error("context-hash memo")]
     Memo(#[source] StoreError),
+
+    /// The digest was stopped before its end: the memo it hashes through
+    /// was halted (the build was cancelled or is over).
+    #[error("hashing the context stopped: the build was cancelled or is over")]
+    Stopped,
 }
 
 fn not_found_message(pattern: &str, path: &str) -> String {

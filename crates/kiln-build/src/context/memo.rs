@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::ops::Sub;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use kiln_image::{ContextHashRecord, Store};
@@ -53,6 +53,11 @@ pub struct HashMemo {
     memory: Mutex<HashMap<(u64, u64), ContextHashRecord>>,
     racy_window: Duration,
     pub(crate) counters: Counters,
+    /// Set from outside to stop the digests hashing through the memo
+    /// (the build's cancel).
+    stop: Option<Arc<AtomicBool>>,
+    /// Set by [`HashMemo::halt`].
+    halted: AtomicBool,
 }
 
 /// What computing digests cost, summed over every digest computed with a
@@ -130,6 +135,38 @@ impl HashMemo {
             memory: Mutex::new(HashMap::new()),
             racy_window: DEFAULT_RACY_WINDOW,
             counters: Counters::default(),
+            stop: None,
+            halted: AtomicBool::new(false),
+        }
+    }
+
+    /// Digests computed through this memo stop, with
+    /// [`ContextError::Stopped`], once `flag` is set: between two files and
+    /// between two reads of one file, so that a cancel does not wait for a
+    /// huge context to be read. What it hashed in the batches of files it
+    /// finished (2,048 entries each) is still written to the store.
+    pub fn stopping_on(mut self, flag: Arc<AtomicBool>) -> HashMemo {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// Stops the digests computing through the memo, now and later, as
+    /// the flag of [`HashMemo::stopping_on`] does.
+    pub fn halt(&self) {
+        self.halted.store(true, Ordering::SeqCst);
+    }
+
+    /// `Err(Stopped)` once the memo is halted or its stop flag set.
+    pub(crate) fn check(&self) -> Result<(), ContextError> {
+        let stopped = self.halted.load(Ordering::Relaxed)
+            || self
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed));
+        if stopped {
+            Err(ContextError::Stopped)
+        } else {
+            Ok(())
         }
     }
 

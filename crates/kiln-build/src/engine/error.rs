@@ -389,10 +389,15 @@ impl BuildError {
         }
     }
 
+    /// A context error at `location`; a digest stopped by the build's
+    /// cancel is the cancel.
     pub(crate) fn context(location: Location) -> impl Fn(ContextError) -> BuildError + Copy {
-        move |e| BuildError::Context {
-            location: Some(location),
-            source: Cause::new(e),
+        move |e| match e {
+            ContextError::Stopped => BuildError::Cancelled,
+            e => BuildError::Context {
+                location: Some(location),
+                source: Cause::new(e),
+            },
         }
     }
 

@@ -448,18 +448,17 @@ impl Engine {
         let shared = self.shared(request, encoding, &prepared, &counter, secrets, remote);
         let multi = shared.multi;
         let prehashed = prehash::selections(&plans[0]);
-        let built = AtomicBool::new(false);
         let outcomes: Vec<Result<Built, BuildError>> = std::thread::scope(|scope| {
             // The context files the steps read, hashed while the bases
             // are pulled (prehash.rs); it stops with the build.
-            let (context, memo, built) = (shared.context, shared.memo, &built);
+            let (context, memo) = (shared.context, shared.memo);
             let _ = std::thread::Builder::new()
                 .name("kiln-prehash".to_string())
                 .spawn_scoped(scope, move || {
                     // Below the pulls and steps: it only takes what they
                     // leave idle (its hashing threads inherit this).
                     stage::below_the_steps();
-                    prehash::prehash(context, memo, &prehashed, built);
+                    prehash::prehash(context, memo, &prehashed);
                 });
             let handles: Vec<_> = plans
                 .iter()
@@ -473,7 +472,9 @@ impl Engine {
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|_| Err(BuildError::Panicked)))
                 .collect();
-            built.store(true, Ordering::SeqCst);
+            // Nothing digests the context any more but the prehash: it
+            // stops now, in the middle of a file.
+            memo.halt();
             outcomes
         });
         let mut images = Vec::new();
@@ -649,7 +650,8 @@ impl Engine {
         })
         .map_err(BuildError::step_settings)?;
         let context = BuildContext::open(&request.context, &request.dockerfile)?;
-        let memo = HashMemo::new(self.store.clone());
+        // A cancel stops a digest in the middle of the context.
+        let memo = HashMemo::new(self.store.clone()).stopping_on(Arc::clone(&self.cancel));
         let platforms = if request.platforms.is_empty() {
             vec![Platform::host()]
         } else {

@@ -13,11 +13,9 @@
 //! beside it by as much as it saved (scenario 11, 2026-12-07 12:33); below
 //! them it takes only the time they leave idle.
 //!
-//! A build that ends early (an error, Ctrl-C) waits for the selection
-//! being hashed, as it waits for a step hashing its COPY: a digest is not
-//! interrupted once started.
-
-use std::sync::atomic::{AtomicBool, Ordering};
+//! It stops when the build ends, in the middle of a file: the engine
+//! halts the build's memo (a cancel stops it earlier, and the steps'
+//! digests with it).
 
 use kiln_dockerfile::instructions::Command;
 use kiln_dockerfile::plan::Plan;
@@ -66,17 +64,12 @@ pub(super) fn selections(plan: &Plan) -> Vec<Selection> {
     unique
 }
 
-/// Digests `selections` through `memo` until done or `stop` is set (the
-/// build ended); the digests are thrown away, and so are errors (the
+/// Digests `selections` through `memo` until done or the memo is halted
+/// (the build ended); the digests are thrown away, and so are errors (the
 /// step that reads the files meets them again and reports them).
-pub(super) fn prehash(
-    context: &BuildContext,
-    memo: &HashMemo,
-    selections: &[Selection],
-    stop: &AtomicBool,
-) {
+pub(super) fn prehash(context: &BuildContext, memo: &HashMemo, selections: &[Selection]) {
     for selection in selections {
-        if stop.load(Ordering::SeqCst) {
+        if memo.check().is_err() {
             return;
         }
         let _ = context.digest_selection(selection, memo);
