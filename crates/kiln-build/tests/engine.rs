@@ -827,3 +827,72 @@ fn a_cancel_stops_hashing_a_huge_context_file() {
     assert!(read < 4 << 30, "{read} bytes read");
     assert!(h.executor.runs().is_empty(), "{:?}", h.executor.runs());
 }
+
+/// The largest file named `name` below `dir`, 0 if none.
+fn largest_named(dir: &std::path::Path, name: &str) -> u64 {
+    let mut largest = 0;
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if entry.file_name() == name {
+                largest = largest.max(meta.len());
+            }
+        }
+    }
+    largest
+}
+
+#[test]
+fn a_cancel_stops_a_copy_in_the_middle_of_a_big_file() {
+    // Ctrl-C while a COPY copies a 1 GiB file (sparse in the context, its
+    // copy written whole): the copy stops within a chunk, the build ends
+    // cancelled and the step's root is gone. The copy is watched in the
+    // snapshotter's directory: it never reaches the file's size (without
+    // the stop it does, and the step is committed before the cancel is
+    // seen).
+    let h = Harness::new();
+    let size = 1u64 << 30;
+    let big = fs_err::File::create(h.context().join("big.bin")).unwrap();
+    big.set_len(size).unwrap();
+    let snapshots = h.tmp.path().join("snapshots");
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let largest = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let built = h.build_on_engine(
+        "FROM scratch\nCOPY big.bin /\n",
+        |_| {},
+        Arc::new(|_| {}),
+        |engine| {
+            let cancel = Arc::clone(&engine.cancel);
+            let (done, largest) = (Arc::clone(&done), Arc::clone(&largest));
+            std::thread::spawn(move || {
+                use std::sync::atomic::Ordering::SeqCst;
+                while !done.load(SeqCst) {
+                    let now = largest_named(&snapshots, "big.bin");
+                    largest.fetch_max(now, SeqCst);
+                    if now >= 64 << 20 {
+                        cancel.store(true, SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+        },
+    );
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        matches!(built.result, Err(BuildError::Cancelled)),
+        "{:?}\n{:#?}",
+        built.result,
+        built.events
+    );
+    let largest = largest.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(largest > 0, "the copy was never seen");
+    assert!(largest < size, "the copy reached {largest} bytes");
+}

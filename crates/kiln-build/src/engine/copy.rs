@@ -295,6 +295,7 @@ impl StageRunner<'_> {
             }
             _ => unreachable!(),
         };
+        options = options.stopping_on(Arc::clone(&self.engine.cancel));
         if let Some(chmod) = &chmod {
             options = options.chmod(Chmod::parse(chmod).map_err(fail)?);
         }

@@ -362,10 +362,15 @@ impl BuildError {
         }
     }
 
+    /// A COPY/ADD error at `location`; a copy stopped by the build's
+    /// cancel is the cancel.
     pub(crate) fn copy(location: Location) -> impl Fn(CopyError) -> BuildError + Copy {
-        move |e| BuildError::Copy {
-            location,
-            source: Cause::new(e),
+        move |e| match e {
+            CopyError::Stopped => BuildError::Cancelled,
+            e => BuildError::Copy {
+                location,
+                source: Cause::new(e),
+            },
         }
     }
 

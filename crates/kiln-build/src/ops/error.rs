@@ -13,6 +13,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CopyError {
+    /// The copy was stopped before its end (the build was cancelled).
+    #[error("the copy stopped: the build was cancelled")]
+    Stopped,
+
     /// A source path (after symlinks inside its tree were followed) does
     /// not exist.
     #[error("source {path:?} not found in {}", root.display())]

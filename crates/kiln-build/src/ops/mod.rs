@@ -76,6 +76,8 @@ mod unpack;
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use rustix::fs::Timespec;
@@ -130,6 +132,9 @@ pub struct CopyOptions {
     /// `--link`: no effect here (see the module doc); kept so the options
     /// say what the instruction said.
     pub link: bool,
+    /// Once set, the copy stops with [`CopyError::Stopped`]: before the
+    /// next entry, or within 64 MiB of a file (the build's cancel).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl CopyOptions {
@@ -149,7 +154,13 @@ impl CopyOptions {
             unpack: None,
             created_time: None,
             link: false,
+            stop: None,
         }
+    }
+
+    pub fn stopping_on(mut self, stop: Arc<AtomicBool>) -> CopyOptions {
+        self.stop = Some(stop);
+        self
     }
 
     pub fn chown(mut self, owner: Owner) -> CopyOptions {
@@ -216,6 +227,7 @@ pub fn copy_sources(
         chown: opts.chown,
         chmod: opts.chmod.as_ref(),
         time,
+        stop: opts.stop.as_deref(),
     };
     let new_dir = NewDir {
         owner: opts.chown,

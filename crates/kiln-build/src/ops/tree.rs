@@ -31,11 +31,12 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kiln_fs::xattr::{self, Xattrs};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
@@ -54,7 +55,22 @@ pub(crate) struct Policy<'a> {
     pub(crate) chmod: Option<&'a Chmod>,
     /// BuildKit's `WithCreatedTime` (SOURCE_DATE_EPOCH): every time set.
     pub(crate) time: Option<Timespec>,
+    /// Set to stop the copy: checked before each entry and between the
+    /// chunks of a file.
+    pub(crate) stop: Option<&'a AtomicBool>,
 }
+
+impl Policy<'_> {
+    fn check(&self) -> Result<(), CopyError> {
+        match self.stop {
+            Some(stop) if stop.load(Ordering::Relaxed) => Err(CopyError::Stopped),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How much of a file is copied between two checks of the stop flag.
+const CHUNK: u64 = 64 << 20;
 
 /// The source side of an entry: its directory, its name there (`.` for a
 /// tree's top) and its status (not following a symlink).
@@ -326,6 +342,7 @@ impl<'a> Copier<'a> {
     /// One entry below the copied path (`sub` below the copy base), into
     /// the innermost frame.
     fn child(&mut self, src: &Src<'_>, src_dir_rel: &[u8], sub: &[u8]) -> Result<(), CopyError> {
+        self.policy.check()?;
         let is_dir = root::is_dir(&src.st);
         let decision = self.decide(sub, is_dir);
         let src_rel = join(src_dir_rel, src.name);
@@ -547,15 +564,26 @@ impl<'a> Copier<'a> {
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| self.dst_err("creating", dst_rel, e))?;
-                let (mut input, mut output) = (File::from(input), File::from(output));
+                let (input, mut output) = (File::from(input), File::from(output));
                 // std's copy uses copy_file_range(2) between files, as
-                // fsutil's `copyFileContent` does.
-                let n = io::copy(&mut input, &mut output).map_err(|e| CopyError::Io {
-                    op: "copying to",
-                    root: self.dest.path().to_path_buf(),
-                    path: root::display(dst_rel),
-                    source: e,
-                })?;
+                // fsutil's `copyFileContent` does; a chunk at a time, so
+                // that a cancel stops a big file's copy.
+                let mut n = 0;
+                loop {
+                    self.policy.check()?;
+                    let copied = io::copy(&mut (&input).take(CHUNK), &mut output).map_err(|e| {
+                        CopyError::Io {
+                            op: "copying to",
+                            root: self.dest.path().to_path_buf(),
+                            path: root::display(dst_rel),
+                            source: e,
+                        }
+                    })?;
+                    n += copied;
+                    if copied < CHUNK {
+                        break;
+                    }
+                }
                 let output = OwnedFd::from(output);
                 self.meta_fd(&output, st, &xattrs, dst_rel)?;
                 rustix::fs::futimens(&output, &times)
