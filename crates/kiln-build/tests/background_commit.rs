@@ -28,6 +28,24 @@ fn position(events: &[Event], found: impl Fn(&Event) -> bool) -> Option<usize> {
     events.iter().position(found)
 }
 
+/// Where `step`'s StepStarted is among `events`.
+fn started_at(events: &[Event], step: StepId) -> usize {
+    position(
+        events,
+        |e| matches!(e, Event::StepStarted { step: s } if *s == step),
+    )
+    .unwrap()
+}
+
+/// Where `step`'s StepDone is among `events`.
+fn done_at(events: &[Event], step: StepId) -> usize {
+    position(
+        events,
+        |e| matches!(e, Event::StepDone { step: s, .. } if *s == step),
+    )
+    .unwrap()
+}
+
 fn note_at(events: &[Event], step: StepId, text: &str) -> bool {
     events.iter().any(
         |e| matches!(e, Event::StepNote { step: s, text: t } if *s == step && t.contains(text)),
@@ -201,20 +219,8 @@ fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
     );
     same_image_both_ways(&h, ctx.path(), &dockerfile, |background, events, result| {
         let (big, copy, last) = (step_at(events, 2), step_at(events, 3), step_at(events, 4));
-        let started = |step| {
-            position(
-                events,
-                |e| matches!(e, Event::StepStarted { step: s } if *s == step),
-            )
-            .unwrap()
-        };
-        let done = |step| {
-            position(
-                events,
-                |e| matches!(e, Event::StepDone { step: s, .. } if *s == step),
-            )
-            .unwrap()
-        };
+        let started = |step| started_at(events, step);
+        let done = |step| done_at(events, step);
         if background {
             assert!(started(last) < done(big), "{events:#?}");
             assert!(started(last) < done(copy), "{events:#?}");
@@ -259,20 +265,8 @@ fn a_step_that_changes_nothing_between_does_not_make_the_next_wait() {
     );
     same_image_both_ways(&h, ctx.path(), &dockerfile, |background, events, result| {
         let (big, between, last) = (step_at(events, 2), step_at(events, 3), step_at(events, 4));
-        let started = |step| {
-            position(
-                events,
-                |e| matches!(e, Event::StepStarted { step: s } if *s == step),
-            )
-            .unwrap()
-        };
-        let done = |step| {
-            position(
-                events,
-                |e| matches!(e, Event::StepDone { step: s, .. } if *s == step),
-            )
-            .unwrap()
-        };
+        let started = |step| started_at(events, step);
+        let done = |step| done_at(events, step);
         if background {
             assert!(started(last) < done(big), "{events:#?}");
             assert!(started(last) < done(between), "{events:#?}");
