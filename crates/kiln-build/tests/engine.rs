@@ -850,32 +850,24 @@ fn largest_named(dir: &std::path::Path, name: &str) -> u64 {
     largest
 }
 
-#[test]
-fn a_cancel_stops_a_copy_in_the_middle_of_a_big_file() {
-    // Ctrl-C while a COPY copies a 1 GiB file (sparse in the context, its
-    // copy written whole): the copy stops within a chunk, the build ends
-    // cancelled and the step's root is gone. The copy is watched in the
-    // snapshotter's directory: it never reaches the file's size (without
-    // the stop it does, and the step is committed before the cancel is
-    // seen).
-    let h = Harness::new();
-    let size = 1u64 << 30;
-    let big = fs_err::File::create(h.context().join("big.bin")).unwrap();
-    big.set_len(size).unwrap();
+/// Builds `dockerfile`, cancelling it once a file named `name` below the
+/// snapshotter's directory holds 64 MiB; how large such a file ever got.
+/// The build must end cancelled.
+fn cancelled_while_writing(h: &Harness, dockerfile: &str, name: &'static str) -> u64 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
     let snapshots = h.tmp.path().join("snapshots");
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let largest = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let largest = Arc::new(AtomicU64::new(0));
     let built = h.build_on_engine(
-        "FROM scratch\nCOPY big.bin /\n",
+        dockerfile,
         |_| {},
         Arc::new(|_| {}),
         |engine| {
             let cancel = Arc::clone(&engine.cancel);
             let (done, largest) = (Arc::clone(&done), Arc::clone(&largest));
             std::thread::spawn(move || {
-                use std::sync::atomic::Ordering::SeqCst;
                 while !done.load(SeqCst) {
-                    let now = largest_named(&snapshots, "big.bin");
+                    let now = largest_named(&snapshots, name);
                     largest.fetch_max(now, SeqCst);
                     if now >= 64 << 20 {
                         cancel.store(true, SeqCst);
@@ -885,14 +877,51 @@ fn a_cancel_stops_a_copy_in_the_middle_of_a_big_file() {
             });
         },
     );
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    done.store(true, SeqCst);
     assert!(
         matches!(built.result, Err(BuildError::Cancelled)),
         "{:?}\n{:#?}",
         built.result,
         built.events
     );
-    let largest = largest.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(largest > 0, "the copy was never seen");
+    let largest = largest.load(SeqCst);
+    assert!(largest > 0, "{name} was never seen");
+    largest
+}
+
+#[test]
+fn a_cancel_stops_a_copy_in_the_middle_of_a_big_file() {
+    // Ctrl-C while a COPY copies a 1 GiB file (sparse in the context, its
+    // copy written whole): the copy stops within a chunk, the build ends
+    // cancelled and the step's root is gone. The copy is watched in the
+    // snapshotter's directory: it never reaches the file's size (without
+    // the stop it does, and the build ends before the cancel is seen).
+    let h = Harness::new();
+    let size = 1u64 << 30;
+    fs_err::File::create(h.context().join("big.bin"))
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let largest = cancelled_while_writing(&h, "FROM scratch\nCOPY big.bin /\n", "big.bin");
     assert!(largest < size, "the copy reached {largest} bytes");
+}
+
+#[test]
+fn a_cancel_stops_an_add_unpacking_a_big_archive() {
+    // The same for `ADD big.tar`: a tar of one 1 GiB member (its content
+    // zeros, sparse on disk) stops being read once the build is cancelled.
+    let h = Harness::new();
+    let size = 1u64 << 30;
+    let mut header = tar::Header::new_ustar();
+    header.set_path("big.bin").unwrap();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut archive = fs_err::File::create(h.context().join("big.tar")).unwrap();
+    std::io::Write::write_all(&mut archive, header.as_bytes()).unwrap();
+    // The member's content and the two end blocks: zeros.
+    archive.set_len(512 + size + 1024).unwrap();
+    let largest = cancelled_while_writing(&h, "FROM scratch\nADD big.tar /out/\n", "big.bin");
+    assert!(largest < size, "the unpack reached {largest} bytes");
 }

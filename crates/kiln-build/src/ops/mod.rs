@@ -418,6 +418,7 @@ impl Cx<'_> {
                     &dest,
                     self.new_dir,
                     None,
+                    self.policy.stop,
                     self.stats,
                 );
             }

@@ -29,6 +29,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use kiln_fs::tar::{self, ApplyOptions, TarError};
 use rustix::io::Errno;
@@ -95,7 +96,10 @@ pub(crate) fn is_archive(file: &mut File) -> io::Result<bool> {
 
 /// Extracts the archive `file` into the directory at `dest` (resolved,
 /// inside `root`), creating it as fsutil's `MkdirAll` would: kiln-fs's one
-/// extractor with `ADD`'s rules ([`ApplyOptions::add_archive`]).
+/// extractor with `ADD`'s rules ([`ApplyOptions::add_archive`]). Once
+/// `stop` is set, the archive reads no further and the extraction ends
+/// with [`CopyError::Stopped`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn extract(
     file: &File,
     archive: &str,
@@ -103,6 +107,7 @@ pub(crate) fn extract(
     dest: &[u8],
     new_dir: &NewDir,
     chown: Option<Owner>,
+    stop: Option<&AtomicBool>,
     stats: &mut CopyStats,
 ) -> Result<(), CopyError> {
     root.make_dir_all(dest, new_dir)
@@ -112,8 +117,15 @@ pub(crate) fn extract(
         archive: archive.to_owned(),
         source: TarError::Read { source: e },
     })?;
+    let reader = Stoppable {
+        inner: reader,
+        stop,
+    };
+    let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let done =
         tar::apply(reader, &target, &ApplyOptions::add_archive(chown)).map_err(|e| match e {
+            // Whatever the read's failure looked like to the extractor.
+            _ if stopped() => CopyError::Stopped,
             TarError::Escape { path } => CopyError::ArchiveEscape { entry: path },
             // Named as the build sees it: inside the destination root.
             TarError::Io {
@@ -139,6 +151,21 @@ pub(crate) fn extract(
     stats.bytes += done.bytes;
     stats.archives += 1;
     Ok(())
+}
+
+/// A reader that fails once `stop` is set.
+struct Stoppable<'a, R> {
+    inner: R,
+    stop: Option<&'a AtomicBool>,
+}
+
+impl<R: Read> Read for Stoppable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(io::Error::other("the build was cancelled"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 pub(crate) fn mkdir_err(root: &Root, rel: &[u8], e: Errno) -> CopyError {
