@@ -925,3 +925,45 @@ fn a_cancel_stops_an_add_unpacking_a_big_archive() {
     let largest = cancelled_while_writing(&h, "FROM scratch\nADD big.tar /out/\n", "big.bin");
     assert!(largest < size, "the unpack reached {largest} bytes");
 }
+
+#[test]
+fn a_cancel_after_the_last_step_ended_is_still_a_cancel() {
+    // Ctrl-C when the last step is done (its layer being written, the
+    // image about to be made): the build ends cancelled, not built, and
+    // the step's layer is recorded whole, so the next build reuses it.
+    let h = Harness::new();
+    h.file("a.txt", "alpha\n");
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch: EventSink = {
+        let cancel = Arc::clone(&cancel);
+        Arc::new(move |e| {
+            if matches!(e, Event::StepDone { .. }) {
+                cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    let dockerfile = "FROM scratch\nCOPY a.txt /\n";
+    let built = h.build_on_engine(
+        dockerfile,
+        |_| {},
+        watch,
+        |engine| {
+            engine.cancel = Arc::clone(&cancel);
+        },
+    );
+    assert!(
+        matches!(built.result, Err(BuildError::Cancelled)),
+        "{:?}",
+        built.result
+    );
+    let again = h.build(dockerfile, |_| {});
+    assert_eq!(h.files(again.ok())["a.txt"], "alpha\n");
+    assert!(
+        again
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::StepCached { .. })),
+        "{:#?}",
+        again.events
+    );
+}

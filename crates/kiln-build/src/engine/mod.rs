@@ -487,6 +487,12 @@ impl Engine {
             cached += built.cached;
             stage_pushes.extend(built.stage_pushes);
         }
+        // A cancel after the last step began (its layer being written, say)
+        // is still a cancel: the layers are recorded whole, the image is
+        // neither exported nor pushed.
+        if self.cancelled() {
+            return Err(BuildError::Cancelled);
+        }
         let records =
             std::mem::take(&mut *shared.records.lock().unwrap_or_else(|e| e.into_inner()));
         if let Some(inline) = request
