@@ -338,6 +338,49 @@ fn sigterm_kills_the_step_cleans_up_and_exits_143() {
     interrupt_cleans_up("TERM", 143, "86424");
 }
 
+#[test]
+fn sigint_during_a_push_to_a_silent_registry_exits_130() {
+    // The build is done and its push waits on a registry that accepted
+    // the connection and never answers (a minute per attempt, five
+    // attempts): a Ctrl-C ends kiln there, with 130, not after the
+    // retries.
+    let Some(kiln) = kiln_with_base() else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming() {
+            open.push(stream);
+            let _ = accepted.send(());
+        }
+    });
+    let ctx = context("COPY data.txt /\n");
+    let child = kiln
+        .cmd()
+        .args([
+            "build",
+            "--push",
+            "-t",
+            &format!("127.0.0.1:{port}/silent/x:1"),
+        ])
+        .arg(ctx.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    connected
+        .recv_timeout(BOUND)
+        .expect("kiln never connected to the registry");
+    signal(pid, "INT");
+    let out = wait_bounded(child);
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("build cancelled"), "{}", text(&out));
+}
+
 /// A small xorshift generator: the test prints its seed, so a failing run
 /// can be replayed with `KILN_TEST_SEED`.
 struct Rng(u64);

@@ -777,13 +777,8 @@ fn build_and_export(
     let result = match result {
         Ok(r) => r,
         Err(e) => {
-            let signal = stop.load(Ordering::SeqCst);
-            if signal != 0 {
-                eprintln!("error: build cancelled");
-                return Ok(Finished::Stopped {
-                    code: 128u8.saturating_add(signal as u8),
-                    error: format!("build cancelled (signal {signal})"),
-                });
+            if let Some(stopped) = cancelled(&stop) {
+                return Ok(stopped);
             }
             // The watchdog's own exit codes; its diagnosis is already out.
             let code = match &e {
@@ -867,6 +862,11 @@ fn build_and_export(
         .map(|n| n.reference.clone())
         .unwrap_or_else(|| Reference::parse("kiln.local/build:latest").expect("a valid reference"));
     for output in &outputs {
+        // A signal since the build ended stops kiln before its next output
+        // (an OCI tar begun during the build is removed).
+        if let Some(stopped) = cancelled(&stop) {
+            return Ok(stopped);
+        }
         let encoding = output.encoding(&build_encoding);
         let (target, images) = encoded(&store, &result, &build_encoding, &encoding)?;
         match &output.kind {
@@ -906,14 +906,23 @@ fn build_and_export(
                     names.iter().map(|n| n.reference.clone()).collect()
                 };
                 for destination in &destinations {
-                    runtime.block_on(push_descriptor(
-                        &client,
-                        &store,
-                        &target,
-                        destination,
-                        destination,
-                        kiln_registry::DEFAULT_CONCURRENCY,
-                    ))?;
+                    // A push waiting on a registry (retries of a minute
+                    // each) ends at a signal.
+                    let pushed = runtime.block_on(until_signal(
+                        &stop,
+                        push_descriptor(
+                            &client,
+                            &store,
+                            &target,
+                            destination,
+                            destination,
+                            kiln_registry::DEFAULT_CONCURRENCY,
+                        ),
+                    ));
+                    match pushed {
+                        Some(pushed) => pushed?,
+                        None => return Ok(cancelled(&stop).expect("a signal was caught")),
+                    };
                     ctx.progress
                         .note(None, format!("pushed {}", destination.familiar()));
                 }
@@ -985,6 +994,36 @@ fn encoded(
         &result.images,
         encoding,
     )?)
+}
+
+/// How kiln ends once a signal was caught (`stop`, set by the handler of
+/// [`install_signal_handlers`]); `None` while none was.
+fn cancelled(stop: &std::sync::atomic::AtomicU32) -> Option<Finished> {
+    let signal = stop.load(Ordering::SeqCst);
+    (signal != 0).then(|| {
+        eprintln!("error: build cancelled");
+        Finished::Stopped {
+            code: 128u8.saturating_add(signal as u8),
+            error: format!("build cancelled (signal {signal})"),
+        }
+    })
+}
+
+/// `work` until it ends, or `None` once a signal was caught (looked at
+/// every 50 ms); `work` is dropped then, whatever it was doing.
+async fn until_signal<T>(
+    stop: &std::sync::atomic::AtomicU32,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let caught = async {
+        while stop.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        done = work => Some(done),
+        () = caught => None,
+    }
 }
 
 /// Ctrl-C and SIGTERM cancel the build: the running step is killed, its
