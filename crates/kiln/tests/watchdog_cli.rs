@@ -46,17 +46,21 @@ fn context_with(dockerfile: &str) -> tempfile::TempDir {
     dir
 }
 
-/// Runs `kiln build` to its end (bounded); its status and stderr.
-fn build(kiln: &Kiln, ctx: &Path, flags: &[&str]) -> (ExitStatus, String) {
-    let child = kiln
-        .cmd()
+/// Starts `kiln build` with `flags` on `ctx`, its stderr piped.
+fn start_build(kiln: &Kiln, ctx: &Path, flags: &[&str]) -> Child {
+    kiln.cmd()
         .arg("build")
         .args(flags)
         .arg(ctx)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `kiln build` to its end (bounded); its status and stderr.
+fn build(kiln: &Kiln, ctx: &Path, flags: &[&str]) -> (ExitStatus, String) {
+    let child = start_build(kiln, ctx, flags);
     let out = wait_bounded(child);
     (
         out.status,
@@ -311,14 +315,7 @@ fn interrupt_cleans_up(signal_name: &str, code: i32, marker: &str) {
         "RUN --mount=type=cache,target=/c --mount=type=bind,target=/ctx,rw \
          echo started; sleep {marker}\n"
     ));
-    let child = kiln
-        .cmd()
-        .arg("build")
-        .arg(ctx.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start_build(&kiln, ctx.path(), &[]);
     let pid = child.id();
     wait_for_process(marker);
     signal(pid, signal_name);
@@ -358,19 +355,8 @@ fn sigint_during_a_push_to_a_silent_registry_exits_130() {
         }
     });
     let ctx = context("COPY data.txt /\n");
-    let child = kiln
-        .cmd()
-        .args([
-            "build",
-            "--push",
-            "-t",
-            &format!("127.0.0.1:{port}/silent/x:1"),
-        ])
-        .arg(ctx.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let tag = format!("127.0.0.1:{port}/silent/x:1");
+    let child = start_build(&kiln, ctx.path(), &["--push", "-t", &tag]);
     let pid = child.id();
     connected
         .recv_timeout(BOUND)
