@@ -182,20 +182,6 @@ fn a_pipelined_build_gives_the_image_of_a_serial_one() {
     });
 }
 
-/// `len` bytes that gzip cannot shrink, the same on every call (xorshift).
-fn incompressible(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 #[test]
 fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
     // A big layer, a COPY, a RUN: the COPY is sealed while the big layer
@@ -208,7 +194,8 @@ fn a_short_step_between_does_not_make_the_next_wait_for_a_big_layer() {
     };
     let base = busybox_image(&h.store);
     let ctx = tempfile::tempdir().unwrap();
-    fs_err::write(ctx.path().join("big.bin"), incompressible(48 << 20)).unwrap();
+    // Incompressible: its layer takes a while to write.
+    kiln_testkit::write_random_file(&ctx.path().join("big.bin"), 48 << 20, 16).unwrap();
     fs_err::write(ctx.path().join("a.txt"), "alpha\n").unwrap();
     let dockerfile = format!(
         "FROM {base}\n\
@@ -256,7 +243,8 @@ fn a_step_that_changes_nothing_between_does_not_make_the_next_wait() {
     };
     let base = busybox_image(&h.store);
     let ctx = tempfile::tempdir().unwrap();
-    fs_err::write(ctx.path().join("big.bin"), incompressible(48 << 20)).unwrap();
+    // Incompressible: its layer takes a while to write.
+    kiln_testkit::write_random_file(&ctx.path().join("big.bin"), 48 << 20, 16).unwrap();
     let dockerfile = format!(
         "FROM {base}\n\
          RUN --mount=type=bind,source=big.bin,target=/src/big.bin cp /src/big.bin /big\n\
