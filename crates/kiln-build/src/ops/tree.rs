@@ -62,11 +62,18 @@ pub(crate) struct Policy<'a> {
 
 impl Policy<'_> {
     fn check(&self) -> Result<(), CopyError> {
-        match self.stop {
-            Some(stop) if stop.load(Ordering::Relaxed) => Err(CopyError::Stopped),
-            _ => Ok(()),
+        if stopped(self.stop) {
+            Err(CopyError::Stopped)
+        } else {
+            Ok(())
         }
     }
+}
+
+/// Whether a copy's stop flag ([`CopyOptions::stop`](super::CopyOptions))
+/// is set.
+pub(crate) fn stopped(stop: Option<&AtomicBool>) -> bool {
+    stop.is_some_and(|s| s.load(Ordering::Relaxed))
 }
 
 /// How much of a file is copied between two checks of the stop flag.

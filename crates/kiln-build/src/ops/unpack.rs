@@ -29,7 +29,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use kiln_fs::tar::{self, ApplyOptions, TarError};
 use rustix::io::Errno;
@@ -38,6 +38,7 @@ use super::chown::Owner;
 use super::error::CopyError;
 use super::root::{self, NewDir, Root, TreeError, join};
 use super::stats::CopyStats;
+use super::tree::stopped;
 
 /// The compression of an archive, sniffed from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,11 +122,10 @@ pub(crate) fn extract(
         inner: reader,
         stop,
     };
-    let stopped = || stop.is_some_and(|s| s.load(Ordering::Relaxed));
     let done =
         tar::apply(reader, &target, &ApplyOptions::add_archive(chown)).map_err(|e| match e {
             // Whatever the read's failure looked like to the extractor.
-            _ if stopped() => CopyError::Stopped,
+            _ if stopped(stop) => CopyError::Stopped,
             TarError::Escape { path } => CopyError::ArchiveEscape { entry: path },
             // Named as the build sees it: inside the destination root.
             TarError::Io {
@@ -161,7 +161,7 @@ struct Stoppable<'a, R> {
 
 impl<R: Read> Read for Stoppable<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if stopped(self.stop) {
             return Err(io::Error::other("the build was cancelled"));
         }
         self.inner.read(buf)
