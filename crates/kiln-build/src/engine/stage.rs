@@ -674,6 +674,11 @@ impl StageRunner<'_> {
         }
     }
 
+    /// The stage's pending steps, oldest first.
+    fn pending_steps(&self) -> std::sync::MutexGuard<'_, Vec<PendingStep>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Finishes every step whose layer is being written in the background,
     /// oldest first, waiting for their layers. Called before anything
     /// needs the stage's layers or chain, and at the stage's end whatever
@@ -692,15 +697,14 @@ impl StageRunner<'_> {
     fn settle_to(&self, state: &mut StageOutcome, keep: usize) -> Result<(), BuildError> {
         loop {
             let next = {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pending = self.pending_steps();
                 match pending.first() {
                     Some(p) if pending.len() > keep || p.written() => pending.remove(0),
                     _ => return Ok(()),
                 }
             };
             if let Err(e) = self.settle_one(state, next) {
-                let above =
-                    std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+                let above = std::mem::take(&mut *self.pending_steps());
                 for lost in above {
                     if let PendingEnd::Layer { writer, .. } = lost.end {
                         let _ = writer.join();
@@ -916,9 +920,7 @@ impl StageRunner<'_> {
         // nothing, and stacked on the finished layers.
         let pipelined = self.engine.background_commits && !link;
         let below = if pipelined {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            self.pending_steps()
                 .iter()
                 .rev()
                 .find_map(|p| match &p.end {
@@ -987,7 +989,7 @@ impl StageRunner<'_> {
                 Ok(empty)
             }
             Sealed::Unchanged => {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut pending = self.pending_steps();
                 if pending.is_empty() {
                     drop(pending);
                     let chain = state.chain.clone();
@@ -1049,13 +1051,10 @@ impl StageRunner<'_> {
                 text: "writing its layer in the background".to_string(),
             });
         }
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(PendingStep {
-                info,
-                end: PendingEnd::Layer { commit, writer },
-            });
+        self.pending_steps().push(PendingStep {
+            info,
+            end: PendingEnd::Layer { commit, writer },
+        });
         Ok(())
     }
 
