@@ -24,7 +24,9 @@ use kiln_dockerfile::instructions::{Command, Expander, RunCommand, parse_dockerf
 use kiln_image::Store;
 use kiln_image::compress;
 use kiln_image::media::Compression;
-use kiln_sandbox::{ExitInfo, NetworkMode, RunControl, RuncExecutor};
+use kiln_sandbox::{
+    Executor, ExitInfo, NetworkMode, OutputSink, RunControl, RunSpec, RuncExecutor, SandboxError,
+};
 use kiln_testkit::need::{Root, Runc, need};
 
 // ---- support ---------------------------------------------------------------
@@ -202,6 +204,18 @@ impl World {
         control: &RunControl,
         events: Option<EventSink>,
     ) -> (Result<ExitInfo, RunError>, Seen) {
+        self.run_on(&self.exec, rootfs, line, control, events)
+    }
+
+    /// [`run_in`](World::run_in) on another executor.
+    fn run_on(
+        &self,
+        exec: &(dyn Executor + Sync),
+        rootfs: &Path,
+        line: &str,
+        control: &RunControl,
+        events: Option<EventSink>,
+    ) -> (Result<ExitInfo, RunError>, Seen) {
         let command = run_command(line);
         let seen = Arc::new(Mutex::new(Seen::default()));
         let sink: EventSink = {
@@ -246,7 +260,7 @@ impl World {
             events: &sink,
             observer: None,
         };
-        let result = bounded(|| run_step(&self.exec, &step));
+        let result = bounded(|| run_step(exec, &step));
         let seen = seen.lock().unwrap().clone();
         (result, seen)
     }
@@ -642,6 +656,61 @@ fn a_cache_persists_across_steps_and_never_lands_in_the_root() {
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0].starts_with("cache-mounts/"));
+    w.assert_clean();
+}
+
+/// Renames `from` onto `onto` just before its first run, then runs as
+/// runc: a parallel step's `mv` landing between kiln's pin of a cache
+/// directory and runc's mount of it.
+struct RenamesFirst {
+    inner: RuncExecutor,
+    rename: Mutex<Option<(PathBuf, PathBuf)>>,
+}
+
+impl Executor for RenamesFirst {
+    fn run(
+        &self,
+        spec: &RunSpec,
+        output: &dyn OutputSink,
+        control: &RunControl,
+    ) -> Result<ExitInfo, SandboxError> {
+        if let Some((from, onto)) = self.rename.lock().unwrap().take() {
+            fs_err::rename(from, onto).unwrap();
+        }
+        self.inner.run(spec, output, control)
+    }
+}
+
+#[test]
+fn a_cache_directory_replaced_after_its_pin_is_mounted_as_found_again() {
+    let Some(w) = World::new() else {
+        return;
+    };
+    w.stdout("RUN --mount=type=cache,id=c,target=/c mkdir /c/other && touch /c/other/mark");
+    let other = listing(&w.store())
+        .into_iter()
+        .find(|p| p.ends_with("/other"))
+        .map(|p| w.store().join(p))
+        .unwrap();
+    // `sub` is missing: kiln makes it empty and pins it; the rename then
+    // replaces it before runc mounts the pin (the kernel refuses to
+    // mount a removed directory).
+    let exec = RenamesFirst {
+        inner: RuncExecutor::new(w.tmp.path().join("sandbox")),
+        rename: Mutex::new(Some((other.clone(), other.with_file_name("sub")))),
+    };
+    let (result, seen) = w.run_on(
+        &exec,
+        &w.rootfs(),
+        "RUN --mount=type=cache,id=c,target=/x,source=sub ls /x",
+        &RunControl::new(),
+        None,
+    );
+    assert!(exec.rename.lock().unwrap().is_none(), "renamed");
+    if let Err(e) = result {
+        panic!("{e}\nstderr: {:?}", seen.stderr);
+    }
+    assert_eq!(seen.stdout, ["mark"]);
     w.assert_clean();
 }
 

@@ -90,6 +90,10 @@ use crate::events::{Event, EventSink, StepId, Stream};
 pub(crate) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// How often a step whose pinned cache directory was removed before its
+/// mount is prepared and started again (each time the race is lost anew).
+const REMOUNTS: u32 = 30;
+
 /// Everything one `RUN` step needs, as data.
 pub struct RunStep<'a> {
     /// The step's root: an active overlay snapshot, mounted (any directory
@@ -145,40 +149,56 @@ pub fn run_step(exec: &dyn Executor, step: &RunStep<'_>) -> Result<ExitInfo, Run
     let CommandArgs { args, script } = command_args(step.command, &step.shell)?;
     let user = resolve_user(step.rootfs, &step.user)?;
 
-    let mut prepared = mounts::prepare(step, &planned, exec.binds_are_mounts())?;
-    let result = (|| {
-        if let Some(script) = &script {
-            let dir = prepared.scratch(step.scratch)?.script_dir(script)?;
-            prepared.mounts.push(Mount::bind(dir, SCRIPT_DIR, true));
+    let mut remounts = 0;
+    let exit = loop {
+        let mut prepared = mounts::prepare(step, &planned, exec.binds_are_mounts())?;
+        let result = (|| {
+            if let Some(script) = &script {
+                let dir = prepared.scratch(step.scratch)?.script_dir(script)?;
+                prepared.mounts.push(Mount::bind(dir, SCRIPT_DIR, true));
+            }
+            let cwd = Path::new(&workdir);
+            // A working directory inside a mount is the mount's business.
+            if !prepared
+                .mounts
+                .iter()
+                .any(|m| cwd.starts_with(&m.destination))
+            {
+                rootpath::mkdir_all_owned(step.rootfs, cwd, user.uid, user.gid)?;
+            }
+            let mut spec = RunSpec::new(step.rootfs, args.clone());
+            spec.env = environment(&step.env, &prepared.env);
+            spec.cwd = cwd.to_path_buf();
+            spec.user = user.clone();
+            spec.network = match step.command.network {
+                DfNetwork::Default => step.default_network,
+                DfNetwork::None => NetworkMode::None,
+                DfNetwork::Host => NetworkMode::Host,
+            };
+            spec.security = match step.command.security {
+                DfSecurity::Sandbox => SecurityMode::Sandbox,
+                DfSecurity::Insecure => SecurityMode::Insecure,
+            };
+            spec.mounts = prepared.mounts.clone();
+            run(exec, &spec, step)
+        })();
+        // A cache directory pinned for its mount was removed before runc
+        // mounted it (a parallel step renamed another directory onto the
+        // empty one kiln had just made): the container never started,
+        // nothing ran. The name is looked up again, as for a removal
+        // before the pin.
+        let again = remounts < REMOUNTS
+            && matches!(result, Err(RunError::Sandbox(SandboxError::Start { .. })))
+            && prepared.a_pin_was_removed();
+        let released = prepared.release();
+        if again && released.is_ok() {
+            remounts += 1;
+            continue;
         }
-        let cwd = Path::new(&workdir);
-        // A working directory inside a mount is the mount's business.
-        if !prepared
-            .mounts
-            .iter()
-            .any(|m| cwd.starts_with(&m.destination))
-        {
-            rootpath::mkdir_all_owned(step.rootfs, cwd, user.uid, user.gid)?;
-        }
-        let mut spec = RunSpec::new(step.rootfs, args.clone());
-        spec.env = environment(&step.env, &prepared.env);
-        spec.cwd = cwd.to_path_buf();
-        spec.user = user;
-        spec.network = match step.command.network {
-            DfNetwork::Default => step.default_network,
-            DfNetwork::None => NetworkMode::None,
-            DfNetwork::Host => NetworkMode::Host,
-        };
-        spec.security = match step.command.security {
-            DfSecurity::Sandbox => SecurityMode::Sandbox,
-            DfSecurity::Insecure => SecurityMode::Insecure,
-        };
-        spec.mounts = prepared.mounts.clone();
-        run(exec, &spec, step)
-    })();
-    let released = prepared.release();
-    let exit = result?;
-    released?;
+        let exit = result?;
+        released?;
+        break exit;
+    };
     if exit.cancelled {
         return Err(RunError::Cancelled);
     }

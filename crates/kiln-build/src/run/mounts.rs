@@ -36,7 +36,8 @@ use super::sources::MountSource;
 /// made is replaced by a `mv` renaming another directory onto its name,
 /// and the kernel refuses to mount a removed directory (`ENOENT`). Then
 /// the name is looked up again, as [`rootpath::open_dir_made`] does for a
-/// name that changed on the way.
+/// name that changed on the way. Removed after the pin, runc's mount of it
+/// fails: [`run_step`](super::run_step) then prepares the step again.
 fn pinned_cache_dir(
     scratch: &mut Scratch,
     cache: &Path,
@@ -255,6 +256,12 @@ impl Prepared {
             self.scratch = Some(Scratch::create(parent)?);
         }
         Ok(self.scratch.as_mut().expect("just made"))
+    }
+
+    /// Whether a cache directory pinned for a mount has been removed since
+    /// ([`Scratch::a_pin_was_removed`]).
+    pub(crate) fn a_pin_was_removed(&self) -> bool {
+        self.scratch.as_ref().is_some_and(Scratch::a_pin_was_removed)
     }
 
     /// Unmounts, unlocks and removes everything, in the reverse order of

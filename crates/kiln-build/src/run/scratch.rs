@@ -36,6 +36,8 @@ pub(crate) struct Scratch {
     dir: OwnedDir,
     /// Overlay and bind mount points, in mount order.
     mounted: Vec<PathBuf>,
+    /// The points of [`pinned_view`](Scratch::pinned_view)s.
+    pins: Vec<PathBuf>,
     next: usize,
 }
 
@@ -45,6 +47,7 @@ impl Scratch {
         Ok(Scratch {
             dir,
             mounted: Vec::new(),
+            pins: Vec::new(),
             next: 0,
         })
     }
@@ -117,7 +120,18 @@ impl Scratch {
             },
         )?;
         self.mounted.push(point.clone());
+        self.pins.push(point.clone());
         Ok(point)
+    }
+
+    /// Whether the directory of a [`pinned_view`](Scratch::pinned_view)
+    /// has been removed since (a `mv` renamed another onto its name): the
+    /// pin still shows it, but the kernel refuses to mount a removed
+    /// directory from it (`ENOENT`), so runc's mount of the pin fails.
+    pub(crate) fn a_pin_was_removed(&self) -> bool {
+        self.pins
+            .iter()
+            .any(|p| rustix::fs::stat(p).is_ok_and(|st| st.st_nlink == 0))
     }
 
     /// Unmounts the overlays and removes the directory.
@@ -127,6 +141,7 @@ impl Scratch {
 
     fn cleanup(&mut self) -> Result<(), RunError> {
         let mut first = None;
+        self.pins.clear();
         for point in self.mounted.drain(..).rev() {
             if let Err(e) = unmount(&point) {
                 first.get_or_insert(e);
