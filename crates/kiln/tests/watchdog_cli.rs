@@ -1,7 +1,7 @@
 //! `kiln build` under the watchdog, as a user and CI see it: the flags,
 //! the diagnosis on stderr, the exit codes (1 build error, 3 stalled, 4
-//! timed out, 130/143 interrupted), and recovery: SIGINT and SIGTERM
-//! clean up, and after `kill -9` of kiln at random points of many builds
+//! timed out, 130/143/129 interrupted), and recovery: SIGINT, SIGTERM and
+//! SIGHUP clean up, and after `kill -9` of kiln at random points of many builds
 //! the next build succeeds, `kiln store verify` passes, and nothing of
 //! the killed builds remains. These tests drive runc and need root; CI
 //! runs them as root.
@@ -333,6 +333,11 @@ fn sigint_kills_the_step_cleans_up_and_exits_130() {
 #[test]
 fn sigterm_kills_the_step_cleans_up_and_exits_143() {
     interrupt_cleans_up("TERM", 143, "86424");
+}
+
+#[test]
+fn sighup_kills_the_step_cleans_up_and_exits_129() {
+    interrupt_cleans_up("HUP", 129, "86428");
 }
 
 #[test]

@@ -261,7 +261,9 @@ impl Prepared {
     /// Whether a cache directory pinned for a mount has been removed since
     /// ([`Scratch::a_pin_was_removed`]).
     pub(crate) fn a_pin_was_removed(&self) -> bool {
-        self.scratch.as_ref().is_some_and(Scratch::a_pin_was_removed)
+        self.scratch
+            .as_ref()
+            .is_some_and(Scratch::a_pin_was_removed)
     }
 
     /// Unmounts, unlocks and removes everything, in the reverse order of

@@ -34,7 +34,7 @@ pub(crate) struct Report {
 pub(crate) struct Build {
     pub(crate) status: BuildStatus,
     /// kiln's exit status (0 built, 1 failed, 3 stalled, 4 timed out,
-    /// 130/143 interrupted).
+    /// 130/143/129 interrupted).
     pub(crate) exit_code: u8,
     /// Why it failed, as kiln printed it.
     pub(crate) error: Option<String>,

@@ -43,7 +43,7 @@ Exit status:
   1    the build failed (a step exited non-zero, a bad Dockerfile, ...)
   3    a step stalled (no output, CPU or I/O for the stall timeout)
   4    a step ran past its step timeout
-  130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM. Steps are killed and cleaned up."
+  130  interrupted by SIGINT (Ctrl-C); 143 by SIGTERM; 129 by SIGHUP. Steps are killed and cleaned up."
     )
 }
 
@@ -1026,16 +1026,17 @@ async fn until_signal<T>(
     }
 }
 
-/// Ctrl-C and SIGTERM cancel the build: the running step is killed, its
-/// mounts and snapshots cleaned up, and kiln exits 130 or 143. The signal
+/// Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session) cancel
+/// the build: the running step is killed, its mounts and snapshots cleaned
+/// up, and kiln exits 130, 143 or 129. The signal
 /// is taken on a thread of its own, so cancelling (which locks and talks to
 /// runc) never runs in a signal handler.
 fn install_signal_handlers(
     engine: &Arc<Engine>,
 ) -> anyhow::Result<Arc<std::sync::atomic::AtomicU32>> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let caught = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     let engine = Arc::clone(engine);
     let flag = Arc::clone(&caught);
