@@ -511,6 +511,39 @@ fn a_build_cancelled_during_a_background_commit_keeps_only_whole_layers() {
 }
 
 #[test]
+fn a_second_cancel_drops_the_layers_being_written() {
+    // Ctrl-C twice while a big layer is written in the background: the
+    // write stops at once, nothing of the step is stored or recorded (no
+    // blob begun left in ingest/), and the next build runs the step again.
+    let Some(h) = Harness::new() else {
+        return;
+    };
+    let base = busybox_image(&h.store);
+    let ctx = tempfile::tempdir().unwrap();
+    let dockerfile =
+        format!("FROM {base}\nRUN head -c 200000000 /dev/urandom > /big\nRUN sleep 30\n");
+    let stop_on_note = |engine: &mut kiln_build::Engine| {
+        let (cancel, stop) = (Arc::clone(&engine.cancel), Arc::clone(&engine.stop_writing));
+        on_background_write(engine, move || {
+            stop.store(true, Ordering::SeqCst);
+            cancel.store(true, Ordering::SeqCst);
+        });
+    };
+    let (result, events) = h.build_on(ctx.path(), &dockerfile, |_| {}, stop_on_note);
+    assert!(
+        matches!(result, Err(BuildError::Cancelled)),
+        "{result:?}\n{events:#?}"
+    );
+    nothing_of_the_step_kept(&h, &events, 2);
+    let ingest = h.store.root().join("ingest");
+    assert!(!blob_begun(&ingest), "{:?}", fs_err::read_dir(&ingest));
+
+    let (again, events) = h.build(ctx.path(), &dockerfile.replace("sleep 30", "true"), |_| {});
+    again.unwrap_or_else(|e| panic!("{e}\n{}", logs(&events)));
+    assert_eq!(cached_steps(&events), 0, "{}", logs(&events));
+}
+
+#[test]
 #[ignore = "a timing, not a check: cargo nextest run --run-ignored only"]
 fn timing_a_big_layer_then_a_sleep() {
     // A RUN that writes KILN_TIMING_MB (default 1024) MiB of files that

@@ -299,7 +299,7 @@ fn seal_names(
         Sealed::Unchanged => return None,
         Sealed::Committed(committed) => *committed,
         Sealed::Pending(pending) => {
-            let written = pending.write(parents).unwrap();
+            let written = pending.write(parents, &Default::default()).unwrap();
             pending.finish(written, parents).unwrap()
         }
     };

@@ -341,6 +341,39 @@ fn sighup_kills_the_step_cleans_up_and_exits_129() {
 }
 
 #[test]
+fn a_second_sigint_drops_the_layer_being_written() {
+    // The first Ctrl-C cancels the sleeping step and says the big layer
+    // under it is still written, kept for the next build; the second
+    // stops that too: exit 130, nothing left, the store sound, and the
+    // next build runs the step again.
+    let Some(kiln) = kiln_with_base() else {
+        return;
+    };
+    let big = "RUN head -c 400000000 /dev/urandom > /big\n";
+    let ctx = context(&format!("{big}RUN sleep 86429\n"));
+    let child = start_build(&kiln, ctx.path(), &["--progress", "plain"]);
+    let pid = child.id();
+    wait_for_process("86429");
+    signal(pid, "INT");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(pid, "INT");
+    let out = wait_bounded(child);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("1 layer is still being written") && said.contains("signal again to drop it"),
+        "{said}"
+    );
+    assert_clean(&kiln, "86429");
+    kiln.ok(&["store", "verify"]);
+
+    let again = context(&format!("{big}RUN true\n"));
+    let (status, said) = build(&kiln, again.path(), &["--progress", "plain"]);
+    assert!(status.success(), "{said}");
+    assert!(!said.contains("CACHED"), "{said}");
+}
+
+#[test]
 fn sigint_during_a_push_to_a_silent_registry_exits_130() {
     // The build is done and its push waits on a registry that accepted
     // the connection and never answers (a minute per attempt, five

@@ -24,7 +24,7 @@ mod stage_image;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -251,6 +251,12 @@ pub struct Engine {
     pub events: EventSink,
     /// Set to stop the build: running steps are cancelled and cleaned up.
     pub cancel: Arc<AtomicBool>,
+    /// Set (with `cancel`) to stop the layers still being written in the
+    /// background too: their steps are not recorded and run again in the
+    /// next build. Unset, a cancelled build waits for them.
+    pub stop_writing: Arc<AtomicBool>,
+    /// How many layers are being written in the background now.
+    pub(crate) writing: Arc<AtomicUsize>,
     /// How often the watchdog looks at a running RUN step
     /// (`SAMPLE_EVERY`); tests with millisecond limits look more often.
     pub sample_every: Duration,
@@ -359,6 +365,8 @@ impl Engine {
             executor,
             events,
             cancel: Arc::new(AtomicBool::new(false)),
+            stop_writing: Arc::new(AtomicBool::new(false)),
+            writing: Arc::default(),
             sample_every: SAMPLE_EVERY,
             background_commits: true,
             layers_ahead: None,
@@ -373,8 +381,24 @@ impl Engine {
     }
 
     /// Stops the build: marks it cancelled and cancels running steps.
+    /// The layers of the steps that ran are still written (in the
+    /// background, [`layers_being_written`](Engine::layers_being_written))
+    /// and recorded whole, so the next build reuses them.
     pub fn cancel(&self) {
         self.canceller().cancel();
+    }
+
+    /// [`cancel`](Engine::cancel), and the layers being written stop too
+    /// (a second Ctrl-C): nothing of them is stored or recorded.
+    pub fn cancel_now(&self) {
+        self.stop_writing.store(true, Ordering::SeqCst);
+        self.cancel();
+    }
+
+    /// How many steps' layers are being written in the background: what a
+    /// cancelled build still waits for.
+    pub fn layers_being_written(&self) -> usize {
+        self.writing.load(Ordering::SeqCst)
     }
 
     pub(crate) fn canceller(&self) -> Canceller {

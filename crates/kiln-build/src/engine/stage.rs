@@ -2,6 +2,7 @@
 //! order, each expanded, keyed, and either taken from the cache or run.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -713,8 +714,12 @@ impl StageRunner<'_> {
                         self.engine.emit(Event::StepFailed {
                             step,
                             duration_ms: millis(lost.info.started.elapsed()),
-                            reason: "not recorded: the layer of a step before it failed"
-                                .to_string(),
+                            reason: if matches!(e, BuildError::Cancelled) {
+                                "not recorded: the build was stopped"
+                            } else {
+                                "not recorded: the layer of a step before it failed"
+                            }
+                            .to_string(),
                             exit_code: None,
                         });
                     }
@@ -754,9 +759,13 @@ impl StageRunner<'_> {
         // commit failed) once no pending step above holds them.
         drop(commit);
         let ended = committed
-            .map_err(|e| BuildError::Commit {
-                location: info.location,
-                source: Cause::new(e),
+            .map_err(|e| match e {
+                // A second Ctrl-C: the build is cancelled, this step with it.
+                SnapshotError::Stopped { .. } => BuildError::Cancelled,
+                e => BuildError::Commit {
+                    location: info.location,
+                    source: Cause::new(e),
+                },
             })
             .and_then(|c| self.committed(info.id, c, false))
             .and_then(|(layer, chain)| {
@@ -1024,6 +1033,10 @@ impl StageRunner<'_> {
     ) -> Result<(), BuildError> {
         let canceller = self.engine.canceller();
         let writing = Arc::clone(&commit);
+        let stop = Arc::clone(&self.engine.stop_writing);
+        let count = Arc::clone(&self.engine.writing);
+        count.fetch_add(1, Ordering::SeqCst);
+        let counted = Arc::clone(&count);
         let writer = std::thread::Builder::new()
             .name("kiln-commit".to_string())
             .spawn(move || {
@@ -1032,11 +1045,15 @@ impl StageRunner<'_> {
                 // waits for, the layer only at the stage's end, when
                 // nothing else runs.
                 below_the_steps();
-                let written = writing.write(&parents);
+                let written = writing.write(&parents, &stop);
+                counted.fetch_sub(1, Ordering::SeqCst);
                 if written.is_err() {
                     canceller.cancel();
                 }
                 (written, Instant::now())
+            })
+            .inspect_err(|_| {
+                count.fetch_sub(1, Ordering::SeqCst);
             })
             .map_err(|e| BuildError::Commit {
                 location: info.location,

@@ -1,7 +1,9 @@
 //! Mounted snapshots: the writable root of a step, committed into a layer
 //! and a new snapshot, and read-only views of a finished stage.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -365,7 +367,7 @@ impl OverlayActive {
         };
 
         let store = self.snapshotter.store();
-        let (info, stats) = write_layer(store, &upper, Arc::new(exclude), opts, || {
+        let (info, stats) = write_layer(store, &upper, Arc::new(exclude), opts, None, || {
             timings.archive = lap();
         })?;
         timings.store = lap();
@@ -432,7 +434,11 @@ impl PendingCommit for OverlayPending {
     /// `parents`; then the upper dir through tar, diffID, compressor and
     /// digest into a blob in the store, as a serial commit writes it: the
     /// same bytes.
-    fn write(&self, parents: &[Snapshot]) -> Result<WrittenLayer, SnapshotError> {
+    fn write(
+        &self,
+        parents: &[Snapshot],
+        stop: &AtomicBool,
+    ) -> Result<WrittenLayer, SnapshotError> {
         let started = Instant::now();
         let exclude = {
             let below = pending_files(self.below.as_deref());
@@ -449,6 +455,7 @@ impl PendingCommit for OverlayPending {
             &self.upper,
             Arc::new(exclude),
             &self.opts,
+            Some(stop),
             || archived = Some(started.elapsed()),
         )?;
         timings.archive = archived.unwrap_or_default();
@@ -509,6 +516,7 @@ pub(crate) fn write_layer(
     upper: &Path,
     exclude: Arc<std::collections::HashSet<Vec<u8>>>,
     opts: &CommitOptions,
+    stop: Option<&AtomicBool>,
     archived: impl FnOnce(),
 ) -> Result<(kiln_image::compress::LayerBlob, LayerStats), SnapshotError> {
     let mut compress = CompressOptions::new(opts.compression);
@@ -522,12 +530,48 @@ pub(crate) fn write_layer(
     let mut blob = BlobWriter::new(store.ingest()?, &compress).map_err(write_error)?;
     let mut write = WriteOptions::default();
     write.exclude = exclude;
-    let stats = layer::write(upper, &mut blob, &write).map_err(write_error)?;
+    let stats = match stop {
+        Some(stop) => layer::write(
+            upper,
+            &mut Stopping {
+                to: &mut blob,
+                stop,
+            },
+            &write,
+        ),
+        None => layer::write(upper, &mut blob, &write),
+    };
+    let stats = stats.map_err(|source| match stop {
+        Some(stop) if stop.load(Ordering::SeqCst) => SnapshotError::Stopped {
+            upper: upper.to_path_buf(),
+        },
+        _ => write_error(source),
+    })?;
     let (ingest, info) = blob.finish().map_err(write_error)?;
     archived();
     let stored = ingest.commit()?;
     debug_assert_eq!(stored.digest, info.digest);
     Ok((info, stats))
+}
+
+/// A layer's writer that fails once `stop` is set: the layer ends at its
+/// next write, and its blob, never committed, is not stored.
+struct Stopping<'a, W> {
+    to: &'a mut W,
+    stop: &'a AtomicBool,
+}
+
+impl<W: Write> Write for Stopping<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(io::Error::other("stopped"));
+        }
+        self.to.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.to.flush()
+    }
 }
 
 /// A read-only overlay of a chain, unmounted and removed when dropped.

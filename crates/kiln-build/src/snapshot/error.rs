@@ -31,6 +31,11 @@ pub enum SnapshotError {
         source: LayerError,
     },
 
+    /// A layer being written was stopped (a second Ctrl-C): nothing of it
+    /// was stored.
+    #[error("stopped writing {} as a layer", upper.display())]
+    Stopped { upper: PathBuf },
+
     /// An upper directory could not be written as a layer blob.
     #[error("writing {} as a layer", upper.display())]
     WriteLayer {

@@ -262,7 +262,7 @@ impl FakeActive {
 
         // The overlay snapshotter's pipeline (active.rs), on `upper`.
         let store = &self.snapshotter.inner.store;
-        let (info, stats) = write_layer(store, &upper, Arc::new(diff.exclude), opts, || {})?;
+        let (info, stats) = write_layer(store, &upper, Arc::new(diff.exclude), opts, None, || {})?;
 
         let below = self.parents.last().map(Snapshot::chain_id);
         let chain_id = chain_id(below, &info.diff_id);

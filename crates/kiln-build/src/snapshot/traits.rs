@@ -9,6 +9,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use super::active::{CommitOptions, Committed, WrittenLayer};
 use super::sweep::SweepReport;
@@ -125,8 +126,11 @@ pub trait PendingCommit: Send + Sync + fmt::Debug {
     /// compression, streamed): the slow part, on any thread, once.
     /// `parents` is the chain under the pending steps it is stacked on,
     /// bottom first (any of those finished since are in it or not: the
-    /// diff compares with their files wherever they are).
-    fn write(&self, parents: &[Snapshot]) -> Result<WrittenLayer, SnapshotError>;
+    /// diff compares with their files wherever they are). Once `stop` is
+    /// set it ends at its next write, [`SnapshotError::Stopped`], with
+    /// nothing stored.
+    fn write(&self, parents: &[Snapshot], stop: &AtomicBool)
+    -> Result<WrittenLayer, SnapshotError>;
 
     /// Makes the written layer a snapshot on `parents` (the chain the
     /// sealed step was built on, with the pending steps below it finished,

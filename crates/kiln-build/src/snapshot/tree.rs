@@ -489,7 +489,7 @@ impl TreeActive {
 
         let archive = Instant::now();
         let store = &snapshotter.inner.store;
-        let (info, stats) = write_layer(store, &upper, Arc::default(), opts, || {})?;
+        let (info, stats) = write_layer(store, &upper, Arc::default(), opts, None, || {})?;
         let archive_time = archive.elapsed();
         remove_tree(&upper)?;
 

@@ -1028,9 +1028,11 @@ async fn until_signal<T>(
 
 /// Ctrl-C, SIGTERM and SIGHUP (a closed terminal or ssh session) cancel
 /// the build: the running step is killed, its mounts and snapshots cleaned
-/// up, and kiln exits 130, 143 or 129. The signal
-/// is taken on a thread of its own, so cancelling (which locks and talks to
-/// runc) never runs in a signal handler.
+/// up, and kiln exits 130, 143 or 129. The layers of the steps that ran
+/// are still written (so the next build reuses them); a second signal
+/// stops those too. The signal is taken on a thread of its own, so
+/// cancelling (which locks and talks to runc) never runs in a signal
+/// handler.
 fn install_signal_handlers(
     engine: &Arc<Engine>,
 ) -> anyhow::Result<Arc<std::sync::atomic::AtomicU32>> {
@@ -1041,9 +1043,25 @@ fn install_signal_handlers(
     let engine = Arc::clone(engine);
     let flag = Arc::clone(&caught);
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
+        let mut signals = signals.forever();
+        if let Some(signal) = signals.next() {
             flag.store(signal as u32, Ordering::SeqCst);
             engine.cancel();
+            let writing = engine.layers_being_written();
+            if writing > 0 {
+                let (layers, them) = if writing == 1 {
+                    ("layer is", "it")
+                } else {
+                    ("layers are", "them")
+                };
+                eprintln!(
+                    "kiln: cancelling; {writing} {layers} still being written and kept \
+                     for the next build (signal again to drop {them})"
+                );
+            }
+        }
+        if signals.next().is_some() {
+            engine.cancel_now();
         }
     });
     Ok(caught)
