@@ -30,6 +30,7 @@ mod ops;
 mod remote_cache;
 mod run;
 mod snapshot;
+mod stop;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod watchdog;

@@ -36,7 +36,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use kiln_fs::xattr::{self, Xattrs};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, Timespec, Timestamps};
@@ -48,6 +48,7 @@ use super::error::CopyError;
 use super::root::{self, Root, TreeError, join};
 use super::source::{EntryFilter, FilterDecision};
 use super::stats::CopyStats;
+use crate::stop::stopped;
 
 /// What every entry of one copy gets.
 pub(crate) struct Policy<'a> {
@@ -68,12 +69,6 @@ impl Policy<'_> {
             Ok(())
         }
     }
-}
-
-/// Whether a copy's stop flag ([`CopyOptions::stop`](super::CopyOptions))
-/// is set.
-pub(crate) fn stopped(stop: Option<&AtomicBool>) -> bool {
-    stop.is_some_and(|s| s.load(Ordering::Relaxed))
 }
 
 /// How much of a file is copied between two checks of the stop flag.

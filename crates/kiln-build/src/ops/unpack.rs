@@ -38,7 +38,7 @@ use super::chown::Owner;
 use super::error::CopyError;
 use super::root::{self, NewDir, Root, TreeError, join};
 use super::stats::CopyStats;
-use super::tree::stopped;
+use crate::stop::{Stoppable, stopped};
 
 /// The compression of an archive, sniffed from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,21 +151,6 @@ pub(crate) fn extract(
     stats.bytes += done.bytes;
     stats.archives += 1;
     Ok(())
-}
-
-/// A reader that fails once `stop` is set.
-struct Stoppable<'a, R> {
-    inner: R,
-    stop: Option<&'a AtomicBool>,
-}
-
-impl<R: Read> Read for Stoppable<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if stopped(self.stop) {
-            return Err(io::Error::other("the build was cancelled"));
-        }
-        self.inner.read(buf)
-    }
 }
 
 pub(crate) fn mkdir_err(root: &Root, rel: &[u8], e: Errno) -> CopyError {

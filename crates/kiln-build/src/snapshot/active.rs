@@ -1,9 +1,8 @@
 //! Mounted snapshots: the writable root of a step, committed into a layer
 //! and a new snapshot, and read-only views of a finished stage.
 
-use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -19,6 +18,7 @@ use super::{
     ActiveSnapshot, OverlaySnapshotter, PendingCommit, ReadOnlyMount, Sealed, Snapshot,
     SnapshotError, chain_id, check_chain, diff, lock, mounts_under, record, remove_tree,
 };
+use crate::stop::{Stoppable, stopped};
 
 /// How [`ActiveSnapshot::commit`] writes the layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -530,48 +530,24 @@ pub(crate) fn write_layer(
     let mut blob = BlobWriter::new(store.ingest()?, &compress).map_err(write_error)?;
     let mut write = WriteOptions::default();
     write.exclude = exclude;
-    let stats = match stop {
-        Some(stop) => layer::write(
-            upper,
-            &mut Stopping {
-                to: &mut blob,
-                stop,
-            },
-            &write,
-        ),
-        None => layer::write(upper, &mut blob, &write),
+    let mut to = Stoppable {
+        inner: &mut blob,
+        stop,
     };
-    let stats = stats.map_err(|source| match stop {
-        Some(stop) if stop.load(Ordering::SeqCst) => SnapshotError::Stopped {
-            upper: upper.to_path_buf(),
-        },
-        _ => write_error(source),
+    let stats = layer::write(upper, &mut to, &write).map_err(|source| {
+        if stopped(stop) {
+            SnapshotError::Stopped {
+                upper: upper.to_path_buf(),
+            }
+        } else {
+            write_error(source)
+        }
     })?;
     let (ingest, info) = blob.finish().map_err(write_error)?;
     archived();
     let stored = ingest.commit()?;
     debug_assert_eq!(stored.digest, info.digest);
     Ok((info, stats))
-}
-
-/// A layer's writer that fails once `stop` is set: the layer ends at its
-/// next write, and its blob, never committed, is not stored.
-struct Stopping<'a, W> {
-    to: &'a mut W,
-    stop: &'a AtomicBool,
-}
-
-impl<W: Write> Write for Stopping<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.stop.load(Ordering::SeqCst) {
-            return Err(io::Error::other("stopped"));
-        }
-        self.to.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.to.flush()
-    }
 }
 
 /// A read-only overlay of a chain, unmounted and removed when dropped.
