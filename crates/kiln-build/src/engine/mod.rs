@@ -274,6 +274,16 @@ pub struct Engine {
     pub(crate) running: Arc<Mutex<Vec<RunControl>>>,
 }
 
+/// A layer being written, counted in [`Engine::layers_being_written`]
+/// while this lives.
+pub(crate) struct Writing(Arc<AtomicUsize>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What [`Engine::cancel`] does, for threads that do not hold the engine
 /// (a background commit that failed).
 #[derive(Clone)]
@@ -399,6 +409,13 @@ impl Engine {
     /// cancelled build still waits for.
     pub fn layers_being_written(&self) -> usize {
         self.writing.load(Ordering::SeqCst)
+    }
+
+    /// One more layer in [`layers_being_written`](Engine::layers_being_written),
+    /// until the returned guard is dropped.
+    pub(crate) fn count_writing(&self) -> Writing {
+        self.writing.fetch_add(1, Ordering::SeqCst);
+        Writing(Arc::clone(&self.writing))
     }
 
     pub(crate) fn canceller(&self) -> Canceller {

@@ -2,7 +2,6 @@
 //! order, each expanded, keyed, and either taken from the cache or run.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -1034,9 +1033,8 @@ impl StageRunner<'_> {
         let canceller = self.engine.canceller();
         let writing = Arc::clone(&commit);
         let stop = Arc::clone(&self.engine.stop_writing);
-        let count = Arc::clone(&self.engine.writing);
-        count.fetch_add(1, Ordering::SeqCst);
-        let counted = Arc::clone(&count);
+        // Counted until the write ends (or the thread never starts).
+        let counted = self.engine.count_writing();
         let writer = std::thread::Builder::new()
             .name("kiln-commit".to_string())
             .spawn(move || {
@@ -1046,14 +1044,11 @@ impl StageRunner<'_> {
                 // nothing else runs.
                 below_the_steps();
                 let written = writing.write(&parents, &stop);
-                counted.fetch_sub(1, Ordering::SeqCst);
+                drop(counted);
                 if written.is_err() {
                     canceller.cancel();
                 }
                 (written, Instant::now())
-            })
-            .inspect_err(|_| {
-                count.fetch_sub(1, Ordering::SeqCst);
             })
             .map_err(|e| BuildError::Commit {
                 location: info.location,
