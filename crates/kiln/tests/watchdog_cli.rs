@@ -276,14 +276,7 @@ fn a_build_waiting_for_a_lock_another_build_holds_names_it_and_stalls() {
     let mount = "--mount=type=cache,target=/cache,id=cli-lock,sharing=locked";
     let holder_ctx = context(&format!("RUN {mount} sleep 86426\n"));
     let waiter_ctx = context(&format!("RUN {mount} echo got lock $((6 * 7))\n"));
-    let holder = kiln
-        .cmd()
-        .args(["build", "--stall-timeout", "0"])
-        .arg(holder_ctx.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let holder = start_build(&kiln, holder_ctx.path(), &["--stall-timeout", "0"]);
     wait_for_process("86426");
     let (status, stderr) = build(&kiln, waiter_ctx.path(), &["--stall-timeout", "2s"]);
     signal(holder.id(), "INT");
